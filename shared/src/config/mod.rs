@@ -1,0 +1,208 @@
+//! mih's configuration: typed, layered, validated, dumpable with secrets redacted.
+
+pub(crate) mod lenient;
+mod load;
+mod secret;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, ConfigLoader, SettingError, env_var_for};
+pub use secret::{REDACTED, Secret, SecretUrl, redact_url_password};
+
+use crate::names::{Namespace, SourceId};
+use crate::service::ServiceName;
+
+/// The embedded defaults, every key commented. Shipped in the binary and printed by docs.
+pub const DEFAULTS_TOML: &str = include_str!("../../config/default.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub namespace: Namespace,
+    /// Encrypts secrets at rest; see [`crate::crypto`].
+    #[serde(default)]
+    pub secret_key: Option<Secret>,
+    #[serde(default)]
+    pub secret_keys_previous: Vec<Secret>,
+    /// An admin token api makes sure exists at start.
+    #[serde(default)]
+    pub bootstrap_admin_token: Option<Secret>,
+    pub nats: NatsConfig,
+    pub database: DatabaseConfig,
+    pub streams: StreamsConfig,
+    pub telemetry: TelemetryConfig,
+    pub shutdown: ShutdownConfig,
+    pub ingest: IngestConfig,
+    pub matcher: MatcherConfig,
+    pub dispatcher: ListenConfig,
+    pub dlq: ListenConfig,
+    pub api: ApiConfig,
+    /// Moodle sites allowed to send events, by id.
+    #[serde(default)]
+    pub sources: BTreeMap<SourceId, SourceSeed>,
+}
+
+impl Config {
+    /// Where a service listens for HTTP (its API, if any, and /healthz, /readyz, /metrics).
+    pub fn listen_addr(&self, service: ServiceName) -> SocketAddr {
+        match service {
+            ServiceName::Ingest => self.ingest.listen,
+            ServiceName::Matcher => self.matcher.listen,
+            ServiceName::Dispatcher => self.dispatcher.listen,
+            ServiceName::Dlq => self.dlq.listen,
+            ServiceName::Api => self.api.listen,
+        }
+    }
+
+    /// The setting that holds [`Config::listen_addr`], for error messages.
+    pub fn listen_setting(service: ServiceName) -> String {
+        format!("{service}.listen")
+    }
+
+    /// The keyring built from `secret_key` and `secret_keys_previous` (validated at load).
+    pub fn keyring(&self) -> Result<crate::crypto::Keyring, crate::crypto::CryptoError> {
+        let previous: Vec<&str> = self
+            .secret_keys_previous
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        crate::crypto::Keyring::new(self.secret_key.as_ref().map(Secret::expose), &previous)
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn dump(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    pub url: SecretUrl,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
+    pub creds_file: Option<PathBuf>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub require_tls: bool,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    pub replicas: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: SecretUrl,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    #[serde(with = "humantime_serde")]
+    pub events_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub results_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub dlq_max_age: Duration,
+    pub max_bytes: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    #[serde(deserialize_with = "lenient::string")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_batch_events: usize,
+    pub max_event_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub signature_tolerance: Duration,
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatcherConfig {
+    pub listen: SocketAddr,
+    /// How long a dedup key is remembered; a repeat within it is dropped.
+    #[serde(with = "humantime_serde")]
+    pub dedup_horizon: Duration,
+    pub max_in_flight: usize,
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    pub listen: SocketAddr,
+}
+
+/// A source declared in the configuration file or environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSeed {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub name: Option<String>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Standard Webhooks secrets (`whsec_…`); several are valid at once while rotating.
+    #[serde(default)]
+    pub signing_secrets: Vec<Secret>,
+    /// Bearer tokens accepted for this source, as the simpler alternative to signatures.
+    #[serde(default)]
+    pub bearer_tokens: Vec<Secret>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}

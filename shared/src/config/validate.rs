@@ -1,0 +1,216 @@
+//! Checks across settings that types alone cannot express.
+
+use std::time::Duration;
+
+use super::{Config, SettingError};
+use crate::crypto::Keyring;
+use crate::signature::SigningSecret;
+
+/// Bearer tokens shorter than this are guessable.
+pub const MIN_BEARER_TOKEN_LEN: usize = 16;
+
+pub(super) fn validate(config: &Config) -> Vec<SettingError> {
+    let mut problems = Vec::new();
+    let mut problem = |setting: &str, message: String| {
+        problems.push(SettingError {
+            setting: setting.to_owned(),
+            message,
+        })
+    };
+
+    let positive = [
+        ("nats.connect_timeout", config.nats.connect_timeout),
+        ("nats.request_timeout", config.nats.request_timeout),
+        ("database.connect_timeout", config.database.connect_timeout),
+        ("streams.events_max_age", config.streams.events_max_age),
+        ("streams.duplicate_window", config.streams.duplicate_window),
+        ("streams.results_max_age", config.streams.results_max_age),
+        ("streams.dlq_max_age", config.streams.dlq_max_age),
+        ("shutdown.drain_timeout", config.shutdown.drain_timeout),
+        ("ingest.publish_timeout", config.ingest.publish_timeout),
+        (
+            "ingest.signature_tolerance",
+            config.ingest.signature_tolerance,
+        ),
+        ("matcher.dedup_horizon", config.matcher.dedup_horizon),
+        ("matcher.ack_wait", config.matcher.ack_wait),
+        ("api.reconcile_interval", config.api.reconcile_interval),
+    ];
+    for (setting, value) in positive {
+        if value == Duration::ZERO {
+            problem(setting, "must be longer than zero".into());
+        }
+    }
+    if let Some(Err(e)) = config
+        .secret_key
+        .as_ref()
+        .map(|key| Keyring::check_key(key.expose()))
+    {
+        problem("secret_key", e.to_string());
+    }
+    for (i, key) in config.secret_keys_previous.iter().enumerate() {
+        if let Err(e) = Keyring::check_key(key.expose()) {
+            problem("secret_keys_previous", format!("entry {i}: {e}"));
+        }
+    }
+    if config
+        .bootstrap_admin_token
+        .as_ref()
+        .is_some_and(|token| token.expose().len() < MIN_BEARER_TOKEN_LEN)
+    {
+        problem(
+            "bootstrap_admin_token",
+            format!("is shorter than {MIN_BEARER_TOKEN_LEN} characters"),
+        );
+    }
+    if config.streams.duplicate_window > config.streams.events_max_age {
+        problem(
+            "streams.duplicate_window",
+            "must not be longer than streams.events_max_age (JetStream refuses it)".into(),
+        );
+    }
+    if config.streams.max_bytes == 0 || config.streams.max_bytes < -1 {
+        problem(
+            "streams.max_bytes",
+            "must be -1 (unlimited) or a positive size in bytes".into(),
+        );
+    }
+    if !(1..=5).contains(&config.nats.replicas) {
+        problem("nats.replicas", "must be between 1 and 5".into());
+    }
+    if config.nats.password.is_some() && config.nats.user.is_none() {
+        problem("nats.user", "must be set when nats.password is".into());
+    }
+    if config.nats.tls_cert_file.is_some() != config.nats.tls_key_file.is_some() {
+        problem(
+            "nats.tls_key_file",
+            "nats.tls_cert_file and nats.tls_key_file go together".into(),
+        );
+    }
+    if !(1..=10_000).contains(&config.matcher.max_in_flight) {
+        problem(
+            "matcher.max_in_flight",
+            "must be between 1 and 10000".into(),
+        );
+    }
+    if config.database.max_connections == 0 {
+        problem("database.max_connections", "must be at least 1".into());
+    }
+
+    let ingest = &config.ingest;
+    if ingest.max_body_bytes == 0 {
+        problem("ingest.max_body_bytes", "must be at least 1".into());
+    }
+    if ingest.max_batch_events == 0 {
+        problem("ingest.max_batch_events", "must be at least 1".into());
+    }
+    if ingest.max_event_bytes == 0 || ingest.max_event_bytes > ingest.max_body_bytes {
+        problem(
+            "ingest.max_event_bytes",
+            format!(
+                "must be between 1 and ingest.max_body_bytes ({})",
+                ingest.max_body_bytes
+            ),
+        );
+    }
+
+    for (id, source) in &config.sources {
+        if source.signing_secrets.is_empty() && source.bearer_tokens.is_empty() {
+            problem(
+                &format!("sources.{id}"),
+                "needs signing_secrets or bearer_tokens; a source nobody can authenticate as is useless".into(),
+            );
+        }
+        for (i, secret) in source.signing_secrets.iter().enumerate() {
+            if let Err(e) = SigningSecret::parse(secret.expose()) {
+                problem(
+                    &format!("sources.{id}.signing_secrets"),
+                    format!("entry {i}: {e}"),
+                );
+            }
+        }
+        for (i, token) in source.bearer_tokens.iter().enumerate() {
+            if token.expose().len() < MIN_BEARER_TOKEN_LEN {
+                problem(
+                    &format!("sources.{id}.bearer_tokens"),
+                    format!("entry {i} is shorter than {MIN_BEARER_TOKEN_LEN} characters"),
+                );
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConfigError, ConfigLoader};
+
+    fn problems(toml: &str) -> Vec<String> {
+        match ConfigLoader::new().toml(toml).load() {
+            Err(ConfigError::Invalid(problems)) => {
+                problems.into_iter().map(|p| p.setting).collect()
+            }
+            Err(other) => panic!("expected validation errors, got {other}"),
+            Ok(_) => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn cross_setting_rules_name_the_setting() {
+        assert_eq!(
+            problems("[ingest]\nmax_body_bytes = 100\nmax_event_bytes = 200\n"),
+            ["ingest.max_event_bytes"]
+        );
+        assert_eq!(
+            problems("[ingest]\nmax_batch_events = 0\n"),
+            ["ingest.max_batch_events"]
+        );
+        assert_eq!(
+            problems("[nats]\nconnect_timeout = \"0s\"\n"),
+            ["nats.connect_timeout"]
+        );
+        assert_eq!(problems("[nats]\nreplicas = 7\n"), ["nats.replicas"]);
+        assert_eq!(
+            problems("[streams]\nevents_max_age = \"1m\"\nduplicate_window = \"2m\"\n"),
+            ["streams.duplicate_window"]
+        );
+    }
+
+    #[test]
+    fn secret_keys_must_be_32_bytes() {
+        assert_eq!(problems("secret_key = \"short\"\n"), ["secret_key"]);
+        assert_eq!(
+            problems("secret_keys_previous = [\"x\"]\n"),
+            ["secret_keys_previous"]
+        );
+        let key = crate::crypto::generate_key().expect("key");
+        assert!(problems(&format!("secret_key = \"{key}\"\n")).is_empty());
+        assert_eq!(
+            problems("bootstrap_admin_token = \"short\"\n"),
+            ["bootstrap_admin_token"]
+        );
+    }
+
+    #[test]
+    fn sources_need_usable_credentials() {
+        assert_eq!(problems("[sources.a]\n"), ["sources.a"]);
+        assert_eq!(
+            problems("[sources.a]\nsigning_secrets = [\"whsec_%%%\"]\n"),
+            ["sources.a.signing_secrets"]
+        );
+        assert_eq!(
+            problems("[sources.a]\nbearer_tokens = [\"short\"]\n"),
+            ["sources.a.bearer_tokens"]
+        );
+        assert!(problems("[sources.a]\nbearer_tokens = [\"0123456789abcdef\"]\n").is_empty());
+    }
+
+    #[test]
+    fn invalid_source_ids_are_refused() {
+        let err = ConfigLoader::new()
+            .toml("[sources.\"Bad Id\"]\nbearer_tokens = [\"0123456789abcdef\"]\n")
+            .load()
+            .expect_err("bad id");
+        assert!(err.to_string().contains("Bad Id"), "{err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! mih's shared crate: the contracts between services (messages, names, topology) and the
+//! plumbing every service uses (config, telemetry, errors, readiness, shutdown).
+
+pub mod canonical;
+pub mod config;
+pub mod connect;
+pub mod context;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod live;
+pub mod messages;
+pub mod metrics;
+pub mod moodle;
+pub mod names;
+pub mod ops;
+pub mod readiness;
+pub mod service;
+pub mod shutdown;
+pub mod signature;
+pub mod sources;
+pub mod telemetry;
+pub mod topology;
+
+pub use context::{RunError, ServiceContext};
+pub use service::ServiceName;
+pub use shutdown::Shutdown;

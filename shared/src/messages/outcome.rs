@@ -1,0 +1,54 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{EventId, JobId, Origin, RuleId, Version};
+use crate::names::ServiceSlug;
+
+/// The result of one delivery attempt, published to `<NS>_RESULTS`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub v: Version<1>,
+    pub job_id: JobId,
+    pub service: ServiceSlug,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub status: OutcomeStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<u16>,
+    /// The start of the response body, bounded so one chatty target cannot bloat the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_excerpt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<EventId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<RuleId>,
+    pub origin: Origin,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    Delivered,
+    FailedRetryable,
+    FailedPermanent,
+    Timeout,
+    CircuitOpen,
+}
+
+impl OutcomeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeStatus::Delivered => "delivered",
+            OutcomeStatus::FailedRetryable => "failed_retryable",
+            OutcomeStatus::FailedPermanent => "failed_permanent",
+            OutcomeStatus::Timeout => "timeout",
+            OutcomeStatus::CircuitOpen => "circuit_open",
+        }
+    }
+}

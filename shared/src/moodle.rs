@@ -1,0 +1,244 @@
+//! Moodle's own vocabulary: event names as `\component\event\name`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest event name accepted; the original plugin stores them in a `char(255)` column.
+pub const MAX_EVENT_NAME_LEN: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventNameError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("is {0} characters long; at most {MAX_EVENT_NAME_LEN} are allowed")]
+    TooLong(usize),
+    #[error(
+        "must look like \\component\\event\\name (for example \\core\\event\\user_created), got `{0}`"
+    )]
+    NotMoodleForm(String),
+}
+
+/// A fully qualified Moodle event class name, normalised to Moodle's form with the leading
+/// backslash (`\mod_quiz\event\attempt_submitted`). Shims that strip the backslash are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventName {
+    full: String,
+    /// Byte offset where the class part (after `\event\`) starts in `full`.
+    class_start: usize,
+    /// Byte length of the component (after the leading backslash).
+    component_len: usize,
+}
+
+impl EventName {
+    pub fn parse(raw: &str) -> Result<Self, EventNameError> {
+        let trimmed = raw.strip_prefix('\\').unwrap_or(raw);
+        if trimmed.is_empty() {
+            return Err(EventNameError::Empty);
+        }
+        if trimmed.len() + 1 > MAX_EVENT_NAME_LEN {
+            return Err(EventNameError::TooLong(trimmed.len() + 1));
+        }
+        let not_form = || EventNameError::NotMoodleForm(raw.to_owned());
+        let mut parts = trimmed.split('\\');
+        let component = parts.next().ok_or_else(not_form)?;
+        if !is_frankenstyle(component) || parts.next() != Some("event") {
+            return Err(not_form());
+        }
+        let mut class_parts = 0usize;
+        for part in parts {
+            if part.is_empty() || !part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(not_form());
+            }
+            class_parts += 1;
+        }
+        if class_parts == 0 {
+            return Err(not_form());
+        }
+        let full = format!("\\{trimmed}");
+        let class_start = 1 + component.len() + "\\event\\".len();
+        Ok(Self {
+            full,
+            class_start,
+            component_len: component.len(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.full
+    }
+
+    /// The Frankenstyle component (`core`, `mod_assign`, `local_integrationhub`).
+    pub fn component(&self) -> &str {
+        &self.full[1..1 + self.component_len]
+    }
+
+    /// The class path after `\event\` (`user_created`, or `sub\thing` for nested namespaces).
+    pub fn class(&self) -> &str {
+        &self.full[self.class_start..]
+    }
+
+    /// The component as a subject token; Frankenstyle names are already token-safe.
+    pub fn component_token(&self) -> &str {
+        self.component()
+    }
+
+    /// The class as one subject token: nested namespace separators become `__`.
+    pub fn event_token(&self) -> String {
+        self.class().replace('\\', "__")
+    }
+}
+
+/// Frankenstyle component names: lowercase letter first, then lowercase letters, digits, `_`.
+fn is_frankenstyle(component: &str) -> bool {
+    let mut chars = component.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl fmt::Display for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.full)
+    }
+}
+
+impl Serialize for EventName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.full)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        EventName::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_moodle_names_with_or_without_leading_backslash() {
+        let with = EventName::parse(r"\core\event\user_created").expect("valid");
+        let without = EventName::parse(r"core\event\user_created").expect("valid");
+        assert_eq!(with, without);
+        assert_eq!(with.as_str(), r"\core\event\user_created");
+        assert_eq!(with.component(), "core");
+        assert_eq!(with.class(), "user_created");
+    }
+
+    #[test]
+    fn nested_class_namespaces_are_kept() {
+        let name = EventName::parse(r"\local_x\event\sub\thing").expect("valid");
+        assert_eq!(name.class(), r"sub\thing");
+        assert_eq!(name.event_token(), "sub__thing");
+    }
+
+    #[test]
+    fn refuses_what_is_not_moodle_form() {
+        for bad in [
+            "",
+            "\\",
+            "user_created",
+            r"\core\user_created",
+            r"\Core\event\x",
+            r"\core\event\",
+            r"\core\event\a.b",
+            r"\core\event\a\\b",
+            r"\core\events\x",
+            r"\1core\event\x",
+            "\\core\\event\\x y",
+        ] {
+            assert!(EventName::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        let long = format!(r"\core\event\{}", "a".repeat(300));
+        assert!(matches!(
+            EventName::parse(&long),
+            Err(EventNameError::TooLong(_))
+        ));
+    }
+}
+
+/// Which events a rule listens to: every event, every event of one component, or one event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventPattern {
+    /// `*`
+    All,
+    /// `\mod_quiz\event\*`
+    Component(String),
+    /// `\core\event\user_created`
+    Exact(EventName),
+}
+
+impl EventPattern {
+    pub fn parse(raw: &str) -> Result<Self, EventNameError> {
+        let trimmed = raw.trim();
+        if trimmed == "*" {
+            return Ok(EventPattern::All);
+        }
+        let body = trimmed.strip_prefix('\\').unwrap_or(trimmed);
+        if let Some(component) = body.strip_suffix("\\event\\*") {
+            return if is_frankenstyle(component) {
+                Ok(EventPattern::Component(component.to_owned()))
+            } else {
+                Err(EventNameError::NotMoodleForm(raw.to_owned()))
+            };
+        }
+        EventName::parse(trimmed).map(EventPattern::Exact)
+    }
+
+    pub fn matches(&self, name: &EventName) -> bool {
+        match self {
+            EventPattern::All => true,
+            EventPattern::Component(component) => name.component() == component,
+            EventPattern::Exact(exact) => exact == name,
+        }
+    }
+}
+
+impl fmt::Display for EventPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventPattern::All => f.write_str("*"),
+            EventPattern::Component(component) => write!(f, "\\{component}\\event\\*"),
+            EventPattern::Exact(name) => name.fmt(f),
+        }
+    }
+}
+
+impl Serialize for EventPattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        EventPattern::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::*;
+
+    #[test]
+    fn patterns_parse_normalise_and_match() {
+        let created = EventName::parse(r"\core\event\user_created").expect("valid");
+        let quiz = EventName::parse(r"\mod_quiz\event\attempt_submitted").expect("valid");
+        let all = EventPattern::parse("*").expect("valid");
+        let quiz_any = EventPattern::parse(r"mod_quiz\event\*").expect("valid");
+        let exact = EventPattern::parse(r"core\event\user_created").expect("valid");
+        assert_eq!(quiz_any.to_string(), r"\mod_quiz\event\*");
+        assert_eq!(exact.to_string(), r"\core\event\user_created");
+        assert!(all.matches(&created) && all.matches(&quiz));
+        assert!(quiz_any.matches(&quiz) && !quiz_any.matches(&created));
+        assert!(exact.matches(&created) && !exact.matches(&quiz));
+        for bad in ["", "**", r"\Mod\event\*", r"\core\*", "user_created"] {
+            assert!(EventPattern::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

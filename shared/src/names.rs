@@ -1,0 +1,378 @@
+//! Namespaced names of every NATS stream, subject, KV bucket and consumer.
+//!
+//! This module is the only place that formats subject strings: services ask it for names, so a
+//! namespace can never be forgotten and two hubs (or two tests) on one NATS server never meet.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("{what} must not be empty")]
+    Empty { what: &'static str },
+    #[error("{what} `{value}` is too long ({len} characters; at most {max})")]
+    TooLong {
+        what: &'static str,
+        value: String,
+        len: usize,
+        max: usize,
+    },
+    #[error(
+        "{what} `{value}` is not valid: use lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+    )]
+    Invalid { what: &'static str, value: String },
+}
+
+/// A slug: lowercase ASCII letters, digits, `-` and `_`, starting with a letter or digit. Safe as a
+/// NATS subject token, a stream or bucket name part, and a URL path segment.
+fn check_slug(what: &'static str, value: &str, max: usize) -> Result<(), NameError> {
+    if value.is_empty() {
+        return Err(NameError::Empty { what });
+    }
+    if value.len() > max {
+        return Err(NameError::TooLong {
+            what,
+            value: value.to_owned(),
+            len: value.len(),
+            max,
+        });
+    }
+    let mut chars = value.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if first_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(NameError::Invalid {
+            what,
+            value: value.to_owned(),
+        })
+    }
+}
+
+macro_rules! slug_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(value: impl Into<String>) -> Result<Self, NameError> {
+                let value = value.into();
+                check_slug($what, &value, $max)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = NameError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse(s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                Self::parse(raw).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+slug_type!(
+    /// Prefix of every stream, subject and bucket of one hub (`MIH_NAMESPACE`).
+    Namespace,
+    "namespace",
+    32
+);
+slug_type!(
+    /// Identifier of a source: one Moodle site that sends events.
+    SourceId,
+    "source id",
+    64
+);
+slug_type!(
+    /// Name of a registered external service (the slug callers and rules use).
+    ServiceSlug,
+    "service name",
+    64
+);
+
+/// Turns arbitrary text into one NATS subject token: anything outside `[A-Za-z0-9_-]` becomes `_`.
+pub fn subject_token(raw: &str) -> String {
+    if raw.is_empty() {
+        return "_".to_owned();
+    }
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The names of one hub's streams, subjects, buckets and consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    ns: Namespace,
+    stream_prefix: String,
+}
+
+impl Names {
+    pub fn new(ns: Namespace) -> Self {
+        let stream_prefix = ns.as_str().to_ascii_uppercase();
+        Self { ns, stream_prefix }
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
+    pub fn events_stream(&self) -> String {
+        format!("{}_EVENTS", self.stream_prefix)
+    }
+    pub fn jobs_stream(&self) -> String {
+        format!("{}_JOBS", self.stream_prefix)
+    }
+    pub fn results_stream(&self) -> String {
+        format!("{}_RESULTS", self.stream_prefix)
+    }
+    pub fn dlq_stream(&self) -> String {
+        format!("{}_DLQ", self.stream_prefix)
+    }
+
+    pub fn config_bucket(&self) -> String {
+        format!("{}_config", self.ns)
+    }
+    pub fn circuits_bucket(&self) -> String {
+        format!("{}_circuits", self.ns)
+    }
+    pub fn dedup_bucket(&self) -> String {
+        format!("{}_dedup", self.ns)
+    }
+
+    /// `<ns>.events.<source>.<component>.<event>` for a Moodle event.
+    pub fn event_subject(&self, source: &SourceId, event: &crate::moodle::EventName) -> String {
+        format!(
+            "{}.events.{}.{}.{}",
+            self.ns,
+            source,
+            event.component_token(),
+            event.event_token()
+        )
+    }
+    /// Every event of every source.
+    pub fn events_all(&self) -> String {
+        format!("{}.events.>", self.ns)
+    }
+    /// Every event of one source.
+    pub fn events_of_source(&self, source: &SourceId) -> String {
+        format!("{}.events.{}.>", self.ns, source)
+    }
+
+    /// Non-overlapping subject filters for the events of `sources` (none: every source) whose
+    /// names match `patterns`, as JetStream requires of a consumer's filters. More than
+    /// `max` filters collapse to every event; callers still match each event themselves.
+    pub fn events_matching(
+        &self,
+        sources: &[SourceId],
+        patterns: &[crate::moodle::EventPattern],
+        max: usize,
+    ) -> Vec<String> {
+        use crate::moodle::EventPattern;
+        let all = patterns.iter().any(|p| matches!(p, EventPattern::All));
+        let components: std::collections::BTreeSet<&str> = patterns
+            .iter()
+            .filter_map(|p| match p {
+                EventPattern::Component(c) => Some(c.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut tails: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        if all {
+            tails.insert(">".to_owned());
+        } else {
+            for component in &components {
+                tails.insert(format!("{component}.*"));
+            }
+            for pattern in patterns {
+                if let EventPattern::Exact(name) = pattern
+                    && !components.contains(name.component_token())
+                {
+                    tails.insert(format!("{}.{}", name.component_token(), name.event_token()));
+                }
+            }
+        }
+        let heads: Vec<String> = if sources.is_empty() {
+            vec!["*".to_owned()]
+        } else {
+            let unique: std::collections::BTreeSet<&str> =
+                sources.iter().map(SourceId::as_str).collect();
+            unique.into_iter().map(str::to_owned).collect()
+        };
+        if tails.is_empty() || heads.len() * tails.len() > max {
+            return vec![self.events_all()];
+        }
+        heads
+            .iter()
+            .flat_map(|head| {
+                tails
+                    .iter()
+                    .map(move |tail| format!("{}.events.{head}.{tail}", self.ns))
+            })
+            .collect()
+    }
+
+    pub fn job_subject(&self, service: &ServiceSlug) -> String {
+        format!("{}.jobs.{}", self.ns, service)
+    }
+    pub fn jobs_all(&self) -> String {
+        format!("{}.jobs.>", self.ns)
+    }
+    pub fn result_subject(&self, service: &ServiceSlug) -> String {
+        format!("{}.results.{}", self.ns, service)
+    }
+    pub fn results_all(&self) -> String {
+        format!("{}.results.>", self.ns)
+    }
+    pub fn dlq_subject(&self, service: &ServiceSlug) -> String {
+        format!("{}.dlq.{}", self.ns, service)
+    }
+    pub fn dlq_all(&self) -> String {
+        format!("{}.dlq.>", self.ns)
+    }
+    /// Facade request/reply subject, served by dispatchers in one queue group.
+    pub fn rpc_request(&self) -> String {
+        format!("{}.rpc.request", self.ns)
+    }
+    /// Queue group of the facade responders.
+    pub fn rpc_queue_group(&self) -> String {
+        format!("{}-dispatchers", self.ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::moodle::EventName;
+
+    fn names() -> Names {
+        Names::new(Namespace::parse("t-1").expect("valid namespace"))
+    }
+
+    #[test]
+    fn event_filters_never_overlap() {
+        use crate::moodle::EventPattern;
+        let names = names();
+        let p = |raw: &str| EventPattern::parse(raw).expect("pattern");
+        let moodle: SourceId = "moodle".parse().expect("source");
+        let other: SourceId = "other".parse().expect("source");
+        assert_eq!(
+            names.events_matching(&[], &[p("\\core\\event\\user_created")], 16),
+            ["t-1.events.*.core.user_created"]
+        );
+        assert_eq!(
+            names.events_matching(
+                &[moodle.clone(), other],
+                &[
+                    p("\\mod_quiz\\event\\*"),
+                    p("\\mod_quiz\\event\\attempt_submitted"),
+                    p("\\core\\event\\x")
+                ],
+                16
+            ),
+            [
+                "t-1.events.moodle.core.x",
+                "t-1.events.moodle.mod_quiz.*",
+                "t-1.events.other.core.x",
+                "t-1.events.other.mod_quiz.*"
+            ]
+        );
+        assert_eq!(
+            names.events_matching(
+                std::slice::from_ref(&moodle),
+                &[p("*"), p("\\core\\event\\x")],
+                16
+            ),
+            ["t-1.events.moodle.>"]
+        );
+        assert_eq!(
+            names.events_matching(
+                &[moodle],
+                &[p("\\core\\event\\x"), p("\\core\\event\\y")],
+                1
+            ),
+            ["t-1.events.>"]
+        );
+    }
+
+    #[test]
+    fn slugs_accept_simple_names_and_refuse_the_rest() {
+        assert!(SourceId::parse("moodle-prod_2").is_ok());
+        for bad in ["", "Moodle", "-x", "a.b", "a b", "a*", "a>", "é"] {
+            assert!(SourceId::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        let long = "a".repeat(65);
+        assert!(matches!(
+            SourceId::parse(long),
+            Err(NameError::TooLong { max: 64, .. })
+        ));
+    }
+
+    #[test]
+    fn stream_and_bucket_names_carry_the_namespace() {
+        let n = names();
+        assert_eq!(n.events_stream(), "T-1_EVENTS");
+        assert_eq!(n.jobs_stream(), "T-1_JOBS");
+        assert_eq!(n.config_bucket(), "t-1_config");
+        assert_eq!(n.dedup_bucket(), "t-1_dedup");
+    }
+
+    #[test]
+    fn event_subject_sanitises_moodle_names() {
+        let n = names();
+        let source = SourceId::parse("moodle").expect("valid source");
+        let event = EventName::parse(r"\mod_assign\event\assessable_submitted").expect("valid");
+        assert_eq!(
+            n.event_subject(&source, &event),
+            "t-1.events.moodle.mod_assign.assessable_submitted"
+        );
+        let nested = EventName::parse(r"\local_x\event\sub\thing_done").expect("valid");
+        assert_eq!(
+            n.event_subject(&source, &nested),
+            "t-1.events.moodle.local_x.sub__thing_done"
+        );
+    }
+
+    #[test]
+    fn subject_token_replaces_separators_and_wildcards() {
+        assert_eq!(subject_token("a.b*c>d e"), "a_b_c_d_e");
+        assert_eq!(subject_token(""), "_");
+    }
+}

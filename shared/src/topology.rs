@@ -1,0 +1,253 @@
+//! The JetStream topology — streams and KV buckets — as data, and an idempotent `ensure`.
+//!
+//! Every service ensures what it touches at start (create, or update to the declared config),
+//! so any service can start first and a changed retention setting takes effect on restart.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+
+use crate::config::Config;
+use crate::names::Names;
+use crate::service::ServiceName;
+
+/// One stream or bucket of a hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resource {
+    Events,
+    Jobs,
+    Results,
+    Dlq,
+    ConfigKv,
+    CircuitsKv,
+    DedupKv,
+}
+
+impl Resource {
+    pub const ALL: [Resource; 7] = [
+        Resource::Events,
+        Resource::Jobs,
+        Resource::Results,
+        Resource::Dlq,
+        Resource::ConfigKv,
+        Resource::CircuitsKv,
+        Resource::DedupKv,
+    ];
+
+    /// What each service reads or writes, and therefore ensures at start.
+    pub fn used_by(service: ServiceName) -> &'static [Resource] {
+        use Resource::*;
+        match service {
+            ServiceName::Ingest => &[Events, ConfigKv],
+            ServiceName::Matcher => &[Events, Jobs, Dlq, ConfigKv, DedupKv],
+            ServiceName::Dispatcher => &[Jobs, Results, Dlq, ConfigKv, CircuitsKv],
+            ServiceName::Dlq => &[Dlq, Jobs, ConfigKv],
+            ServiceName::Api => &[Events, Jobs, Results, Dlq, ConfigKv, CircuitsKv, DedupKv],
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    // The cause is in the message, not a `#[source]`, so chains print it once.
+    #[error("cannot create or update stream `{name}`: {cause}")]
+    Stream {
+        name: String,
+        cause: jetstream::context::CreateStreamError,
+    },
+    #[error("cannot create or update KV bucket `{bucket}`: {cause}")]
+    Kv {
+        bucket: String,
+        cause: jetstream::context::CreateKeyValueError,
+    },
+}
+
+/// The declared configuration of every stream and bucket of one hub.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    names: Names,
+    replicas: usize,
+    max_bytes: i64,
+    events_max_age: Duration,
+    duplicate_window: Duration,
+    results_max_age: Duration,
+    dlq_max_age: Duration,
+    dedup_horizon: Duration,
+}
+
+/// Revisions kept per key in the config and circuits buckets, for debugging and watchers.
+const KV_HISTORY: i64 = 5;
+
+impl Topology {
+    pub fn new(names: Names, config: &Config) -> Self {
+        Self {
+            names,
+            replicas: config.nats.replicas,
+            max_bytes: config.streams.max_bytes,
+            events_max_age: config.streams.events_max_age,
+            duplicate_window: config.streams.duplicate_window,
+            results_max_age: config.streams.results_max_age,
+            dlq_max_age: config.streams.dlq_max_age,
+            dedup_horizon: config.matcher.dedup_horizon,
+        }
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    fn stream(&self, name: String, subjects: Vec<String>, max_age: Duration) -> stream::Config {
+        stream::Config {
+            name,
+            subjects,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::Old,
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            max_age,
+            max_bytes: self.max_bytes,
+            duplicate_window: self.duplicate_window,
+            allow_direct: true,
+            ..Default::default()
+        }
+    }
+
+    /// The stream behind a resource, or `None` for KV buckets.
+    pub fn stream_config(&self, resource: Resource) -> Option<stream::Config> {
+        let n = &self.names;
+        match resource {
+            Resource::Events => Some(stream::Config {
+                description: Some("Moodle events accepted by ingest".into()),
+                ..self.stream(n.events_stream(), vec![n.events_all()], self.events_max_age)
+            }),
+            Resource::Jobs => Some(stream::Config {
+                description: Some("Deliveries to do, one subject per service".into()),
+                retention: stream::RetentionPolicy::WorkQueue,
+                // A full work queue must refuse new jobs, never drop pending ones.
+                discard: stream::DiscardPolicy::New,
+                // No max age: an expiring job would vanish silently. Age-outs are the
+                // dispatcher's decision, into the DLQ.
+                ..self.stream(n.jobs_stream(), vec![n.jobs_all()], Duration::ZERO)
+            }),
+            Resource::Results => Some(stream::Config {
+                description: Some("Outcome of every delivery attempt".into()),
+                ..self.stream(
+                    n.results_stream(),
+                    vec![n.results_all()],
+                    self.results_max_age,
+                )
+            }),
+            Resource::Dlq => Some(stream::Config {
+                description: Some("Jobs that failed for good".into()),
+                ..self.stream(n.dlq_stream(), vec![n.dlq_all()], self.dlq_max_age)
+            }),
+            Resource::ConfigKv | Resource::CircuitsKv | Resource::DedupKv => None,
+        }
+    }
+
+    /// The bucket behind a resource, or `None` for streams.
+    pub fn kv_config(&self, resource: Resource) -> Option<kv::Config> {
+        let n = &self.names;
+        let bucket =
+            |bucket: String, history: i64, max_age: Duration, description: &str| kv::Config {
+                bucket,
+                description: description.into(),
+                history,
+                max_age,
+                max_bytes: self.max_bytes,
+                storage: stream::StorageType::File,
+                num_replicas: self.replicas,
+                ..Default::default()
+            };
+        match resource {
+            Resource::ConfigKv => Some(bucket(
+                n.config_bucket(),
+                KV_HISTORY,
+                Duration::ZERO,
+                "Live configuration: sources, services, rules",
+            )),
+            Resource::CircuitsKv => Some(bucket(
+                n.circuits_bucket(),
+                KV_HISTORY,
+                Duration::ZERO,
+                "Circuit breaker state per service",
+            )),
+            Resource::DedupKv => Some(bucket(
+                n.dedup_bucket(),
+                1,
+                self.dedup_horizon,
+                "Dedup claims: source + dedup key -> event id",
+            )),
+            Resource::Events | Resource::Jobs | Resource::Results | Resource::Dlq => None,
+        }
+    }
+
+    /// Creates or updates each resource to its declared configuration.
+    pub async fn ensure(
+        &self,
+        js: &jetstream::Context,
+        resources: &[Resource],
+    ) -> Result<(), TopologyError> {
+        for &resource in resources {
+            if let Some(config) = self.stream_config(resource) {
+                let name = config.name.clone();
+                js.create_or_update_stream(config)
+                    .await
+                    .map_err(|cause| TopologyError::Stream { name, cause })?;
+            } else if let Some(config) = self.kv_config(resource) {
+                let bucket = config.bucket.clone();
+                js.create_or_update_key_value(config)
+                    .await
+                    .map_err(|cause| TopologyError::Kv { bucket, cause })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConfigLoader;
+    use crate::names::Namespace;
+
+    fn topology() -> Topology {
+        let config = ConfigLoader::new().load().expect("defaults");
+        Topology::new(Names::new(Namespace::parse("t").expect("ns")), &config)
+    }
+
+    #[test]
+    fn every_resource_is_a_stream_or_a_bucket() {
+        let t = topology();
+        for r in Resource::ALL {
+            assert!(
+                t.stream_config(r).is_some() != t.kv_config(r).is_some(),
+                "{r:?} must be exactly one of stream or bucket"
+            );
+        }
+    }
+
+    #[test]
+    fn jobs_never_expire_and_never_drop_pending_work() {
+        let jobs = topology().stream_config(Resource::Jobs).expect("stream");
+        assert_eq!(jobs.max_age, Duration::ZERO);
+        assert_eq!(jobs.retention, stream::RetentionPolicy::WorkQueue);
+        assert_eq!(jobs.discard, stream::DiscardPolicy::New);
+        assert_eq!(jobs.subjects, ["t.jobs.>"]);
+    }
+
+    #[test]
+    fn events_keep_a_dedup_window_and_their_age_limit() {
+        let events = topology().stream_config(Resource::Events).expect("stream");
+        assert_eq!(events.name, "T_EVENTS");
+        assert_eq!(events.duplicate_window, Duration::from_secs(120));
+        assert_eq!(events.max_age, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn every_service_uses_the_config_bucket() {
+        for service in ServiceName::ALL {
+            assert!(Resource::used_by(service).contains(&Resource::ConfigKv));
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Test and benchmark harness for mih: real servers, never mocks.
+//!
+//! - [`NatsServer`]: the pinned nats-server (installed by `scripts/dev-deps`) on a free port
+//!   with a temporary store; stoppable and restartable on the same port.
+//! - [`TestDatabase`]: a fresh PostgreSQL database, dropped afterwards.
+//! - [`HttpSink`]: an HTTP target on an ephemeral port that records what it receives and
+//!   answers with a settable status and delay.
+//! - [`eventually`]: wait for a fact instead of sleeping.
+//! - [`fixtures`]: real Moodle events; [`sign`]: Standard Webhooks headers for requests.
+
+pub mod fixtures;
+mod nats;
+mod postgres;
+pub mod sign;
+mod sink;
+mod wait;
+
+pub use nats::NatsServer;
+pub use postgres::TestDatabase;
+pub use sink::{HttpSink, Recorded, Reply};
+pub use wait::{Timeout, eventually, wait_until_ok};
+
+use std::path::PathBuf;
+
+/// The repository root (where `scripts/dev-deps` puts `.tools/`).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// A namespace no other test uses: `t` and 10 random hex digits.
+pub fn unique_namespace() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("t{}", &id[..10])
+}
+
+/// A port that was free a moment ago (bind to 0, read, release).
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}

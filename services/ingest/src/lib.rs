@@ -1,0 +1,134 @@
+//! ingest: where Moodle sites POST their events. Authenticates the source, validates each
+//! event, stores it in `<NS>_EVENTS` and answers 202 only once JetStream acknowledged it.
+
+mod auth;
+mod decode;
+mod error;
+mod metrics;
+mod publish;
+mod routes;
+mod validate;
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+
+use mih_shared::crypto::Keyring;
+use mih_shared::live::ConfigSnapshot;
+use mih_shared::sources::{Source, SourceDirectory, SourceError};
+use mih_shared::{RunError, ServiceContext, Shutdown, ops};
+
+pub use auth::SOURCE_HEADER;
+
+/// Rebuilds the directory from the live config; returns the sources that could not be opened.
+fn refresh_sources(
+    directory: &SourceDirectory,
+    snapshot: &ConfigSnapshot,
+    keyring: &Keyring,
+) -> Vec<SourceError> {
+    let config = snapshot.current();
+    let mut problems = Vec::new();
+    let mut sources = Vec::with_capacity(config.sources.len());
+    for live in config.sources.values() {
+        match Source::from_live(live, keyring) {
+            Ok(source) => sources.push(source),
+            Err(error) => problems.push(error),
+        }
+    }
+    directory.replace(sources);
+    problems
+}
+
+async fn follow_sources(
+    directory: SourceDirectory,
+    snapshot: ConfigSnapshot,
+    keyring: Arc<Keyring>,
+    shutdown: Shutdown,
+) {
+    let mut changes = snapshot.changes();
+    loop {
+        tokio::select! {
+            () = shutdown.triggered() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        for error in refresh_sources(&directory, &snapshot, &keyring) {
+            tracing::error!(%error, "source refused until its secrets can be opened");
+        }
+        tracing::debug!(sources = directory.len(), "sources updated");
+    }
+}
+
+/// Room left in a NATS message for the envelope headers next to the event itself.
+const HEADER_ROOM: usize = 4096;
+
+pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
+    metrics::describe();
+    ctx.ensure_topology().await?;
+    let config = ctx.config.ingest.clone();
+    let max_payload = ctx.nats.server_info().max_payload;
+    if config.max_event_bytes + HEADER_ROOM > max_payload {
+        return Err(RunError::Other(format!(
+            "ingest.max_event_bytes ({}) does not fit the NATS server's max_payload ({max_payload}); \
+             lower the setting (MIH_INGEST_MAX_EVENT_BYTES) or raise max_payload on the server",
+            config.max_event_bytes
+        )));
+    }
+    let keyring = Arc::new(
+        ctx.config
+            .keyring()
+            .map_err(|e| RunError::Other(format!("secret_key: {e}")))?,
+    );
+    let snapshot = ConfigSnapshot::start(
+        &ctx.jetstream,
+        &ctx.names.config_bucket(),
+        "ingest",
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| RunError::Other(e.to_string()))?;
+    let sources = SourceDirectory::default();
+    // At start an unreadable source is fatal (a missing or wrong secret_key); later it is
+    // logged and that source refused until fixed, while the others keep working.
+    let problems = refresh_sources(&sources, &snapshot, &keyring);
+    if let Some(first) = problems.into_iter().next() {
+        return Err(RunError::Other(format!(
+            "{first}; set secret_key (MIH_SECRET_KEY) to the key api uses"
+        )));
+    }
+    if sources.is_empty() {
+        tracing::warn!(
+            "no sources yet: requests are refused until one is created (POST /api/v1/sources)"
+        );
+    }
+    tokio::spawn(follow_sources(
+        sources.clone(),
+        snapshot,
+        keyring,
+        shutdown.clone(),
+    ));
+    let js = jetstream::ContextBuilder::new()
+        .timeout(config.publish_timeout)
+        .backpressure_on_inflight(true)
+        .build(ctx.nats.clone());
+    let events = ctx
+        .jetstream
+        .get_stream(ctx.names.events_stream())
+        .await
+        .map_err(|e| {
+            RunError::Other(format!(
+                "cannot open stream {}: {e}",
+                ctx.names.events_stream()
+            ))
+        })?;
+    let state = Arc::new(routes::IngestState {
+        config,
+        names: ctx.names.clone(),
+        sources,
+        nats: ctx.nats.clone(),
+        publisher: publish::Publisher::new(js, events),
+    });
+    let app = routes::router(state).merge(ops::router(ctx.readiness.clone(), ctx.metrics.clone()));
+    ctx.readiness.mark_started();
+    ops::serve(ctx.listener, app, shutdown).await?;
+    Ok(())
+}

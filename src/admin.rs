@@ -1,0 +1,56 @@
+//! Administrative commands that work on the database (and live config) directly, without a
+//! running api: bootstrapping tokens and re-encrypting secrets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use mih_api::auth::Role;
+use mih_api::{AppState, IssuedToken, LiveWriter};
+use mih_shared::config::Config;
+use mih_shared::names::Names;
+use mih_shared::topology::{Resource, Topology};
+use mih_shared::{connect, db};
+
+/// Who the audit log says made a change from the command line.
+const CLI_ACTOR: &str = "cli";
+
+/// Issues a token straight into the database (migrating it first, so this works on a fresh one).
+pub async fn create_token(
+    config: &Config,
+    role: Role,
+    label: &str,
+    expires_in: Option<Duration>,
+) -> anyhow::Result<IssuedToken> {
+    let pool = connect::connect_database(&config.database).await?;
+    db::migrate(&pool).await.context("migrating the database")?;
+    let expires_at = expires_in
+        .map(|d| chrono::Duration::from_std(d).map(|d| chrono::Utc::now() + d))
+        .transpose()
+        .context("--expires-in is too long")?;
+    Ok(mih_api::issue_token(&pool, label, role, expires_at, CLI_ACTOR, None).await?)
+}
+
+/// Re-seals every secret with the current key and updates the live config.
+pub async fn reencrypt(config: Config) -> anyhow::Result<usize> {
+    let pool = connect::connect_database(&config.database).await?;
+    db::migrate(&pool).await.context("migrating the database")?;
+    let nats = connect::connect_nats(&config.nats, "mih-cli").await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let names = Names::new(config.namespace.clone());
+    Topology::new(names.clone(), &config)
+        .ensure(&js, &[Resource::ConfigKv])
+        .await?;
+    let state = AppState {
+        db: pool,
+        keyring: Arc::new(config.keyring().context("secret_key")?),
+        live: LiveWriter::open(&js, &names.config_bucket()).await?,
+        names,
+        js,
+        backfill_wake: Arc::default(),
+    };
+    let moved = mih_api::secrets::reencrypt(&state, CLI_ACTOR).await?;
+    nats.flush().await.context("flushing NATS")?;
+    Ok(moved)
+}

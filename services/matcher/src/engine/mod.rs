@@ -1,0 +1,8 @@
+//! Deciding which rules an event matches and rendering their requests. Used by the matcher's
+//! consumer, and by api for rule validation, preview and backfill.
+
+pub mod condition;
+mod rules;
+pub mod template;
+
+pub use rules::{Check, CompiledRule, Explanation, Match, RuleSet, template_context};

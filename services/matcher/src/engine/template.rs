@@ -1,0 +1,575 @@
+//! Rule templates: handlebars in strict mode, with every value escaped for where it lands.
+//!
+//! Before compiling, each `{{expression}}` is wrapped in an output helper chosen by its place:
+//! in a JSON body, inside a string literal `{{str …}}` (escaped string content) and elsewhere
+//! `{{json …}}` (a typed JSON value: numbers stay numbers, null is `null`, strings are quoted);
+//! in XML `{{xml …}}`; in a URL path `{{urlpart …}}`; in headers and routing keys `{{text …}}`.
+//! So `{"user": "{{userid}}"}` renders `{"user": "27"}` as the original plugin did, while
+//! quotes, backslashes, braces or unicode in values can never break the document.
+//! `{{{expression}}}` is the escape hatch: the value verbatim.
+//!
+//! Templates cannot read files or run code: the only helpers are the ones registered here.
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Utc};
+use handlebars::{
+    Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason,
+    ScopedJson,
+};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+/// Where a template's output goes, which decides how values are escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A JSON document; the result must parse as JSON.
+    Json,
+    /// XML text (SOAP bodies, XML content types).
+    Xml,
+    /// A URL path (and query): values are percent-encoded.
+    Path,
+    /// Plain text: headers, routing keys, ordering keys, other content types.
+    Text,
+}
+
+impl Mode {
+    /// The body mode for a content type.
+    pub fn for_content_type(content_type: &str) -> Mode {
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence == "application/json" || essence.ends_with("+json") {
+            Mode::Json
+        } else if essence.ends_with("/xml") || essence.ends_with("+xml") {
+            Mode::Xml
+        } else {
+            Mode::Text
+        }
+    }
+
+    fn helper(self, in_string: bool) -> &'static str {
+        match self {
+            Mode::Json if in_string => "str",
+            Mode::Json => "json",
+            Mode::Xml => "xml",
+            Mode::Path => "urlpart",
+            Mode::Text => "text",
+        }
+    }
+}
+
+/// A template that does not compile, with where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} (line {line}, column {column})")]
+pub struct TemplateError {
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Wraps each expression in the output helper its position calls for.
+pub fn rewrite(source: &str, mode: Mode) -> String {
+    let mut out = String::with_capacity(source.len() + 32);
+    let mut in_string = false;
+    let mut rest = source;
+    while !rest.is_empty() {
+        if rest.starts_with("{{") {
+            let triple = rest.starts_with("{{{");
+            let close = if triple { "}}}" } else { "}}" };
+            let open_len = if triple { 3 } else { 2 };
+            let Some(end) = rest[open_len..].find(close) else {
+                // Unterminated: leave it for the handlebars parser to report.
+                out.push_str(rest);
+                break;
+            };
+            let token = &rest[..open_len + end + close.len()];
+            if triple {
+                out.push_str(token);
+            } else {
+                out.push_str(&wrap(&rest[2..2 + end], mode, in_string));
+            }
+            rest = &rest[token.len()..];
+            continue;
+        }
+        let mut chars = rest.chars();
+        let Some(c) = chars.next() else { break };
+        out.push(c);
+        if mode == Mode::Json {
+            if in_string && c == '\\' {
+                // An escaped character (`\"`) cannot end the string.
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            } else if c == '"' {
+                in_string = !in_string;
+            }
+        }
+        rest = chars.as_str();
+    }
+    out
+}
+
+/// `inner` is what stands between `{{` and `}}`.
+fn wrap(inner: &str, mode: Mode, in_string: bool) -> String {
+    let (left_tilde, rest) = match inner.strip_prefix('~') {
+        Some(rest) => (true, rest),
+        None => (false, inner),
+    };
+    let (right_tilde, body) = match rest.strip_suffix('~') {
+        Some(body) => (true, body),
+        None => (false, rest),
+    };
+    let body = body.trim();
+    let structural = body.is_empty()
+        || body.starts_with(['#', '/', '^', '!', '>', '&', '*'])
+        || body == "else"
+        || body.starts_with("else ");
+    let first_word = body.split_whitespace().next().unwrap_or("");
+    let already_json = mode == Mode::Json && !in_string && first_word == "json";
+    if structural || already_json {
+        return format!("{{{{{inner}}}}}");
+    }
+    let helper = mode.helper(in_string);
+    let argument = if body.contains(char::is_whitespace) {
+        format!("({body})")
+    } else {
+        body.to_owned()
+    };
+    format!(
+        "{{{{{}{helper} {argument}{}}}}}",
+        if left_tilde { "~" } else { "" },
+        if right_tilde { "~" } else { "" }
+    )
+}
+
+/// Every helper a template may use, and strict mode.
+pub fn registry() -> Handlebars<'static> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.set_prevent_indent(true);
+    hb.register_escape_fn(handlebars::no_escape);
+    hb.register_helper(
+        "json",
+        Box::new(Output(|v: &Value| {
+            serde_json::to_string(v).unwrap_or_default()
+        })),
+    );
+    hb.register_helper(
+        "str",
+        Box::new(Output(|v: &Value| json_string_content(&as_text(v)))),
+    );
+    hb.register_helper("xml", Box::new(Output(|v: &Value| xml_escape(&as_text(v)))));
+    hb.register_helper(
+        "urlpart",
+        Box::new(Output(|v: &Value| {
+            utf8_percent_encode(&as_text(v), PATH_UNSAFE).to_string()
+        })),
+    );
+    hb.register_helper("text", Box::new(Output(|v: &Value| as_text(v))));
+    hb.register_helper(
+        "upper",
+        Box::new(Output(|v: &Value| as_text(v).to_uppercase())),
+    );
+    hb.register_helper(
+        "lower",
+        Box::new(Output(|v: &Value| as_text(v).to_lowercase())),
+    );
+    hb.register_helper("default", Box::new(DefaultHelper));
+    hb.register_helper("date", Box::new(DateHelper));
+    hb
+}
+
+/// Checks that a template compiles; positions refer to the text as written.
+pub fn check(source: &str, mode: Mode) -> Result<(), TemplateError> {
+    let mut hb = registry();
+    register(&mut hb, "check", source, mode)
+}
+
+/// Compiles `source` under `name`.
+pub fn register(
+    hb: &mut Handlebars<'static>,
+    name: &str,
+    source: &str,
+    mode: Mode,
+) -> Result<(), TemplateError> {
+    // Syntax errors are reported against the original, whose positions the author knows.
+    let original = handlebars::Template::compile(source).map_err(|e| template_error(&e))?;
+    drop(original);
+    hb.register_template_string(name, rewrite(source, mode))
+        .map_err(|e| template_error(&e))
+}
+
+fn template_error(error: &handlebars::TemplateError) -> TemplateError {
+    let (line, column) = error.pos().unwrap_or((1, 1));
+    TemplateError {
+        line,
+        column,
+        message: error.reason().to_string(),
+    }
+}
+
+/// Renders a registered template against a prepared context.
+pub fn render(hb: &Handlebars<'static>, name: &str, context: &Context) -> Result<String, String> {
+    hb.render_with_context(name, context)
+        .map_err(|e| describe(&e))
+}
+
+/// Render errors as authors read them: the variable a strict lookup missed, and where.
+fn describe(error: &RenderError) -> String {
+    let what = match error.reason() {
+        RenderErrorReason::MissingVariable(Some(path)) => {
+            format!("variable `{path}` is missing from the event")
+        }
+        RenderErrorReason::MissingVariable(None) => {
+            "a variable is missing from the event".to_owned()
+        }
+        other => other.to_string(),
+    };
+    match (error.line_no, error.column_no) {
+        (Some(line), Some(column)) => format!("{what} (line {line}, column {column})"),
+        _ => what,
+    }
+}
+
+/// Characters left alone in a path segment: RFC 3986 unreserved.
+const PATH_UNSAFE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A value as text: strings as they are, null as nothing, other values as compact JSON.
+fn as_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// The content of a JSON string literal for `text` (without the surrounding quotes).
+fn json_string_content(text: &str) -> String {
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 cannot carry most control characters, even escaped.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The first parameter's value, or an error naming the missing variable (strict mode).
+fn first_param<'a>(h: &'a Helper<'_>) -> Result<&'a Value, RenderError> {
+    let param = h
+        .param(0)
+        .ok_or(RenderErrorReason::ParamNotFoundForIndex("output", 0))?;
+    if param.is_value_missing() {
+        return Err(RenderErrorReason::MissingVariable(param.relative_path().cloned()).into());
+    }
+    Ok(param.value())
+}
+
+/// A helper that formats its one argument as text.
+struct Output<F>(F);
+
+impl<F: Fn(&Value) -> String + Send + Sync> HelperDef for Output<F> {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        Ok(ScopedJson::Derived(Value::String((self.0)(first_param(
+            h,
+        )?))))
+    }
+}
+
+/// `{{default value fallback}}`: the value, or the fallback when it is missing or null.
+struct DefaultHelper;
+
+impl HelperDef for DefaultHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let fallback = h
+            .param(1)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex("default", 1))?;
+        let value = h
+            .param(0)
+            .filter(|p| !p.is_value_missing() && !p.value().is_null())
+            .map_or_else(|| fallback.value().clone(), |p| p.value().clone());
+        Ok(ScopedJson::Derived(value))
+    }
+}
+
+/// `{{date value [format]}}`: Unix seconds or an RFC 3339 time, formatted with strftime
+/// (default RFC 3339, UTC).
+struct DateHelper;
+
+impl HelperDef for DateHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let value = first_param(h)?;
+        let time: DateTime<Utc> = match value {
+            Value::Number(n) => n
+                .as_i64()
+                .and_then(|secs| DateTime::from_timestamp(secs, 0)),
+            Value::String(s) => s
+                .parse::<i64>()
+                .ok()
+                .and_then(|secs| DateTime::from_timestamp(secs, 0))
+                .or_else(|| {
+                    DateTime::parse_from_rfc3339(s)
+                        .ok()
+                        .map(|t| t.with_timezone(&Utc))
+                }),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            RenderErrorReason::Other(format!(
+                "date: `{value}` is not a Unix time or an RFC 3339 time"
+            ))
+        })?;
+        let formatted = match h.param(1).map(|p| p.value()) {
+            None => time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            Some(Value::String(format)) => {
+                let items: Vec<Item<'_>> = StrftimeItems::new(format).collect();
+                if items.iter().any(|item| matches!(item, Item::Error)) {
+                    return Err(RenderErrorReason::Other(format!(
+                        "date: `{format}` is not a valid strftime format"
+                    ))
+                    .into());
+                }
+                time.format_with_items(items.into_iter()).to_string()
+            }
+            Some(other) => {
+                return Err(RenderErrorReason::Other(format!(
+                    "date: the format must be a string, not {other}"
+                ))
+                .into());
+            }
+        };
+        Ok(ScopedJson::Derived(Value::String(formatted)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn render_one(source: &str, mode: Mode, data: &Value) -> Result<String, String> {
+        let mut hb = registry();
+        register(&mut hb, "t", source, mode).map_err(|e| e.to_string())?;
+        let context = Context::wraps(data).map_err(|e| e.to_string())?;
+        render(&hb, "t", &context)
+    }
+
+    fn event() -> Value {
+        json!({"eventname": "\\core\\event\\user_created", "userid": 27, "courseid": 12,
+               "relateduserid": null, "other": {"grade": 72.5, "name": "O'Brien \"Bob\" \\ {{x}} ü", "list": [1, 2]},
+               "timecreated": 1772006400})
+    }
+
+    #[test]
+    fn expressions_are_wrapped_by_position() {
+        assert_eq!(
+            rewrite(r#"{"a": "{{x}}", "b": {{y}}}"#, Mode::Json),
+            r#"{"a": "{{str x}}", "b": {{json y}}}"#
+        );
+        assert_eq!(
+            rewrite(r#"{"a": "\"{{x}}"}"#, Mode::Json),
+            r#"{"a": "\"{{str x}}"}"#
+        );
+        assert_eq!(
+            rewrite(r#"{{default x 1}}"#, Mode::Json),
+            r#"{{json (default x 1)}}"#
+        );
+        assert_eq!(
+            rewrite(r#"{{json other}}"#, Mode::Json),
+            r#"{{json other}}"#
+        );
+        assert_eq!(
+            rewrite(r#"{{#if x}}{{y}}{{else}}{{z}}{{/if}}"#, Mode::Text),
+            r#"{{#if x}}{{text y}}{{else}}{{text z}}{{/if}}"#
+        );
+        assert_eq!(
+            rewrite(r#"{{{raw}}} {{~ x ~}}"#, Mode::Xml),
+            r#"{{{raw}}} {{~xml x~}}"#
+        );
+        assert_eq!(
+            rewrite("/users/{{userid}}", Mode::Path),
+            "/users/{{urlpart userid}}"
+        );
+    }
+
+    #[test]
+    fn original_plugin_templates_render_the_same() {
+        let data = event();
+        let rendered = render_one(
+            r#"{"event": "{{eventname}}", "user": "{{userid}}"}"#,
+            Mode::Json,
+            &data,
+        )
+        .expect("renders");
+        assert_eq!(
+            rendered,
+            r#"{"event": "\\core\\event\\user_created", "user": "27"}"#
+        );
+        let unquoted = render_one(
+            r#"{"user": {{userid}}, "course": {{courseid}}}"#,
+            Mode::Json,
+            &data,
+        )
+        .expect("renders");
+        assert_eq!(unquoted, r#"{"user": 27, "course": 12}"#);
+    }
+
+    #[test]
+    fn values_are_typed_outside_strings_and_escaped_inside() {
+        let data = event();
+        let rendered = render_one(
+            r#"{"name": "{{other.name}}", "raw": {{other.name}}, "rel": {{relateduserid}}, "grade": {{other.grade}}, "list": {{other.list}}, "listtext": "{{other.list}}"}"#,
+            Mode::Json,
+            &data,
+        )
+        .expect("renders");
+        let parsed: Value = serde_json::from_str(&rendered).expect("valid JSON");
+        assert_eq!(parsed["name"], data["other"]["name"]);
+        assert_eq!(parsed["raw"], data["other"]["name"]);
+        assert_eq!(parsed["rel"], Value::Null);
+        assert_eq!(parsed["grade"], 72.5);
+        assert_eq!(parsed["list"], json!([1, 2]));
+        assert_eq!(parsed["listtext"], "[1,2]");
+    }
+
+    #[test]
+    fn helpers_work() {
+        let data = event();
+        let cases = [
+            ("{{upper other.name}}", "O'BRIEN \"BOB\" \\ {{X}} Ü"),
+            ("{{default relateduserid 'nobody'}}", "nobody"),
+            ("{{default other.missing 0}}", "0"),
+            ("{{date timecreated}}", "2026-02-25T08:00:00Z"),
+            ("{{date timecreated '%Y-%m-%d'}}", "2026-02-25"),
+            (
+                "{{xml other.name}}",
+                "O&apos;Brien &quot;Bob&quot; \\ {{x}} ü",
+            ),
+        ];
+        for (source, expected) in cases {
+            assert_eq!(
+                render_one(source, Mode::Text, &data).as_deref(),
+                Ok(expected),
+                "{source}"
+            );
+        }
+        assert_eq!(
+            render_one("<n>{{other.name}}</n>", Mode::Xml, &data).as_deref(),
+            Ok("<n>O&apos;Brien &quot;Bob&quot; \\ {{x}} ü</n>")
+        );
+        assert_eq!(
+            render_one("/u/{{other.name}}", Mode::Path, &data).as_deref(),
+            Ok("/u/O%27Brien%20%22Bob%22%20%5C%20%7B%7Bx%7D%7D%20%C3%BC")
+        );
+    }
+
+    #[test]
+    fn strict_mode_names_the_missing_variable() {
+        let error =
+            render_one(r#"{"x": "{{other.nope}}"}"#, Mode::Json, &event()).expect_err("missing");
+        assert!(error.contains("`other.nope`"), "{error}");
+        let error =
+            render_one("{{date other.name}}", Mode::Text, &event()).expect_err("not a date");
+        assert!(error.contains("not a Unix time"), "{error}");
+        let error =
+            render_one("{{date timecreated '%Q'}}", Mode::Text, &event()).expect_err("bad format");
+        assert!(error.contains("strftime"), "{error}");
+    }
+
+    #[test]
+    fn syntax_errors_carry_positions_of_the_text_as_written() {
+        let error = check("{\n  \"a\": {{#if x}}\n}", Mode::Json).expect_err("unclosed block");
+        assert!(error.line >= 2, "{error:?}");
+        let error = check("{{userid", Mode::Json).expect_err("unterminated");
+        assert_eq!(error.line, 1);
+    }
+
+    #[test]
+    fn content_types_choose_the_mode() {
+        assert_eq!(
+            Mode::for_content_type("application/json; charset=utf-8"),
+            Mode::Json
+        );
+        assert_eq!(
+            Mode::for_content_type("application/vnd.api+json"),
+            Mode::Json
+        );
+        assert_eq!(Mode::for_content_type("text/xml"), Mode::Xml);
+        assert_eq!(Mode::for_content_type("application/soap+xml"), Mode::Xml);
+        assert_eq!(Mode::for_content_type("text/plain"), Mode::Text);
+    }
+
+    proptest! {
+        #[test]
+        fn hostile_strings_never_break_json(name in ".*", key in "k_[a-z]{1,8}") {
+            let data = json!({"other": {"name": name, "n": 1}});
+            let rendered = render_one(
+                &format!(r#"{{"{key}": "{{{{other.name}}}}", "v": {{{{other.name}}}}, "n": {{{{other.n}}}}}}"#),
+                Mode::Json,
+                &data,
+            ).map_err(TestCaseError::fail)?;
+            let parsed: Value = serde_json::from_str(&rendered).map_err(|e| TestCaseError::fail(format!("{e}: {rendered}")))?;
+            prop_assert_eq!(&parsed[&key], &data["other"]["name"]);
+            prop_assert_eq!(&parsed["v"], &data["other"]["name"]);
+            prop_assert_eq!(&parsed["n"], &json!(1));
+        }
+
+        #[test]
+        fn hostile_strings_never_break_xml(text in ".*") {
+            let data = json!({"t": text});
+            let rendered = render_one("<a>{{t}}</a>", Mode::Xml, &data).map_err(TestCaseError::fail)?;
+            let inner = &rendered[3..rendered.len() - 4];
+            prop_assert!(!inner.contains('<') && !inner.contains('>'));
+            prop_assert!(inner.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "").replace("&quot;", "").replace("&apos;", "").find('&').is_none());
+        }
+
+        #[test]
+        fn rewrite_never_panics(source in ".{0,200}") {
+            let _ = rewrite(&source, Mode::Json);
+            let _ = check(&source, Mode::Json);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Publishing what matched: jobs to `<NS>_JOBS` (message id = job id, so a re-publish is
+//! recognised) and render failures as dead letters to `<NS>_DLQ`. Every publish is awaited.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
+use chrono::Utc;
+use futures::future::try_join_all;
+
+use mih_shared::messages::{self, DeadLetter, Event, FailureStage, Job, Version};
+use mih_shared::names::Names;
+use mih_shared::telemetry;
+
+use crate::engine::Match;
+
+#[derive(Debug, thiserror::Error)]
+#[error("publishing {what} failed: {message}")]
+pub struct PublishError {
+    what: String,
+    message: String,
+}
+
+/// What a batch of matches turned into.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub jobs: usize,
+    pub render_failures: usize,
+}
+
+fn headers(event: &Event, job: &Job) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    telemetry::inject_current(&mut headers);
+    headers.insert("Mih-Event-Id", event.id.to_string().as_str());
+    if let Some(rule) = job.rule_id {
+        headers.insert("Mih-Rule-Id", rule.to_string().as_str());
+    }
+    headers
+}
+
+/// Publishes every match of `event` and waits until JetStream stored them all.
+pub async fn publish(
+    js: &jetstream::Context,
+    names: &Names,
+    event: &Event,
+    matches: Vec<Match>,
+) -> Result<Published, PublishError> {
+    let mut published = Published::default();
+    let mut acks = Vec::with_capacity(matches.len());
+    for found in matches {
+        let (metric, subject, message_id, payload, job) = match found {
+            Match::Job(job) => {
+                published.jobs += 1;
+                let payload = messages::encode(&job).map_err(|e| error(&job, e))?;
+                (
+                    crate::metrics::JOBS,
+                    names.job_subject(&job.service),
+                    job.id.to_string(),
+                    payload,
+                    job,
+                )
+            }
+            Match::RenderFailed { job, reason } => {
+                published.render_failures += 1;
+                tracing::warn!(job_id = %job.id, rule = ?job.rule_id, %reason, "request could not be rendered; dead-lettered");
+                let dead = DeadLetter {
+                    v: Version,
+                    job: job.clone(),
+                    last_outcome: None,
+                    attempts: 0,
+                    reason: format!("render failed: {reason}"),
+                    dead_lettered_at: Utc::now(),
+                    stage: FailureStage::Render,
+                    event: Some(event.clone()),
+                };
+                let payload = messages::encode(&dead).map_err(|e| error(&job, e))?;
+                (
+                    crate::metrics::RENDER_FAILURES,
+                    names.dlq_subject(&job.service),
+                    format!("render:{}", job.id),
+                    payload,
+                    job,
+                )
+            }
+        };
+        let message = PublishMessage::build()
+            .payload(payload)
+            .headers(headers(event, &job))
+            .message_id(message_id);
+        let ack = js
+            .send_publish(subject, message)
+            .await
+            .map_err(|e| error(&job, e))?;
+        acks.push(async move {
+            let ack = ack.await.map_err(|e| error(&job, e))?;
+            // A redelivered event re-publishes what JetStream already holds; count it once.
+            if !ack.duplicate {
+                metrics::counter!(metric, "service" => job.service.to_string()).increment(1);
+            }
+            Ok::<_, PublishError>(())
+        });
+    }
+    try_join_all(acks).await?;
+    Ok(published)
+}
+
+fn error(job: &Job, cause: impl std::fmt::Display) -> PublishError {
+    PublishError {
+        what: format!("job {}", job.id),
+        message: cause.to_string(),
+    }
+}

@@ -1,0 +1,96 @@
+//! api: the admin REST API (`/api/v1/*`, OpenAPI at `/api/v1/openapi.json`). PostgreSQL holds
+//! the configuration; after each committed change the materialised object goes to the
+//! `<ns>_config` KV bucket that ingest, matcher and dispatcher follow.
+
+mod audit;
+pub mod auth;
+mod backfill;
+mod error;
+mod extract;
+mod live;
+mod recent;
+mod reconcile;
+// utoipa's `path` macro expands to fully qualified paths.
+#[allow(unused_qualifications)]
+mod resources;
+mod routes;
+pub mod secrets;
+mod state;
+
+use std::sync::Arc;
+
+use mih_shared::{RunError, ServiceContext, Shutdown, db, ops};
+
+pub use error::ApiFailure;
+pub use live::LiveWriter;
+pub use resources::tokens::{IssuedToken, issue as issue_token};
+pub use routes::openapi_json;
+pub use state::AppState;
+
+/// Opens what the API works with: the keyring and the live config writer.
+pub async fn state(ctx: &ServiceContext) -> Result<AppState, RunError> {
+    let Some(pool) = ctx.db.clone() else {
+        return Err(RunError::Other(
+            "api needs PostgreSQL (database.url)".into(),
+        ));
+    };
+    let keyring = ctx
+        .config
+        .keyring()
+        .map_err(|e| RunError::Other(format!("secret_key: {e}")))?;
+    let live = LiveWriter::open(&ctx.jetstream, &ctx.names.config_bucket())
+        .await
+        .map_err(|e| RunError::Other(e.to_string()))?;
+    Ok(AppState {
+        db: pool,
+        keyring: Arc::new(keyring),
+        live,
+        names: ctx.names.clone(),
+        js: ctx.jetstream.clone(),
+        backfill_wake: Arc::default(),
+    })
+}
+
+pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
+    let pool = ctx
+        .db
+        .clone()
+        .ok_or_else(|| RunError::Other("api needs PostgreSQL (database.url)".into()))?;
+    let applied = db::migrate(&pool)
+        .await
+        .map_err(|e| RunError::Other(format!("database migration failed: {e}")))?;
+    tracing::info!(migrations = applied, "database schema up to date");
+    ctx.ensure_topology().await?;
+    let state = state(&ctx).await?;
+    let start_error = |e: ApiFailure| RunError::Other(e.to_string());
+    let secrets = secrets::check_openable(&state).await.map_err(start_error)?;
+    if let Some(token) = &ctx.config.bootstrap_admin_token {
+        match resources::tokens::ensure_bootstrap(&state.db, token.expose()).await {
+            Ok(true) => tracing::info!("bootstrap admin token created"),
+            Ok(false) | Err(ApiFailure::Conflict(_)) => {}
+            Err(e) => return Err(start_error(e)),
+        }
+    }
+    let seeded = resources::sources::import_seeds(&state, &ctx.config)
+        .await
+        .map_err(start_error)?;
+    let report = reconcile::once(&state).await.map_err(start_error)?;
+    tracing::info!(
+        secrets,
+        seeded_sources = seeded,
+        written = report.written,
+        removed = report.removed,
+        unchanged = report.unchanged,
+        "live config reconciled"
+    );
+    tokio::spawn(reconcile::periodically(
+        state.clone(),
+        ctx.config.api.reconcile_interval,
+        shutdown.clone(),
+    ));
+    tokio::spawn(backfill::runner(state.clone(), shutdown.clone()));
+    let app = routes::router(state).merge(ops::router(ctx.readiness.clone(), ctx.metrics.clone()));
+    ctx.readiness.mark_started();
+    ops::serve(ctx.listener, app, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,446 @@
+//! Turning a service input into a validated row: URLs, AMQP names, auth secrets (kept when
+//! left out), and the ranges of the delivery policy.
+
+use chrono::Utc;
+use mih_shared::crypto::Sealed;
+use mih_shared::live::{
+    AmqpTransport, Auth, BreakerPolicy, RestTransport, RetryPolicy, SoapTransport, SoapVersion,
+    Transport,
+};
+use mih_shared::names::ServiceSlug;
+use sqlx::types::Json as SqlJson;
+
+use super::{
+    AuthInput, ServiceInput, ServiceRow, TransportInput, defaults, i32_of, i64_of, u32_of, u64_of,
+};
+use crate::error::ApiResult;
+use crate::resources::{Problems, Tri, check_header_name, check_text, seal};
+use crate::state::AppState;
+
+/// An absolute http(s) URL without credentials.
+fn check_http_url(problems: &mut Problems, field: &str, value: &str) {
+    match url::Url::parse(value) {
+        Ok(url) => {
+            problems.check(
+                matches!(url.scheme(), "http" | "https"),
+                field,
+                "must be an http:// or https:// URL",
+            );
+            problems.check(
+                url.host_str().is_some_and(|h| !h.is_empty()),
+                field,
+                "must name a host",
+            );
+            problems.check(
+                url.username().is_empty() && url.password().is_none(),
+                field,
+                "must not carry credentials; configure `auth` instead",
+            );
+            problems.check(url.fragment().is_none(), field, "must not have a #fragment");
+        }
+        Err(e) => problems.add(field, format!("is not a URL: {e}")),
+    }
+    problems.check(
+        value.len() <= 2048,
+        field,
+        "must be at most 2048 characters",
+    );
+}
+
+/// AMQP short strings (exchange, queue, routing key) are at most 255 bytes.
+fn check_short_string(problems: &mut Problems, field: &str, value: &str) {
+    problems.check(
+        value.len() <= 255,
+        field,
+        "must be at most 255 bytes (an AMQP short string)",
+    );
+}
+
+fn check_secret(problems: &mut Problems, field: &str, value: &str) {
+    problems.check(
+        (1..=4096).contains(&value.len()),
+        field,
+        "must be 1 to 4096 characters long",
+    );
+}
+
+fn in_range(problems: &mut Problems, field: &str, value: u64, min: u64, max: u64) {
+    problems.check(
+        (min..=max).contains(&value),
+        field,
+        format!("must be between {min} and {max} (is {value})"),
+    );
+}
+
+/// Builds the transport, keeping a stored AMQP password the input leaves out.
+fn transport(
+    state: &AppState,
+    problems: &mut Problems,
+    input: TransportInput,
+    current: Option<&Transport>,
+) -> ApiResult<Transport> {
+    Ok(match input {
+        TransportInput::Rest { base_url } => {
+            check_http_url(problems, "transport.base_url", &base_url);
+            Transport::Rest(RestTransport { base_url })
+        }
+        TransportInput::Amqp {
+            host,
+            port,
+            vhost,
+            username,
+            password,
+            tls,
+            exchange,
+            routing_key,
+            queue_declare,
+        } => {
+            let tls = tls.unwrap_or(false);
+            check_text(problems, "transport.host", &host, 1, 255);
+            problems.check(
+                !host.contains(['/', ' ', '@', '?', '#']),
+                "transport.host",
+                "must be a host name or address",
+            );
+            let port = port.unwrap_or(if tls { 5671 } else { 5672 });
+            problems.check(port > 0, "transport.port", "must be between 1 and 65535");
+            let vhost = vhost.unwrap_or_else(|| "/".into());
+            check_short_string(problems, "transport.vhost", &vhost);
+            let username = username.unwrap_or_else(|| "guest".into());
+            check_text(problems, "transport.username", &username, 1, 255);
+            let exchange = exchange.unwrap_or_default();
+            check_short_string(problems, "transport.exchange", &exchange);
+            let routing_key = routing_key.unwrap_or_default();
+            check_short_string(problems, "transport.routing_key", &routing_key);
+            if let Some(queue) = &queue_declare {
+                check_text(problems, "transport.queue_declare", queue, 1, 255);
+                problems.check(
+                    !queue.starts_with("amq."),
+                    "transport.queue_declare",
+                    "names starting with `amq.` are reserved by the broker",
+                );
+            }
+            let kept = match current {
+                Some(Transport::Amqp(t)) => t.password.clone(),
+                _ => None,
+            };
+            let password = match password {
+                Tri::Absent => kept,
+                Tri::Null => None,
+                Tri::Value(p) => {
+                    check_secret(problems, "transport.password", &p);
+                    Some(seal(&state.keyring, "transport.password", &p)?)
+                }
+            };
+            Transport::Amqp(AmqpTransport {
+                host,
+                port,
+                vhost,
+                username,
+                password,
+                tls,
+                exchange,
+                routing_key,
+                queue_declare,
+            })
+        }
+        TransportInput::Soap {
+            endpoint,
+            wsdl_url,
+            version,
+            namespace,
+        } => {
+            check_http_url(problems, "transport.endpoint", &endpoint);
+            if let Some(wsdl) = &wsdl_url {
+                check_http_url(problems, "transport.wsdl_url", wsdl);
+            }
+            if let Some(ns) = &namespace {
+                check_text(problems, "transport.namespace", ns, 1, 1024);
+            }
+            let version = match version.as_deref() {
+                None | Some("1.1") => SoapVersion::V11,
+                Some("1.2") => SoapVersion::V12,
+                Some(other) => {
+                    problems.add(
+                        "transport.version",
+                        format!("must be \"1.1\" or \"1.2\", not `{other}`"),
+                    );
+                    SoapVersion::V11
+                }
+            };
+            Transport::Soap(SoapTransport {
+                endpoint,
+                wsdl_url,
+                version,
+                namespace,
+            })
+        }
+    })
+}
+
+/// A write-only secret of `auth`: the given value (sealed), else the kept one, else missing.
+fn auth_secret(
+    state: &AppState,
+    problems: &mut Problems,
+    field: &str,
+    given: Option<String>,
+    kept: Option<&Sealed>,
+) -> ApiResult<Sealed> {
+    match (given, kept) {
+        (Some(value), _) => {
+            check_secret(problems, field, &value);
+            seal(&state.keyring, field, &value)
+        }
+        (None, Some(kept)) => Ok(kept.clone()),
+        (None, None) => {
+            problems.add(field, "is required");
+            // Never stored: the problem above turns the request into a 422.
+            Ok(Sealed::default())
+        }
+    }
+}
+
+/// Builds the auth, keeping stored secrets the input leaves out when the type is unchanged.
+fn auth(
+    state: &AppState,
+    problems: &mut Problems,
+    input: AuthInput,
+    current: Option<&Auth>,
+) -> ApiResult<Auth> {
+    Ok(match input {
+        AuthInput::None => Auth::None,
+        AuthInput::Bearer { token } => {
+            let kept = match current {
+                Some(Auth::Bearer { token }) => Some(token),
+                _ => None,
+            };
+            Auth::Bearer {
+                token: auth_secret(state, problems, "auth.token", token, kept)?,
+            }
+        }
+        AuthInput::ApiKey { header, key } => {
+            let kept = match current {
+                Some(Auth::ApiKey { key, .. }) => Some(key),
+                _ => None,
+            };
+            let key = auth_secret(state, problems, "auth.key", key, kept)?;
+            let header = header.unwrap_or_else(|| defaults::API_KEY_HEADER.into());
+            check_header_name(problems, "auth.header", &header);
+            Auth::ApiKey { header, key }
+        }
+        AuthInput::Basic { username, password } => {
+            let kept = match current {
+                Some(Auth::Basic { password, .. }) => Some(password),
+                _ => None,
+            };
+            let password = auth_secret(state, problems, "auth.password", password, kept)?;
+            check_text(problems, "auth.username", &username, 1, 255);
+            problems.check(
+                !username.contains(':'),
+                "auth.username",
+                "must not contain `:`",
+            );
+            Auth::Basic { username, password }
+        }
+    })
+}
+
+/// Applies an input to the current row (none when creating), validating everything.
+pub(super) fn apply(
+    state: &AppState,
+    current: Option<&ServiceRow>,
+    input: ServiceInput,
+) -> ApiResult<ServiceRow> {
+    let mut problems = Problems::default();
+    let name = match (current, input.name) {
+        (Some(row), Some(name)) if name != row.name => {
+            problems.add("name", "cannot change; rules and callers use it");
+            row.name.clone()
+        }
+        (Some(row), _) => row.name.clone(),
+        (None, Some(name)) => {
+            if let Err(e) = ServiceSlug::parse(name.clone()) {
+                problems.add("name", e.to_string());
+            }
+            name
+        }
+        (None, None) => {
+            problems.add("name", "is required");
+            String::new()
+        }
+    };
+    let description = input
+        .description
+        .or_else(|| current.map(|r| r.description.clone()))
+        .unwrap_or_default();
+    check_text(&mut problems, "description", &description, 0, 2000);
+
+    let transport = match (input.transport, current) {
+        (Some(t), _) => transport(state, &mut problems, t, current.map(|r| &r.transport.0))?,
+        (None, Some(row)) => row.transport.0.clone(),
+        (None, None) => {
+            problems.add("transport", "is required");
+            Transport::Rest(RestTransport {
+                base_url: String::new(),
+            })
+        }
+    };
+    let auth = match (input.auth, current) {
+        (Some(a), _) => auth(state, &mut problems, a, current.map(|r| &r.auth.0))?,
+        (None, Some(row)) => row.auth.0.clone(),
+        (None, None) => Auth::None,
+    };
+    let signing_secret = match input.signing_secret {
+        Tri::Absent => current.and_then(|r| r.signing_secret.as_ref().map(|s| s.0.clone())),
+        Tri::Null => None,
+        Tri::Value(secret) => {
+            if let Err(e) = mih_shared::signature::SigningSecret::parse(&secret) {
+                problems.add("signing_secret", e.to_string());
+            }
+            Some(seal(&state.keyring, "signing_secret", &secret)?)
+        }
+    };
+    let headers = input
+        .headers
+        .or_else(|| current.map(|r| r.headers.0.clone()))
+        .unwrap_or_default();
+    problems.check(headers.len() <= 50, "headers", "at most 50 headers");
+    for (name, value) in &headers {
+        let field = format!("headers.{name}");
+        check_header_name(&mut problems, &field, name);
+        problems.check(
+            http::HeaderValue::from_str(value).is_ok() && value.len() <= 4096,
+            &field,
+            "must be a valid header value of at most 4096 characters",
+        );
+    }
+
+    let timeout_ms = input
+        .timeout_ms
+        .unwrap_or_else(|| current.map_or(defaults::TIMEOUT_MS, |r| u64_of(r.timeout_ms)));
+    in_range(&mut problems, "timeout_ms", timeout_ms, 1, 300_000);
+
+    let old_retry = current.map(ServiceRow::retry);
+    let retry_input = input.retry.unwrap_or_default();
+    let retry = RetryPolicy {
+        max_retries: retry_input
+            .max_retries
+            .unwrap_or(old_retry.map_or(defaults::MAX_RETRIES, |r| r.max_retries)),
+        backoff_base_ms: retry_input
+            .backoff_base_ms
+            .unwrap_or(old_retry.map_or(defaults::BACKOFF_BASE_MS, |r| r.backoff_base_ms)),
+        backoff_cap_ms: retry_input
+            .backoff_cap_ms
+            .unwrap_or(old_retry.map_or(defaults::BACKOFF_CAP_MS, |r| r.backoff_cap_ms)),
+    };
+    in_range(
+        &mut problems,
+        "retry.max_retries",
+        retry.max_retries.into(),
+        0,
+        100,
+    );
+    in_range(
+        &mut problems,
+        "retry.backoff_base_ms",
+        retry.backoff_base_ms,
+        10,
+        3_600_000,
+    );
+    in_range(
+        &mut problems,
+        "retry.backoff_cap_ms",
+        retry.backoff_cap_ms,
+        10,
+        86_400_000,
+    );
+    problems.check(
+        retry.backoff_cap_ms >= retry.backoff_base_ms,
+        "retry.backoff_cap_ms",
+        "must not be below retry.backoff_base_ms",
+    );
+
+    let old_breaker = current.map(ServiceRow::breaker);
+    let breaker_input = input.breaker.unwrap_or_default();
+    let breaker = BreakerPolicy {
+        failure_threshold: breaker_input
+            .failure_threshold
+            .unwrap_or(old_breaker.map_or(defaults::FAILURE_THRESHOLD, |b| b.failure_threshold)),
+        cooldown_ms: breaker_input
+            .cooldown_ms
+            .unwrap_or(old_breaker.map_or(defaults::COOLDOWN_MS, |b| b.cooldown_ms)),
+        half_open_probes: breaker_input
+            .half_open_probes
+            .unwrap_or(old_breaker.map_or(defaults::HALF_OPEN_PROBES, |b| b.half_open_probes)),
+    };
+    in_range(
+        &mut problems,
+        "breaker.failure_threshold",
+        breaker.failure_threshold.into(),
+        1,
+        1000,
+    );
+    in_range(
+        &mut problems,
+        "breaker.cooldown_ms",
+        breaker.cooldown_ms,
+        100,
+        3_600_000,
+    );
+    in_range(
+        &mut problems,
+        "breaker.half_open_probes",
+        breaker.half_open_probes.into(),
+        1,
+        100,
+    );
+
+    let concurrency = input
+        .concurrency
+        .unwrap_or_else(|| current.map_or(defaults::CONCURRENCY, |r| u32_of(r.concurrency)));
+    in_range(&mut problems, "concurrency", concurrency.into(), 1, 1000);
+    let rate_limit_per_sec = match input.rate_limit_per_sec {
+        Tri::Absent => current.and_then(|r| r.rate_limit_per_sec.map(u32_of)),
+        Tri::Null => None,
+        Tri::Value(n) => {
+            in_range(&mut problems, "rate_limit_per_sec", n.into(), 1, 100_000);
+            Some(n)
+        }
+    };
+    let max_job_age_ms = input
+        .max_job_age_ms
+        .unwrap_or_else(|| current.map_or(defaults::MAX_JOB_AGE_MS, |r| u64_of(r.max_job_age_ms)));
+    in_range(
+        &mut problems,
+        "max_job_age_ms",
+        max_job_age_ms,
+        60_000,
+        30 * 86_400_000,
+    );
+    problems.into_result()?;
+
+    let now = Utc::now();
+    Ok(ServiceRow {
+        name,
+        description,
+        enabled: input.enabled.or(current.map(|r| r.enabled)).unwrap_or(true),
+        kind: transport.kind().to_owned(),
+        transport: SqlJson(transport),
+        auth: SqlJson(auth),
+        signing_secret: signing_secret.map(SqlJson),
+        headers: SqlJson(headers),
+        timeout_ms: i64_of(timeout_ms),
+        max_retries: i32_of(retry.max_retries),
+        backoff_base_ms: i64_of(retry.backoff_base_ms),
+        backoff_cap_ms: i64_of(retry.backoff_cap_ms),
+        breaker_failure_threshold: i32_of(breaker.failure_threshold),
+        breaker_cooldown_ms: i64_of(breaker.cooldown_ms),
+        breaker_half_open_probes: i32_of(breaker.half_open_probes),
+        concurrency: i32_of(concurrency),
+        rate_limit_per_sec: rate_limit_per_sec.map(i32_of),
+        max_job_age_ms: i64_of(max_job_age_ms),
+        version: current.map_or(0, |r| r.version),
+        created_at: current.map_or(now, |r| r.created_at),
+        updated_at: now,
+    })
+}

@@ -1,0 +1,207 @@
+//! The API router and its OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use mih_shared::error::{ApiError, ErrorKind};
+
+use crate::resources;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "mih admin API",
+        description = "Configure mih: the Moodle sites that send events (sources), the external \
+                       systems events go to (services), the rules between them, and admin tokens. \
+                       Authenticate with `Authorization: Bearer <admin token>`. Errors are \
+                       `{\"error\", \"message\", \"errors\": [{\"field\", \"message\"}]}`; updates \
+                       take `If-Match: \"<version>\"` (412 when stale) or a `version` field (409)."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody, FieldErrorBody)),
+    security(("bearer" = [])),
+    tags(
+        (name = "sources", description = "Moodle sites allowed to send events"),
+        (name = "services", description = "External systems mih delivers to"),
+        (name = "rules", description = "Which events go where, and how the request is built"),
+        (name = "tokens", description = "Admin API tokens (admin role)"),
+        (name = "audit", description = "Who changed what, when"),
+        (name = "backfills", description = "Stored events replayed through a rule")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The body of every error answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorBody {
+    /// invalid_input, unprocessable, unauthorized, forbidden, not_found, conflict,
+    /// precondition_failed, unsupported_media_type, internal, …
+    error: String,
+    message: String,
+    /// One entry per problem, naming the field.
+    errors: Option<Vec<FieldErrorBody>>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct FieldErrorBody {
+    field: Option<String>,
+    message: String,
+}
+
+/// Errors every operation can answer, declared once: 400 (malformed request), 401, 403,
+/// 422 (invalid query or body), 415 where a body is taken; every 4xx carries [`ErrorBody`].
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build()
+        };
+        let describe = |code: &str| match code {
+            "400" => "The request is malformed (not JSON, a NUL character in the URL)",
+            "401" => "No valid admin token",
+            "403" => "The token's role does not allow this",
+            "404" => "No such resource",
+            "409" => "Conflicts with the current state",
+            "412" => "If-Match names a version that is no longer current",
+            "415" => "The body is not JSON",
+            "422" => "The input is invalid; `errors` names each field",
+            _ => "Error",
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mut codes = vec!["400", "401", "403", "422"];
+                if operation.request_body.is_some() {
+                    codes.push("415");
+                }
+                for code in codes {
+                    operation
+                        .responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new().description(describe(code)).into()
+                        });
+                }
+                for (code, response) in operation.responses.responses.iter_mut() {
+                    if let utoipa::openapi::RefOr::T(response) = response
+                        && code.starts_with('4')
+                    {
+                        response.description = describe(code).to_owned();
+                        response.content.insert(
+                            "application/json".to_owned(),
+                            utoipa::openapi::RefOr::T(error()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1/sources", resources::sources::router())
+        .nest("/api/v1/services", resources::services::router())
+        .nest("/api/v1/rules", resources::rules::router())
+        .nest("/api/v1/tokens", resources::tokens::router())
+        .nest("/api/v1/audit", resources::audit::router())
+        .nest("/api/v1/backfills", resources::backfills::router())
+}
+
+/// The OpenAPI document, pretty-printed (served, committed as `services/api/openapi.json`).
+pub fn openapi_json() -> String {
+    let (_, mut document) = api().split_for_parts();
+    // Runs on the merged document: modifiers given to `#[openapi]` run before routes are added.
+    CommonResponses.modify(&mut document);
+    let mut text = document
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// Every API route, with `/api/v1/openapi.json` and a JSON 404 for unknown API paths.
+pub fn router(state: AppState) -> Router {
+    let (router, _) = api().split_for_parts();
+    let document = openapi_json();
+    router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], document) }
+            }),
+        )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                ApiError::new(
+                    ErrorKind::NotFound,
+                    "no such endpoint; see /api/v1/openapi.json",
+                ),
+            )
+                .into_response()
+        })
+        .layer(axum::middleware::from_fn(refuse_nul))
+        .with_state(state)
+}
+
+/// PostgreSQL cannot store NUL; a `%00` in a path or query is refused before it gets there.
+async fn refuse_nul(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let uri = request.uri().to_string().to_ascii_lowercase();
+    if uri.contains("%00") {
+        return ApiError::new(
+            ErrorKind::InvalidInput,
+            "the URL must not contain NUL characters (%00)",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_committed_openapi_document_is_current() {
+        let committed = include_str!("../openapi.json");
+        assert!(
+            committed == super::openapi_json(),
+            "services/api/openapi.json is out of date: run `cargo run -q -- openapi > services/api/openapi.json`"
+        );
+    }
+}

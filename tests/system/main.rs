@@ -1,0 +1,14 @@
+//! System tests: the whole hub, in process or as the real binary, against real NATS (the pinned
+//! server, one per test), real PostgreSQL (a database per test) and real HTTP.
+
+mod api;
+mod backfill;
+mod harness;
+mod ingest;
+mod lifecycle;
+mod live_config;
+mod matcher;
+mod preview;
+mod process;
+mod secrets;
+mod topology;

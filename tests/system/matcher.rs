@@ -1,0 +1,474 @@
+//! The matcher against real NATS: events become jobs, once, through crashes and duplicates.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use mih_shared::ServiceName;
+use mih_shared::live::ConfigSnapshot;
+use mih_shared::messages::{self, DeadLetter, FailureStage, Job, JobId, Origin, Request};
+use mih_testkit::fixtures;
+use mih_testkit::sign::TEST_TOKEN;
+
+use crate::harness::TestHub;
+
+const PIPELINE: &[ServiceName] = &[ServiceName::Ingest, ServiceName::Api, ServiceName::Matcher];
+
+pub(crate) async fn pipeline(extra_toml: &str) -> TestHub {
+    TestHub::builder()
+        .services(PIPELINE)
+        .toml(extra_toml)
+        .start()
+        .await
+}
+
+pub(crate) async fn create_service(hub: &TestHub, name: &str) {
+    let answer = hub
+        .api()
+        .post(
+            "/api/v1/services",
+            &json!({"name": name, "transport": {"kind": "rest", "base_url": "https://sis.example.org/api"}}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+}
+
+pub(crate) async fn create_rule(hub: &TestHub, body: Value) -> String {
+    let answer = hub.api().post("/api/v1/rules", &body).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    answer.body["id"].as_str().expect("id").to_owned()
+}
+
+/// Waits until the matcher applied every rule written so far.
+pub(crate) async fn settle(hub: &TestHub) {
+    hub.wait_for_config(ServiceName::Matcher).await;
+}
+
+pub(crate) async fn jobs(hub: &TestHub) -> Vec<(crate::harness::Stored, Job)> {
+    hub.stored(&hub.names().jobs_stream())
+        .await
+        .into_iter()
+        .map(|m| {
+            let job: Job = messages::decode(&m.payload).expect("a job");
+            (m, job)
+        })
+        .collect()
+}
+
+pub(crate) async fn wait_for_jobs(
+    hub: &TestHub,
+    count: usize,
+) -> Vec<(crate::harness::Stored, Job)> {
+    mih_testkit::eventually(Duration::from_secs(15), || async {
+        let found = jobs(hub).await;
+        if found.len() >= count {
+            Ok(found)
+        } else {
+            Err(format!("{} jobs of {count}", found.len()))
+        }
+    })
+    .await
+    .expect("jobs published")
+}
+
+pub(crate) async fn post(hub: &TestHub, event: &Value, headers: &[(String, String)]) -> String {
+    let mut all = vec![("authorization".to_owned(), format!("Bearer {TEST_TOKEN}"))];
+    all.extend_from_slice(headers);
+    let answer = hub
+        .post_events(event.to_string().into_bytes(), "application/json", &all)
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    answer.body["events"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
+}
+
+pub(crate) fn enrolment() -> Value {
+    fixtures::moodle_events()
+        .into_iter()
+        .find(|e| e["eventname"] == "\\core\\event\\user_enrolment_created")
+        .expect("fixture")
+}
+
+#[tokio::test]
+async fn a_matching_event_becomes_one_job_per_matching_rule() {
+    let hub = pipeline("").await;
+    create_service(&hub, "sis").await;
+    let enrolments = create_rule(
+        &hub,
+        json!({"name": "enrolments", "events": ["\\core\\event\\user_enrolment_created"], "service": "sis",
+               "target": {"kind": "rest", "method": "PUT", "path": "/enrolments/{{objectid}}"},
+               "body": "{\"user\": {{relateduserid}}, \"course\": \"{{courseid}}\", \"rule\": \"{{rule.name}}\"}",
+               "headers": {"X-Event": "{{event.id}}"}}),
+    )
+    .await;
+    let _other = create_rule(
+        &hub,
+        json!({"name": "quiz", "events": ["\\mod_quiz\\event\\*"], "service": "sis"}),
+    )
+    .await;
+    let conditional = create_rule(&hub, json!({"name": "course 12", "events": ["*"], "service": "sis", "condition": "courseid == 12"})).await;
+    settle(&hub).await;
+
+    let event_id = post(&hub, &enrolment(), &[]).await;
+    let found = wait_for_jobs(&hub, 2).await;
+    hub.wait_for_matcher_idle().await;
+    let found_again = jobs(&hub).await;
+    assert_eq!(found_again.len(), 2, "exactly the two matching rules");
+
+    let event = hub
+        .stored_events()
+        .await
+        .into_iter()
+        .next()
+        .expect("the event");
+    let event_trace = event.header("traceparent").expect("traceparent");
+    for (stored, job) in &found {
+        assert_eq!(
+            stored.subject,
+            hub.names().job_subject(&"sis".parse().expect("slug"))
+        );
+        assert_eq!(stored.header("Nats-Msg-Id"), Some(job.id.to_string()));
+        assert_eq!(
+            job.event_id.map(|id| id.to_string()).as_deref(),
+            Some(event_id.as_str())
+        );
+        assert_eq!(
+            job.id,
+            JobId::for_rule(job.event_id.expect("event"), job.rule_id.expect("rule"))
+        );
+        assert_eq!(job.origin, Origin::Rule);
+        let trace = stored.header("traceparent").expect("traceparent");
+        assert_eq!(
+            trace.split('-').nth(1),
+            event_trace.split('-').nth(1),
+            "one trace from ingest on"
+        );
+    }
+    let (_, templated) = found
+        .iter()
+        .find(|(_, j)| j.rule_id.map(|r| r.to_string()) == Some(enrolments.clone()))
+        .expect("templated job");
+    let Request::Http(request) = &templated.request else {
+        panic!("http")
+    };
+    assert_eq!(request.path, "/enrolments/4411");
+    assert_eq!(request.headers[0].value, event_id);
+    let body: Value = serde_json::from_str(request.body.as_deref().expect("body")).expect("JSON");
+    assert_eq!(
+        body,
+        json!({"user": 27, "course": "12", "rule": "enrolments"})
+    );
+    let (_, raw) = found
+        .iter()
+        .find(|(_, j)| j.rule_id.map(|r| r.to_string()) == Some(conditional.clone()))
+        .expect("raw job");
+    let Request::Http(request) = &raw.request else {
+        panic!("http")
+    };
+    let sent: Value = serde_json::from_str(request.body.as_deref().expect("body")).expect("JSON");
+    assert_eq!(
+        sent,
+        enrolment(),
+        "no template: the event as Moodle gave it"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn unmatched_events_are_acknowledged_and_produce_nothing() {
+    let hub = pipeline("").await;
+    create_service(&hub, "sis").await;
+    create_rule(
+        &hub,
+        json!({"name": "quiz", "events": ["\\mod_quiz\\event\\*"], "service": "sis"}),
+    )
+    .await;
+    settle(&hub).await;
+    post(&hub, &enrolment(), &[]).await;
+    let consumer_idle = mih_testkit::eventually(Duration::from_secs(10), || async {
+        let stream = hub
+            .js
+            .get_stream(hub.names().events_stream())
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = stream
+            .consumer_info(mih_matcher::CONSUMER)
+            .await
+            .map_err(|e| e.to_string())?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence >= 1
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "pending {} ack pending {}",
+                info.num_pending, info.num_ack_pending
+            ))
+        }
+    })
+    .await;
+    consumer_idle.expect("the event was processed and acknowledged");
+    assert!(jobs(&hub).await.is_empty());
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn equal_mih_style_tuples_are_different_events_but_equal_dedup_keys_are_not() {
+    // A 1 s JetStream window lets the second post with the same key reach the matcher.
+    let hub = pipeline("[streams]\nduplicate_window = \"1s\"\n").await;
+    create_service(&hub, "sis").await;
+    create_rule(
+        &hub,
+        json!({"name": "views", "events": ["\\core\\event\\course_viewed"], "service": "sis"}),
+    )
+    .await;
+    settle(&hub).await;
+    let viewed = fixtures::moodle_events()
+        .into_iter()
+        .find(|e| e["eventname"] == "\\core\\event\\course_viewed")
+        .expect("fixture");
+    // Same (eventname, objectid, userid, relateduserid, crud) — the original plugin's key —
+    // but two courses: two events, two jobs.
+    let mut other_course = viewed.clone();
+    other_course["courseid"] = json!(57);
+    other_course["contextinstanceid"] = json!(57);
+    post(&hub, &viewed, &[]).await;
+    post(&hub, &other_course, &[]).await;
+    wait_for_jobs(&hub, 2).await;
+
+    // The same dedup key (Idempotency-Key) again after the JetStream window: ingest stores a
+    // new event, the matcher drops it as a duplicate.
+    let key = vec![("idempotency-key".to_owned(), "moodle-task-991".to_owned())];
+    let mut third = viewed.clone();
+    third["courseid"] = json!(64);
+    post(&hub, &third, &key).await;
+    wait_for_jobs(&hub, 3).await;
+    let mut fourth = viewed.clone();
+    fourth["courseid"] = json!(61);
+    // Re-sent until the 1 s window has passed and ingest stores it instead of calling it a duplicate.
+    let fourth_id = mih_testkit::eventually(Duration::from_secs(10), || async {
+        let mut headers = vec![("authorization".to_owned(), format!("Bearer {TEST_TOKEN}"))];
+        headers.extend_from_slice(&key);
+        let answer = hub
+            .post_events(
+                fourth.to_string().into_bytes(),
+                "application/json",
+                &headers,
+            )
+            .await;
+        match answer.body["duplicates"].as_u64() {
+            Some(0) => Ok(answer.body["events"][0]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()),
+            _ => Err(format!("{}: {}", answer.status, answer.body)),
+        }
+    })
+    .await
+    .expect("stored once the window passed");
+    assert_eq!(
+        hub.stored_events().await.len(),
+        4,
+        "ingest stored the late repeat as a new event"
+    );
+    let metrics_url = hub.url(ServiceName::Matcher, "/metrics");
+    mih_testkit::eventually(Duration::from_secs(10), || async {
+        let text = hub
+            .http
+            .get(&metrics_url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        if text.contains("mih_matcher_events_total{outcome=\"duplicate\"} 1") {
+            Ok(())
+        } else {
+            Err("no duplicate counted yet".into())
+        }
+    })
+    .await
+    .expect("the duplicate is counted");
+    let all = jobs(&hub).await;
+    assert_eq!(all.len(), 3, "no job for the duplicate");
+    assert!(
+        all.iter()
+            .all(|(_, j)| j.event_id.map(|id| id.to_string()) != Some(fourth_id.clone()))
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_between_publishing_jobs_and_acknowledging_publishes_them_once() {
+    let mut hub = TestHub::builder()
+        .services(&[ServiceName::Ingest, ServiceName::Api])
+        .toml("[matcher]\nack_wait = \"1s\"\n")
+        .start()
+        .await;
+    create_service(&hub, "sis").await;
+    create_rule(
+        &hub,
+        json!({"name": "a", "events": ["*"], "service": "sis"}),
+    )
+    .await;
+    create_rule(&hub, json!({"name": "b", "events": ["\\core\\event\\*"], "service": "sis", "condition": "courseid == 12"})).await;
+    post(&hub, &enrolment(), &[]).await;
+
+    // A matcher replica takes the event from the shared durable consumer, claims its dedup key
+    // and publishes its jobs with the matcher's own code, then dies before acknowledging.
+    let config = &hub.config;
+    let events = hub
+        .js
+        .get_stream(hub.names().events_stream())
+        .await
+        .expect("stream");
+    let consumer = events
+        .create_consumer(mih_matcher_consumer_config(
+            &hub,
+            config.matcher.max_in_flight,
+        ))
+        .await
+        .expect("consumer");
+    let mut pulled = consumer
+        .fetch()
+        .max_messages(1)
+        .messages()
+        .await
+        .expect("fetch");
+    let message = pulled.next().await.expect("the event").expect("message");
+    let event: messages::Event = messages::decode(&message.payload).expect("event");
+    let snapshot = ConfigSnapshot::start(
+        &hub.js,
+        &hub.names().config_bucket(),
+        "test",
+        mih_shared::Shutdown::new(),
+    )
+    .await
+    .expect("snapshot");
+    let rules = mih_matcher::engine::RuleSet::build(&snapshot.current());
+    let matches = rules.matches(&event, Origin::Rule).expect("usable");
+    assert_eq!(matches.len(), 2);
+    // What a matcher does at start: provision its bucket.
+    mih_shared::topology::Topology::new(hub.names(), &hub.config)
+        .ensure(&hub.js, &[mih_shared::topology::Resource::DedupKv])
+        .await
+        .expect("dedup bucket");
+    let dedup = mih_matcher::dedup::Dedup::open(&hub.js, &hub.names().dedup_bucket())
+        .await
+        .expect("bucket");
+    assert_eq!(
+        dedup.claim(&event).await.expect("claim"),
+        mih_matcher::dedup::Claim::Claimed
+    );
+    let published = mih_matcher::publish::publish(&hub.js, &hub.names(), &event, matches)
+        .await
+        .expect("published");
+    assert_eq!(published.jobs, 2);
+    drop(pulled);
+    drop(message); // the crash: never acknowledged
+    assert_eq!(jobs(&hub).await.len(), 2);
+
+    // The real matcher starts, receives the redelivery, finds its own claim, publishes again:
+    // JetStream recognises the job ids. Still two jobs, and the event is acknowledged.
+    hub.add_services(&[ServiceName::Matcher]).await;
+    let stream = hub
+        .js
+        .get_stream(hub.names().events_stream())
+        .await
+        .expect("stream");
+    mih_testkit::eventually(Duration::from_secs(15), || async {
+        let info = stream
+            .consumer_info(mih_matcher::CONSUMER)
+            .await
+            .map_err(|e| e.to_string())?;
+        if info.num_ack_pending == 0
+            && info.num_pending == 0
+            && info.delivered.consumer_sequence >= 2
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "ack pending {} deliveries {}",
+                info.num_ack_pending, info.delivered.consumer_sequence
+            ))
+        }
+    })
+    .await
+    .expect("the redelivered event was processed and acknowledged");
+    let after = jobs(&hub).await;
+    assert_eq!(after.len(), 2, "published once");
+    let ids: std::collections::BTreeSet<_> = after.iter().map(|(_, j)| j.id).collect();
+    assert_eq!(ids.len(), 2);
+    hub.stop().await;
+}
+
+fn mih_matcher_consumer_config(
+    hub: &TestHub,
+    max_in_flight: usize,
+) -> async_nats::jetstream::consumer::pull::Config {
+    mih_matcher::consumer_config(&hub.names(), max_in_flight, hub.config.matcher.ack_wait)
+}
+
+#[tokio::test]
+async fn a_rule_that_cannot_render_dead_letters_the_job_with_the_reason() {
+    let hub = pipeline("").await;
+    create_service(&hub, "sis").await;
+    let rule = create_rule(
+        &hub,
+        json!({"name": "needs grade", "events": ["*"], "service": "sis", "body": "{\"grade\": {{other.finalgrade}}}"}),
+    )
+    .await;
+    settle(&hub).await;
+    post(&hub, &enrolment(), &[]).await;
+    let dead = mih_testkit::eventually(Duration::from_secs(15), || async {
+        let stored = hub.stored(&hub.names().dlq_stream()).await;
+        stored
+            .first()
+            .map(|m| messages::decode::<DeadLetter>(&m.payload).expect("dead letter"))
+            .ok_or_else(|| "no dead letter".to_owned())
+    })
+    .await
+    .expect("dead-lettered");
+    assert_eq!(dead.stage, FailureStage::Render);
+    assert!(dead.reason.contains("other.finalgrade"), "{}", dead.reason);
+    assert_eq!(dead.job.rule_id.map(|r| r.to_string()), Some(rule));
+    assert!(
+        dead.event.is_some(),
+        "the event travels with it, to render again once fixed"
+    );
+    assert!(jobs(&hub).await.is_empty(), "no retry loop: nothing sent");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn rule_changes_apply_to_the_next_event() {
+    let hub = pipeline("").await;
+    create_service(&hub, "sis").await;
+    let rule = create_rule(
+        &hub,
+        json!({"name": "r", "events": ["*"], "service": "sis", "condition": "courseid == 999"}),
+    )
+    .await;
+    settle(&hub).await;
+    post(&hub, &enrolment(), &[]).await;
+    hub.wait_for_matcher_idle().await;
+    assert!(jobs(&hub).await.is_empty());
+    let patched = hub
+        .api()
+        .patch(
+            &format!("/api/v1/rules/{rule}"),
+            &json!({"condition": "courseid == 12"}),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    settle(&hub).await;
+    let mut again = enrolment();
+    again["timecreated"] = json!(1772008999);
+    post(&hub, &again, &[]).await;
+    wait_for_jobs(&hub, 1).await;
+    hub.stop().await;
+}

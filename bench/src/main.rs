@@ -1,0 +1,47 @@
+//! `mih-bench`: measures mih on this machine against the pinned NATS server. Build in release
+//! mode; the hub runs as a separate `mih` process (the one beside this binary), so its CPU and
+//! memory are its own. See BENCHMARKS.md for how to run it and the figures.
+
+// Printing the results table is what this binary is for.
+#![allow(clippy::print_stdout)]
+
+mod hub;
+mod ingest;
+mod matcher;
+mod process;
+mod report;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "mih-bench", about = "Benchmarks of mih on this machine")]
+struct Cli {
+    /// Where to write the results as JSON (default: target/bench/<command>-<time>.json).
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Accepted events/s at ingest: signed requests, batched and one event per request.
+    Ingest(ingest::Args),
+    /// Events/s through the matcher with 10, 100 and 1,000 rules.
+    Matcher(matcher::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (name, results) = match cli.command {
+        Command::Ingest(args) => ("ingest", ingest::run(&args).await?),
+        Command::Matcher(args) => ("matcher", matcher::run(&args).await?),
+    };
+    report::print_table(&results);
+    let path = report::write_json(cli.json, name, &results)?;
+    eprintln!("results written to {}", path.display());
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! plumbing every service uses (config, telemetry, errors, readiness, shutdown).
 
 pub mod canonical;
+pub mod circuit;
 pub mod config;
 pub mod connect;
 pub mod context;

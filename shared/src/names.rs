@@ -267,6 +267,14 @@ impl Names {
     pub fn dlq_all(&self) -> String {
         format!("{}.dlq.>", self.ns)
     }
+    /// Circuit state changes, for whoever watches (the dashboard); core NATS, not stored.
+    pub fn circuit_subject(&self, service: &ServiceSlug) -> String {
+        format!("{}.circuits.{}", self.ns, service)
+    }
+    /// Durable consumer of one service's jobs.
+    pub fn dispatch_consumer(&self, service: &ServiceSlug) -> String {
+        format!("dispatch-{service}")
+    }
     /// Facade request/reply subject, served by dispatchers in one queue group.
     pub fn rpc_request(&self) -> String {
         format!("{}.rpc.request", self.ns)

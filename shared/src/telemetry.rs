@@ -180,6 +180,14 @@ pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap) {
     }
 }
 
+/// The current span's W3C `traceparent`, for outbound requests.
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::<String, String>::new();
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
 /// The current trace id (hex), for logs and stored outcomes.
 pub fn current_trace_id() -> Option<String> {
     let context = tracing::Span::current().context();

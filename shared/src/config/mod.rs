@@ -40,7 +40,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub ingest: IngestConfig,
     pub matcher: MatcherConfig,
-    pub dispatcher: ListenConfig,
+    pub dispatcher: DispatcherConfig,
     pub dlq: ListenConfig,
     pub api: ApiConfig,
     /// Moodle sites allowed to send events, by id.
@@ -171,6 +171,22 @@ pub struct MatcherConfig {
     pub max_in_flight: usize,
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatcherConfig {
+    pub listen: SocketAddr,
+    /// Networks (CIDR) deliveries may reach although they are loopback, link-local or private.
+    #[serde(default)]
+    pub allow_networks: Vec<ipnet::IpNet>,
+    /// Added to a service's timeout to make its consumer's ack wait: JetStream redelivers a job
+    /// only when its dispatcher stopped answering for that long.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait_margin: Duration,
+    /// Longest a facade call may take, retries included, unless the caller asks for less.
+    #[serde(with = "humantime_serde")]
+    pub facade_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -35,6 +35,14 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
         ("matcher.dedup_horizon", config.matcher.dedup_horizon),
         ("matcher.ack_wait", config.matcher.ack_wait),
         ("api.reconcile_interval", config.api.reconcile_interval),
+        (
+            "dispatcher.ack_wait_margin",
+            config.dispatcher.ack_wait_margin,
+        ),
+        (
+            "dispatcher.facade_timeout",
+            config.dispatcher.facade_timeout,
+        ),
     ];
     for (setting, value) in positive {
         if value == Duration::ZERO {

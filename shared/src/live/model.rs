@@ -115,6 +115,10 @@ pub struct SoapTransport {
     pub version: SoapVersion,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Basic auth's credentials go in a WS-Security UsernameToken inside the envelope instead
+    /// of an HTTP `Authorization` header.
+    #[serde(default)]
+    pub ws_security: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 
 mod dead_letter;
 mod event;
+mod facade;
 mod ids;
 mod job;
 mod outcome;
@@ -13,6 +14,7 @@ mod version;
 
 pub use dead_letter::{DeadLetter, FailureStage};
 pub use event::Event;
+pub use facade::{FacadeRequest, FacadeResponse};
 pub use ids::{EventId, JobId, RuleId};
 pub use job::{AmqpRequest, Header, HttpMethod, HttpRequest, Job, Origin, Request, SoapRequest};
 pub use outcome::{Outcome, OutcomeStatus};

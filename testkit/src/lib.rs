@@ -11,8 +11,10 @@
 pub mod fixtures;
 mod nats;
 mod postgres;
+pub mod rabbitmq;
 pub mod sign;
 mod sink;
+pub mod soap;
 mod wait;
 
 pub use nats::NatsServer;

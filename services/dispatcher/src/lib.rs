@@ -1,7 +1,74 @@
-//! dispatcher: delivers jobs over REST, AMQP and SOAP (coming with the dispatcher issue). Today it provisions the streams and buckets it will use and reports ready.
+//! dispatcher: delivers jobs over REST, AMQP and SOAP. One worker per enabled service (its own
+//! consumer, concurrency and rate limits, so a slow or dead service never delays another),
+//! retries by delayed redelivery, a circuit breaker per service shared by every replica, an
+//! Outcome for every attempt and a DeadLetter for every job given up on.
 
+pub mod breaker;
+pub mod facade;
+pub mod fleet;
+mod metrics;
+pub mod record;
+pub mod ssrf;
+pub mod transport;
+pub mod worker;
+
+use std::sync::Arc;
+
+use mih_shared::circuit::CircuitStore;
+use mih_shared::live::ConfigSnapshot;
 use mih_shared::{RunError, ServiceContext, Shutdown, ops};
 
+use crate::fleet::Fleet;
+use crate::ssrf::SsrfGuard;
+use crate::transport::TransportEnv;
+
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
-    ops::run_provision_only(ctx, shutdown).await
+    metrics::describe();
+    ctx.ensure_topology().await?;
+    let other = |e: &dyn std::fmt::Display| RunError::Other(e.to_string());
+    let settings = &ctx.config.dispatcher;
+    let keyring = ctx.config.keyring().map_err(|e| other(&e))?;
+    let env = TransportEnv {
+        keyring: Arc::new(keyring),
+        guard: Arc::new(SsrfGuard::new(settings.allow_networks.clone())),
+    };
+    let circuits = CircuitStore::open(&ctx.jetstream, &ctx.names.circuits_bucket())
+        .await
+        .map_err(|e| other(&e))?;
+    let snapshot = ConfigSnapshot::start(
+        &ctx.jetstream,
+        &ctx.names.config_bucket(),
+        "dispatcher",
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| other(&e))?;
+    let fleet = Fleet::new(
+        ctx.jetstream.clone(),
+        ctx.nats.clone(),
+        ctx.names.clone(),
+        env,
+        circuits,
+        settings.ack_wait_margin,
+    );
+    let serving = tokio::spawn(ops::serve(
+        ctx.listener,
+        ops::router(ctx.readiness.clone(), ctx.metrics.clone()),
+        shutdown.clone(),
+    ));
+    let facade = tokio::spawn(facade::serve(
+        ctx.nats.clone(),
+        ctx.names.clone(),
+        fleet.clone(),
+        shutdown.clone(),
+    ));
+    ctx.readiness.mark_started();
+    fleet.follow(snapshot, shutdown).await;
+    if let Err(error) = facade.await {
+        tracing::warn!(%error, "facade responder ended abnormally");
+    }
+    serving
+        .await
+        .map_err(|e| RunError::Other(format!("operational endpoints: {e}")))??;
+    Ok(())
 }

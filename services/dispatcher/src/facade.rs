@@ -1,0 +1,235 @@
+//! The facade: synchronous calls from Moodle plugins (through api) to a registered service,
+//! with the service's transport, auth, retries (within the call's deadline) and circuit. The
+//! dispatchers answer `<ns>.rpc.request` in one queue group, so any replica serves a call.
+//! Unlike queued jobs, a facade call does not wait for an open circuit: it fails fast.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+
+use mih_shared::circuit::{Admission, CircuitState, Health};
+use mih_shared::messages::{
+    self, AmqpRequest, FacadeRequest, FacadeResponse, HttpRequest, Job, JobId, Origin, Request,
+    SoapRequest, Version,
+};
+use mih_shared::names::Names;
+use mih_shared::{Shutdown, telemetry};
+
+use crate::fleet::Fleet;
+use crate::transport::{AttemptMeta, FACADE_BODY_LIMIT, Target, Verdict};
+use crate::worker::{Worker, backoff, health};
+
+/// How long a call waits for the worker of a service that was enabled a moment ago.
+const WORKER_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Serves facade calls until `shutdown`.
+pub async fn serve(nats: async_nats::Client, names: Names, fleet: Fleet, shutdown: Shutdown) {
+    let mut requests = match nats
+        .queue_subscribe(names.rpc_request(), names.rpc_queue_group())
+        .await
+    {
+        Ok(requests) => requests,
+        Err(error) => {
+            tracing::error!(%error, "cannot serve facade calls");
+            return;
+        }
+    };
+    loop {
+        let request = tokio::select! {
+            () = shutdown.triggered() => break,
+            request = requests.next() => request,
+        };
+        let Some(request) = request else { break };
+        let (nats, fleet) = (nats.clone(), fleet.clone());
+        tokio::spawn(async move {
+            let Some(reply) = request.reply.clone() else {
+                return;
+            };
+            let span = tracing::info_span!("dispatcher.facade");
+            telemetry::set_parent_from(&span, request.headers.as_ref());
+            let answer =
+                tracing::Instrument::instrument(answer(&fleet, &request.payload), span).await;
+            match messages::encode(&answer) {
+                Ok(payload) => {
+                    if let Err(error) = nats.publish(reply, payload).await {
+                        tracing::warn!(%error, "facade answer not sent");
+                    }
+                }
+                Err(error) => tracing::error!(%error, "facade answer not encodable"),
+            }
+        });
+    }
+    let _ = requests.unsubscribe().await;
+}
+
+fn failed(error: impl Into<String>, circuit: &str) -> FacadeResponse {
+    FacadeResponse {
+        v: Version,
+        ok: false,
+        status: None,
+        headers: Vec::new(),
+        body: None,
+        attempts: 0,
+        duration_ms: 0,
+        error: Some(error.into()),
+        circuit: circuit.to_owned(),
+        call_id: None,
+    }
+}
+
+async fn answer(fleet: &Fleet, payload: &[u8]) -> FacadeResponse {
+    let call: FacadeRequest = match messages::decode(payload) {
+        Ok(call) => call,
+        Err(error) => return failed(format!("unreadable facade request: {error}"), "closed"),
+    };
+    let patience = Duration::from_millis(call.timeout_ms).min(WORKER_PATIENCE);
+    let Some(worker) = fleet.wait_for(&call.service, patience).await else {
+        return failed(
+            format!(
+                "service `{}` is not enabled on this dispatcher",
+                call.service
+            ),
+            "closed",
+        );
+    };
+    call_service(fleet, &worker, call).await
+}
+
+fn request_for(target: &Target, call: &FacadeRequest) -> Request {
+    match target {
+        Target::Http(_) => Request::Http(HttpRequest {
+            method: call.method,
+            path: call.path.clone(),
+            query: call.query.clone(),
+            headers: call.headers.clone(),
+            body: call.body.clone(),
+            content_type: call.content_type.clone(),
+        }),
+        Target::Soap(_) => Request::Soap(SoapRequest {
+            operation: call.path.clone(),
+            headers: call.headers.clone(),
+            body: call.body.clone().unwrap_or_default(),
+        }),
+        Target::Amqp(_) => Request::Amqp(AmqpRequest {
+            exchange: None,
+            routing_key: call.path.clone(),
+            headers: call.headers.clone(),
+            body: call.body.clone().unwrap_or_default(),
+            content_type: call
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/json".to_owned()),
+        }),
+    }
+}
+
+async fn call_service(fleet: &Fleet, worker: &Worker, call: FacadeRequest) -> FacadeResponse {
+    let clock = Instant::now();
+    let deadline = clock + Duration::from_millis(call.timeout_ms);
+    let job = Job {
+        v: Version,
+        id: JobId::new_v7(),
+        event_id: None,
+        rule_id: None,
+        service: call.service.clone(),
+        request: request_for(&worker.target, &call),
+        origin: Origin::Facade,
+        created_at: Utc::now(),
+        replay_of: None,
+        ordering_key: None,
+    };
+    let policy = worker.service.retry;
+    let mut attempt = 0;
+    loop {
+        match worker.breaker.admit().await {
+            Ok(Admission::Admit { .. }) => {}
+            Ok(Admission::Wait { until }) => {
+                let mut answer = failed(
+                    format!(
+                        "the circuit of `{}` is open (the service failed repeatedly); next probe at {}",
+                        call.service,
+                        until.to_rfc3339()
+                    ),
+                    CircuitState::Open.as_str(),
+                );
+                answer.attempts = attempt;
+                answer.call_id = Some(job.id.to_string());
+                answer.duration_ms = elapsed_ms(clock);
+                return answer;
+            }
+            Err(error) => tracing::warn!(%error, "circuit state unavailable; calling anyway"),
+        }
+        attempt += 1;
+        let meta = AttemptMeta {
+            job_id: job.id,
+            event_id: None,
+            attempt,
+            traceparent: telemetry::current_traceparent(),
+            body_limit: FACADE_BODY_LIMIT,
+        };
+        let started_at = Utc::now();
+        let attempt_clock = Instant::now();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let result =
+            match tokio::time::timeout(left, worker.target.deliver(&job.request, &meta)).await {
+                Ok(result) => result,
+                Err(_) => crate::transport::Attempt::failed(
+                    Verdict::Timeout,
+                    format!(
+                        "no answer within the call's deadline ({} ms)",
+                        call.timeout_ms
+                    ),
+                ),
+            };
+        fleet
+            .recorder()
+            .outcome(&job, attempt, started_at, attempt_clock.elapsed(), &result)
+            .await;
+        let verdict_health: Health = health(&result);
+        if let Err(error) = worker.breaker.record(verdict_health).await {
+            tracing::warn!(%error, "circuit not updated");
+        }
+        let retry_in = match result.verdict {
+            Verdict::Retryable { retry_after } if attempt <= policy.max_retries => {
+                Some(retry_after.unwrap_or_else(|| {
+                    backoff(
+                        policy.backoff_base_ms,
+                        policy.backoff_cap_ms,
+                        attempt,
+                        &mut rand::rng(),
+                    )
+                }))
+            }
+            Verdict::Timeout if attempt <= policy.max_retries => Some(backoff(
+                policy.backoff_base_ms,
+                policy.backoff_cap_ms,
+                attempt,
+                &mut rand::rng(),
+            )),
+            _ => None,
+        };
+        let out_of_time = retry_in.is_none_or(|wait| Instant::now() + wait >= deadline);
+        if out_of_time {
+            return FacadeResponse {
+                v: Version,
+                ok: result.verdict == Verdict::Delivered,
+                status: result.status,
+                headers: result.headers,
+                body: result.body,
+                attempts: attempt,
+                duration_ms: elapsed_ms(clock),
+                error: result.error,
+                circuit: worker.breaker.current().state.as_str().to_owned(),
+                call_id: Some(job.id.to_string()),
+            };
+        }
+        if let Some(wait) = retry_in {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+fn elapsed_ms(clock: Instant) -> u64 {
+    u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

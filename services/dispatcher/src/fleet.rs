@@ -1,0 +1,246 @@
+//! The workers of every enabled service, kept in step with the live configuration: a new
+//! service gets a consumer and a worker, a changed one a new worker (new transport, limits and
+//! consumer settings; the old one finishes its in-flight deliveries first), a disabled one
+//! stops (its jobs wait in JOBS), a deleted one stops and loses its consumer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::sync::RwLock;
+
+use mih_shared::Shutdown;
+use mih_shared::circuit::CircuitStore;
+use mih_shared::live::{ConfigSnapshot, LiveConfig, LiveService};
+use mih_shared::names::{Names, ServiceSlug};
+
+use crate::breaker::Breaker;
+use crate::record::Recorder;
+use crate::transport::{Target, TransportEnv};
+use crate::worker::{self, Worker};
+
+/// What a facade call needs of a running service.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub worker: Arc<Worker>,
+    stop: Shutdown,
+    done: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    js: jetstream::Context,
+    nats: async_nats::Client,
+    names: Names,
+    env: TransportEnv,
+    circuits: CircuitStore,
+    recorder: Recorder,
+    ack_wait_margin: Duration,
+    running: RwLock<HashMap<ServiceSlug, Running>>,
+    /// Bumped after every application of the configuration, for callers waiting on a worker.
+    applied: tokio::sync::watch::Sender<u64>,
+}
+
+impl Fleet {
+    pub fn new(
+        js: jetstream::Context,
+        nats: async_nats::Client,
+        names: Names,
+        env: TransportEnv,
+        circuits: CircuitStore,
+        ack_wait_margin: Duration,
+    ) -> Self {
+        Fleet {
+            inner: Arc::new(Inner {
+                recorder: Recorder::new(js.clone(), names.clone()),
+                js,
+                nats,
+                names,
+                env,
+                circuits,
+                ack_wait_margin,
+                running: RwLock::new(HashMap::new()),
+                applied: tokio::sync::watch::Sender::new(0),
+            }),
+        }
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.inner.recorder
+    }
+
+    /// The running worker of `service`, if it is enabled and started.
+    pub async fn get(&self, service: &ServiceSlug) -> Option<Arc<Worker>> {
+        self.inner
+            .running
+            .read()
+            .await
+            .get(service)
+            .map(|running| Arc::clone(&running.worker))
+    }
+
+    /// The worker of `service`, waiting up to `patience` for one that is starting (a service
+    /// enabled a moment ago).
+    pub async fn wait_for(&self, service: &ServiceSlug, patience: Duration) -> Option<Arc<Worker>> {
+        let mut applied = self.inner.applied.subscribe();
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(worker) = self.get(service).await {
+                return Some(worker);
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Follows the live configuration until `shutdown`, then stops every worker.
+    pub async fn follow(self, snapshot: ConfigSnapshot, shutdown: Shutdown) {
+        let mut changes = snapshot.changes();
+        self.apply(&snapshot.current(), &shutdown).await;
+        loop {
+            tokio::select! {
+                () = shutdown.triggered() => break,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    self.apply(&snapshot.current(), &shutdown).await;
+                }
+            }
+        }
+        let running: Vec<Running> = self
+            .inner
+            .running
+            .write()
+            .await
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        for worker in running {
+            stop(worker).await;
+        }
+    }
+
+    async fn apply(&self, config: &LiveConfig, shutdown: &Shutdown) {
+        let current: HashMap<ServiceSlug, i64> = self
+            .inner
+            .running
+            .read()
+            .await
+            .iter()
+            .map(|(name, running)| (name.clone(), running.worker.service.version))
+            .collect();
+        for (name, version) in &current {
+            let wanted = config.services.get(name);
+            let keep = wanted.is_some_and(|s| s.enabled && s.version == *version);
+            if keep {
+                continue;
+            }
+            if let Some(running) = self.inner.running.write().await.remove(name) {
+                tracing::info!(service = %name, "stopping the service's worker");
+                stop(running).await;
+            }
+            if wanted.is_none() {
+                self.remove_consumer(name).await;
+            }
+        }
+        for service in config.services.values() {
+            if !service.enabled || self.inner.running.read().await.contains_key(&service.name) {
+                continue;
+            }
+            match self.start(Arc::clone(service), shutdown).await {
+                Ok(running) => {
+                    self.inner
+                        .running
+                        .write()
+                        .await
+                        .insert(service.name.clone(), running);
+                }
+                Err(error) => {
+                    tracing::error!(service = %service.name, %error, "cannot deliver to the service; its jobs wait in JOBS until its configuration is fixed");
+                }
+            }
+        }
+        self.inner
+            .applied
+            .send_modify(|generation| *generation += 1);
+    }
+
+    async fn start(
+        &self,
+        service: Arc<LiveService>,
+        shutdown: &Shutdown,
+    ) -> Result<Running, String> {
+        let inner = &self.inner;
+        let target = Target::build(&service, &inner.env).map_err(|e| e.to_string())?;
+        let stop = shutdown.child();
+        let breaker = Breaker::start(
+            inner.circuits.clone(),
+            service.name.clone(),
+            service.breaker,
+            inner.nats.clone(),
+            &inner.names,
+            stop.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let ack_wait = worker::ack_wait(&service, inner.ack_wait_margin);
+        let consumer = inner
+            .js
+            .get_stream(inner.names.jobs_stream())
+            .await
+            .map_err(|e| e.to_string())?
+            .create_consumer(worker::consumer_config(&inner.names, &service, ack_wait))
+            .await
+            .map_err(|e| format!("cannot create its consumer: {e}"))?;
+        let worker = Arc::new(Worker::new(
+            Arc::clone(&service),
+            Arc::new(target),
+            breaker,
+            inner.recorder.clone(),
+            ack_wait,
+        ));
+        let done = Arc::new(tokio::sync::Notify::new());
+        let running = Running {
+            worker: Arc::clone(&worker),
+            stop: stop.clone(),
+            done: Arc::clone(&done),
+        };
+        tracing::info!(service = %service.name, transport = worker.target.kind(), concurrency = service.concurrency, "delivering the service's jobs");
+        tokio::spawn(async move {
+            worker.clone().run(consumer, stop).await;
+            worker.target.close().await;
+            done.notify_one();
+        });
+        Ok(running)
+    }
+
+    async fn remove_consumer(&self, name: &ServiceSlug) {
+        let inner = &self.inner;
+        let Ok(stream) = inner.js.get_stream(inner.names.jobs_stream()).await else {
+            return;
+        };
+        match stream
+            .delete_consumer(&inner.names.dispatch_consumer(name))
+            .await
+        {
+            Ok(_) => tracing::info!(service = %name, "service deleted; its consumer removed"),
+            Err(error) => tracing::debug!(service = %name, %error, "no consumer to remove"),
+        }
+    }
+}
+
+/// Stops a worker and waits until its in-flight deliveries are done.
+async fn stop(running: Running) {
+    let finished = running.done.notified();
+    running.stop.trigger();
+    finished.await;
+}

@@ -1,0 +1,41 @@
+//! The dispatcher's metrics, named and described in one place.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+pub const ATTEMPTS: &str = "mih_dispatcher_attempts_total";
+pub const ATTEMPT_SECONDS: &str = "mih_dispatcher_attempt_duration_seconds";
+pub const DEAD_LETTERS: &str = "mih_dispatcher_dead_letters_total";
+pub const CIRCUIT_STATE: &str = "mih_dispatcher_circuit_state";
+pub const CIRCUIT_TRANSITIONS: &str = "mih_dispatcher_circuit_transitions_total";
+pub const HELD: &str = "mih_dispatcher_jobs_held";
+
+pub fn describe() {
+    describe_counter!(
+        ATTEMPTS,
+        Unit::Count,
+        "Delivery attempts, by service and outcome status"
+    );
+    describe_histogram!(
+        ATTEMPT_SECONDS,
+        Unit::Seconds,
+        "Duration of delivery attempts, by service"
+    );
+    describe_counter!(
+        DEAD_LETTERS,
+        Unit::Count,
+        "Jobs dead-lettered, by service and reason (permanent, exhausted, expired, unreadable)"
+    );
+    describe_gauge!(
+        CIRCUIT_STATE,
+        "Circuit state by service: 0 closed, 1 half-open, 2 open"
+    );
+    describe_counter!(
+        CIRCUIT_TRANSITIONS,
+        Unit::Count,
+        "Circuit state changes this replica made, by service and new state"
+    );
+    describe_gauge!(
+        HELD,
+        "Jobs a worker holds while its circuit is open (at most the service's concurrency)"
+    );
+}

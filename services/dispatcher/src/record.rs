@@ -1,0 +1,134 @@
+//! What the dispatcher tells the rest of the hub: an Outcome on `<NS>_RESULTS` for every
+//! attempt (the deliveries log) and a DeadLetter on `<NS>_DLQ` for every job given up on.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage};
+use chrono::{DateTime, Utc};
+
+use mih_shared::messages::{self, DeadLetter, FailureStage, Job, Outcome, Version};
+use mih_shared::names::Names;
+use mih_shared::telemetry;
+
+use crate::transport::Attempt;
+
+#[derive(Debug, thiserror::Error)]
+#[error("publishing the {what} of job {job} failed: {cause}")]
+pub struct RecordError {
+    what: &'static str,
+    job: String,
+    cause: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    js: jetstream::Context,
+    names: Names,
+}
+
+impl Recorder {
+    pub fn new(js: jetstream::Context, names: Names) -> Self {
+        Recorder { js, names }
+    }
+
+    /// Publishes the outcome of one attempt. A lost outcome costs a line in the log, not a
+    /// delivery, so failures are logged and the outcome returned all the same.
+    pub async fn outcome(
+        &self,
+        job: &Job,
+        attempt: u32,
+        started_at: DateTime<Utc>,
+        elapsed: Duration,
+        result: &Attempt,
+    ) -> Outcome {
+        let status = crate::worker::outcome_status(result.verdict);
+        metrics::counter!(crate::metrics::ATTEMPTS, "service" => job.service.to_string(), "status" => status.as_str()).increment(1);
+        let outcome = Outcome {
+            v: Version,
+            job_id: job.id,
+            service: job.service.clone(),
+            attempt,
+            started_at,
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            status,
+            response_status: result.status,
+            response_excerpt: result.body.clone().filter(|body| !body.is_empty()),
+            error: result.error.clone(),
+            event_id: job.event_id,
+            rule_id: job.rule_id,
+            origin: job.origin,
+            trace_id: telemetry::current_trace_id(),
+        };
+        let id = format!("{}:{attempt}", job.id);
+        if let Err(error) = self
+            .publish(
+                self.names.result_subject(&job.service),
+                id,
+                &outcome,
+                "outcome",
+                job,
+            )
+            .await
+        {
+            tracing::warn!(%error, "outcome not recorded");
+        }
+        outcome
+    }
+
+    pub async fn dead_letter(
+        &self,
+        job: &Job,
+        last_outcome: Option<Outcome>,
+        attempts: u32,
+        reason: &str,
+    ) -> Result<(), RecordError> {
+        let dead = DeadLetter {
+            v: Version,
+            job: job.clone(),
+            last_outcome,
+            attempts,
+            reason: reason.to_owned(),
+            dead_lettered_at: Utc::now(),
+            stage: FailureStage::Delivery,
+            event: None,
+        };
+        self.publish(
+            self.names.dlq_subject(&job.service),
+            format!("dead:{}", job.id),
+            &dead,
+            "dead letter",
+            job,
+        )
+        .await
+    }
+
+    async fn publish<T: serde::Serialize>(
+        &self,
+        subject: String,
+        message_id: String,
+        message: &T,
+        what: &'static str,
+        job: &Job,
+    ) -> Result<(), RecordError> {
+        let fail = |cause: String| RecordError {
+            what,
+            job: job.id.to_string(),
+            cause,
+        };
+        let payload = messages::encode(message).map_err(|e| fail(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        telemetry::inject_current(&mut headers);
+        let message = PublishMessage::build()
+            .payload(payload)
+            .headers(headers)
+            .message_id(message_id);
+        self.js
+            .send_publish(subject, message)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(())
+    }
+}

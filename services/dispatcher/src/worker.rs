@@ -1,0 +1,401 @@
+//! One service's worker: its durable consumer on `<ns>.jobs.<service>`, at most `concurrency`
+//! deliveries at once (also the consumer's max unacknowledged, so JetStream hands out no more),
+//! an optional rate limit, and the circuit breaker in front of every attempt.
+//!
+//! Retries are `nak`s with a delay (exponential backoff, full jitter), never a sleep on a held
+//! message; JetStream's delivery count is the attempt number. While the circuit is open the
+//! worker takes no new jobs: the ones it holds wait (their ack deadline extended), the rest
+//! wait in JOBS.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use chrono::Utc;
+use futures::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use metrics::{counter, gauge, histogram};
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use mih_shared::circuit::{Admission, Health};
+use mih_shared::live::LiveService;
+use mih_shared::messages::{self, Job, OutcomeStatus};
+use mih_shared::names::Names;
+use mih_shared::{Shutdown, telemetry};
+
+use crate::breaker::Breaker;
+use crate::metrics as m;
+use crate::record::Recorder;
+use crate::transport::{Attempt, AttemptMeta, EXCERPT_LIMIT, Target, Verdict};
+
+/// Pause before re-subscribing after the consumer could not be read.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+
+pub struct Worker {
+    pub service: Arc<LiveService>,
+    pub target: Arc<Target>,
+    pub breaker: Arc<Breaker>,
+    pub recorder: Recorder,
+    pub ack_wait: Duration,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("service", &self.service.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The durable consumer of one service's jobs.
+pub fn consumer_config(names: &Names, service: &LiveService, ack_wait: Duration) -> pull::Config {
+    pull::Config {
+        durable_name: Some(names.dispatch_consumer(&service.name)),
+        description: Some(format!("mih dispatcher: jobs of {}", service.name)),
+        filter_subject: names.job_subject(&service.name),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait,
+        max_ack_pending: i64::from(service.concurrency.max(1)),
+        deliver_policy: jetstream::consumer::DeliverPolicy::All,
+        // The worker decides when a job is exhausted (max_retries) and dead-letters it.
+        max_deliver: -1,
+        ..Default::default()
+    }
+}
+
+/// The ack wait of a service's consumer: its timeout plus a margin.
+pub fn ack_wait(service: &LiveService, margin: Duration) -> Duration {
+    Duration::from_millis(service.timeout_ms) + margin
+}
+
+impl Worker {
+    pub fn new(
+        service: Arc<LiveService>,
+        target: Arc<Target>,
+        breaker: Arc<Breaker>,
+        recorder: Recorder,
+        ack_wait: Duration,
+    ) -> Self {
+        let limiter = service
+            .rate_limit_per_sec
+            .and_then(NonZeroU32::new)
+            .map(|rate| RateLimiter::direct(Quota::per_second(rate)));
+        Worker {
+            service,
+            target,
+            breaker,
+            recorder,
+            ack_wait,
+            limiter,
+        }
+    }
+
+    /// Delivers the service's jobs until `shutdown`; in-flight deliveries finish first.
+    pub async fn run(
+        self: Arc<Self>,
+        consumer: jetstream::consumer::PullConsumer,
+        shutdown: Shutdown,
+    ) {
+        let concurrency = usize::try_from(self.service.concurrency.max(1)).unwrap_or(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        while !shutdown.is_triggered() {
+            let messages = match consumer
+                .stream()
+                .max_messages_per_batch(concurrency.min(256))
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+            {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(%error, service = %self.service.name, "cannot pull jobs yet");
+                    tokio::select! {
+                        () = shutdown.triggered() => break,
+                        () = tokio::time::sleep(RESUBSCRIBE_DELAY) => continue,
+                    }
+                }
+            };
+            let mut messages = std::pin::pin!(messages.take_until(shutdown.triggered_owned()));
+            while let Some(message) = messages.next().await {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(error) => {
+                        tracing::warn!(%error, service = %self.service.name, "pulling jobs failed");
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    break;
+                };
+                if let Some(limiter) = &self.limiter {
+                    limiter.until_ready().await;
+                }
+                let this = Arc::clone(&self);
+                let stop = shutdown.clone();
+                tasks.spawn(async move {
+                    this.handle(message, stop).await;
+                    drop(permit);
+                });
+                while tasks.try_join_next().is_some() {}
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn handle(&self, message: jetstream::Message, shutdown: Shutdown) {
+        let span = tracing::info_span!(
+            "dispatcher.job",
+            service = %self.service.name,
+            job_id = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+        );
+        telemetry::set_parent_from(&span, message.headers.as_ref());
+        let done = self.process(&message, shutdown).instrument(span).await;
+        if let Some(kind) = done
+            && let Err(error) = message.ack_with(kind).await
+        {
+            // JetStream redelivers after the ack wait; the job id lets the target see the repeat.
+            tracing::warn!(%error, "could not acknowledge a job");
+        }
+    }
+
+    /// Returns how to acknowledge the message (`None`: leave it to the ack wait).
+    async fn process(&self, message: &jetstream::Message, shutdown: Shutdown) -> Option<AckKind> {
+        let attempt = message
+            .info()
+            .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
+            .unwrap_or(1);
+        let job: Job = match messages::decode(&message.payload) {
+            Ok(job) => job,
+            Err(error) => {
+                counter!(m::DEAD_LETTERS, "service" => self.service.name.to_string(), "reason" => "unreadable").increment(1);
+                tracing::error!(%error, subject = %message.subject, "job is not readable; dropped");
+                return Some(AckKind::Term);
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("job_id", tracing::field::display(job.id));
+        span.record("attempt", attempt);
+
+        let age = Utc::now() - job.created_at;
+        let max_age = chrono::Duration::milliseconds(
+            i64::try_from(self.service.max_job_age_ms).unwrap_or(i64::MAX),
+        );
+        if age > max_age {
+            let reason = format!(
+                "older than the service's max job age ({} s) before it could be delivered",
+                self.service.max_job_age_ms / 1000
+            );
+            return self
+                .dead_letter(&job, None, attempt.saturating_sub(1), &reason, "expired")
+                .await;
+        }
+
+        if !self.wait_for_circuit(message, &shutdown).await {
+            // Shutting down while paused: hand the job back untouched for another replica.
+            return Some(AckKind::Nak(None));
+        }
+
+        let meta = AttemptMeta {
+            job_id: job.id,
+            event_id: job.event_id,
+            attempt,
+            traceparent: telemetry::current_traceparent(),
+            body_limit: EXCERPT_LIMIT,
+        };
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let result = self.target.deliver(&job.request, &meta).await;
+        let elapsed = clock.elapsed();
+        histogram!(m::ATTEMPT_SECONDS, "service" => self.service.name.to_string())
+            .record(elapsed.as_secs_f64());
+        let outcome = self
+            .recorder
+            .outcome(&job, attempt, started_at, elapsed, &result)
+            .await;
+        if let Err(error) = self.breaker.record(health(&result)).await {
+            tracing::warn!(%error, "circuit not updated");
+        }
+
+        tracing::debug!(
+            job_id = %job.id,
+            attempt,
+            status = ?result.status,
+            outcome = outcome.status.as_str(),
+            duration_ms = outcome.duration_ms,
+            "attempt finished"
+        );
+        match result.verdict {
+            Verdict::Delivered => Some(AckKind::Ack),
+            Verdict::Permanent => {
+                let reason = format!("permanent failure: {}", describe(&result));
+                self.dead_letter(&job, Some(outcome), attempt, &reason, "permanent")
+                    .await
+            }
+            Verdict::Retryable { .. } | Verdict::Timeout
+                if attempt > self.service.retry.max_retries =>
+            {
+                let reason = format!("gave up after {attempt} attempts: {}", describe(&result));
+                self.dead_letter(&job, Some(outcome), attempt, &reason, "exhausted")
+                    .await
+            }
+            Verdict::Retryable { retry_after } => {
+                Some(AckKind::Nak(Some(self.retry_delay(attempt, retry_after))))
+            }
+            Verdict::Timeout => Some(AckKind::Nak(Some(self.retry_delay(attempt, None)))),
+        }
+    }
+
+    /// Waits while the circuit keeps attempts back, extending the held job's ack deadline.
+    /// Returns false when shutdown came first.
+    async fn wait_for_circuit(&self, message: &jetstream::Message, shutdown: &Shutdown) -> bool {
+        let mut changes = self.breaker.changes();
+        let mut held = false;
+        let admitted = loop {
+            let until = match self.breaker.admit().await {
+                Ok(Admission::Admit { probe }) => {
+                    if probe {
+                        tracing::info!("probing the service (circuit half-open)");
+                    }
+                    break true;
+                }
+                Ok(Admission::Wait { until }) => until,
+                Err(error) => {
+                    // The shared state is unreachable (NATS trouble); deliver rather than stall.
+                    tracing::warn!(%error, "circuit state unavailable; attempting anyway");
+                    break true;
+                }
+            };
+            if !held {
+                held = true;
+                gauge!(m::HELD, "service" => self.service.name.to_string()).increment(1.0);
+            }
+            let cooldown_left = (until - Utc::now()).to_std().unwrap_or_default();
+            let progress_every = self.ack_wait / 3;
+            tokio::select! {
+                () = shutdown.triggered() => break false,
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(cooldown_left.min(progress_every)) => {}
+            }
+            if let Err(error) = message.ack_with(AckKind::Progress).await {
+                tracing::debug!(%error, "could not extend a held job's ack deadline");
+            }
+        };
+        if held {
+            gauge!(m::HELD, "service" => self.service.name.to_string()).decrement(1.0);
+        }
+        admitted
+    }
+
+    /// Exponential backoff with full jitter, or what the target asked for (within the cap).
+    fn retry_delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let policy = &self.service.retry;
+        if let Some(asked) = retry_after {
+            return asked.min(crate::transport::http::MAX_RETRY_AFTER);
+        }
+        backoff(
+            policy.backoff_base_ms,
+            policy.backoff_cap_ms,
+            attempt,
+            &mut rand::rng(),
+        )
+    }
+
+    async fn dead_letter(
+        &self,
+        job: &Job,
+        outcome: Option<messages::Outcome>,
+        attempts: u32,
+        reason: &str,
+        label: &'static str,
+    ) -> Option<AckKind> {
+        match self
+            .recorder
+            .dead_letter(job, outcome, attempts, reason)
+            .await
+        {
+            Ok(()) => {
+                counter!(m::DEAD_LETTERS, "service" => self.service.name.to_string(), "reason" => label).increment(1);
+                tracing::warn!(%reason, "job dead-lettered");
+                Some(AckKind::Ack)
+            }
+            Err(error) => {
+                // Not acknowledged: the job comes back and is dead-lettered then.
+                tracing::warn!(%error, "dead letter not stored; the job will come back");
+                Some(AckKind::Nak(Some(RESUBSCRIBE_DELAY * 5)))
+            }
+        }
+    }
+}
+
+/// Full jitter (AWS architecture blog): uniform in [0, min(cap, base·2^(attempt-1))], so
+/// retries of many jobs that failed together spread out instead of returning together.
+pub fn backoff(base_ms: u64, cap_ms: u64, attempt: u32, rng: &mut impl Rng) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(32);
+    let ceiling = base_ms
+        .max(1)
+        .saturating_mul(1u64 << exponent)
+        .min(cap_ms.max(1));
+    Duration::from_millis(rng.random_range(0..=ceiling))
+}
+
+pub fn health(result: &Attempt) -> Health {
+    match result.verdict {
+        Verdict::Delivered => Health::Up,
+        Verdict::Permanent => Health::Answered,
+        Verdict::Retryable { .. } | Verdict::Timeout => Health::Down(describe(result)),
+    }
+}
+
+fn describe(result: &Attempt) -> String {
+    match (&result.error, result.status) {
+        (Some(error), _) => error.clone(),
+        (None, Some(status)) => format!("HTTP {status}"),
+        (None, None) => "failed".to_owned(),
+    }
+}
+
+pub fn outcome_status(verdict: Verdict) -> OutcomeStatus {
+    match verdict {
+        Verdict::Delivered => OutcomeStatus::Delivered,
+        Verdict::Retryable { .. } => OutcomeStatus::FailedRetryable,
+        Verdict::Timeout => OutcomeStatus::Timeout,
+        Verdict::Permanent => OutcomeStatus::FailedPermanent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_full_jitter() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for attempt in 1..12 {
+            let ceiling = (100u64 << (attempt - 1)).min(5_000);
+            let delays: Vec<u64> = (0..200)
+                .map(|_| {
+                    u64::try_from(backoff(100, 5_000, attempt, &mut rng).as_millis())
+                        .unwrap_or(u64::MAX)
+                })
+                .collect();
+            assert!(
+                delays.iter().all(|d| *d <= ceiling),
+                "attempt {attempt}: {delays:?}"
+            );
+            let spread = delays.iter().max().unwrap_or(&0) - delays.iter().min().unwrap_or(&0);
+            assert!(
+                spread > ceiling / 2,
+                "attempt {attempt}: jittered over the range"
+            );
+        }
+        assert!(backoff(100, 5_000, u32::MAX, &mut rng) <= Duration::from_millis(5_000));
+    }
+}

@@ -40,9 +40,11 @@ pub async fn reencrypt(config: Config) -> anyhow::Result<usize> {
     let js = async_nats::jetstream::new(nats.clone());
     let names = Names::new(config.namespace.clone());
     Topology::new(names.clone(), &config)
-        .ensure(&js, &[Resource::ConfigKv])
+        .ensure(&js, &[Resource::ConfigKv, Resource::CircuitsKv])
         .await?;
     let state = AppState {
+        facade_timeout: config.dispatcher.facade_timeout,
+        circuits: mih_shared::circuit::CircuitStore::open(&js, &names.circuits_bucket()).await?,
         db: pool,
         keyring: Arc::new(config.keyring().context("secret_key")?),
         live: LiveWriter::open(&js, &names.config_bucket()).await?,
@@ -53,4 +55,41 @@ pub async fn reencrypt(config: Config) -> anyhow::Result<usize> {
     let moved = mih_api::secrets::reencrypt(&state, CLI_ACTOR).await?;
     nats.flush().await.context("flushing NATS")?;
     Ok(moved)
+}
+
+/// Closes a service's circuit in the shared state, as `POST /api/v1/circuits/{service}/reset`
+/// does (without the audit entry: that needs api's database).
+pub async fn reset_circuit(
+    config: &Config,
+    service: &str,
+) -> anyhow::Result<mih_shared::circuit::Circuit> {
+    use mih_shared::circuit::{Circuit, CircuitStore};
+    let slug = mih_shared::names::ServiceSlug::parse(service)
+        .map_err(|e| anyhow::anyhow!("service `{service}`: {e}"))?;
+    let nats = connect::connect_nats(&config.nats, "mih-cli").await?;
+    let js = async_nats::jetstream::new(nats);
+    let names = Names::new(config.namespace.clone());
+    let live = js
+        .get_key_value(names.config_bucket())
+        .await
+        .context("opening the live config (has the hub run in this namespace?)")?;
+    if live
+        .get(mih_shared::live::service_key(&slug))
+        .await
+        .context("reading the live config")?
+        .is_none()
+    {
+        anyhow::bail!(
+            "service `{service}` does not exist in namespace {}",
+            config.namespace
+        );
+    }
+    let circuits = CircuitStore::open(&js, &names.circuits_bucket()).await?;
+    let (circuit, _) = circuits
+        .modify(&slug, |circuit| {
+            *circuit = Circuit::closed(chrono::Utc::now());
+            true
+        })
+        .await?;
+    Ok(circuit)
 }

@@ -63,6 +63,19 @@ pub enum Command {
     Secrets(SecretsCommand),
     /// Print the admin API's OpenAPI 3.1 document.
     Openapi,
+    /// Circuit breakers of services.
+    #[command(subcommand)]
+    Circuit(CircuitCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CircuitCommand {
+    /// Close a service's circuit now: its held jobs are delivered without waiting for the
+    /// cooldown (every dispatcher replica resumes).
+    Reset {
+        /// The service's name.
+        service: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

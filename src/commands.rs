@@ -8,7 +8,9 @@ use mih_shared::config::{Config, DEFAULTS_TOML};
 use mih_shared::{connect, crypto, db, shutdown, telemetry};
 
 use crate::admin;
-use crate::cli::{Cli, Command, ConfigCommand, RunArgs, SecretsCommand, TokenCommand};
+use crate::cli::{
+    CircuitCommand, Cli, Command, ConfigCommand, RunArgs, SecretsCommand, TokenCommand,
+};
 use crate::supervisor;
 
 /// Runs the parsed command line; errors are printed by the caller.
@@ -48,6 +50,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let _telemetry = telemetry::init("mih", &config.telemetry)?;
             let moved = admin::reencrypt(config).await?;
             tracing::info!(moved, "secrets re-encrypted with the current key");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Circuit(CircuitCommand::Reset { service }) => {
+            let config = cli.global.load_config()?;
+            let circuit = admin::reset_circuit(&config, &service).await?;
+            eprintln!("circuit of {service} is {}", circuit.state.as_str());
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(TokenCommand::Create {

@@ -23,6 +23,9 @@ pub enum ApiFailure {
     Conflict(String),
     #[error("{0}")]
     PreconditionFailed(String),
+    /// A dependency (a dispatcher, NATS) cannot serve the request now.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Database(sqlx::Error),
     #[error("secret handling failed: {0}")]
@@ -59,6 +62,7 @@ impl HasErrorKind for ApiFailure {
             ApiFailure::UnsupportedMediaType(_) => ErrorKind::UnsupportedMediaType,
             ApiFailure::Conflict(_) => ErrorKind::Conflict,
             ApiFailure::PreconditionFailed(_) => ErrorKind::PreconditionFailed,
+            ApiFailure::Unavailable(_) => ErrorKind::Unavailable,
             ApiFailure::Database(_) | ApiFailure::Crypto(_) | ApiFailure::Internal(_) => {
                 ErrorKind::Internal
             }

@@ -41,7 +41,13 @@ pub async fn state(ctx: &ServiceContext) -> Result<AppState, RunError> {
     let live = LiveWriter::open(&ctx.jetstream, &ctx.names.config_bucket())
         .await
         .map_err(|e| RunError::Other(e.to_string()))?;
+    let circuits =
+        mih_shared::circuit::CircuitStore::open(&ctx.jetstream, &ctx.names.circuits_bucket())
+            .await
+            .map_err(|e| RunError::Other(e.to_string()))?;
     Ok(AppState {
+        facade_timeout: ctx.config.dispatcher.facade_timeout,
+        circuits,
         db: pool,
         keyring: Arc::new(keyring),
         live,

@@ -31,7 +31,8 @@ use crate::state::AppState;
         (name = "rules", description = "Which events go where, and how the request is built"),
         (name = "tokens", description = "Admin API tokens (admin role)"),
         (name = "audit", description = "Who changed what, when"),
-        (name = "backfills", description = "Stored events replayed through a rule")
+        (name = "backfills", description = "Stored events replayed through a rule"),
+        (name = "circuits", description = "Each service's circuit breaker, shared by every dispatcher")
     )
 )]
 struct ApiDoc;
@@ -138,6 +139,7 @@ fn api() -> OpenApiRouter<AppState> {
         .nest("/api/v1/tokens", resources::tokens::router())
         .nest("/api/v1/audit", resources::audit::router())
         .nest("/api/v1/backfills", resources::backfills::router())
+        .nest("/api/v1/circuits", resources::circuits::router())
 }
 
 /// The OpenAPI document, pretty-printed (served, committed as `services/api/openapi.json`).

@@ -16,6 +16,10 @@ pub struct AppState {
     pub live: LiveWriter,
     pub names: Names,
     pub js: async_nats::jetstream::Context,
+    /// The services' shared circuit breakers (`<ns>_circuits`).
+    pub circuits: mih_shared::circuit::CircuitStore,
+    /// Longest facade call (`dispatcher.facade_timeout`).
+    pub facade_timeout: std::time::Duration,
     /// Wakes the backfill runner when a backfill is created.
     pub backfill_wake: Arc<tokio::sync::Notify>,
 }

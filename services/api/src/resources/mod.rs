@@ -3,7 +3,9 @@
 
 pub mod audit;
 pub mod backfills;
+pub mod circuits;
 pub mod config_row;
+pub mod facade;
 pub mod preview;
 pub mod rules;
 pub mod services;

@@ -250,6 +250,7 @@ fn every_fixture_gives_the_expected_jobs() {
         wsdl_url: None,
         version: SoapVersion::V11,
         namespace: None,
+        ws_security: false,
     });
     let rules = vec![
         rule(

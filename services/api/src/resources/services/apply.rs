@@ -149,6 +149,7 @@ fn transport(
             wsdl_url,
             version,
             namespace,
+            ws_security,
         } => {
             check_http_url(problems, "transport.endpoint", &endpoint);
             if let Some(wsdl) = &wsdl_url {
@@ -173,6 +174,7 @@ fn transport(
                 wsdl_url,
                 version,
                 namespace,
+                ws_security: ws_security.unwrap_or(false),
             })
         }
     })
@@ -290,6 +292,18 @@ pub(super) fn apply(
         (None, Some(row)) => row.auth.0.clone(),
         (None, None) => Auth::None,
     };
+    // Checked on the result, since either side may come from the stored service.
+    if let Transport::Soap(SoapTransport {
+        ws_security: true, ..
+    }) = &transport
+    {
+        problems.check(
+            matches!(auth, Auth::Basic { .. }),
+            "transport.ws_security",
+            "needs `auth` of type `basic`: its username and password are what the \
+             UsernameToken carries",
+        );
+    }
     let signing_secret = match input.signing_secret {
         Tri::Absent => current.and_then(|r| r.signing_secret.as_ref().map(|s| s.0.clone())),
         Tri::Null => None,

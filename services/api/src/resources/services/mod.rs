@@ -79,7 +79,13 @@ pub enum TransportInput {
         wsdl_url: Option<String>,
         /// `1.1` (default) or `1.2`.
         version: Option<String>,
+        /// The service's target namespace: the default namespace of an unqualified body, and
+        /// the prefix of the SOAP action (`<namespace>/<operation>`).
         namespace: Option<String>,
+        /// Send basic auth's credentials as a WS-Security UsernameToken (PasswordText) in the
+        /// envelope instead of an HTTP `Authorization` header. Needs `auth.type` `basic`.
+        /// Default false.
+        ws_security: Option<bool>,
     },
 }
 
@@ -195,6 +201,7 @@ pub enum TransportView {
         #[schema(value_type = String)]
         version: SoapVersion,
         namespace: Option<String>,
+        ws_security: bool,
     },
 }
 
@@ -328,6 +335,7 @@ impl ConfigRow for ServiceRow {
                 wsdl_url: t.wsdl_url.clone(),
                 version: t.version,
                 namespace: t.namespace.clone(),
+                ws_security: t.ws_security,
             },
         };
         let auth = match &self.auth.0 {
@@ -682,4 +690,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_one, update, delete))
         .routes(routes!(enable))
         .routes(routes!(disable))
+        .merge(super::facade::router())
 }

@@ -1,0 +1,171 @@
+//! The circuit breaker of each service, as the dispatchers share it in `<ns>_circuits`:
+//! `GET /api/v1/circuits`, `GET /api/v1/circuits/{service}`, and an operator's
+//! `POST /api/v1/circuits/{service}/reset`, which closes it (every dispatcher resumes at once).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use mih_shared::circuit::{Circuit, CircuitState};
+use mih_shared::live::LiveService;
+use mih_shared::names::ServiceSlug;
+
+use super::{not_found, services};
+use crate::audit;
+use crate::auth::{Caller, Role};
+use crate::error::{ApiFailure, ApiResult};
+use crate::state::AppState;
+
+/// One service's circuit.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CircuitView {
+    pub service: String,
+    /// closed, open or half_open.
+    pub state: String,
+    pub consecutive_failures: u32,
+    /// When it last opened.
+    pub opened_at: Option<DateTime<Utc>>,
+    /// While open: when the first probe may go out.
+    pub probe_at: Option<DateTime<Utc>>,
+    pub changed_at: DateTime<Utc>,
+    /// The failure that last counted.
+    pub last_error: Option<String>,
+    /// The service's breaker settings.
+    pub failure_threshold: u32,
+    pub cooldown_ms: u64,
+    pub half_open_probes: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CircuitList {
+    pub items: Vec<CircuitView>,
+}
+
+fn view(service: &LiveService, circuit: &Circuit) -> CircuitView {
+    let policy = service.breaker;
+    let cooldown =
+        chrono::Duration::milliseconds(i64::try_from(policy.cooldown_ms).unwrap_or(i64::MAX));
+    CircuitView {
+        service: service.name.to_string(),
+        state: circuit.state.as_str().to_owned(),
+        consecutive_failures: circuit.consecutive_failures,
+        opened_at: circuit.opened_at,
+        probe_at: (circuit.state == CircuitState::Open)
+            .then(|| circuit.opened_at.map(|at| at + cooldown))
+            .flatten(),
+        changed_at: circuit.changed_at,
+        last_error: circuit.last_error.clone(),
+        failure_threshold: policy.failure_threshold,
+        cooldown_ms: policy.cooldown_ms,
+        half_open_probes: policy.half_open_probes,
+    }
+}
+
+fn store_failure(error: &mih_shared::circuit::CircuitError) -> ApiFailure {
+    ApiFailure::Internal(format!("circuit state unavailable: {error}"))
+}
+
+async fn service(state: &AppState, name: &str) -> ApiResult<Arc<LiveService>> {
+    let slug = ServiceSlug::parse(name).map_err(|_| not_found("service", name))?;
+    services::load_live(&state.db)
+        .await?
+        .remove(&slug)
+        .ok_or_else(|| not_found("service", name))
+}
+
+/// Every service's circuit (a service that never failed is closed).
+#[utoipa::path(get, path = "", tag = "circuits",
+    responses((status = 200, body = CircuitList), (status = 401), (status = 403)))]
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<CircuitList>> {
+    caller.require(Role::Viewer)?;
+    let services = services::load_live(&state.db).await?;
+    let stored: std::collections::HashMap<String, Circuit> = state
+        .circuits
+        .all()
+        .await
+        .map_err(|e| store_failure(&e))?
+        .into_iter()
+        .collect();
+    let items = services
+        .values()
+        .map(|service| {
+            let circuit = stored
+                .get(service.name.as_str())
+                .cloned()
+                .unwrap_or_else(|| Circuit::closed(Utc::now()));
+            view(service, &circuit)
+        })
+        .collect();
+    Ok(Json(CircuitList { items }))
+}
+
+/// One service's circuit.
+#[utoipa::path(get, path = "/{service}", tag = "circuits", params(("service" = String, Path)),
+    responses((status = 200, body = CircuitView), (status = 401), (status = 403), (status = 404)))]
+async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<CircuitView>> {
+    caller.require(Role::Viewer)?;
+    let service = service(&state, &name).await?;
+    let (circuit, _) = state
+        .circuits
+        .load(&service.name)
+        .await
+        .map_err(|e| store_failure(&e))?;
+    Ok(Json(view(&service, &circuit)))
+}
+
+/// Close a service's circuit now: held jobs are delivered at once, without waiting for the
+/// cooldown and a successful probe.
+#[utoipa::path(post, path = "/{service}/reset", tag = "circuits", params(("service" = String, Path)),
+    responses((status = 200, body = CircuitView), (status = 401), (status = 403), (status = 404)))]
+async fn reset(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<CircuitView>> {
+    caller.require(Role::Operator)?;
+    let service = service(&state, &name).await?;
+    let (before, _) = state
+        .circuits
+        .load(&service.name)
+        .await
+        .map_err(|e| store_failure(&e))?;
+    let (after, _) = state
+        .circuits
+        .modify(&service.name, |circuit| {
+            let was_closed =
+                circuit.state == CircuitState::Closed && circuit.consecutive_failures == 0;
+            *circuit = Circuit::closed(Utc::now());
+            !was_closed
+        })
+        .await
+        .map_err(|e| store_failure(&e))?;
+    let mut conn = state.db.acquire().await?;
+    audit::record(
+        &mut conn,
+        &caller.actor(),
+        "reset",
+        "circuit",
+        service.name.as_str(),
+        serde_json::to_value(view(&service, &before)).ok(),
+        serde_json::to_value(view(&service, &after)).ok(),
+    )
+    .await?;
+    Ok(Json(view(&service, &after)))
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one))
+        .routes(routes!(reset))
+}

@@ -1,0 +1,225 @@
+//! `POST /api/v1/services/{name}/request`: the facade through which Moodle plugins call a
+//! registered service (the original plugin's `mih::request`) — looked up by name, with the
+//! service's auth, retries, circuit and logging applied by a dispatcher, and one answer shape.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use mih_shared::messages::{self, FacadeRequest, FacadeResponse, Header, HttpMethod, Version};
+use mih_shared::names::ServiceSlug;
+
+use super::{Problems, check_header_name, not_found, services};
+use crate::auth::{Caller, Role};
+use crate::error::{ApiFailure, ApiResult};
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+/// The call to make.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallInput {
+    /// GET, POST, PUT, PATCH or DELETE (default POST). REST services only.
+    pub method: Option<String>,
+    /// Joined to a REST service's base URL; a SOAP service's operation; an AMQP routing key.
+    #[serde(default)]
+    pub path: String,
+    /// Query parameters.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON value (sent as `application/json`) or a string (sent as given).
+    #[schema(value_type = Option<Object>)]
+    pub body: Option<Value>,
+    /// Content type of a string body.
+    pub content_type: Option<String>,
+    /// Longest the call may take, retries included (default and maximum:
+    /// `dispatcher.facade_timeout`).
+    pub timeout_ms: Option<u64>,
+}
+
+/// The answer, whatever happened: the target's response, or why there is none.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallAnswer {
+    /// The target answered with success.
+    pub ok: bool,
+    /// The target's HTTP status (last attempt).
+    pub status: Option<u16>,
+    pub headers: BTreeMap<String, String>,
+    /// The response body (up to 1 MiB).
+    pub body: Option<String>,
+    pub attempts: u32,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+    /// closed, open (nothing was sent) or half_open.
+    pub circuit: String,
+    /// Id of the call in the delivery log (also its `Idempotency-Key`).
+    pub call_id: Option<String>,
+}
+
+impl From<FacadeResponse> for CallAnswer {
+    fn from(answer: FacadeResponse) -> Self {
+        CallAnswer {
+            ok: answer.ok,
+            status: answer.status,
+            headers: answer
+                .headers
+                .into_iter()
+                .map(|h| (h.name, h.value))
+                .collect(),
+            body: answer.body,
+            attempts: answer.attempts,
+            duration_ms: answer.duration_ms,
+            error: answer.error,
+            circuit: answer.circuit,
+            call_id: answer.call_id,
+        }
+    }
+}
+
+/// Extra time api waits for a dispatcher beyond the call's own deadline.
+const REPLY_MARGIN: Duration = Duration::from_secs(2);
+
+/// Call a registered service synchronously.
+///
+/// 200 whenever a dispatcher handled the call (`ok` says whether the target succeeded); 503
+/// with the same shape and `Retry-After` when the service's circuit is open (nothing was
+/// sent); 404 for an unknown service, 409 for a disabled one, 503 when no dispatcher runs.
+#[utoipa::path(post, path = "/{name}/request", tag = "services", params(("name" = String, Path)),
+    request_body = CallInput,
+    responses((status = 200, body = CallAnswer), (status = 401), (status = 403), (status = 404),
+              (status = 409), (status = 422), (status = 503, body = CallAnswer)))]
+async fn call(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<CallInput>,
+) -> ApiResult<Response> {
+    caller.require(Role::Operator)?;
+    let slug = ServiceSlug::parse(&name).map_err(|_| not_found("service", &name))?;
+    let service = services::load_live(&state.db)
+        .await?
+        .remove(&slug)
+        .ok_or_else(|| not_found("service", &name))?;
+    if !service.enabled {
+        return Err(ApiFailure::Conflict(format!(
+            "service `{name}` is disabled; enable it to call it"
+        )));
+    }
+    let request = build(&state, slug, input, &caller)?;
+    let wait = Duration::from_millis(request.timeout_ms) + REPLY_MARGIN;
+    let payload = messages::encode(&request).map_err(|e| ApiFailure::Internal(e.to_string()))?;
+    let nats = state.js.client();
+    let reply = tokio::time::timeout(wait, nats.request(state.names.rpc_request(), payload)).await;
+    let message = match reply {
+        Ok(Ok(message)) => message,
+        Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
+            return Err(ApiFailure::Unavailable(
+                "no dispatcher is running to make the call".into(),
+            ));
+        }
+        Ok(Err(error)) => {
+            return Err(ApiFailure::Unavailable(format!("the call failed: {error}")));
+        }
+        Err(_) => {
+            return Err(ApiFailure::Unavailable(format!(
+                "no dispatcher answered within {} ms",
+                wait.as_millis()
+            )));
+        }
+    };
+    let answer: FacadeResponse = messages::decode(&message.payload)
+        .map_err(|e| ApiFailure::Internal(format!("unreadable dispatcher answer: {e}")))?;
+    let open = answer.circuit == "open" && answer.attempts == 0;
+    let mut response = Json(CallAnswer::from(answer)).into_response();
+    if open {
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let retry = (service.breaker.cooldown_ms / 1000).max(1).to_string();
+        if let Ok(value) = HeaderValue::from_str(&retry) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    Ok(response)
+}
+
+fn build(
+    state: &AppState,
+    service: ServiceSlug,
+    input: CallInput,
+    caller: &Caller,
+) -> ApiResult<FacadeRequest> {
+    let mut problems = Problems::default();
+    let method = match input
+        .method
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        None | Some("POST") => HttpMethod::Post,
+        Some("GET") => HttpMethod::Get,
+        Some("PUT") => HttpMethod::Put,
+        Some("PATCH") => HttpMethod::Patch,
+        Some("DELETE") => HttpMethod::Delete,
+        Some(other) => {
+            problems.add(
+                "method",
+                format!("`{other}` is not GET, POST, PUT, PATCH or DELETE"),
+            );
+            HttpMethod::Post
+        }
+    };
+    for name in input.headers.keys() {
+        check_header_name(&mut problems, "headers", name);
+    }
+    let limit = u64::try_from(state.facade_timeout.as_millis()).unwrap_or(u64::MAX);
+    let timeout_ms = input.timeout_ms.unwrap_or(limit);
+    problems.check(
+        (1..=limit).contains(&timeout_ms),
+        "timeout_ms",
+        format!("must be between 1 and {limit} (dispatcher.facade_timeout)"),
+    );
+    let (body, content_type) = match input.body {
+        None | Some(Value::Null) => (None, input.content_type),
+        Some(Value::String(text)) => (Some(text), input.content_type),
+        Some(json) => (
+            Some(json.to_string()),
+            Some(
+                input
+                    .content_type
+                    .unwrap_or_else(|| "application/json".into()),
+            ),
+        ),
+    };
+    problems.into_result()?;
+    Ok(FacadeRequest {
+        v: Version,
+        service,
+        method,
+        path: input.path,
+        query: input.query.into_iter().collect(),
+        headers: input
+            .headers
+            .into_iter()
+            .map(|(name, value)| Header { name, value })
+            .collect(),
+        body,
+        content_type,
+        timeout_ms,
+        caller: Some(caller.actor()),
+    })
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(call))
+}

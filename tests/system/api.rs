@@ -581,6 +581,18 @@ async fn every_validation_rule_answers_422_naming_the_field() {
             &["description"],
         ),
         (
+            "/api/v1/services",
+            json!({"name": "erp", "transport": {"kind": "soap", "endpoint": "https://erp.example/soap",
+                   "version": "1.1", "ws_security": true}}),
+            &["transport.ws_security"],
+        ),
+        (
+            "/api/v1/services",
+            json!({"name": "erp", "transport": {"kind": "soap", "endpoint": "https://erp.example/soap",
+                   "version": "1.1", "ws_security": true}, "auth": {"type": "bearer", "token": "t-123"}}),
+            &["transport.ws_security"],
+        ),
+        (
             "/api/v1/rules",
             json!({"events": ["*"], "service": "sis"}),
             &["name"],

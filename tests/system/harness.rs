@@ -114,6 +114,7 @@ pub fn test_config(nats: &NatsServer, db: Option<&TestDatabase>, extra: &str) ->
         listen = "127.0.0.1:0"
         [dispatcher]
         listen = "127.0.0.1:0"
+        allow_networks = ["127.0.0.0/8"]
         [dlq]
         listen = "127.0.0.1:0"
         [api]

@@ -3,6 +3,7 @@
 
 mod api;
 mod backfill;
+mod dispatcher;
 mod harness;
 mod ingest;
 mod lifecycle;

@@ -5,6 +5,7 @@
 // Printing the results table is what this binary is for.
 #![allow(clippy::print_stdout)]
 
+mod dispatcher;
 mod hub;
 mod ingest;
 mod matcher;
@@ -31,6 +32,8 @@ enum Command {
     Ingest(ingest::Args),
     /// Events/s through the matcher with 10, 100 and 1,000 rules.
     Matcher(matcher::Args),
+    /// Deliveries/s over HTTP (1 and 10 services) and AMQP, and how fast a circuit opens.
+    Dispatcher(dispatcher::Args),
 }
 
 #[tokio::main]
@@ -39,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let (name, results) = match cli.command {
         Command::Ingest(args) => ("ingest", ingest::run(&args).await?),
         Command::Matcher(args) => ("matcher", matcher::run(&args).await?),
+        Command::Dispatcher(args) => ("dispatcher", dispatcher::run(&args).await?),
     };
     report::print_table(&results);
     let path = report::write_json(cli.json, name, &results)?;

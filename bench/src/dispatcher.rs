@@ -100,6 +100,8 @@ fn job(service: &str, request: Request) -> anyhow::Result<Job> {
         created_at: Utc::now(),
         replay_of: None,
         ordering_key: None,
+        source: None,
+        eventname: None,
     })
 }
 
@@ -114,7 +116,8 @@ async fn store(hub: &BenchHub, jobs: Vec<Job>) -> anyhow::Result<()> {
         let payload = messages::encode(&job)?;
         acks.push(js.publish(names.job_subject(&job.service), payload).await?);
         if acks.len() == 1000 {
-            for ack in futures::future::join_all(acks.drain(..).map(IntoFuture::into_future)).await {
+            for ack in futures::future::join_all(acks.drain(..).map(IntoFuture::into_future)).await
+            {
                 ack?;
             }
         }

@@ -71,6 +71,8 @@ fn job(service: &str, method: HttpMethod, path: &str, body: Option<&str>) -> Job
         created_at: Utc::now(),
         replay_of: None,
         ordering_key: None,
+        source: None,
+        eventname: None,
     }
 }
 

@@ -138,6 +138,8 @@ async fn call_service(fleet: &Fleet, worker: &Worker, call: FacadeRequest) -> Fa
         created_at: Utc::now(),
         replay_of: None,
         ordering_key: None,
+        source: None,
+        eventname: None,
     };
     let policy = worker.service.retry;
     let mut attempt = 0;

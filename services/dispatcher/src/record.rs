@@ -59,6 +59,10 @@ impl Recorder {
             rule_id: job.rule_id,
             origin: job.origin,
             trace_id: telemetry::current_trace_id(),
+            source: job.source.clone(),
+            eventname: job.eventname.clone(),
+            replay_of: job.replay_of,
+            request: (attempt == 1).then(|| job.request.clone()),
         };
         let id = format!("{}:{attempt}", job.id);
         if let Err(error) = self

@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{EventId, JobId, RuleId, Version};
-use crate::names::ServiceSlug;
+use crate::names::{ServiceSlug, SourceId};
 
 /// One delivery to do, published to `<NS>_JOBS` on the subject of its service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +26,12 @@ pub struct Job {
     /// Jobs with the same key are delivered in order (rendered from the rule's template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
+    /// The Moodle site the event came from (for searching the delivery log and dead letters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceId>,
+    /// The Moodle event's name, e.g. `\core\event\user_created`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eventname: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

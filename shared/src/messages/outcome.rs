@@ -1,8 +1,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{EventId, JobId, Origin, RuleId, Version};
-use crate::names::ServiceSlug;
+use super::{EventId, JobId, Origin, Request, RuleId, Version};
+use crate::names::{ServiceSlug, SourceId};
 
 /// The result of one delivery attempt, published to `<NS>_RESULTS`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +29,17 @@ pub struct Outcome {
     pub origin: Origin,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eventname: Option<String>,
+    /// For a replay: the dead job it retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<JobId>,
+    /// The request as sent; carried by the first attempt's outcome only (the job's request
+    /// does not change between attempts), so the log can show it without bloating RESULTS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Request>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -50,6 +50,8 @@ fn sample_job() -> Job {
         created_at: Utc::now(),
         replay_of: None,
         ordering_key: Some("user-27".into()),
+        source: Some("moodle".parse().expect("source id")),
+        eventname: Some("\\core\\event\\user_updated".into()),
     }
 }
 
@@ -114,6 +116,10 @@ fn outcome_and_dead_letter_round_trip() {
         rule_id: job.rule_id,
         origin: job.origin,
         trace_id: None,
+        source: job.source.clone(),
+        eventname: job.eventname.clone(),
+        replay_of: None,
+        request: Some(job.request.clone()),
     };
     assert_eq!(round_trip(&outcome), outcome);
     let dead = DeadLetter {

@@ -285,6 +285,13 @@ impl CompiledRule {
             created_at: Utc::now(),
             replay_of: None,
             ordering_key,
+            source: Some(event.event.source.clone()),
+            eventname: event
+                .event
+                .data
+                .get("eventname")
+                .and_then(|n| n.as_str())
+                .map(str::to_owned),
         };
         match self.render(event, service) {
             Ok((request, ordering_key)) => {

@@ -38,3 +38,17 @@ pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     string(d).map(Some)
 }
+
+/// A duration as text (`30days`, `0s`), or the number `0` — how "unlimited" is written for
+/// retention ages, and what the environment layer makes of `MIH_…=0`.
+pub fn duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let text = string(d)?;
+    if text.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(&text).map_err(|e| {
+        de::Error::custom(format!(
+            "`{text}` is not a duration ({e}); use e.g. 30days, 12h or 0"
+        ))
+    })
+}

@@ -22,6 +22,7 @@ const SECTIONS: &[&str] = &[
     "dispatcher",
     "dlq",
     "api",
+    "retention",
     "sources",
 ];
 

@@ -43,6 +43,7 @@ pub struct Config {
     pub dispatcher: DispatcherConfig,
     pub dlq: ListenConfig,
     pub api: ApiConfig,
+    pub retention: RetentionConfig,
     /// Moodle sites allowed to send events, by id.
     #[serde(default)]
     pub sources: BTreeMap<SourceId, SourceSeed>,
@@ -187,6 +188,38 @@ pub struct DispatcherConfig {
     /// Longest a facade call may take, retries included, unless the caller asks for less.
     #[serde(with = "humantime_serde")]
     pub facade_timeout: Duration,
+}
+
+/// How long the PostgreSQL projections keep rows. A zero age or row count means unlimited.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(
+        serialize_with = "humantime_serde::serialize",
+        deserialize_with = "lenient::duration_or_zero"
+    )]
+    pub deliveries_max_age: Duration,
+    pub deliveries_max_rows: u64,
+    #[serde(
+        serialize_with = "humantime_serde::serialize",
+        deserialize_with = "lenient::duration_or_zero"
+    )]
+    pub rollups_max_age: Duration,
+    pub rollups_max_rows: u64,
+    #[serde(
+        serialize_with = "humantime_serde::serialize",
+        deserialize_with = "lenient::duration_or_zero"
+    )]
+    pub dead_letters_max_age: Duration,
+    pub dead_letters_max_rows: u64,
+    #[serde(
+        serialize_with = "humantime_serde::serialize",
+        deserialize_with = "lenient::duration_or_zero"
+    )]
+    pub circuit_changes_max_age: Duration,
+    pub batch_size: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

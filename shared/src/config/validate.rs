@@ -101,6 +101,12 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
             "must be between 1 and 10000".into(),
         );
     }
+    if !(100..=100_000).contains(&config.retention.batch_size) {
+        problem(
+            "retention.batch_size",
+            "must be between 100 and 100000".into(),
+        );
+    }
     if config.database.max_connections == 0 {
         problem("database.max_connections", "must be at least 1".into());
     }

@@ -1,0 +1,112 @@
+//! The `dead_letters` projection: written from DLQ, resolved from RESULTS. Both functions are
+//! idempotent, so a redelivered message, or `mih rebuild-projections` reading the streams from
+//! the start, leaves the table as one pass would.
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use mih_shared::messages::{DeadLetter, FailureStage, Outcome, OutcomeStatus};
+
+/// Stores a dead letter; `Ok(true)` if it was new.
+///
+/// A dead letter whose replay is known to have been delivered (the delivery log has it) is not
+/// stored again: it was resolved, and a redelivery or a rebuild must not bring it back.
+pub async fn store(db: &PgPool, dead: &DeadLetter) -> Result<bool, sqlx::Error> {
+    let job = &dead.job;
+    let event = dead.event.as_ref();
+    let source = job
+        .source
+        .as_ref()
+        .map(|s| s.as_str().to_owned())
+        .or_else(|| event.map(|e| e.source.as_str().to_owned()));
+    let eventname = job.eventname.clone().or_else(|| {
+        event
+            .and_then(|e| e.data.get("eventname"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    let stage = match dead.stage {
+        FailureStage::Render => "render",
+        FailureStage::Delivery => "delivery",
+    };
+    let to_json = |value: Result<Value, serde_json::Error>| {
+        value.map_err(|e| sqlx::Error::Encode(Box::new(e)))
+    };
+    let job_json = to_json(serde_json::to_value(job))?;
+    let origin = job_json
+        .get("origin")
+        .and_then(Value::as_str)
+        .unwrap_or("rule")
+        .to_owned();
+    let last_outcome = dead
+        .last_outcome
+        .as_ref()
+        .map(|o| to_json(serde_json::to_value(o)))
+        .transpose()?;
+    let event_json = event
+        .map(|e| to_json(serde_json::to_value(e)))
+        .transpose()?;
+    let inserted = sqlx::query(
+        "INSERT INTO dead_letters (job_id, service, rule_id, event_id, source, eventname, origin, \
+             stage, reason, attempts, job, last_outcome, event, replay_of, dead_lettered_at) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+         WHERE NOT EXISTS ( \
+             SELECT 1 FROM deliveries WHERE replay_of = $1 AND status = 'delivered') \
+         ON CONFLICT (job_id) DO NOTHING",
+    )
+    .bind(job.id.0)
+    .bind(job.service.as_str())
+    .bind(job.rule_id.map(|r| r.0))
+    .bind(job.event_id.map(|e| e.0))
+    .bind(source)
+    .bind(eventname)
+    .bind(origin)
+    .bind(stage)
+    .bind(&dead.reason)
+    .bind(i32::try_from(dead.attempts).unwrap_or(i32::MAX))
+    .bind(job_json)
+    .bind(last_outcome)
+    .bind(event_json)
+    .bind(job.replay_of.map(|r| r.0))
+    .bind(dead.dead_lettered_at)
+    .execute(db)
+    .await?;
+    Ok(inserted.rows_affected() > 0)
+}
+
+/// Applies one outcome: a delivered replay removes the dead letter it retried; `Ok(true)` if a
+/// dead letter was removed. Every other outcome changes nothing.
+///
+/// The whole chain goes: when a replay of a replay is delivered, the original dead letter
+/// (still `replaying`, linked to the first replay) and every other failed replay of the same
+/// job are resolved with it.
+pub async fn resolve(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error> {
+    let Some(replayed) = outcome.replay_of else {
+        return Ok(false);
+    };
+    if outcome.status != OutcomeStatus::Delivered {
+        return Ok(false);
+    }
+    Ok(remove_chain(db, replayed.0).await? > 0)
+}
+
+/// Removes a dead letter and every dead letter linked to it through `replay_of`, up and down.
+async fn remove_chain(db: &PgPool, job_id: Uuid) -> Result<u64, sqlx::Error> {
+    let removed = sqlx::query(
+        "WITH RECURSIVE up AS ( \
+             SELECT job_id, replay_of FROM dead_letters WHERE job_id = $1 \
+             UNION \
+             SELECT d.job_id, d.replay_of FROM dead_letters d JOIN up ON d.job_id = up.replay_of \
+         ), down AS ( \
+             SELECT job_id FROM up \
+             UNION \
+             SELECT d.job_id FROM dead_letters d JOIN down ON d.replay_of = down.job_id \
+         ) \
+         DELETE FROM dead_letters WHERE job_id IN (SELECT job_id FROM down)",
+    )
+    .bind(job_id)
+    .execute(db)
+    .await?;
+    Ok(removed.rows_affected())
+}

@@ -10,6 +10,9 @@ mod extract;
 mod live;
 mod recent;
 mod reconcile;
+pub mod recorder;
+pub mod replay;
+pub mod retention;
 // utoipa's `path` macro expands to fully qualified paths.
 #[allow(unused_qualifications)]
 mod resources;
@@ -95,6 +98,13 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         shutdown.clone(),
     ));
     tokio::spawn(backfill::runner(state.clone(), shutdown.clone()));
+    tokio::spawn(recorder::run(state.clone(), shutdown.clone()));
+    tokio::spawn(replay::runner(state.clone(), shutdown.clone()));
+    tokio::spawn(retention::periodically(
+        state.db.clone(),
+        ctx.config.retention.clone(),
+        shutdown.clone(),
+    ));
     let app = routes::router(state).merge(ops::router(ctx.readiness.clone(), ctx.metrics.clone()));
     ctx.readiness.mark_started();
     ops::serve(ctx.listener, app, shutdown).await?;

@@ -32,7 +32,10 @@ use crate::state::AppState;
         (name = "tokens", description = "Admin API tokens (admin role)"),
         (name = "audit", description = "Who changed what, when"),
         (name = "backfills", description = "Stored events replayed through a rule"),
-        (name = "circuits", description = "Each service's circuit breaker, shared by every dispatcher")
+        (name = "circuits", description = "Each service's circuit breaker, shared by every dispatcher"),
+        (name = "dead-letters", description = "Jobs given up on: review, replay, delete"),
+        (name = "deliveries", description = "The delivery log: every attempt"),
+        (name = "stats", description = "Success rates, latencies, throughput over time")
     )
 )]
 struct ApiDoc;
@@ -140,6 +143,9 @@ fn api() -> OpenApiRouter<AppState> {
         .nest("/api/v1/audit", resources::audit::router())
         .nest("/api/v1/backfills", resources::backfills::router())
         .nest("/api/v1/circuits", resources::circuits::router())
+        .nest("/api/v1/dead-letters", resources::dead_letters::router())
+        .nest("/api/v1/deliveries", resources::deliveries::router())
+        .nest("/api/v1/stats", resources::stats::router())
 }
 
 /// The OpenAPI document, pretty-printed (served, committed as `services/api/openapi.json`).

@@ -5,11 +5,14 @@ pub mod audit;
 pub mod backfills;
 pub mod circuits;
 pub mod config_row;
+pub mod dead_letters;
+pub mod deliveries;
 pub mod facade;
 pub mod preview;
 pub mod rules;
 pub mod services;
 pub mod sources;
+pub mod stats;
 pub mod tokens;
 
 use axum::Json;

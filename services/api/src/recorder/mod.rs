@@ -1,0 +1,279 @@
+//! The recorder: projects `<NS>_RESULTS` into the delivery log (`deliveries`, one row per
+//! attempt) and its per-minute rollups (`delivery_rollups`), and follows the `<ns>_circuits`
+//! bucket into `circuit_changes`.
+//!
+//! Every api replica runs one; they share the durable pull consumer [`CONSUMER`], so each
+//! outcome is handled by one replica at a time. An outcome is acknowledged only after its
+//! transaction committed; a redelivery (crash between commit and ack, two replicas racing after
+//! an ack timeout, the same outcome published twice) finds its row and changes nothing, so the
+//! rollups count every attempt exactly once. Unreadable messages are terminated, never retried,
+//! and never hold up the others.
+
+pub mod histogram;
+mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind, consumer::pull, kv};
+use futures::StreamExt;
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use sqlx::PgPool;
+
+use mih_shared::Shutdown;
+use mih_shared::circuit::Circuit;
+use mih_shared::messages::{self, Outcome};
+use mih_shared::names::Names;
+
+use crate::state::AppState;
+
+pub use store::{minute_of, record, record_circuit};
+
+/// The durable consumer's name, shared by every api replica.
+pub const CONSUMER: &str = "recorder";
+
+pub const OUTCOMES: &str = "mih_recorder_outcomes_total";
+pub const RECORD_SECONDS: &str = "mih_recorder_record_duration_seconds";
+pub const LAG_SECONDS: &str = "mih_recorder_lag_seconds";
+pub const CIRCUIT_STATES: &str = "mih_recorder_circuit_states_total";
+
+const ACK_WAIT: Duration = Duration::from_secs(30);
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+
+fn describe() {
+    describe_counter!(
+        OUTCOMES,
+        Unit::Count,
+        "Outcomes taken from RESULTS, by result: recorded, duplicate (already recorded), \
+         unreadable and rejected (terminated), retry (database unavailable; redelivered later)"
+    );
+    describe_histogram!(
+        RECORD_SECONDS,
+        Unit::Seconds,
+        "Time to record one outcome (its row and rollup, in one transaction)"
+    );
+    describe_gauge!(
+        LAG_SECONDS,
+        Unit::Seconds,
+        "How long the outcome last recorded by this replica waited in RESULTS"
+    );
+    describe_counter!(
+        CIRCUIT_STATES,
+        Unit::Count,
+        "Circuit states taken from the circuits bucket, by result: recorded, duplicate, unreadable"
+    );
+}
+
+/// The consumer's declared configuration, re-applied at every start.
+pub fn consumer_config(names: &Names, max_in_flight: usize) -> pull::Config {
+    pull::Config {
+        durable_name: Some(CONSUMER.into()),
+        description: Some("mih api: outcomes into the delivery log and rollups".into()),
+        filter_subject: names.results_all(),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        max_ack_pending: i64::try_from(max_in_flight.max(1) * 4).unwrap_or(i64::MAX),
+        // Outcomes published before the first api started are recorded too.
+        deliver_policy: jetstream::consumer::DeliverPolicy::All,
+        max_deliver: -1,
+        ..Default::default()
+    }
+}
+
+/// Runs the outcome consumer and the circuit follower until shutdown.
+pub async fn run(state: AppState, shutdown: Shutdown) {
+    describe();
+    tokio::join!(
+        outcomes(state.clone(), shutdown.clone()),
+        circuits(state, shutdown)
+    );
+}
+
+/// Waits `delay` unless shutdown comes first; `false` on shutdown.
+async fn pause(shutdown: &Shutdown, delay: Duration) -> bool {
+    tokio::select! {
+        () = shutdown.triggered() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
+async fn outcomes(state: AppState, shutdown: Shutdown) {
+    // Half the pool: the API's own requests must still find connections.
+    let max_in_flight = usize::try_from(state.db.options().get_max_connections() / 2)
+        .unwrap_or(1)
+        .max(1);
+    let consumer = loop {
+        let created = match state.js.get_stream(state.names.results_stream()).await {
+            Ok(stream) => stream
+                .create_consumer(consumer_config(&state.names, max_in_flight))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match created {
+            Ok(consumer) => break consumer,
+            Err(error) => {
+                tracing::warn!(%error, "cannot open the {CONSUMER} consumer yet; retrying");
+                if !pause(&shutdown, RESUBSCRIBE_DELAY).await {
+                    return;
+                }
+            }
+        }
+    };
+    let db = Arc::new(state.db.clone());
+    while !shutdown.is_triggered() {
+        let messages = match consumer
+            .stream()
+            .max_messages_per_batch(max_in_flight * 4)
+            .messages()
+            .await
+        {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "cannot pull outcomes yet");
+                if !pause(&shutdown, RESUBSCRIBE_DELAY).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        messages
+            .take_until(shutdown.triggered_owned())
+            .for_each_concurrent(max_in_flight, |message| {
+                let db = Arc::clone(&db);
+                async move {
+                    match message {
+                        Ok(message) => handle(&db, message).await,
+                        Err(error) => tracing::warn!(%error, "pulling outcomes failed"),
+                    }
+                }
+            })
+            .await;
+    }
+}
+
+async fn handle(db: &PgPool, message: jetstream::Message) {
+    let started = Instant::now();
+    let (kind, result) = process(db, &message).await;
+    counter!(OUTCOMES, "result" => result).increment(1);
+    if let Err(error) = message.ack_with(kind).await {
+        // JetStream redelivers after ack_wait; recording is idempotent.
+        tracing::warn!(%error, "could not acknowledge an outcome");
+    }
+    if let Ok(info) = message.info() {
+        let waited = time::OffsetDateTime::now_utc() - info.published;
+        gauge!(LAG_SECONDS).set(waited.as_seconds_f64().max(0.0));
+    }
+    metrics::histogram!(RECORD_SECONDS).record(started.elapsed().as_secs_f64());
+}
+
+async fn process(db: &PgPool, message: &jetstream::Message) -> (AckKind, &'static str) {
+    let outcome: Outcome = match messages::decode(&message.payload) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            tracing::error!(%error, subject = %message.subject, "outcome is not readable; dropped");
+            return (AckKind::Term, "unreadable");
+        }
+    };
+    match record(db, &outcome).await {
+        Ok(true) => (AckKind::Ack, "recorded"),
+        Ok(false) => (AckKind::Ack, "duplicate"),
+        Err(error) if is_permanent(&error) => {
+            tracing::error!(%error, job_id = %outcome.job_id, attempt = outcome.attempt,
+                "outcome cannot be stored; dropped");
+            (AckKind::Term, "rejected")
+        }
+        Err(error) => {
+            tracing::warn!(%error, job_id = %outcome.job_id, "outcome not recorded yet; retrying");
+            (AckKind::Nak(Some(retry_delay(message))), "retry")
+        }
+    }
+}
+
+/// A database error that retrying the same outcome cannot fix: bad data (SQLSTATE class 22)
+/// or a violated constraint (23), or a value that cannot be encoded.
+fn is_permanent(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
+/// 0.5 s doubling per delivery, at most 30 s.
+fn retry_delay(message: &jetstream::Message) -> Duration {
+    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
+    (FIRST_RETRY * 2u32.pow(exponent)).min(MAX_RETRY)
+}
+
+/// Follows every write to the circuits bucket (history included) into `circuit_changes`,
+/// resuming after the last revision recorded. Every replica follows; rows are idempotent on
+/// (service, revision). A change that the bucket's history no longer holds when the follower
+/// resumes (a long outage) is missed; the current state is always recorded.
+async fn circuits(state: AppState, shutdown: Shutdown) {
+    let kv = state.circuits.kv().clone();
+    while !shutdown.is_triggered() {
+        let from = match store::last_circuit_revision(&state.db).await {
+            Ok(last) => last + 1,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read recorded circuit changes; retrying");
+                if !pause(&shutdown, RESUBSCRIBE_DELAY).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        match follow(&state.db, &kv, from, &shutdown).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, "following the circuits bucket stopped; resuming");
+                if !pause(&shutdown, RESUBSCRIBE_DELAY).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Records entries from revision `from` on; returns `Ok` only on shutdown.
+async fn follow(db: &PgPool, kv: &kv::Store, from: u64, shutdown: &Shutdown) -> Result<(), String> {
+    let mut watch = kv
+        .watch_all_from_revision(from)
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let entry = tokio::select! {
+            () = shutdown.triggered() => return Ok(()),
+            entry = watch.next() => entry,
+        };
+        let entry = match entry {
+            Some(Ok(entry)) => entry,
+            Some(Err(error)) => return Err(error.to_string()),
+            None => return Err("the watch ended".into()),
+        };
+        if entry.operation != kv::Operation::Put {
+            continue;
+        }
+        let circuit: Circuit = match serde_json::from_slice(&entry.value) {
+            Ok(circuit) => circuit,
+            Err(error) => {
+                counter!(CIRCUIT_STATES, "result" => "unreadable").increment(1);
+                tracing::error!(%error, service = %entry.key, revision = entry.revision,
+                    "circuit state is not readable; skipped");
+                continue;
+            }
+        };
+        // A database failure restarts the watch from the last recorded revision, so nothing
+        // after it is skipped.
+        let new = record_circuit(db, &entry.key, entry.revision, &circuit)
+            .await
+            .map_err(|e| format!("recording a circuit state: {e}"))?;
+        let result = if new { "recorded" } else { "duplicate" };
+        counter!(CIRCUIT_STATES, "result" => result).increment(1);
+    }
+}

@@ -1,0 +1,205 @@
+//! Writing the projections: one delivery row per attempt and its rollup, in one transaction.
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use mih_shared::circuit::Circuit;
+use mih_shared::messages::{Origin, Outcome, OutcomeStatus};
+
+use super::histogram;
+
+/// PostgreSQL refuses NUL in `text` and `jsonb`; a target's binary response must not make an
+/// outcome unstorable, so NUL becomes U+FFFD.
+fn clean(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
+fn clean_opt(text: Option<&str>) -> Option<String> {
+    text.map(clean)
+}
+
+fn clean_json(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains('\0') => *s = clean(s),
+        Value::Array(items) => items.iter_mut().for_each(clean_json),
+        Value::Object(map) => {
+            let dirty: Vec<String> = map.keys().filter(|k| k.contains('\0')).cloned().collect();
+            for key in dirty {
+                if let Some(v) = map.remove(&key) {
+                    map.insert(clean(&key), v);
+                }
+            }
+            map.values_mut().for_each(clean_json);
+        }
+        _ => {}
+    }
+}
+
+fn origin_str(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Rule => "rule",
+        Origin::Facade => "facade",
+        Origin::Replay => "replay",
+        Origin::Backfill => "backfill",
+    }
+}
+
+/// The rollup minute of an attempt: when it started, truncated to the minute (UTC).
+pub fn minute_of(started_at: DateTime<Utc>) -> DateTime<Utc> {
+    started_at
+        .duration_trunc(TimeDelta::minutes(1))
+        .unwrap_or(started_at)
+}
+
+/// Whether an attempt's duration says anything about the target's latency: an attempt refused
+/// by an open circuit never went out.
+fn measures_latency(status: OutcomeStatus) -> bool {
+    status != OutcomeStatus::CircuitOpen
+}
+
+/// Records one outcome; Ok(true) if it was new. Idempotent on (job_id, attempt): the rollup is
+/// updated in the same transaction, only when the row was inserted.
+pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error> {
+    let request = match &outcome.request {
+        Some(request) => {
+            let mut value =
+                serde_json::to_value(request).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            clean_json(&mut value);
+            Some(value)
+        }
+        None => None,
+    };
+    let duration = i64::try_from(outcome.duration_ms).unwrap_or(i64::MAX);
+    let mut tx = db.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO deliveries (job_id, attempt, service, rule_id, event_id, source, eventname, \
+         origin, status, started_at, duration_ms, response_status, response_excerpt, error, \
+         trace_id, replay_of, request) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+         ON CONFLICT (job_id, attempt) DO NOTHING",
+    )
+    .bind(outcome.job_id.0)
+    .bind(i32::try_from(outcome.attempt).unwrap_or(i32::MAX))
+    .bind(outcome.service.as_str())
+    .bind(outcome.rule_id.map(|r| r.0))
+    .bind(outcome.event_id.map(|e| e.0))
+    .bind(outcome.source.as_ref().map(|s| clean(s.as_str())))
+    .bind(clean_opt(outcome.eventname.as_deref()))
+    .bind(origin_str(outcome.origin))
+    .bind(outcome.status.as_str())
+    .bind(outcome.started_at)
+    .bind(duration)
+    .bind(outcome.response_status.map(i32::from))
+    .bind(clean_opt(outcome.response_excerpt.as_deref()))
+    .bind(clean_opt(outcome.error.as_deref()))
+    .bind(clean_opt(outcome.trace_id.as_deref()))
+    .bind(outcome.replay_of.map(|j| j.0))
+    .bind(request)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+
+    let count = |s: OutcomeStatus| i64::from(outcome.status == s);
+    let timed = measures_latency(outcome.status);
+    let bucket = histogram::bucket_of(outcome.duration_ms);
+    let mut buckets = vec![0_i32; histogram::BUCKETS];
+    if timed {
+        buckets[bucket] = 1;
+    }
+    let rule_key = outcome.rule_id.map(|r| r.to_string()).unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO delivery_rollups (minute, service, rule_key, delivered, failed_retryable, \
+         failed_permanent, timeout, circuit_open, latency_sum_ms, latency_max_ms, latency_buckets) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (minute, service, rule_key) DO UPDATE SET \
+           delivered = delivery_rollups.delivered + EXCLUDED.delivered, \
+           failed_retryable = delivery_rollups.failed_retryable + EXCLUDED.failed_retryable, \
+           failed_permanent = delivery_rollups.failed_permanent + EXCLUDED.failed_permanent, \
+           timeout = delivery_rollups.timeout + EXCLUDED.timeout, \
+           circuit_open = delivery_rollups.circuit_open + EXCLUDED.circuit_open, \
+           latency_sum_ms = delivery_rollups.latency_sum_ms + EXCLUDED.latency_sum_ms, \
+           latency_max_ms = GREATEST(delivery_rollups.latency_max_ms, EXCLUDED.latency_max_ms), \
+           latency_buckets[$12] = delivery_rollups.latency_buckets[$12] + $13",
+    )
+    .bind(minute_of(outcome.started_at))
+    .bind(outcome.service.as_str())
+    .bind(rule_key)
+    .bind(count(OutcomeStatus::Delivered))
+    .bind(count(OutcomeStatus::FailedRetryable))
+    .bind(count(OutcomeStatus::FailedPermanent))
+    .bind(count(OutcomeStatus::Timeout))
+    .bind(count(OutcomeStatus::CircuitOpen))
+    .bind(if timed { duration } else { 0 })
+    .bind(if timed { duration } else { 0 })
+    .bind(buckets)
+    // PostgreSQL arrays count from 1.
+    .bind(i32::try_from(bucket + 1).unwrap_or(i32::MAX))
+    .bind(i32::from(timed))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Records one state of a circuit (KV revision), idempotent on (service, revision).
+pub async fn record_circuit(
+    db: &PgPool,
+    service: &str,
+    revision: u64,
+    circuit: &Circuit,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO circuit_changes (service, revision, state, changed_at, \
+         consecutive_failures, last_error) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (service, revision) DO NOTHING",
+    )
+    .bind(clean(service))
+    .bind(i64::try_from(revision).unwrap_or(i64::MAX))
+    .bind(circuit.state.as_str())
+    .bind(circuit.changed_at)
+    .bind(i32::try_from(circuit.consecutive_failures).unwrap_or(i32::MAX))
+    .bind(clean_opt(circuit.last_error.as_deref()))
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(inserted)
+}
+
+/// The highest circuit revision recorded: the watch resumes after it.
+pub async fn last_circuit_revision(db: &PgPool) -> Result<u64, sqlx::Error> {
+    let last: Option<i64> = sqlx::query_scalar("SELECT max(revision) FROM circuit_changes")
+        .fetch_one(db)
+        .await?;
+    Ok(last.and_then(|r| u64::try_from(r).ok()).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_become_replacement_characters() {
+        let mut value = serde_json::json!({"a\u{0}": ["x\u{0}y", 1], "b": "ok"});
+        clean_json(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({"a\u{FFFD}": ["x\u{FFFD}y", 1], "b": "ok"})
+        );
+        assert_eq!(clean("\0"), "\u{FFFD}");
+    }
+
+    #[test]
+    fn minutes_are_truncated_in_utc() {
+        let at = DateTime::parse_from_rfc3339("2026-03-01T10:15:59.999+00:00")
+            .expect("time")
+            .with_timezone(&Utc);
+        assert_eq!(minute_of(at).to_rfc3339(), "2026-03-01T10:15:00+00:00");
+    }
+}

@@ -1,0 +1,241 @@
+//! Dead letters: reading, replaying (one, or a filtered set as a tracked operation) and
+//! deleting them. The HTTP handlers (`resources::dead_letters`) and `mih dlq` both use this
+//! module, so the API and the command line behave the same.
+//!
+//! A bulk replay lives in `dead_letter_operations`; a runner in every api replica sweeps for
+//! running ones and takes each under a PostgreSQL advisory lock, so exactly one process walks
+//! it (by job id, checkpointing after each batch) and another resumes it if that one dies.
+//! Dead letters replayed since the operation started are counted, not replayed again, so a
+//! batch interrupted before its checkpoint is not sent twice.
+
+pub mod filter;
+pub mod letters;
+pub mod operations;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use mih_shared::Shutdown;
+
+use crate::error::ApiFailure;
+use crate::state::AppState;
+
+pub use filter::DeadLetterFilter;
+pub use letters::{
+    AttemptView, DeadLetterDetail, DeadLetterSummary, Replayed, count, delete, delete_matching,
+    get, list, replay, republish,
+};
+pub use operations::{Operation, cancel, start_replay};
+
+/// How often to look for operations no replica is running (new ones wake the runner at once).
+const SWEEP: Duration = Duration::from_secs(5);
+/// Dead letters replayed between two checkpoints.
+const BATCH: i64 = 100;
+/// Replays published at once within a batch.
+const CONCURRENCY: usize = 16;
+/// The advisory lock class of dead-letter operations ("mihr"), apart from backfills'.
+const LOCK_CLASS: i32 = 0x6d69_6872;
+
+/// Wakes this process's runner; `AppState` has no slot for it, and one per process suffices.
+static WAKE: Notify = Notify::const_new();
+
+pub(crate) fn wake() {
+    WAKE.notify_one();
+}
+
+/// Sweeps for running operations and runs each one this replica can lock.
+pub async fn runner(state: AppState, shutdown: Shutdown) {
+    let active: Arc<Mutex<HashSet<Uuid>>> = Arc::default();
+    loop {
+        match operations::running(&state.db).await {
+            Ok(ids) => {
+                for id in ids {
+                    let newly_active = active.lock().map(|mut a| a.insert(id)).unwrap_or(false);
+                    if newly_active {
+                        let (state, shutdown, active) =
+                            (state.clone(), shutdown.clone(), Arc::clone(&active));
+                        tokio::spawn(async move {
+                            if let Err(error) = run_operation(&state, id, &shutdown).await {
+                                tracing::warn!(operation = %id, %error, "dead-letter replay interrupted; it will be resumed");
+                            }
+                            if let Ok(mut active) = active.lock() {
+                                active.remove(&id);
+                            }
+                        });
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list running dead-letter operations"),
+        }
+        tokio::select! {
+            () = shutdown.triggered() => return,
+            () = WAKE.notified() => {}
+            () = tokio::time::sleep(SWEEP) => {}
+        }
+    }
+}
+
+/// How a call to [`run_operation`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The operation is no longer running (completed here, or ended before).
+    Ended,
+    /// Another process holds it.
+    Busy,
+    /// Shutdown came first; it stays running for the next sweep.
+    Stopped,
+}
+
+/// Runs one operation to its end if no other process runs it. An error (NATS or PostgreSQL
+/// unavailable) leaves it running, to be resumed from its last checkpoint.
+pub async fn run_operation(
+    state: &AppState,
+    id: Uuid,
+    shutdown: &Shutdown,
+) -> Result<RunEnd, ApiFailure> {
+    let Some(lock) = Lock::take(state, id).await else {
+        return Ok(RunEnd::Busy);
+    };
+    let end = walk(state, id, shutdown).await;
+    lock.release().await;
+    end
+}
+
+async fn walk(state: &AppState, id: Uuid, shutdown: &Shutdown) -> Result<RunEnd, ApiFailure> {
+    let Some(progress) = operations::progress(&state.db, id).await? else {
+        return Ok(RunEnd::Ended);
+    };
+    if progress.status != "running" {
+        return Ok(RunEnd::Ended);
+    }
+    let filter: DeadLetterFilter = match serde_json::from_value(progress.filter) {
+        Ok(filter) => filter,
+        Err(error) => {
+            let reason = format!("the stored filter is unreadable: {error}");
+            operations::finish(&state.db, id, "failed", Some(&reason)).await?;
+            return Ok(RunEnd::Ended);
+        }
+    };
+    let replayed_by = format!("{} (operation {id})", progress.created_by);
+    let mut position = progress.position;
+    loop {
+        if shutdown.is_triggered() {
+            return Ok(RunEnd::Stopped);
+        }
+        let batch =
+            operations::next_batch(&state.db, &filter, progress.created_at, position, BATCH)
+                .await?;
+        let Some(last) = batch.last().map(|item| item.job_id) else {
+            if operations::finish(&state.db, id, "completed", None).await? {
+                tracing::info!(operation = %id, "dead-letter replay completed");
+            }
+            return Ok(RunEnd::Ended);
+        };
+        let results: Vec<Result<(), ApiFailure>> = futures::stream::iter(batch)
+            .map(|item| {
+                let replayed_by = replayed_by.as_str();
+                async move {
+                    if item.already {
+                        return Ok(());
+                    }
+                    republish(state, item.job_id, replayed_by).await.map(|_| ())
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let (mut done, mut failed, mut last_error) = (0i64, 0i64, None);
+        for result in results {
+            match result {
+                Ok(()) => done += 1,
+                // Resolved or deleted meanwhile: nothing left to replay.
+                Err(ApiFailure::NotFound { .. }) => {}
+                Err(error @ (ApiFailure::Conflict(_) | ApiFailure::Invalid(_))) => {
+                    failed += 1;
+                    last_error = Some(error.to_string());
+                }
+                // Not checkpointed: the batch is walked again on resume, and what it already
+                // replayed is recognised then.
+                Err(error) => return Err(error),
+            }
+        }
+        if !operations::checkpoint(&state.db, id, done, failed, last, last_error.as_deref()).await?
+        {
+            tracing::info!(operation = %id, "dead-letter replay cancelled");
+            return Ok(RunEnd::Ended);
+        }
+        position = Some(last);
+    }
+}
+
+/// A session-level advisory lock on one operation, held by a connection taken out of the pool.
+struct Lock {
+    conn: Option<PoolConnection<Postgres>>,
+    key: i32,
+}
+
+impl Lock {
+    async fn take(state: &AppState, id: Uuid) -> Option<Lock> {
+        let key = lock_key(id);
+        let mut conn = match state.db.acquire().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::warn!(operation = %id, %error, "no database connection for a dead-letter operation");
+                return None;
+            }
+        };
+        let taken: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(LOCK_CLASS)
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await;
+        match taken {
+            Ok(true) => Some(Lock {
+                conn: Some(conn),
+                key,
+            }),
+            Ok(false) => None,
+            Err(error) => {
+                tracing::warn!(operation = %id, %error, "cannot lock a dead-letter operation");
+                None
+            }
+        }
+    }
+
+    async fn release(mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let released = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+                .bind(LOCK_CLASS)
+                .bind(self.key)
+                .execute(&mut *conn)
+                .await;
+            if released.is_err() {
+                drop(conn.detach());
+            }
+        }
+    }
+}
+
+impl Drop for Lock {
+    /// Not released (a panic): the connection must not go back to the pool holding the lock;
+    /// detached, it closes, and its session's locks go with it.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// Two operations whose ids share a key only wait for each other. UUIDv7's last bytes are
+/// random, unlike its first.
+fn lock_key(id: Uuid) -> i32 {
+    let bytes = id.as_bytes();
+    i32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]])
+}

@@ -66,6 +66,12 @@ pub enum Command {
     /// Circuit breakers of services.
     #[command(subcommand)]
     Circuit(CircuitCommand),
+    /// Dead letters: list, replay, delete.
+    #[command(subcommand)]
+    Dlq(crate::dlq::DlqCommand),
+    /// Empty the delivery log, its rollups and the dead letters in PostgreSQL and rebuild them
+    /// from the RESULTS and DLQ streams.
+    RebuildProjections,
 }
 
 #[derive(Debug, Subcommand)]

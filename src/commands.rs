@@ -52,6 +52,24 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(moved, "secrets re-encrypted with the current key");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dlq(command) => {
+            let config = cli.global.load_config()?;
+            let _telemetry = telemetry::init("mih", &config.telemetry)?;
+            crate::dlq::execute(config, command).await
+        }
+        Command::RebuildProjections => {
+            let config = cli.global.load_config()?;
+            let _telemetry = telemetry::init("mih", &config.telemetry)?;
+            let rebuilt = crate::rebuild::run(&config).await?;
+            tracing::info!(
+                deliveries = rebuilt.deliveries,
+                dead_letters = rebuilt.dead_letters,
+                resolved = rebuilt.resolved,
+                circuit_changes = rebuilt.circuit_changes,
+                "projections rebuilt from the streams"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Circuit(CircuitCommand::Reset { service }) => {
             let config = cli.global.load_config()?;
             let circuit = admin::reset_circuit(&config, &service).await?;

@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod cli;
 pub mod commands;
+pub mod dlq;
+pub mod rebuild;
 pub mod supervisor;
 
 pub use supervisor::{Hub, HubError, start};

@@ -3,6 +3,8 @@
 
 mod api;
 mod backfill;
+mod dead_letters;
+mod deliveries;
 mod dispatcher;
 mod harness;
 mod ingest;
@@ -11,5 +13,8 @@ mod live_config;
 mod matcher;
 mod preview;
 mod process;
+mod rebuild;
+mod retention;
 mod secrets;
+mod stats;
 mod topology;

@@ -1,0 +1,566 @@
+//! The recorder and `/api/v1/stats` against known data: outcomes with chosen latencies and
+//! start times published to RESULTS on the test's NATS, circuit states written to the circuits
+//! bucket, and the figures compared with values computed by hand.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use mih_shared::ServiceName;
+use mih_shared::circuit::{Circuit, CircuitState};
+use mih_shared::messages::{self, EventId, JobId, Origin, Outcome, OutcomeStatus, RuleId, Version};
+use mih_shared::names::ServiceSlug;
+
+use crate::harness::TestHub;
+
+const WAIT: Duration = Duration::from_secs(20);
+/// The documented bound of the percentile estimates (2.5 %).
+const ERROR: f64 = 0.025;
+
+async fn api_hub() -> TestHub {
+    TestHub::builder()
+        .services(&[ServiceName::Api])
+        .start()
+        .await
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().expect("an RFC 3339 time")
+}
+
+fn outcome(
+    service: &str,
+    rule: Option<RuleId>,
+    started_at: DateTime<Utc>,
+    duration_ms: u64,
+    status: OutcomeStatus,
+) -> Outcome {
+    Outcome {
+        v: Version,
+        job_id: JobId::new_v7(),
+        service: ServiceSlug::parse(service).expect("slug"),
+        attempt: 1,
+        started_at,
+        duration_ms,
+        status,
+        response_status: (status != OutcomeStatus::CircuitOpen).then_some(200),
+        response_excerpt: None,
+        error: None,
+        event_id: rule.map(|_| EventId::new_v7()),
+        rule_id: rule,
+        origin: if rule.is_some() {
+            Origin::Rule
+        } else {
+            Origin::Facade
+        },
+        trace_id: None,
+        source: None,
+        eventname: None,
+        replay_of: None,
+        request: None,
+    }
+}
+
+/// Publishes raw bytes to `<ns>.results.<service>` with a message id, as the dispatcher does.
+async fn publish_raw(hub: &TestHub, service: &str, payload: bytes::Bytes, id: &str) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    let subject = hub
+        .names()
+        .result_subject(&ServiceSlug::parse(service).expect("slug"));
+    hub.js
+        .publish_with_headers(subject, headers, payload)
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+}
+
+async fn publish(hub: &TestHub, outcome: &Outcome) {
+    let id = format!("{}:{}", outcome.job_id, outcome.attempt);
+    publish_raw(
+        hub,
+        outcome.service.as_str(),
+        messages::encode(outcome).expect("encodes"),
+        &id,
+    )
+    .await;
+}
+
+/// Waits until the recorder acknowledged (recorded, or terminated) everything in RESULTS:
+/// acknowledgement follows the commit, so the tables hold it all.
+async fn wait_for_recorder(hub: &TestHub) {
+    let stream = hub.names().results_stream();
+    mih_testkit::eventually(WAIT, || async {
+        let mut results = hub
+            .js
+            .get_stream(&stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let last = results
+            .info()
+            .await
+            .map_err(|e| e.to_string())?
+            .state
+            .last_sequence;
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = results
+            .get_consumer(mih_api::recorder::CONSUMER)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = consumer.info().await.map_err(|e| e.to_string())?;
+        if info.ack_floor.stream_sequence >= last {
+            Ok(())
+        } else {
+            Err(format!(
+                "acknowledged up to {} of {last}",
+                info.ack_floor.stream_sequence
+            ))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the recorder never caught up: {e}"));
+}
+
+async fn stats(hub: &TestHub, query: &str) -> Value {
+    let answer = hub.api().get(&format!("/api/v1/stats?{query}")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{query}: {}", answer.body);
+    answer.body
+}
+
+/// The nearest-rank percentile of the exact samples.
+fn nearest_rank(samples: &[u64], p: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let rank = ((p / 100.0 * sorted.len() as f64).ceil() as usize).max(1);
+    #[allow(clippy::cast_precision_loss)]
+    let value = sorted[rank - 1] as f64;
+    value
+}
+
+/// Asserts a reported percentile against the hand-computed value, within the error bound.
+fn assert_close(figures: &Value, name: &str, expected: f64) {
+    let reported = figures["latency"][name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{name} missing in {figures}"));
+    assert!(
+        (reported - expected).abs() <= expected * ERROR,
+        "{name}: reported {reported}, nearest rank {expected}"
+    );
+}
+
+fn int(value: &Value) -> i64 {
+    value
+        .as_i64()
+        .unwrap_or_else(|| panic!("not an integer: {value}"))
+}
+
+fn circuit(state: CircuitState, failures: u32, changed_at: &str) -> Circuit {
+    Circuit {
+        v: Version,
+        state,
+        consecutive_failures: failures,
+        opened_at: (state != CircuitState::Closed).then(|| at(changed_at)),
+        probes: 0,
+        changed_at: at(changed_at),
+        last_error: (failures > 0).then(|| "HTTP 503".to_owned()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percentiles_counts_and_rates_match_hand_computed_values() {
+    let hub = api_hub().await;
+    let (r1, r2) = (RuleId(uuid::Uuid::now_v7()), RuleId(uuid::Uuid::now_v7()));
+    let base = at("2026-01-05T10:00:00Z");
+    let mut alpha_r1 = Vec::new();
+    let mut alpha_r2 = Vec::new();
+    let mut beta = Vec::new();
+    // alpha, rule 1, minute 10:00: 10, 20, …, 1000 ms; every tenth failed (retryable).
+    for i in 1..=100u64 {
+        let status = if i % 10 == 0 {
+            OutcomeStatus::FailedRetryable
+        } else {
+            OutcomeStatus::Delivered
+        };
+        let started = base + TimeDelta::milliseconds(i64::try_from(i * 500).expect("small"));
+        publish(&hub, &outcome("alpha", Some(r1), started, i * 10, status)).await;
+        alpha_r1.push(i * 10);
+    }
+    // alpha, rule 2, minute 10:01: 1500, 1600, …, 3400 ms; 4 timeouts, 2 permanent failures.
+    for i in 0..20u64 {
+        let status = match i {
+            0..4 => OutcomeStatus::Timeout,
+            4..6 => OutcomeStatus::FailedPermanent,
+            _ => OutcomeStatus::Delivered,
+        };
+        let started = base + TimeDelta::seconds(60 + i64::try_from(i).expect("small"));
+        let duration = 1500 + 100 * i;
+        publish(&hub, &outcome("alpha", Some(r2), started, duration, status)).await;
+        alpha_r2.push(duration);
+    }
+    // beta, facade calls, minute 10:03: ten of 3 ms, two refused by an open circuit.
+    for i in 0..12i64 {
+        let started = base + TimeDelta::seconds(180 + i);
+        let (duration, status) = if i < 10 {
+            (3, OutcomeStatus::Delivered)
+        } else {
+            (0, OutcomeStatus::CircuitOpen)
+        };
+        publish(&hub, &outcome("beta", None, started, duration, status)).await;
+        if status != OutcomeStatus::CircuitOpen {
+            beta.push(duration);
+        }
+    }
+    // Dead letters, as the dlq service stores them: two of alpha at 10:02, one of beta at 10:03.
+    let url = hub.config.database.url.expose().to_owned();
+    let db = sqlx::PgPool::connect(&url).await.expect("database");
+    for (service, rule, when) in [
+        ("alpha", Some(r1), "2026-01-05T10:02:05Z"),
+        ("alpha", Some(r2), "2026-01-05T10:02:50Z"),
+        ("beta", None, "2026-01-05T10:03:05Z"),
+    ] {
+        sqlx::query(
+            "INSERT INTO dead_letters (job_id, service, rule_id, origin, stage, reason, attempts, \
+             job, dead_lettered_at) VALUES ($1, $2, $3, 'rule', 'delivery', 'exhausted', 6, \
+             '{}'::jsonb, $4)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(service)
+        .bind(rule.map(|r| r.0))
+        .bind(at(when))
+        .execute(&db)
+        .await
+        .expect("dead letter stored");
+    }
+    // Circuit states: alpha closed (a failure, before the window) → open → half-open → open →
+    // closed; beta opens once.
+    let circuits = hub
+        .js
+        .get_key_value(hub.names().circuits_bucket())
+        .await
+        .expect("circuits bucket");
+    for (service, circuit) in [
+        (
+            "alpha",
+            circuit(CircuitState::Closed, 1, "2026-01-05T09:00:00Z"),
+        ),
+        (
+            "alpha",
+            circuit(CircuitState::Open, 3, "2026-01-05T10:01:10Z"),
+        ),
+        (
+            "alpha",
+            circuit(CircuitState::HalfOpen, 3, "2026-01-05T10:02:30Z"),
+        ),
+        (
+            "alpha",
+            circuit(CircuitState::Open, 4, "2026-01-05T10:02:40Z"),
+        ),
+        (
+            "alpha",
+            circuit(CircuitState::Closed, 0, "2026-01-05T10:04:00Z"),
+        ),
+        (
+            "beta",
+            circuit(CircuitState::Open, 5, "2026-01-05T10:03:00Z"),
+        ),
+    ] {
+        circuits
+            .put(service, serde_json::to_vec(&circuit).expect("json").into())
+            .await
+            .expect("circuit written");
+    }
+    wait_for_recorder(&hub).await;
+    let window = "from=2026-01-05T10:00:00Z&to=2026-01-05T10:05:00Z";
+    mih_testkit::eventually(WAIT, || async {
+        let body = stats(&hub, window).await;
+        match body["totals"]["circuit_changes"].as_i64() {
+            Some(5) => Ok(()),
+            other => Err(format!("{other:?} circuit changes recorded")),
+        }
+    })
+    .await
+    .expect("circuit changes recorded");
+
+    // Overall, by minute.
+    let body = stats(&hub, &format!("{window}&bucket=1m")).await;
+    assert_eq!(body["bucket"], "1m");
+    assert_eq!(body["from"], "2026-01-05T10:00:00Z");
+    assert_eq!(body["to"], "2026-01-05T10:05:00Z");
+    assert_eq!(body["latency_error"], ERROR);
+    let totals = &body["totals"];
+    assert_eq!(int(&totals["attempts"]), 132);
+    assert_eq!(int(&totals["delivered"]), 114);
+    assert_eq!(int(&totals["failed"]), 18);
+    assert_eq!(int(&totals["failed_retryable"]), 10);
+    assert_eq!(int(&totals["timeout"]), 4);
+    assert_eq!(int(&totals["failed_permanent"]), 2);
+    assert_eq!(int(&totals["circuit_open"]), 2);
+    assert_eq!(totals["success_rate"].as_f64(), Some(114.0 / 132.0));
+    assert_eq!(totals["throughput_per_s"].as_f64(), Some(132.0 / 300.0));
+    assert_eq!(int(&totals["dead_letters"]), 3);
+    assert_eq!(int(&totals["circuit_changes"]), 5);
+    assert_eq!(int(&totals["circuit_opened"]), 3);
+    let all: Vec<u64> = [alpha_r1.clone(), alpha_r2.clone(), beta.clone()].concat();
+    // By hand: 130 timed samples (ten of 3 ms, 10…1000, 1500…3400): p50 is the 65th (550),
+    // p95 the 124th (2800), p99 the 129th (3300).
+    assert_eq!(
+        (
+            nearest_rank(&all, 50.0),
+            nearest_rank(&all, 95.0),
+            nearest_rank(&all, 99.0)
+        ),
+        (550.0, 2800.0, 3300.0)
+    );
+    assert_close(totals, "p50_ms", 550.0);
+    assert_close(totals, "p95_ms", 2800.0);
+    assert_close(totals, "p99_ms", 3300.0);
+    assert_eq!(totals["latency"]["max_ms"].as_f64(), Some(3400.0));
+    #[allow(clippy::cast_precision_loss)]
+    let mean = all.iter().sum::<u64>() as f64 / all.len() as f64;
+    assert_eq!(totals["latency"]["mean_ms"].as_f64(), Some(mean));
+
+    let series = body["series"].as_array().expect("series");
+    let points: Vec<(&str, i64, i64, i64, i64)> = series
+        .iter()
+        .map(|p| {
+            (
+                p["at"].as_str().expect("at"),
+                int(&p["attempts"]),
+                int(&p["dead_letters"]),
+                int(&p["circuit_changes"]),
+                int(&p["circuit_opened"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        points,
+        [
+            ("2026-01-05T10:00:00Z", 100, 0, 0, 0),
+            ("2026-01-05T10:01:00Z", 20, 0, 1, 1),
+            ("2026-01-05T10:02:00Z", 0, 2, 2, 1),
+            ("2026-01-05T10:03:00Z", 12, 1, 1, 1),
+            ("2026-01-05T10:04:00Z", 0, 0, 1, 0),
+        ]
+    );
+    assert_eq!(series[0]["throughput_per_s"].as_f64(), Some(100.0 / 60.0));
+    assert_eq!(series[0]["success_rate"].as_f64(), Some(0.9));
+    assert_close(&series[0], "p50_ms", 500.0);
+    assert_close(&series[0], "p95_ms", 950.0);
+    assert_close(&series[0], "p99_ms", 990.0);
+    assert!(
+        series[2]["latency"]["p50_ms"].is_null(),
+        "no attempts, no latency"
+    );
+    assert!(series[2]["success_rate"].is_null());
+    assert_eq!(
+        series[3]["latency"]["p99_ms"].as_f64(),
+        Some(3.0),
+        "exact below 20 ms"
+    );
+
+    // One bucket for the whole window gives the same totals.
+    let body = stats(&hub, &format!("{window}&bucket=5m")).await;
+    let series = body["series"].as_array().expect("series");
+    assert_eq!(series.len(), 1);
+    assert_eq!(int(&series[0]["attempts"]), 132);
+    assert_eq!(series[0]["latency"], body["totals"]["latency"]);
+
+    // Per service.
+    let alpha = stats(&hub, &format!("{window}&service=alpha")).await;
+    let t = &alpha["totals"];
+    assert_eq!(
+        (
+            int(&t["attempts"]),
+            int(&t["delivered"]),
+            int(&t["dead_letters"])
+        ),
+        (120, 104, 2)
+    );
+    assert_eq!(
+        (int(&t["circuit_changes"]), int(&t["circuit_opened"])),
+        (4, 2)
+    );
+    let alpha_all = [alpha_r1.clone(), alpha_r2.clone()].concat();
+    for (name, p) in [("p50_ms", 50.0), ("p95_ms", 95.0), ("p99_ms", 99.0)] {
+        assert_close(t, name, nearest_rank(&alpha_all, p));
+    }
+    let beta_stats = stats(&hub, &format!("{window}&service=beta")).await;
+    let t = &beta_stats["totals"];
+    assert_eq!(
+        (
+            int(&t["attempts"]),
+            int(&t["circuit_open"]),
+            int(&t["dead_letters"])
+        ),
+        (12, 2, 1)
+    );
+    assert_eq!(t["latency"]["p50_ms"].as_f64(), Some(3.0));
+    assert_eq!(t["latency"]["max_ms"].as_f64(), Some(3.0));
+    assert_eq!(t["success_rate"].as_f64(), Some(10.0 / 12.0));
+
+    // Per rule.
+    let rule = stats(&hub, &format!("{window}&rule_id={r1}")).await;
+    let t = &rule["totals"];
+    assert_eq!(rule["rule_id"], r1.to_string());
+    assert_eq!(
+        (
+            int(&t["attempts"]),
+            int(&t["failed_retryable"]),
+            int(&t["dead_letters"])
+        ),
+        (100, 10, 1)
+    );
+    assert_close(t, "p50_ms", 500.0);
+    assert_close(t, "p95_ms", 950.0);
+    assert_close(t, "p99_ms", 990.0);
+    assert_eq!(t["latency"]["max_ms"].as_f64(), Some(1000.0));
+    let rule2 = stats(&hub, &format!("{window}&rule_id={r2}&service=alpha")).await;
+    assert_eq!(int(&rule2["totals"]["attempts"]), 20);
+    assert_close(&rule2["totals"], "p50_ms", nearest_rank(&alpha_r2, 50.0));
+    let nobody = stats(&hub, &format!("{window}&service=gamma")).await;
+    assert_eq!(int(&nobody["totals"]["attempts"]), 0);
+    assert!(nobody["totals"]["latency"]["p50_ms"].is_null());
+
+    // Defaults: the last hour, by minute.
+    let recent = stats(&hub, "").await;
+    assert_eq!(recent["bucket"], "1m");
+    let points = recent["series"].as_array().expect("series").len();
+    assert!((60..=61).contains(&points), "{points} points");
+    let day = stats(
+        &hub,
+        "from=2026-01-05T00:00:00Z&to=2026-01-06T00:00:00Z&service=alpha",
+    )
+    .await;
+    assert_eq!(day["bucket"], "15m");
+    assert_eq!(day["series"].as_array().expect("series").len(), 96);
+    assert_eq!(int(&day["totals"]["attempts"]), 120);
+
+    // Bad windows and filters are 422 naming the field.
+    for (query, field) in [
+        ("from=2026-01-05T10:00:00Z&to=2026-01-05T10:00:00Z", "from"),
+        ("from=2026-01-05T11:00:00Z&to=2026-01-05T10:00:00Z", "from"),
+        ("bucket=7m", "bucket"),
+        (
+            "from=2025-01-01T00:00:00Z&to=2026-01-01T00:00:00Z&bucket=1m",
+            "bucket",
+        ),
+        ("rule_id=rule-one", "rule_id"),
+        ("to=tomorrow", "to"),
+    ] {
+        let answer = hub.api().get(&format!("/api/v1/stats?{query}")).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(answer.fields(), [field], "{query}: {}", answer.body);
+    }
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_published_twice_is_recorded_and_counted_once() {
+    let hub = api_hub().await;
+    let started = at("2026-02-01T08:30:10Z");
+    let first = outcome("gamma", None, started, 120, OutcomeStatus::FailedRetryable);
+    let payload = messages::encode(&first).expect("encodes");
+    // Two message ids: JetStream stores both, as after its duplicate window.
+    publish_raw(&hub, "gamma", payload.clone(), "copy-1").await;
+    publish_raw(&hub, "gamma", payload, "copy-2").await;
+    // Unreadable messages are terminated and hold nothing up.
+    publish_raw(&hub, "gamma", "not json".into(), "junk").await;
+    publish_raw(&hub, "gamma", r#"{"v": 9}"#.into(), "future").await;
+    let second = Outcome {
+        attempt: 2,
+        duration_ms: 80,
+        status: OutcomeStatus::Delivered,
+        started_at: started + TimeDelta::seconds(1),
+        ..first.clone()
+    };
+    publish(&hub, &second).await;
+    wait_for_recorder(&hub).await;
+
+    let items = hub.api().get("/api/v1/deliveries?service=gamma").await.body["items"]
+        .as_array()
+        .cloned()
+        .expect("items");
+    let attempts: Vec<i64> = items.iter().map(|i| int(&i["attempt"])).collect();
+    assert_eq!(attempts, [2, 1]);
+    let body = stats(
+        &hub,
+        "from=2026-02-01T08:30:00Z&to=2026-02-01T08:31:00Z&service=gamma",
+    )
+    .await;
+    let t = &body["totals"];
+    assert_eq!(
+        (
+            int(&t["attempts"]),
+            int(&t["delivered"]),
+            int(&t["failed_retryable"])
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(t["latency"]["max_ms"].as_f64(), Some(120.0));
+
+    let metrics = hub
+        .http
+        .get(hub.url(ServiceName::Api, "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for result in ["recorded", "duplicate", "unreadable"] {
+        let line = format!("mih_recorder_outcomes_total{{result=\"{result}\"}}");
+        assert!(metrics.contains(&line), "{line} missing");
+    }
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_is_idempotent_on_job_and_attempt() {
+    let hub = api_hub().await;
+    let url = hub.config.database.url.expose().to_owned();
+    let db = sqlx::PgPool::connect(&url).await.expect("database");
+    let rule = RuleId(uuid::Uuid::now_v7());
+    let o = outcome(
+        "delta",
+        Some(rule),
+        at("2026-02-02T09:00:30Z"),
+        42,
+        OutcomeStatus::Delivered,
+    );
+    assert!(mih_api::recorder::record(&db, &o).await.expect("recorded"));
+    assert!(!mih_api::recorder::record(&db, &o).await.expect("no error"));
+    let (rows, delivered, sum): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), sum(delivered)::bigint, sum(latency_sum_ms)::bigint \
+         FROM delivery_rollups WHERE service = 'delta'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("rollups");
+    assert_eq!((rows, delivered, sum), (1, 1, 42));
+    let deliveries: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE service = 'delta'")
+            .fetch_one(&db)
+            .await
+            .expect("deliveries");
+    assert_eq!(deliveries, 1);
+
+    let open = circuit(CircuitState::Open, 3, "2026-02-02T09:01:00Z");
+    assert!(
+        mih_api::recorder::record_circuit(&db, "delta", 7, &open)
+            .await
+            .expect("recorded")
+    );
+    assert!(
+        !mih_api::recorder::record_circuit(&db, "delta", 7, &open)
+            .await
+            .expect("no error")
+    );
+    hub.stop().await;
+}

@@ -843,10 +843,12 @@ async fn facade_errors_name_the_problem() {
         "{}",
         nobody.body
     );
+    assert_eq!(nobody.body["ok"], false);
+    assert_eq!(nobody.body["circuit"], "unknown");
     assert!(
-        nobody.body["message"]
+        nobody.body["error"]
             .as_str()
-            .is_some_and(|m| m.contains("dispatcher")),
+            .is_some_and(|m| m.contains("no dispatcher")),
         "{}",
         nobody.body
     );

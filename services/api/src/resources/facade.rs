@@ -94,8 +94,9 @@ const REPLY_MARGIN: Duration = Duration::from_secs(2);
 /// Call a registered service synchronously.
 ///
 /// 200 whenever a dispatcher handled the call (`ok` says whether the target succeeded); 503
-/// with the same shape and `Retry-After` when the service's circuit is open (nothing was
-/// sent); 404 for an unknown service, 409 for a disabled one, 503 when no dispatcher runs.
+/// with the same shape when nothing was sent: the service's circuit is open (with
+/// `Retry-After`) or no dispatcher is running (`circuit: "unknown"`); 404 for an unknown
+/// service, 409 for a disabled one.
 #[utoipa::path(post, path = "/{name}/request", tag = "services", params(("name" = String, Path)),
     request_body = CallInput,
     responses((status = 200, body = CallAnswer), (status = 401), (status = 403), (status = 404),
@@ -122,21 +123,31 @@ async fn call(
     let payload = messages::encode(&request).map_err(|e| ApiFailure::Internal(e.to_string()))?;
     let nats = state.js.client();
     let reply = tokio::time::timeout(wait, nats.request(state.names.rpc_request(), payload)).await;
+    let unavailable = |error: String| -> ApiResult<Response> {
+        let answer = CallAnswer {
+            ok: false,
+            status: None,
+            headers: BTreeMap::new(),
+            body: None,
+            attempts: 0,
+            duration_ms: 0,
+            error: Some(error),
+            circuit: "unknown".to_owned(),
+            call_id: None,
+        };
+        Ok((StatusCode::SERVICE_UNAVAILABLE, Json(answer)).into_response())
+    };
     let message = match reply {
         Ok(Ok(message)) => message,
         Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
-            return Err(ApiFailure::Unavailable(
-                "no dispatcher is running to make the call".into(),
-            ));
+            return unavailable("no dispatcher is running to make the call".into());
         }
-        Ok(Err(error)) => {
-            return Err(ApiFailure::Unavailable(format!("the call failed: {error}")));
-        }
+        Ok(Err(error)) => return unavailable(format!("the call failed: {error}")),
         Err(_) => {
-            return Err(ApiFailure::Unavailable(format!(
+            return unavailable(format!(
                 "no dispatcher answered within {} ms",
                 wait.as_millis()
-            )));
+            ));
         }
     };
     let answer: FacadeResponse = messages::decode(&message.payload)

@@ -242,3 +242,109 @@ mod pattern_tests {
         }
     }
 }
+
+/// Hostile event names: parsing never panics, and whatever it accepts is safe as NATS subject
+/// tokens (no `.`, `*`, `>`, whitespace or empty token) and round-trips.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn assert_subject_safe(name: &EventName) {
+        for token in [name.component_token().to_owned(), name.event_token()] {
+            assert!(!token.is_empty(), "{name}");
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "token `{token}` of {name} is not subject-safe"
+            );
+        }
+        assert!(name.as_str().len() <= MAX_EVENT_NAME_LEN);
+        assert_eq!(EventName::parse(name.as_str()).as_ref(), Ok(name));
+    }
+
+    #[test]
+    fn nats_wildcards_dots_and_odd_characters_are_refused() {
+        let long = format!(r"\core\event\{}", "a".repeat(100_000));
+        let corpus = [
+            r"\core\event\*",
+            r"\core\event\>",
+            r"\*\event\x",
+            r"\>\event\x",
+            r"\core.x\event\y",
+            r"\core\event\a.b",
+            r"\core\event\..",
+            r"\core\event\a\..\b",
+            r"\..\event\x",
+            r"\core\event\x.>",
+            r"\core\event\x y",
+            "\\core\\event\\x\t",
+            "\\core\\event\\x\u{0}",
+            "\\core\\event\\x\n",
+            "\\core\\event\\\u{feff}x",
+            "\u{feff}\\core\\event\\x",
+            "\\core\\event\\\u{0441}x",  // Cyrillic с
+            "\\c\u{043e}re\\event\\x",   // Cyrillic о
+            "\\core\\event\\x\u{ff0e}y", // fullwidth full stop
+            r"\\core\event\x",
+            r"\core\\event\x",
+            r"\core\event\\",
+            r"\core\event",
+            r"core\event",
+            "",
+            "\\",
+            &long,
+        ];
+        for raw in corpus {
+            assert!(EventName::parse(raw).is_err(), "{raw:?} should be refused");
+        }
+        for raw in [r"\core\event\*", r"*\event\*", r"\core\event\>"] {
+            assert!(
+                !matches!(EventPattern::parse(raw), Ok(EventPattern::Exact(_))),
+                "{raw}"
+            );
+        }
+        // The longest name allowed is accepted, one more byte is not.
+        let prefix = r"\core\event\";
+        let longest = format!("{prefix}{}", "a".repeat(MAX_EVENT_NAME_LEN - prefix.len()));
+        assert_subject_safe(&EventName::parse(&longest).expect("at the limit"));
+        let over = format!("{longest}a");
+        assert!(matches!(
+            EventName::parse(&over),
+            Err(EventNameError::TooLong(256))
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_parses_to_a_subject_safe_name_or_errors(raw in prop_oneof![
+            ".{0,300}",
+            r"\\?[a-z_*>.]{1,12}\\event\\[a-zA-Z0-9_.*> \\]{0,40}",
+        ]) {
+            if let Ok(name) = EventName::parse(&raw) {
+                assert_subject_safe(&name);
+            }
+            let _ = EventPattern::parse(&raw);
+        }
+
+        #[test]
+        fn moodle_names_round_trip(
+            backslash in any::<bool>(),
+            component in "[a-z][a-z0-9_]{0,30}",
+            class in prop::collection::vec("[a-zA-Z0-9_]{1,20}", 1..4),
+        ) {
+            let raw = format!("{}{component}\\event\\{}", if backslash { "\\" } else { "" }, class.join("\\"));
+            let name = EventName::parse(&raw).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(name.component(), component.as_str());
+            prop_assert_eq!(name.class(), class.join("\\"));
+            assert_subject_safe(&name);
+            let json = serde_json::to_string(&name).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let back: EventName = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(back, name);
+        }
+    }
+}

@@ -328,3 +328,229 @@ mod tests {
         assert!(SigningSecret::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
     }
 }
+
+/// Hostile headers and bodies: verification never panics, accepts exactly what was signed
+/// with a current secret, and refuses any single flipped bit.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const TOLERANCE: Duration = Duration::from_secs(300);
+
+    fn secret_from(key: &[u8]) -> SigningSecret {
+        SigningSecret::parse(&format!("whsec_{}", BASE64.encode(key))).expect("valid length")
+    }
+
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), MIN_KEY_BYTES..=MAX_KEY_BYTES)
+    }
+
+    /// A `webhook-id` as senders make them: printable ASCII, 1 to 256 characters.
+    fn id() -> impl Strategy<Value = String> {
+        "[!-~]{1,256}"
+    }
+
+    fn signed<'a>(id: &'a str, ts: &'a str, sig: &'a str) -> SignedHeaders<'a> {
+        SignedHeaders {
+            id: Some(id),
+            timestamp: Some(ts),
+            signature: Some(sig),
+        }
+    }
+
+    /// Flips bit `bit` of `text`, or `None` when that makes it invalid UTF-8 (it could not be a
+    /// header value then).
+    fn flip(text: &str, bit: usize) -> Option<String> {
+        let mut bytes = text.as_bytes().to_vec();
+        let bit = bit % (bytes.len() * 8);
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        String::from_utf8(bytes).ok()
+    }
+
+    #[test]
+    fn hostile_header_corpus_is_refused_without_panicking() {
+        let secret = secret_from(&[7; 32]);
+        let good = secret.sign("msg", 1000, b"{}");
+        let long_id = "a".repeat(MAX_ID_LEN + 1);
+        let cases: Vec<(&str, &str, &str)> = vec![
+            ("", "1000", &good),
+            (&long_id, "1000", &good),
+            ("msg\u{0}", "1000", &good),
+            ("msg id", "1000", &good),
+            ("m\u{e9}g", "1000", &good),
+            ("msg", "", &good),
+            ("msg", "-0", &good),
+            ("msg", "1e3", &good),
+            ("msg", "0x3e8", &good),
+            ("msg", "99999999999999999999", &good),
+            ("msg", "-9223372036854775808", &good),
+            ("msg", "9223372036854775807", &good),
+            ("msg", "\u{feff}1000", &good),
+            ("msg", "1000", ""),
+            ("msg", "1000", "v1,"),
+            ("msg", "1000", "v1,%%%%"),
+            ("msg", "1000", "v1"),
+            ("msg", "1000", "v1a,AAAA"),
+            ("msg", "1000", "V1,AAAA"),
+            (
+                "msg",
+                "1000",
+                "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            ),
+        ];
+        for now in [1000, i64::MIN, i64::MAX, 0] {
+            for (id, ts, sig) in &cases {
+                let outcome = verify([&secret], &signed(id, ts, sig), b"{}", now, TOLERANCE);
+                assert!(outcome.is_err(), "{id:?} {ts:?} {sig:?} at {now}");
+            }
+        }
+        // The signature of a message is no signature of another one built from the same bytes.
+        let shifted = secret.sign("msg.1000", 1000, b"");
+        assert!(
+            verify(
+                [&secret],
+                &signed("msg", "1000", &shifted),
+                b"",
+                1000,
+                TOLERANCE
+            )
+            .is_err()
+        );
+        // Timestamps at the ends of i64 and clocks at the ends of i64 cannot overflow the skew.
+        let far = secret.sign("msg", i64::MIN, b"{}");
+        assert!(matches!(
+            verify(
+                [&secret],
+                &signed("msg", &i64::MIN.to_string(), &far),
+                b"{}",
+                i64::MAX,
+                TOLERANCE
+            ),
+            Err(SignatureError::OutsideTolerance { .. })
+        ));
+        let huge = verify(
+            [&secret],
+            &signed("msg", "1000", &good),
+            b"{}",
+            1000,
+            Duration::MAX,
+        );
+        assert_eq!(huge, Ok("msg"));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn arbitrary_headers_and_bodies_never_panic(
+            id in prop::option::of(".{0,300}"),
+            ts in prop::option::of(prop_oneof![".{0,30}", any::<i64>().prop_map(|t| t.to_string())]),
+            sig in prop::option::of(prop_oneof![".{0,200}", "(v1,[A-Za-z0-9+/=]{0,50} ?){0,4}"]),
+            body in prop::collection::vec(any::<u8>(), 0..512),
+            now in any::<i64>(),
+            tolerance in any::<u64>(),
+            keys in prop::collection::vec(key(), 0..3),
+        ) {
+            let secrets: Vec<SigningSecret> = keys.iter().map(|k| secret_from(k)).collect();
+            let headers = SignedHeaders { id: id.as_deref(), timestamp: ts.as_deref(), signature: sig.as_deref() };
+            let _ = verify(&secrets, &headers, &body, now, Duration::from_secs(tolerance));
+        }
+
+        #[test]
+        fn arbitrary_header_bytes_never_panic(
+            values in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 3),
+            body in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut map = http::HeaderMap::new();
+            for (name, value) in [HEADER_ID, HEADER_TIMESTAMP, HEADER_SIGNATURE].into_iter().zip(&values) {
+                if let Ok(value) = http::HeaderValue::from_bytes(value) {
+                    map.insert(name, value);
+                }
+            }
+            let secret = secret_from(&[1; 32]);
+            let _ = verify([&secret], &SignedHeaders::from_http(&map), &body, 0, TOLERANCE);
+        }
+
+        #[test]
+        fn arbitrary_secret_text_parses_or_errors(text in ".{0,120}") {
+            let _ = SigningSecret::parse(&text);
+        }
+
+        #[test]
+        fn a_valid_signature_verifies_and_any_flipped_bit_fails(
+            key in key(),
+            id in id(),
+            sent_at in -4_000_000_000i64..4_000_000_000,
+            skew in -300i64..=300,
+            body in prop::collection::vec(any::<u8>(), 0..256),
+            bit in any::<usize>(),
+        ) {
+            let secret = secret_from(&key);
+            let now = sent_at + skew;
+            let ts = sent_at.to_string();
+            let sig = secret.sign(&id, sent_at, &body);
+            let secrets = [secret];
+            prop_assert_eq!(verify(&secrets, &signed(&id, &ts, &sig), &body, now, TOLERANCE), Ok(id.as_str()));
+
+            if !body.is_empty() {
+                let mut tampered = body.clone();
+                let bit = bit % (body.len() * 8);
+                tampered[bit / 8] ^= 1 << (bit % 8);
+                prop_assert!(verify(&secrets, &signed(&id, &ts, &sig), &tampered, now, TOLERANCE).is_err());
+            }
+            let mut longer = body.clone();
+            longer.push(b' ');
+            prop_assert!(verify(&secrets, &signed(&id, &ts, &sig), &longer, now, TOLERANCE).is_err());
+            if let Some(other_id) = flip(&id, bit) {
+                prop_assert!(verify(&secrets, &signed(&other_id, &ts, &sig), &body, now, TOLERANCE).is_err());
+            }
+            if let Some(other_ts) = flip(&ts, bit) {
+                prop_assert!(verify(&secrets, &signed(&id, &other_ts, &sig), &body, now, TOLERANCE).is_err());
+            }
+            if let Some(other_sig) = flip(&sig, bit) {
+                prop_assert!(verify(&secrets, &signed(&id, &ts, &other_sig), &body, now, TOLERANCE).is_err()
+                    || other_sig.trim() == sig.trim());
+            }
+        }
+
+        #[test]
+        fn only_a_current_secret_verifies(
+            keys in prop::collection::vec(key(), 2..5),
+            id in id(),
+            body in prop::collection::vec(any::<u8>(), 0..128),
+            signer in any::<prop::sample::Index>(),
+        ) {
+            let secrets: Vec<SigningSecret> = keys.iter().map(|k| secret_from(k)).collect();
+            let signer = signer.index(keys.len());
+            let sig = secrets[signer].sign(&id, 1000, &body);
+            let headers = signed(&id, "1000", &sig);
+            prop_assert_eq!(verify(&secrets, &headers, &body, 1000, TOLERANCE), Ok(id.as_str()));
+            let others: Vec<&SigningSecret> = secrets
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| keys[*i] != keys[signer])
+                .map(|(_, s)| s)
+                .collect();
+            prop_assert_eq!(verify(others, &headers, &body, 1000, TOLERANCE), Err(SignatureError::NoMatch));
+            prop_assert_eq!(verify([], &headers, &body, 1000, TOLERANCE), Err(SignatureError::NoMatch));
+        }
+
+        #[test]
+        fn the_reference_implementation_agrees(
+            key in key(),
+            id in "[a-zA-Z0-9_]{1,64}",
+            body in ".{0,200}".prop_map(String::into_bytes),
+        ) {
+            let text = format!("whsec_{}", BASE64.encode(&key));
+            let now = chrono::Utc::now().timestamp();
+            let reference = standardwebhooks::Webhook::new(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let theirs = reference.sign(&id, now, &body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let ours = SigningSecret::parse(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&ours.sign(&id, now, &body), &theirs);
+            let now_text = now.to_string();
+            prop_assert_eq!(verify([&ours], &signed(&id, &now_text, &theirs), &body, now, TOLERANCE), Ok(id.as_str()));
+        }
+    }
+}

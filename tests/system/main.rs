@@ -3,6 +3,7 @@
 
 mod api;
 mod backfill;
+mod bad_input;
 mod dead_letters;
 mod deliveries;
 mod dispatcher;

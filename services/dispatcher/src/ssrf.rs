@@ -101,11 +101,24 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
-/// IPv4-mapped IPv6 addresses are checked as the IPv4 address they carry.
+/// IPv6 addresses that carry an IPv4 address are checked as that address: IPv4-mapped
+/// (`::ffff:127.0.0.1`), IPv4-compatible (`::127.0.0.1`, deprecated but still parsed) and
+/// NAT64's well-known prefix (`64:ff9b::10.0.0.1`, which a NAT64 gateway forwards to IPv4).
 fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
+    let IpAddr::V6(v6) = addr else {
+        return addr;
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return IpAddr::V4(v4);
+    }
+    let segments = v6.segments();
+    let [.., a, b, c, d] = v6.octets();
+    let compatible = segments[..6] == [0; 6] && !v6.is_loopback() && !v6.is_unspecified();
+    let nat64 = segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    if compatible || nat64 {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    } else {
+        addr
     }
 }
 
@@ -176,10 +189,21 @@ mod tests {
             ("fd00::1", "private (unique local)"),
             ("::ffff:127.0.0.1", "loopback"),
             ("::ffff:10.0.0.1", "private"),
+            // Found by the URL-form tests: IPv4-compatible and NAT64 forms slipped through.
+            ("::127.0.0.1", "loopback"),
+            ("::169.254.169.254", "link-local"),
+            ("64:ff9b::127.0.0.1", "loopback"),
+            ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("64:ff9b::10.0.0.1", "private"),
         ] {
             assert_eq!(guard.refusal(ip(addr)), Some(kind), "{addr}");
         }
-        for addr in ["93.184.216.34", "2606:2800:220:1::1", "100.128.0.1"] {
+        for addr in [
+            "93.184.216.34",
+            "2606:2800:220:1::1",
+            "100.128.0.1",
+            "64:ff9b::93.184.216.34",
+        ] {
             assert_eq!(guard.refusal(ip(addr)), None, "{addr}");
         }
     }

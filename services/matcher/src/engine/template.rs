@@ -197,9 +197,47 @@ pub fn register(
 ) -> Result<(), TemplateError> {
     // Syntax errors are reported against the original, whose positions the author knows.
     let original = handlebars::Template::compile(source).map_err(|e| template_error(&e))?;
+    if block_depth(&original) > MAX_BLOCK_DEPTH {
+        return Err(TemplateError {
+            message: format!("blocks are nested more than {MAX_BLOCK_DEPTH} deep"),
+            line: 1,
+            column: 1,
+        });
+    }
     drop(original);
     hb.register_template_string(name, rewrite(source, mode))
         .map_err(|e| template_error(&e))
+}
+
+/// Deepest nesting of blocks (`{{#if}}`, `{{#each}}`, `{{else if}}` chains) accepted. Rendering
+/// recurses once per level, and about 2,000 nested blocks overflow a worker thread's stack: an
+/// abort of the whole process, not an error.
+pub const MAX_BLOCK_DEPTH: usize = 64;
+
+/// How deep blocks nest in a template, walked without recursion.
+fn block_depth(template: &handlebars::Template) -> usize {
+    use handlebars::template::TemplateElement;
+    let mut deepest = 0;
+    let mut stack = vec![(template, 0usize)];
+    while let Some((template, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        for element in &template.elements {
+            match element {
+                TemplateElement::HelperBlock(block) => {
+                    for inner in [&block.template, &block.inverse].into_iter().flatten() {
+                        stack.push((inner, depth + 1));
+                    }
+                }
+                TemplateElement::DecoratorBlock(block) | TemplateElement::PartialBlock(block) => {
+                    if let Some(inner) = &block.template {
+                        stack.push((inner, depth + 1));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    deepest
 }
 
 fn template_error(error: &handlebars::TemplateError) -> TemplateError {
@@ -570,6 +608,400 @@ mod tests {
         fn rewrite_never_panics(source in ".{0,200}") {
             let _ = rewrite(&source, Mode::Json);
             let _ = check(&source, Mode::Json);
+        }
+    }
+}
+
+/// Hostile templates and values: any template checks or fails with a position, and rendering
+/// hostile values never breaks the output format.
+#[cfg(test)]
+mod proptests {
+    use percent_encoding::percent_decode_str;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn render_one(source: &str, mode: Mode, data: &Value) -> Result<String, String> {
+        let mut hb = registry();
+        register(&mut hb, "t", source, mode).map_err(|e| e.to_string())?;
+        let context = Context::wraps(data).map_err(|e| e.to_string())?;
+        render(&hb, "t", &context)
+    }
+
+    /// Values meant to break out of JSON strings, XML text, URL segments and templates.
+    fn hostile_corpus() -> Vec<String> {
+        let mut corpus: Vec<String> = [
+            "",
+            "\"",
+            "\\",
+            "\\\"",
+            "'",
+            "\"}, \"x\": 1, \"y\": \"",
+            "{{",
+            "}}",
+            "{{x}}",
+            "{{{x}}}",
+            "{{#each this}}{{/each}}",
+            "</x>",
+            "<x>",
+            "]]>",
+            "<![CDATA[",
+            "&",
+            "&amp;",
+            "&#0;",
+            "<?xml?>",
+            "<!--",
+            "\u{0}",
+            "\u{1}\u{8}\u{b}\u{c}\u{1f}\u{7f}",
+            "\u{feff}",
+            "\u{202e}",
+            "\u{2028}\u{2029}",
+            "\u{fffe}\u{ffff}",
+            "\u{10ffff}",
+            "😀",
+            "日本語",
+            "/",
+            "?",
+            "#",
+            "%",
+            "%2F",
+            "../..",
+            "a/b?c#d",
+            " ",
+            "\r\n",
+            "\t",
+            "+",
+            "@",
+            ":",
+            "null",
+            "true",
+            "1e308",
+            "-0",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        corpus.push("x".repeat(1 << 20));
+        corpus.push("\"{{</x>\u{0}".repeat(10_000));
+        corpus
+    }
+
+    /// Every text of the XML document, unescaped; an error if it is not well-formed.
+    fn xml_texts(xml: &str) -> Result<Vec<String>, String> {
+        use quick_xml::events::Event;
+        let mut reader = quick_xml::Reader::from_str(xml);
+        let mut texts = Vec::new();
+        let mut depth = 0usize;
+        loop {
+            match reader
+                .read_event()
+                .map_err(|e| format!("{e}: {xml:.200}"))?
+            {
+                Event::Start(_) => depth += 1,
+                Event::End(_) => depth = depth.checked_sub(1).ok_or("unbalanced")?,
+                Event::Text(text) => texts.push(text.into_inner().into_owned()),
+                Event::GeneralRef(entity) => {
+                    if let Some(c) = entity.resolve_char_ref().map_err(|e| e.to_string())? {
+                        texts.push(c.to_string());
+                    } else {
+                        let name = entity.into_inner();
+                        let resolved = quick_xml::escape::resolve_predefined_entity(&name)
+                            .ok_or_else(|| format!("unknown entity &{name};"))?;
+                        texts.push(resolved.to_owned());
+                    }
+                }
+                Event::Eof => break,
+                Event::Empty(_) => {}
+                other => return Err(format!("unexpected {other:?}")),
+            }
+        }
+        if depth == 0 {
+            Ok(texts)
+        } else {
+            Err("unclosed element".into())
+        }
+    }
+
+    /// What XML 1.0 can carry of a value: the text without the control characters it forbids.
+    fn xml_storable(text: &str) -> String {
+        text.chars()
+            .filter(|c| (*c as u32) >= 0x20 || matches!(c, '\t' | '\n' | '\r'))
+            .collect()
+    }
+
+    fn check_json(value: &str) -> Result<(), String> {
+        let data = json!({"v": value, "o": {"v": value, "n": -0.0, "list": [value, null]}});
+        let source = r#"{"in_string": "{{v}}", "prefixed": "a\"b {{o.v}} c", "bare": {{v}}, "obj": {{o}}, "list": [{{v}}, "{{upper v}}", {{default o.missing v}}], "nested": {"deep": "{{o.list}}"}}"#;
+        let rendered = render_one(source, Mode::Json, &data)?;
+        let parsed: Value =
+            serde_json::from_str(&rendered).map_err(|e| format!("{e}: {:.300}", rendered))?;
+        let ok = parsed["in_string"] == value
+            && parsed["prefixed"] == format!("a\"b {value} c")
+            && parsed["bare"] == value
+            && parsed["obj"] == data["o"]
+            && parsed["list"][0] == value
+            && parsed["list"][1] == value.to_uppercase()
+            && parsed["list"][2] == value
+            && parsed["nested"]["deep"].as_str() == Some(data["o"]["list"].to_string().as_str());
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("values changed: {:.300}", rendered))
+        }
+    }
+
+    fn check_xml(value: &str) -> Result<(), String> {
+        let data = json!({"v": value});
+        let rendered = render_one(
+            "<a><b>{{v}}</b><c x=\"1\">[{{upper v}}]</c></a>",
+            Mode::Xml,
+            &data,
+        )?;
+        let texts = xml_texts(&rendered)?.concat();
+        let expected = format!(
+            "{}[{}]",
+            xml_storable(value),
+            xml_storable(&value.to_uppercase())
+        );
+        if texts == expected {
+            Ok(())
+        } else {
+            Err(format!("text changed: {:.300}", rendered))
+        }
+    }
+
+    fn check_path(value: &str) -> Result<(), String> {
+        let data = json!({"v": value});
+        let rendered = render_one("/users/{{v}}/x", Mode::Path, &data)?;
+        let segment = rendered
+            .strip_prefix("/users/")
+            .and_then(|r| r.strip_suffix("/x"))
+            .ok_or_else(|| format!("shape changed: {rendered:.300}"))?;
+        if segment.contains(['/', '?', '#', ' ', '\\', '"', '<', '>', '{', '}'])
+            || !segment.is_ascii()
+        {
+            return Err(format!("unescaped character in {segment:.300}"));
+        }
+        let decoded = percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|e| e.to_string())?;
+        if decoded == value {
+            Ok(())
+        } else {
+            Err(format!("value changed: {segment:.300}"))
+        }
+    }
+
+    #[test]
+    fn the_hostile_corpus_never_breaks_the_output_format() {
+        for value in hostile_corpus() {
+            let short: String = value.chars().take(40).collect();
+            check_json(&value).unwrap_or_else(|e| panic!("JSON, {short:?}: {e}"));
+            check_xml(&value).unwrap_or_else(|e| panic!("XML, {short:?}: {e}"));
+            check_path(&value).unwrap_or_else(|e| panic!("path, {short:?}: {e}"));
+            let text = render_one("{{v}}", Mode::Text, &json!({"v": value}));
+            assert_eq!(text.as_deref(), Ok(value.as_str()), "text, {short:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_keys_and_structures_stay_valid_json() {
+        let data = json!({
+            "o": {"\"k\"": "v", "</x>": [1, {"{{": null}], "\u{0}": -0.0, "big": u64::MAX, "neg": i64::MIN, "f": 1e308},
+        });
+        let rendered =
+            render_one(r#"{"o": {{o}}, "s": "{{o}}"}"#, Mode::Json, &data).expect("renders");
+        let parsed: Value = serde_json::from_str(&rendered).expect("valid JSON");
+        assert_eq!(parsed["o"], data["o"]);
+        assert_eq!(parsed["s"], data["o"].to_string());
+    }
+
+    #[test]
+    fn deeply_nested_blocks_are_refused_not_a_stack_overflow() {
+        // Found by the corpus below: 2,000 nested `{{#if x}}` compiled, then overflowed the
+        // stack while rendering (an abort of the matcher on the first matching event).
+        for n in [MAX_BLOCK_DEPTH + 1, 2_000, 20_000] {
+            for (open, close) in [("{{#if x}}", "{{/if}}"), ("{{#each o}}", "{{/each}}")] {
+                let source = format!("{}{}", open.repeat(n), close.repeat(n));
+                let error = std::thread::Builder::new()
+                    .stack_size(2 * 1024 * 1024)
+                    .spawn(move || check(&source, Mode::Text))
+                    .expect("thread")
+                    .join()
+                    .expect("no panic")
+                    .expect_err("too deep");
+                assert!(error.line >= 1 && error.column >= 1, "{error:?}");
+            }
+        }
+        let chain = format!(
+            "{{{{#if a}}}}{}{{{{/if}}}}",
+            (0..200)
+                .map(|i| format!("{{{{else if b{i}}}}}"))
+                .collect::<String>()
+        );
+        assert!(
+            check(&chain, Mode::Text).is_err(),
+            "else-if chains nest too"
+        );
+        let fine = format!(
+            "{}x{}",
+            "{{#if x}}".repeat(MAX_BLOCK_DEPTH),
+            "{{/if}}".repeat(MAX_BLOCK_DEPTH)
+        );
+        assert_eq!(
+            render_one(&fine, Mode::Text, &json!({"x": true})).as_deref(),
+            Ok("x")
+        );
+    }
+
+    #[test]
+    fn template_syntax_corpus_checks_or_fails_with_a_position() {
+        let corpus = [
+            "{{",
+            "}}",
+            "{{{",
+            "}}}",
+            "{{{{",
+            "{{{{raw}}}}",
+            "{{{{raw}}}}x{{{{/raw}}}}",
+            "{{#if}}",
+            "{{#if x}}",
+            "{{/if}}",
+            "{{#each x}}{{/if}}",
+            "{{> partial}}",
+            "{{#> layout}}{{/layout}}",
+            "{{!-- unterminated",
+            "{{! }}",
+            "{{else}}",
+            "{{x.[}}",
+            "{{x.[y]}}",
+            "{{@root}}",
+            "{{../x}}",
+            "{{this}}",
+            "{{lookup x \"y\"}}",
+            "{{log x}}",
+            "{{x (y (z (w)))}}",
+            "{{~}}",
+            "{{~~}}",
+            "{{ ~x~ }}",
+            "\"{{x}}",
+            "\\\"{{x}}\"",
+            "{\"a\": \"{{x}}\\\"}",
+            "{{x\0}}",
+            "{{\u{feff}x}}",
+            "{{x}}}",
+            "{{{x}}",
+            "{{&x}}",
+            "{{*x}}",
+            "{{^x}}{{/x}}",
+            "{{#*inline \"p\"}}{{/inline}}",
+        ];
+        let deep_subexpressions =
+            format!("{{{{x {}y{}}}}}", "(lower ".repeat(200), ")".repeat(200));
+        let many = "{{x}}".repeat(2_000);
+        for source in corpus
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain([deep_subexpressions, many])
+        {
+            for mode in [Mode::Json, Mode::Xml, Mode::Path, Mode::Text] {
+                let source = source.clone();
+                let outcome = std::thread::Builder::new()
+                    .stack_size(2 * 1024 * 1024)
+                    .spawn(move || {
+                        let checked = check(&source, mode);
+                        if checked.is_ok() {
+                            let _ = render_one(&source, mode, &json!({"x": "\"</x>{{", "y": 1}));
+                        }
+                        checked
+                    })
+                    .expect("thread")
+                    .join()
+                    .expect("no panic");
+                if let Err(error) = outcome {
+                    assert!(error.line >= 1 && error.column >= 1, "{error:?}");
+                }
+            }
+        }
+    }
+
+    fn template_piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "{{",
+                "}}",
+                "{{{",
+                "}}}",
+                "{{x}}",
+                "{{o.v}}",
+                "{{#if x}}",
+                "{{/if}}",
+                "{{else}}",
+                "{{#each o}}",
+                "{{/each}}",
+                "{{this}}",
+                "{{@key}}",
+                "{{json o}}",
+                "{{upper x}}",
+                "{{default nope x}}",
+                "{{date t}}",
+                "{{date t '%Y'}}",
+                "{{~x~}}",
+                "{{!c}}",
+                "\"",
+                "\\",
+                "{",
+                "}",
+                "[",
+                "]",
+                ":",
+                ",",
+                "<a>",
+                "</a>",
+                "&",
+                "/",
+                "?",
+                "#",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z \"\\\\{}<>/]{0,6}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn arbitrary_templates_check_or_fail_with_a_position(
+            pieces in prop::collection::vec(template_piece(), 0..16),
+            raw in "\\PC{0,60}",
+            which in any::<bool>(),
+        ) {
+            let source = if which { pieces.concat() } else { raw };
+            let data = json!({"x": "\"</x>{{", "o": {"v": "}}", "w": [1]}, "t": 1772006400});
+            for mode in [Mode::Json, Mode::Xml, Mode::Path, Mode::Text] {
+                match check(&source, mode) {
+                    Ok(()) => { let _ = render_one(&source, mode, &data); }
+                    Err(error) => prop_assert!(error.line >= 1 && error.column >= 1, "{:?}", error),
+                }
+            }
+        }
+
+        #[test]
+        fn hostile_values_keep_every_format(
+            value in prop_oneof![
+                "\\PC{0,40}",
+                ".{0,40}",
+                prop::collection::vec(prop::sample::select(vec![
+                    "\"", "\\", "{{", "}}", "</x>", "<", ">", "&", "'", "\u{0}", "\u{1f}",
+                    "\u{2028}", "😀", "/", "?", "#", "%", "]]>",
+                ]), 0..12).prop_map(|parts| parts.concat()),
+            ],
+        ) {
+            check_json(&value).map_err(TestCaseError::fail)?;
+            check_xml(&value).map_err(TestCaseError::fail)?;
+            check_path(&value).map_err(TestCaseError::fail)?;
         }
     }
 }

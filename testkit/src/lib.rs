@@ -11,6 +11,7 @@
 pub mod fixtures;
 mod nats;
 mod postgres;
+pub mod private_postgres;
 pub mod rabbitmq;
 pub mod sign;
 mod sink;

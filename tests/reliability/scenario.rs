@@ -1,0 +1,583 @@
+//! One scenario: a hub of separate processes under steady load, one fault injected (and
+//! repeated, in the long variant), then the accounting.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use mih_shared::messages::{self, DeadLetter};
+use mih_testkit::private_postgres::PrivatePostgres;
+use mih_testkit::rabbitmq::RabbitMqNode;
+use mih_testkit::{HttpSink, NatsServer, Reply, TestDatabase, eventually};
+
+use crate::hub::Hub;
+use crate::load::{Load, post};
+use crate::report::{self, Delivery, Inputs};
+use crate::target::{FaultyTarget, Mode};
+
+/// Per-attempt timeout of the target service.
+const SERVICE_TIMEOUT_MS: u64 = 1000;
+const QUEUE: &str = "mih-reliability";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// kill -9 the service's process, then start it again.
+    Kill(&'static str),
+    /// Stop NATS (killed; its store kept), then start it again.
+    Nats,
+    /// Stop the (private) PostgreSQL, then start it again.
+    Postgres,
+    /// Stop the (private) RabbitMQ node, then start it again; the target is an AMQP queue.
+    RabbitMq,
+    /// The HTTP target's port is closed.
+    Refuse,
+    /// The HTTP target accepts and never answers (longer than the service timeout).
+    Hang,
+    /// The HTTP target answers 500.
+    Error500,
+    /// The HTTP target answers 200 after 400 ms (timeout 1 s).
+    Slow,
+    /// The HTTP target alternates between 200 and 500 every 200 ms.
+    Flap,
+}
+
+impl Fault {
+    /// Scenarios whose point is the dead-letter path also send a share of jobs to a target
+    /// that refuses them for good (422), the whole run long.
+    fn with_dead_letters(self) -> bool {
+        matches!(self, Fault::Kill("dlq") | Fault::Postgres)
+    }
+}
+
+/// Short (CI) or long variant, from the environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub rate: u32,
+    pub healthy: Duration,
+    pub hold: Duration,
+    /// Total load time; the fault repeats (healthy, fault) while it fits.
+    pub total: Duration,
+    pub accounting_limit: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Self {
+        let rate = std::env::var("MIH_RELIABILITY_RATE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100);
+        match std::env::var("MIH_RELIABILITY_SECONDS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            Some(seconds) if seconds > 5 => Self {
+                rate,
+                healthy: Duration::from_secs(5),
+                hold: Duration::from_secs(5),
+                total: Duration::from_secs(seconds),
+                accounting_limit: Duration::from_secs(300),
+            },
+            _ => Self {
+                rate,
+                healthy: Duration::from_millis(1500),
+                hold: Duration::from_secs(2),
+                total: Duration::from_secs(5),
+                accounting_limit: Duration::from_secs(90),
+            },
+        }
+    }
+}
+
+enum Database {
+    Shared(
+        #[expect(dead_code, reason = "kept until the scenario ends, then dropped")] TestDatabase,
+    ),
+    Private(PrivatePostgres),
+}
+
+struct Sinks {
+    good: HttpSink,
+    slow: HttpSink,
+    error: HttpSink,
+    reject: HttpSink,
+}
+
+/// Fields drop in order: the hub's processes first, the servers they use last.
+struct World {
+    name: &'static str,
+    hub: Hub,
+    flapping: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    target: Arc<FaultyTarget>,
+    sinks: Sinks,
+    /// Messages taken from the AMQP queue so far.
+    consumed: Mutex<Vec<Delivery>>,
+    rabbit: Option<RabbitMqNode>,
+    client: async_nats::Client,
+    database: Database,
+    nats: NatsServer,
+}
+
+/// Runs the scenario and panics, after writing its report, if anything was lost.
+pub async fn run(name: &'static str, fault: Fault) {
+    let settings = Settings::from_env();
+    let mut world = World::start(name, fault).await;
+    world.configure().await;
+    world.warm_up().await;
+    if fault.with_dead_letters() {
+        world.start_flapping(world.sinks.reject.addr(), Duration::from_millis(250));
+    }
+
+    let load = Load::start(
+        world.hub.http.clone(),
+        world.hub.ingest_url(),
+        settings.rate,
+        format!("{name}-{}", uuid::Uuid::new_v4().simple()),
+    );
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(settings.healthy).await;
+        world.inject(fault).await;
+        tokio::time::sleep(settings.hold).await;
+        world.recover(fault).await;
+        if started.elapsed() + settings.healthy + settings.hold > settings.total {
+            break;
+        }
+    }
+    tokio::time::sleep(settings.healthy).await;
+    let sent = load.stop().await;
+    let load_seconds = started.elapsed().as_secs_f64();
+    world.stop_flapping();
+
+    // Every accepted event delivered or dead-lettered: waited for, not slept for.
+    let accepted = report::accepted_ids(&sent);
+    let drained = Instant::now();
+    let accounted = eventually(settings.accounting_limit, || {
+        let world = &world;
+        let accepted = &accepted;
+        async move {
+            let deliveries = world.deliveries().await?;
+            let (dead, _) = world.dead_letters().await?;
+            let lost = report::missing(accepted, &deliveries, &dead);
+            if lost.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} accepted events unaccounted for", lost.len()))
+            }
+        }
+    })
+    .await;
+    let recovery_seconds = drained.elapsed().as_secs_f64();
+    // Nothing left behind in JOBS, and the dlq service projected every dead letter.
+    let settled = if accounted.is_ok() {
+        world.settle(settings.accounting_limit).await
+    } else {
+        Ok(())
+    };
+
+    let deliveries = world.deliveries().await.unwrap_or_default();
+    let (dead, _) = world.dead_letters().await.unwrap_or_default();
+    let report = report::account(&Inputs {
+        scenario: name,
+        load_seconds,
+        rate: settings.rate,
+        recovery_seconds,
+        sent: &sent,
+        deliveries: &deliveries,
+        dead: &dead,
+    });
+    report.publish();
+
+    assert!(
+        report.lost == 0,
+        "{name}: {} of {} accepted events were neither delivered nor dead-lettered ({accounted:?}); \
+         first: {:?}\n{}",
+        report.lost,
+        report.accepted,
+        &report.lost_events[..report.lost_events.len().min(10)],
+        world.hub.complaints()
+    );
+    assert!(
+        report.unrecognisable_duplicates.is_empty(),
+        "{name}: duplicates without an Idempotency-Key seen before: {:?}",
+        report.unrecognisable_duplicates
+    );
+    if let Err(e) = settled {
+        panic!("{name}: {e}\n{}", world.hub.complaints());
+    }
+    assert!(
+        report.accepted > 0,
+        "{name}: nothing was accepted: {:?}",
+        report.refusals
+    );
+}
+
+impl World {
+    async fn start(name: &'static str, fault: Fault) -> Self {
+        let nats = NatsServer::start().await.expect("nats-server");
+        let (database, database_url) = if fault == Fault::Postgres {
+            let server = PrivatePostgres::start().await.expect("private PostgreSQL");
+            let url = server.url("postgres");
+            (Database::Private(server), url)
+        } else {
+            let db = TestDatabase::create().await.expect("test database");
+            let url = db.url().to_owned();
+            (Database::Shared(db), url)
+        };
+        let rabbit = if fault == Fault::RabbitMq {
+            Some(RabbitMqNode::start().await.expect("RabbitMQ node"))
+        } else {
+            None
+        };
+        let sinks = Sinks {
+            good: HttpSink::start().await.expect("sink"),
+            slow: HttpSink::start().await.expect("sink"),
+            error: HttpSink::start().await.expect("sink"),
+            reject: HttpSink::start().await.expect("sink"),
+        };
+        // A little latency keeps deliveries in flight when a process is killed.
+        sinks
+            .good
+            .set_reply(Reply::status(200).with_delay(Duration::from_millis(30)));
+        sinks
+            .slow
+            .set_reply(Reply::status(200).with_delay(Duration::from_millis(400)));
+        sinks.error.set_reply(Reply::status(500));
+        sinks.reject.set_reply(Reply::status(422));
+        let target = Arc::new(FaultyTarget::start(Mode::Forward(sinks.good.addr())).await);
+        let hub = Hub::start(name, &nats.url(), &database_url).await;
+        let client = async_nats::connect(nats.url()).await.expect("nats client");
+        Self {
+            name,
+            nats,
+            client,
+            database,
+            rabbit,
+            consumed: Mutex::new(Vec::new()),
+            sinks,
+            target,
+            hub,
+            flapping: None,
+        }
+    }
+
+    /// One service (REST at the faulty target, or AMQP at the node) and one rule taking every
+    /// event to it.
+    async fn configure(&self) {
+        let policy = json!({
+            "timeout_ms": SERVICE_TIMEOUT_MS,
+            "retry": {"max_retries": 3, "backoff_base_ms": 100, "backoff_cap_ms": 1000},
+            "breaker": {"failure_threshold": 5, "cooldown_ms": 500},
+            "concurrency": 20,
+        });
+        let (transport, target, body) = match &self.rabbit {
+            Some(node) => (
+                json!({"kind": "amqp", "host": "127.0.0.1", "port": node.port(),
+                       "username": "guest", "password": "guest",
+                       "queue_declare": QUEUE, "routing_key": QUEUE}),
+                json!({"kind": "amqp"}),
+                json!("{\"event_id\": \"{{event.id}}\", \"rule_id\": \"{{rule.id}}\"}"),
+            ),
+            None => (
+                json!({"kind": "rest", "base_url": self.target.url()}),
+                json!({"kind": "rest", "method": "POST", "path": "/hook"}),
+                json!(null),
+            ),
+        };
+        let mut service = json!({"name": "target", "transport": transport});
+        if let (Some(service), Some(policy)) = (service.as_object_mut(), policy.as_object()) {
+            service.extend(policy.clone());
+        }
+        self.hub.create("/api/v1/services", &service).await;
+        self.hub
+            .create(
+                "/api/v1/rules",
+                &json!({"name": "everything", "events": ["*"], "service": "target",
+                        "target": target, "body": body}),
+            )
+            .await;
+    }
+
+    /// Posts probe events until one comes through: the configuration reached every service.
+    async fn warm_up(&self) {
+        self.hub.wait_source_known().await;
+        let probes = Mutex::new(Vec::new());
+        let url = self.hub.ingest_url();
+        let http = self.hub.http.clone();
+        let mut n = 0u64;
+        eventually(Duration::from_secs(60), || {
+            n += 1;
+            let key = format!("{}-probe-{n}", self.name);
+            let world = self;
+            let probes = &probes;
+            let (http, url) = (&http, &url);
+            async move {
+                if let Ok(id) = post(http, url, &key, 0).await
+                    && let Ok(mut probes) = probes.lock()
+                {
+                    probes.push(id);
+                }
+                let probes = probes.lock().map(|p| p.clone()).unwrap_or_default();
+                let through: HashSet<String> = world
+                    .deliveries()
+                    .await?
+                    .into_iter()
+                    .map(|d| d.event_id)
+                    .collect();
+                if probes.iter().any(|id| through.contains(id)) {
+                    Ok(())
+                } else {
+                    Err(format!("{} probes sent, none delivered", probes.len()))
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the hub never delivered a probe: {e}\n{}",
+                self.hub.complaints()
+            )
+        });
+    }
+
+    fn start_flapping(&mut self, other: std::net::SocketAddr, period: Duration) {
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let target = Arc::clone(&self.target);
+        let good = self.sinks.good.addr();
+        let task = tokio::spawn(async move {
+            let mut bad = false;
+            while !stopped.is_cancelled() {
+                bad = !bad;
+                target.set(Mode::Forward(if bad { other } else { good }));
+                tokio::select! {
+                    _ = stopped.cancelled() => {}
+                    _ = tokio::time::sleep(period) => {}
+                }
+            }
+        });
+        self.flapping = Some((stop, task));
+    }
+
+    fn stop_flapping(&mut self) {
+        if let Some((stop, task)) = self.flapping.take() {
+            stop.cancel();
+            task.abort();
+        }
+        self.target.set(Mode::Forward(self.sinks.good.addr()));
+    }
+
+    async fn inject(&mut self, fault: Fault) {
+        match fault {
+            Fault::Kill(service) => self.hub.kill(service).await,
+            Fault::Nats => self.nats.stop().await.expect("NATS stops"),
+            Fault::Postgres => {
+                if let Database::Private(server) = &mut self.database {
+                    server.stop().await.expect("PostgreSQL stops");
+                }
+            }
+            Fault::RabbitMq => {
+                if let Some(node) = &mut self.rabbit {
+                    node.stop().await.expect("RabbitMQ stops");
+                }
+            }
+            Fault::Refuse => self.target.set(Mode::Refuse),
+            Fault::Hang => self.target.set(Mode::Hang),
+            Fault::Error500 => self.target.set(Mode::Forward(self.sinks.error.addr())),
+            Fault::Slow => self.target.set(Mode::Forward(self.sinks.slow.addr())),
+            Fault::Flap => self.start_flapping(self.sinks.error.addr(), Duration::from_millis(200)),
+        }
+    }
+
+    async fn recover(&mut self, fault: Fault) {
+        match fault {
+            Fault::Kill(service) => self.hub.restart(service).await,
+            Fault::Nats => self.nats.restart().await.expect("NATS restarts"),
+            Fault::Postgres => {
+                if let Database::Private(server) = &mut self.database {
+                    server.restart().await.expect("PostgreSQL restarts");
+                }
+            }
+            Fault::RabbitMq => {
+                if let Some(node) = &mut self.rabbit {
+                    node.restart().await.expect("RabbitMQ restarts");
+                }
+            }
+            Fault::Flap => self.stop_flapping(),
+            Fault::Refuse | Fault::Hang | Fault::Error500 | Fault::Slow => {
+                self.target.set(Mode::Forward(self.sinks.good.addr()));
+            }
+        }
+    }
+
+    /// What the target took: the 2xx sinks' requests in arrival order, or the AMQP queue's
+    /// messages (drained as we go).
+    async fn deliveries(&self) -> Result<Vec<Delivery>, String> {
+        if self.rabbit.is_some() {
+            self.drain_queue().await?;
+            return Ok(self.consumed.lock().map(|c| c.clone()).unwrap_or_default());
+        }
+        let mut requests = self.sinks.good.requests();
+        requests.extend(self.sinks.slow.requests());
+        requests.sort_by_key(|r| r.received_at);
+        Ok(requests
+            .iter()
+            .filter_map(|r| {
+                Some(Delivery {
+                    event_id: r.header("mih-event-id")?.to_owned(),
+                    key: r.header("idempotency-key").map(str::to_owned),
+                })
+            })
+            .collect())
+    }
+
+    /// Takes what the queue holds with `amqp-consume` (which acks each message after printing
+    /// it). The messages' bodies carry the event and rule ids; the job id mih sends as the
+    /// AMQP `message-id` derives from both, so `<event>/<rule>` stands in for it as the key.
+    async fn drain_queue(&self) -> Result<(), String> {
+        let Some(node) = &self.rabbit else {
+            return Ok(());
+        };
+        if !node.is_running() {
+            return Err("RabbitMQ is stopped".into());
+        }
+        let listing = node
+            .ctl(&["list_queues", "name", "messages"])
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready: usize = listing
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next() == Some(QUEUE)).then(|| fields.next()?.parse::<usize>().ok())?
+            })
+            .sum();
+        if ready == 0 {
+            return Ok(());
+        }
+        let mut child = Command::new("amqp-consume")
+            .args(["--url", &node.url(), "-q", QUEUE, "-c", &ready.to_string()])
+            .args(["--", "sh", "-c", "cat; echo"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("amqp-consume: {e}"))?;
+        let stdout = child.stdout.take().ok_or("amqp-consume without stdout")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let reader = {
+            let lines = Arc::clone(&lines);
+            async move {
+                let mut reader = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    if let Ok(mut lines) = lines.lock() {
+                        lines.push(line);
+                    }
+                }
+            }
+        };
+        let waiter = async {
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        };
+        tokio::join!(reader, waiter);
+        let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
+        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+            let body: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("queue message {line}: {e}"))?;
+            let (Some(event), Some(rule)) = (body["event_id"].as_str(), body["rule_id"].as_str())
+            else {
+                return Err(format!("queue message without ids: {line}"));
+            };
+            if let Ok(mut consumed) = self.consumed.lock() {
+                consumed.push(Delivery {
+                    event_id: event.to_owned(),
+                    key: Some(format!("{event}/{rule}")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Event ids and job ids of everything in `<NS>_DLQ`.
+    async fn dead_letters(&self) -> Result<(HashSet<String>, HashSet<String>), String> {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let stream = js
+            .get_stream(self.hub.names().dlq_stream())
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = stream.get_info().await.map_err(|e| e.to_string())?.state;
+        let mut events = HashSet::new();
+        let mut jobs = HashSet::new();
+        if state.messages == 0 {
+            return Ok((events, jobs));
+        }
+        for seq in state.first_sequence..=state.last_sequence {
+            let message = stream.direct_get(seq).await.map_err(|e| e.to_string())?;
+            let dead: DeadLetter = messages::decode(&message.payload).map_err(|e| e.to_string())?;
+            if let Some(event) = dead.job.event_id {
+                events.insert(event.to_string());
+            }
+            jobs.insert(dead.job.id.to_string());
+        }
+        Ok((events, jobs))
+    }
+
+    /// JOBS is empty (nothing stuck, so no duplicate still to come), and the api lists every
+    /// dead letter of the DLQ stream (the dlq service's projection lost none).
+    async fn settle(&self, limit: Duration) -> Result<(), String> {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let jobs_stream = self.hub.names().jobs_stream();
+        eventually(limit, || {
+            let js = &js;
+            let jobs_stream = &jobs_stream;
+            async move {
+                let mut stream = js
+                    .get_stream(jobs_stream)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let left = stream
+                    .info()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .state
+                    .messages;
+                if left == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{left} jobs still in JOBS"))
+                }
+            }
+        })
+        .await
+        .map_err(|e| format!("JOBS never drained: {e}"))?;
+        // The last deliveries may still be in the queue.
+        self.deliveries().await?;
+        let world = self;
+        eventually(limit, || async move {
+            let (_, in_stream) = world.dead_letters().await?;
+            let listed: HashSet<String> =
+                world.hub.listed_dead_letters().await?.into_iter().collect();
+            let missing = in_stream.difference(&listed).count();
+            if missing == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{missing} of {} dead letters in the DLQ stream are not listed by the api",
+                    in_stream.len()
+                ))
+            }
+        })
+        .await
+        .map_err(|e| format!("the dead-letter projection never caught up: {e}"))
+    }
+}

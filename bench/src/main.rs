@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout)]
 
 mod dispatcher;
+mod e2e;
 mod hub;
 mod ingest;
 mod matcher;
@@ -34,6 +35,9 @@ enum Command {
     Matcher(matcher::Args),
     /// Deliveries/s over HTTP (1 and 10 services) and AMQP, and how fast a circuit opens.
     Dispatcher(dispatcher::Args),
+    /// End to end, one process per service: latency at fixed rates, saturation, fan-out, two
+    /// dispatchers, and the raw JetStream and HTTP limits.
+    E2e(e2e::Args),
 }
 
 #[tokio::main]
@@ -43,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => ("ingest", ingest::run(&args).await?),
         Command::Matcher(args) => ("matcher", matcher::run(&args).await?),
         Command::Dispatcher(args) => ("dispatcher", dispatcher::run(&args).await?),
+        Command::E2e(args) => ("e2e", e2e::run(&args).await?),
     };
     report::print_table(&results);
     let path = report::write_json(cli.json, name, &results)?;

@@ -19,13 +19,26 @@ pub struct Row {
     pub jobs: Option<usize>,
     pub seconds: f64,
     pub events_per_sec: f64,
+    /// Latency percentiles: of requests (ingest), or from the ingest request to the sink's
+    /// arrival (end to end).
     pub request_p50_ms: Option<f64>,
+    pub request_p95_ms: Option<f64>,
     pub request_p99_ms: Option<f64>,
     pub request_max_ms: Option<f64>,
     /// CPU used by the measured mih process during the run, as a share of one core.
     pub mih_cpu_cores: f64,
     pub mih_rss_mib: f64,
     pub mih_peak_rss_mib: f64,
+    /// Per process, when the hub runs one process per service.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceUsage>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceUsage {
+    pub service: String,
+    pub cpu_cores: f64,
+    pub peak_rss_mib: f64,
 }
 
 fn or_dash(value: Option<f64>) -> String {
@@ -34,7 +47,7 @@ fn or_dash(value: Option<f64>) -> String {
 
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<30} {:>7} {:>6} {:>7} {:>8} {:>10} {:>8} {:>8} {:>8} {:>6} {:>8}",
+        "{:<30} {:>7} {:>6} {:>7} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>6} {:>8}",
         "scenario",
         "events",
         "rules",
@@ -42,6 +55,7 @@ pub fn print_table(rows: &[Row]) {
         "seconds",
         "events/s",
         "p50 ms",
+        "p95 ms",
         "p99 ms",
         "max ms",
         "cpu",
@@ -50,7 +64,7 @@ pub fn print_table(rows: &[Row]) {
     for r in rows {
         let count = |n: Option<usize>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
         println!(
-            "{:<30} {:>7} {:>6} {:>7} {:>8.2} {:>10.0} {:>8} {:>8} {:>8} {:>6.2} {:>8.1}",
+            "{:<30} {:>7} {:>6} {:>7} {:>8.2} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>6.2} {:>8.1}",
             r.scenario,
             r.events,
             count(r.rules),
@@ -58,11 +72,18 @@ pub fn print_table(rows: &[Row]) {
             r.seconds,
             r.events_per_sec,
             or_dash(r.request_p50_ms),
+            or_dash(r.request_p95_ms),
             or_dash(r.request_p99_ms),
             or_dash(r.request_max_ms),
             r.mih_cpu_cores,
             r.mih_peak_rss_mib
         );
+        for s in &r.services {
+            println!(
+                "    {:<26} cpu {:>5.2} core   peak RSS {:>6.1} MiB",
+                s.service, s.cpu_cores, s.peak_rss_mib
+            );
+        }
     }
 }
 

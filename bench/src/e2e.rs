@@ -1,0 +1,516 @@
+//! End to end: 1 KiB Moodle events posted to ingest, matched, and delivered to an HTTP sink,
+//! with every service as its own `mih` process. Measures delivered events/s, latency from the
+//! ingest request to the sink's arrival at fixed rates and at saturation, fan-out, one versus
+//! two dispatchers, CPU and RSS per service — and, in the same run, the raw limits mih is built
+//! on: a three-hop JetStream chain and the HTTP sink alone.
+
+use std::collections::HashMap;
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::process::Child;
+use tokio::sync::Semaphore;
+
+use mih_testkit::sign::TEST_TOKEN;
+use mih_testkit::{HttpSink, fixtures};
+
+use crate::hub::{BENCH_ADMIN_TOKEN, BenchHub};
+use crate::process;
+use crate::report::{Row, ServiceUsage, quantile};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Seconds of load at each fixed rate.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Fixed rates (events/s), one scenario each.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000,5000")]
+    rates: Vec<u64>,
+    /// Events of the saturation scenarios.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Rules every event matches in the fan-out scenario.
+    #[arg(long, default_value_t = 10)]
+    fanout: usize,
+}
+
+/// Bytes of each event as JSON (the fixtures, padded).
+const EVENT_BYTES: usize = 1024;
+
+pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
+    let mut rows = vec![
+        raw_jetstream(args.events).await?,
+        raw_http(args.events).await?,
+    ];
+    for &rate in &args.rates {
+        rows.push(fixed_rate(rate, args.seconds).await?);
+    }
+    rows.push(saturation(args.events, 1, 1).await?);
+    rows.push(saturation(args.events, 2, 1).await?);
+    rows.push(saturation(args.events / args.fanout.max(1), 1, args.fanout).await?);
+    Ok(rows)
+}
+
+/// A Moodle event of about [`EVENT_BYTES`], unique by `n`.
+fn event(n: usize) -> Value {
+    let fixtures = fixtures::moodle_events();
+    let mut event = fixtures[n % fixtures.len()].clone();
+    event["timecreated"] = json!(1_772_006_400 + n as i64);
+    let size = event.to_string().len() + 40;
+    event["other"] = json!({"bench": n, "pad": "x".repeat(EVENT_BYTES.saturating_sub(size))});
+    event
+}
+
+/// The hub as one process per service, an HTTP sink, one service and `rules` rules that every
+/// event matches.
+struct Pipeline {
+    hub: BenchHub,
+    sink: HttpSink,
+    processes: Vec<(String, Child)>,
+    http: reqwest::Client,
+}
+
+impl Pipeline {
+    async fn start(dispatchers: usize, rules: usize) -> anyhow::Result<Self> {
+        let hub = BenchHub::start(
+            &[],
+            &[
+                ("MIH_DISPATCHER_LISTEN", "127.0.0.1:0".to_owned()),
+                ("MIH_DLQ_LISTEN", "127.0.0.1:0".to_owned()),
+                (
+                    "MIH_DISPATCHER_ALLOW_NETWORKS",
+                    r#"["127.0.0.0/8"]"#.to_owned(),
+                ),
+            ],
+        )
+        .await?;
+        let sink = HttpSink::start().await?;
+        let http = reqwest::Client::new();
+        let admin = |path: &str, body: Value| {
+            http.post(hub.api_url(path))
+                .bearer_auth(BENCH_ADMIN_TOKEN)
+                .json(&body)
+                .send()
+        };
+        let answer = admin(
+            "/api/v1/services",
+            json!({"name": "target", "concurrency": 64,
+                   "transport": {"kind": "rest", "base_url": sink.url()}}),
+        )
+        .await?;
+        if !answer.status().is_success() {
+            bail!("creating the service: {}", answer.text().await?);
+        }
+        for r in 0..rules {
+            let answer = admin(
+                "/api/v1/rules",
+                json!({"name": format!("rule {r}"), "events": ["*"], "service": "target",
+                       "target": {"kind": "rest", "method": "POST", "path": format!("/r/{r}")}}),
+            )
+            .await?;
+            if !answer.status().is_success() {
+                bail!("creating rule {r}: {}", answer.text().await?);
+            }
+        }
+        let mut processes = Vec::new();
+        processes.push(("api".to_owned(), None));
+        for service in ["ingest", "matcher", "dlq"] {
+            processes.push((service.to_owned(), Some(hub.spawn(&[service])?)));
+        }
+        for d in 0..dispatchers {
+            processes.push((format!("dispatcher-{d}"), Some(hub.spawn(&["dispatcher"])?)));
+        }
+        let processes = processes
+            .into_iter()
+            .filter_map(|(name, child)| child.map(|c| (name, c)))
+            .collect();
+        let pipeline = Pipeline {
+            hub,
+            sink,
+            processes,
+            http,
+        };
+        pipeline.warm_up(rules).await?;
+        Ok(pipeline)
+    }
+
+    /// One event through every stage, so connections, consumers and rules are in place.
+    async fn warm_up(&self, rules: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.post(&event(999_999_999)).await.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("ingest never accepted the warm-up event");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.sink
+            .wait_for(rules, Duration::from_secs(60))
+            .await
+            .context("the warm-up event was not delivered")?;
+        Ok(())
+    }
+
+    /// Posts one event; its mih event id when accepted.
+    async fn post(&self, body: &Value) -> anyhow::Result<String> {
+        let answer = self
+            .http
+            .post(self.hub.ingest_url())
+            .bearer_auth(TEST_TOKEN)
+            .json(body)
+            .send()
+            .await?;
+        if answer.status() != reqwest::StatusCode::ACCEPTED {
+            bail!("ingest answered {}", answer.status());
+        }
+        let body: Value = answer.json().await?;
+        body["events"][0]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no event id")
+    }
+
+    /// Posts a batch; the accepted events' ids.
+    async fn post_batch(&self, events: &[Value]) -> anyhow::Result<Vec<String>> {
+        let answer = self
+            .http
+            .post(self.hub.ingest_url())
+            .bearer_auth(TEST_TOKEN)
+            .json(&events)
+            .send()
+            .await?;
+        if answer.status() != reqwest::StatusCode::ACCEPTED {
+            bail!("ingest answered {}", answer.status());
+        }
+        let body: Value = answer.json().await?;
+        Ok(body["events"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|e| e["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn usage_start(&self) -> Vec<(String, u32, Duration)> {
+        self.processes
+            .iter()
+            .filter_map(|(name, child)| {
+                let pid = child.id()?;
+                Some((
+                    name.clone(),
+                    pid,
+                    process::cpu_time(pid).unwrap_or_default(),
+                ))
+            })
+            .chain(self.hub.pid().ok().map(|pid| {
+                (
+                    "api".to_owned(),
+                    pid,
+                    process::cpu_time(pid).unwrap_or_default(),
+                )
+            }))
+            .collect()
+    }
+
+    /// Deliveries at the sink, after the warm-up, as (event id, arrival).
+    fn arrivals(&self, skip: usize) -> Vec<(String, Instant)> {
+        self.sink
+            .requests()
+            .into_iter()
+            .skip(skip)
+            .filter_map(|r| Some((r.header("mih-event-id")?.to_owned(), r.received_at)))
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        for (_, child) in &mut self.processes {
+            child.kill().await.ok();
+        }
+        self.hub.mih.kill().await.ok();
+    }
+}
+
+fn usage(start: &[(String, u32, Duration)], elapsed: Duration) -> Vec<ServiceUsage> {
+    start
+        .iter()
+        .map(|(name, pid, cpu_before)| {
+            let cpu = process::cpu_time(*pid)
+                .unwrap_or_default()
+                .saturating_sub(*cpu_before);
+            let (_, peak) = process::memory_mib(*pid).unwrap_or_default();
+            ServiceUsage {
+                service: name.clone(),
+                cpu_cores: cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-9),
+                peak_rss_mib: peak,
+            }
+        })
+        .collect()
+}
+
+/// Latencies (ms, sorted) from each event's send to its first arrival per rule, and the last
+/// arrival.
+fn latencies(
+    sent: &HashMap<String, Instant>,
+    arrivals: &[(String, Instant)],
+) -> (Vec<f64>, Option<Instant>) {
+    let mut values: Vec<f64> = arrivals
+        .iter()
+        .filter_map(|(id, at)| {
+            Some(at.saturating_duration_since(*sent.get(id)?).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    values.sort_by(f64::total_cmp);
+    (values, arrivals.iter().map(|(_, at)| *at).max())
+}
+
+/// Waits until `expected` deliveries after the warm-up arrived (or a minute passed).
+async fn await_deliveries(pipeline: &Pipeline, skip: usize, expected: usize) -> anyhow::Result<()> {
+    pipeline
+        .sink
+        .wait_for(skip + expected, Duration::from_secs(120))
+        .await
+        .map(|_| ())
+        .context("not every accepted event was delivered")
+}
+
+/// `rate` single-event requests per second for `seconds`.
+async fn fixed_rate(rate: u64, seconds: u64) -> anyhow::Result<Row> {
+    let pipeline = Arc::new(Pipeline::start(1, 1).await?);
+    let skip = pipeline.sink.count();
+    let total = usize::try_from(rate * seconds)?;
+    let sent = Arc::new(Mutex::new(HashMap::with_capacity(total)));
+    let in_flight = Arc::new(Semaphore::new(512));
+    let start = pipeline.usage_start();
+    let began = Instant::now();
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut tasks = Vec::with_capacity(total);
+    for n in 0..total {
+        // Paced from the start, so a slow moment is caught up rather than stretching the run.
+        let due = began + period.mul_f64(n as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let permit = Arc::clone(&in_flight).acquire_owned().await?;
+        let (pipeline, sent) = (Arc::clone(&pipeline), Arc::clone(&sent));
+        tasks.push(tokio::spawn(async move {
+            let body = event(n);
+            let at = Instant::now();
+            let accepted = pipeline.post(&body).await;
+            drop(permit);
+            if let (Ok(id), Ok(mut sent)) = (accepted, sent.lock()) {
+                sent.insert(id, at);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let offered = began.elapsed();
+    let sent = std::mem::take(&mut *sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    await_deliveries(&pipeline, skip, sent.len()).await?;
+    let arrivals = pipeline.arrivals(skip);
+    let (values, last) = latencies(&sent, &arrivals);
+    let elapsed = last.map_or(offered, |l| l.saturating_duration_since(began));
+    let services = usage(&start, elapsed);
+    let row = latency_row(
+        format!("e2e {rate}/s ×{seconds}s"),
+        sent.len(),
+        1,
+        elapsed,
+        &values,
+        services,
+    );
+    if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
+        pipeline.stop().await;
+    }
+    Ok(row)
+}
+
+/// As fast as ingest takes them: 100-event batches, 4 requests in flight.
+async fn saturation(total: usize, dispatchers: usize, rules: usize) -> anyhow::Result<Row> {
+    let pipeline = Arc::new(Pipeline::start(dispatchers, rules).await?);
+    let skip = pipeline.sink.count();
+    let events: Vec<Value> = (0..total).map(event).collect();
+    let chunks: Vec<Vec<Value>> = events.chunks(100).map(<[Value]>::to_vec).collect();
+    let sent = Arc::new(Mutex::new(HashMap::with_capacity(total)));
+    let start = pipeline.usage_start();
+    let began = Instant::now();
+    futures::stream::iter(chunks)
+        .for_each_concurrent(4, |chunk| {
+            let (pipeline, sent) = (Arc::clone(&pipeline), Arc::clone(&sent));
+            async move {
+                let at = Instant::now();
+                if let (Ok(ids), Ok(mut sent)) = (pipeline.post_batch(&chunk).await, sent.lock()) {
+                    for id in ids {
+                        sent.insert(id, at);
+                    }
+                }
+            }
+        })
+        .await;
+    let sent = std::mem::take(&mut *sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    await_deliveries(&pipeline, skip, sent.len() * rules).await?;
+    let arrivals = pipeline.arrivals(skip);
+    let (values, last) = latencies(&sent, &arrivals);
+    let elapsed = last.map_or(began.elapsed(), |l| l.saturating_duration_since(began));
+    let services = usage(&start, elapsed);
+    let name = match (dispatchers, rules) {
+        (1, 1) => "e2e saturation".to_owned(),
+        (d, 1) => format!("e2e saturation, {d} dispatchers"),
+        (_, r) => format!("e2e fan-out 1 → {r} rules"),
+    };
+    let row = latency_row(name, sent.len(), rules, elapsed, &values, services);
+    if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
+        pipeline.stop().await;
+    }
+    Ok(row)
+}
+
+fn latency_row(
+    scenario: String,
+    events: usize,
+    rules: usize,
+    elapsed: Duration,
+    values: &[f64],
+    services: Vec<ServiceUsage>,
+) -> Row {
+    let deliveries = values.len();
+    #[allow(clippy::cast_precision_loss)]
+    Row {
+        scenario,
+        events,
+        rules: Some(rules),
+        jobs: Some(deliveries),
+        seconds: elapsed.as_secs_f64(),
+        events_per_sec: deliveries as f64 / elapsed.as_secs_f64().max(1e-9),
+        request_p50_ms: Some(quantile(values, 0.5)),
+        request_p95_ms: Some(quantile(values, 0.95)),
+        request_p99_ms: Some(quantile(values, 0.99)),
+        request_max_ms: values.last().copied(),
+        mih_cpu_cores: services.iter().map(|s| s.cpu_cores).sum(),
+        mih_peak_rss_mib: services.iter().map(|s| s.peak_rss_mib).sum(),
+        services,
+        ..Row::default()
+    }
+}
+
+/// The same three hops as mih's hot path (ingest → EVENTS → matcher → JOBS → dispatcher →
+/// RESULTS) with nothing but JetStream: publish, pull, publish on, ack — file storage.
+async fn raw_jetstream(total: usize) -> anyhow::Result<Row> {
+    use async_nats::jetstream::{self, consumer::pull, stream};
+    let nats = mih_testkit::NatsServer::start().await?;
+    let client = async_nats::connect(nats.url()).await?;
+    let js = jetstream::new(client);
+    for name in ["A", "B", "C"] {
+        js.create_stream(stream::Config {
+            name: name.to_owned(),
+            subjects: vec![format!("{}.>", name.to_lowercase())],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    }
+    let payload = bytes::Bytes::from(event(0).to_string());
+    let began = Instant::now();
+    let mut relays = Vec::new();
+    for (from, to) in [("A", "b.x"), ("B", "c.x")] {
+        let consumer = js
+            .get_stream(from)
+            .await?
+            .create_consumer(pull::Config {
+                durable_name: Some(format!("relay-{from}")),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                max_ack_pending: 256,
+                ..Default::default()
+            })
+            .await?;
+        let js = js.clone();
+        relays.push(tokio::spawn(async move {
+            let messages = consumer.messages().await?;
+            messages
+                .take(total)
+                .for_each_concurrent(256, |message| {
+                    let js = js.clone();
+                    async move {
+                        if let Ok(message) = message
+                            && let Ok(ack) = js.publish(to, message.payload.clone()).await
+                            && ack.await.is_ok()
+                        {
+                            message.ack().await.ok();
+                        }
+                    }
+                })
+                .await;
+            anyhow::Ok(())
+        }));
+    }
+    let mut acks = Vec::with_capacity(1000);
+    for _ in 0..total {
+        acks.push(js.publish("a.x", payload.clone()).await?);
+        if acks.len() == 1000 {
+            for ack in futures::future::join_all(acks.drain(..).map(IntoFuture::into_future)).await
+            {
+                ack?;
+            }
+        }
+    }
+    for ack in futures::future::join_all(acks.drain(..).map(IntoFuture::into_future)).await {
+        ack?;
+    }
+    let mut last = js.get_stream("C").await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while last.info().await?.state.messages < total as u64 {
+        if Instant::now() > deadline {
+            bail!("the JetStream chain did not finish");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = began.elapsed();
+    for relay in relays {
+        relay.abort();
+    }
+    #[allow(clippy::cast_precision_loss)]
+    Ok(Row {
+        scenario: "limit: JetStream 3 hops".to_owned(),
+        events: total,
+        seconds: elapsed.as_secs_f64(),
+        events_per_sec: total as f64 / elapsed.as_secs_f64(),
+        ..Row::default()
+    })
+}
+
+/// The HTTP sink alone: 1 KiB POSTs from a keep-alive client, 64 in flight.
+async fn raw_http(total: usize) -> anyhow::Result<Row> {
+    let sink = HttpSink::start().await?;
+    let http = reqwest::Client::new();
+    let body = event(0).to_string();
+    let url = format!("{}/x", sink.url());
+    let began = Instant::now();
+    futures::stream::iter(0..total)
+        .for_each_concurrent(64, |_| {
+            let request = http.post(&url).body(body.clone()).send();
+            async move {
+                request.await.ok();
+            }
+        })
+        .await;
+    let elapsed = began.elapsed();
+    if sink.count() < total {
+        bail!("the sink received {} of {total}", sink.count());
+    }
+    #[allow(clippy::cast_precision_loss)]
+    Ok(Row {
+        scenario: "limit: HTTP sink alone".to_owned(),
+        events: total,
+        seconds: elapsed.as_secs_f64(),
+        events_per_sec: total as f64 / elapsed.as_secs_f64(),
+        ..Row::default()
+    })
+}

@@ -2,6 +2,7 @@
 //! the configuration; after each committed change the materialised object goes to the
 //! `<ns>_config` KV bucket that ingest, matcher and dispatcher follow.
 
+mod advisory;
 mod audit;
 pub mod auth;
 mod backfill;

@@ -14,13 +14,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::Postgres;
-use sqlx::pool::PoolConnection;
 use uuid::Uuid;
 
 use mih_matcher::dedup::Dedup;
 use mih_shared::Shutdown;
 
+use crate::advisory::AdvisoryLock;
 use crate::state::AppState;
 
 /// How often to look for runs that no replica is scanning (new ones wake the runner at once).
@@ -72,7 +71,7 @@ pub async fn runner(state: AppState, shutdown: Shutdown) {
 /// Scans one backfill if no other replica does; leaves it running on a transient failure so
 /// the next sweep resumes it.
 async fn attempt(state: &AppState, dedup: &Dedup, id: Uuid, shutdown: &Shutdown) {
-    let Some(lock) = Lock::take(state, id).await else {
+    let Some(lock) = AdvisoryLock::take(&state.db, LOCK_CLASS, id, "a backfill").await else {
         return;
     };
     let outcome = scan::run(state, dedup, id, shutdown).await;
@@ -100,68 +99,4 @@ async fn attempt(state: &AppState, dedup: &Dedup, id: Uuid, shutdown: &Shutdown)
             tracing::warn!(backfill = %id, %reason, "backfill interrupted; resuming from its last checkpoint");
         }
     }
-}
-
-/// A session-level advisory lock on one backfill, held by a connection taken out of the pool.
-struct Lock {
-    conn: Option<PoolConnection<Postgres>>,
-    key: i32,
-}
-
-impl Lock {
-    async fn take(state: &AppState, id: Uuid) -> Option<Lock> {
-        let key = lock_key(id);
-        let mut conn = match state.db.acquire().await {
-            Ok(conn) => conn,
-            Err(error) => {
-                tracing::warn!(backfill = %id, %error, "no database connection for a backfill");
-                return None;
-            }
-        };
-        let taken: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-            .bind(LOCK_CLASS)
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await;
-        match taken {
-            Ok(true) => Some(Lock {
-                conn: Some(conn),
-                key,
-            }),
-            Ok(false) => None,
-            Err(error) => {
-                tracing::warn!(backfill = %id, %error, "cannot lock a backfill");
-                None
-            }
-        }
-    }
-
-    async fn release(mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            let released = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-                .bind(LOCK_CLASS)
-                .bind(self.key)
-                .execute(&mut *conn)
-                .await;
-            if released.is_err() {
-                drop(conn.detach());
-            }
-        }
-    }
-}
-
-impl Drop for Lock {
-    /// Not released (a panic): the connection must not go back to the pool holding the lock;
-    /// detached, it closes, and its session's locks go with it.
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            drop(conn.detach());
-        }
-    }
-}
-
-/// Two backfills whose ids share a key only wait for each other.
-fn lock_key(id: Uuid) -> i32 {
-    let bytes = id.as_bytes();
-    i32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]])
 }

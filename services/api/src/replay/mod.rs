@@ -17,13 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sqlx::Postgres;
-use sqlx::pool::PoolConnection;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use mih_shared::Shutdown;
 
+use crate::advisory::AdvisoryLock;
 use crate::error::ApiFailure;
 use crate::state::AppState;
 
@@ -100,7 +99,8 @@ pub async fn run_operation(
     id: Uuid,
     shutdown: &Shutdown,
 ) -> Result<RunEnd, ApiFailure> {
-    let Some(lock) = Lock::take(state, id).await else {
+    let Some(lock) = AdvisoryLock::take(&state.db, LOCK_CLASS, id, "a dead-letter operation").await
+    else {
         return Ok(RunEnd::Busy);
     };
     let end = walk(state, id, shutdown).await;
@@ -173,69 +173,4 @@ async fn walk(state: &AppState, id: Uuid, shutdown: &Shutdown) -> Result<RunEnd,
         }
         position = Some(last);
     }
-}
-
-/// A session-level advisory lock on one operation, held by a connection taken out of the pool.
-struct Lock {
-    conn: Option<PoolConnection<Postgres>>,
-    key: i32,
-}
-
-impl Lock {
-    async fn take(state: &AppState, id: Uuid) -> Option<Lock> {
-        let key = lock_key(id);
-        let mut conn = match state.db.acquire().await {
-            Ok(conn) => conn,
-            Err(error) => {
-                tracing::warn!(operation = %id, %error, "no database connection for a dead-letter operation");
-                return None;
-            }
-        };
-        let taken: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-            .bind(LOCK_CLASS)
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await;
-        match taken {
-            Ok(true) => Some(Lock {
-                conn: Some(conn),
-                key,
-            }),
-            Ok(false) => None,
-            Err(error) => {
-                tracing::warn!(operation = %id, %error, "cannot lock a dead-letter operation");
-                None
-            }
-        }
-    }
-
-    async fn release(mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            let released = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-                .bind(LOCK_CLASS)
-                .bind(self.key)
-                .execute(&mut *conn)
-                .await;
-            if released.is_err() {
-                drop(conn.detach());
-            }
-        }
-    }
-}
-
-impl Drop for Lock {
-    /// Not released (a panic): the connection must not go back to the pool holding the lock;
-    /// detached, it closes, and its session's locks go with it.
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            drop(conn.detach());
-        }
-    }
-}
-
-/// Two operations whose ids share a key only wait for each other. UUIDv7's last bytes are
-/// random, unlike its first.
-fn lock_key(id: Uuid) -> i32 {
-    let bytes = id.as_bytes();
-    i32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]])
 }

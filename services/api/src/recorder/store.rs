@@ -71,13 +71,40 @@ pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error>
         None => None,
     };
     let duration = i64::try_from(outcome.duration_ms).unwrap_or(i64::MAX);
-    let mut tx = db.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO deliveries (job_id, attempt, service, rule_id, event_id, source, eventname, \
-         origin, status, started_at, duration_ms, response_status, response_excerpt, error, \
-         trace_id, replay_of, request) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-         ON CONFLICT (job_id, attempt) DO NOTHING",
+    let count = |s: OutcomeStatus| i64::from(outcome.status == s);
+    let timed = measures_latency(outcome.status);
+    let bucket = histogram::bucket_of(outcome.duration_ms);
+    let mut buckets = vec![0_i32; histogram::BUCKETS];
+    if timed {
+        buckets[bucket] = 1;
+    }
+    let rule_key = outcome.rule_id.map(|r| r.to_string()).unwrap_or_default();
+    // One statement, so one round trip and atomic on its own: the rollup is counted only from
+    // the row the insert returns, i.e. only when this attempt is new.
+    let recorded: i64 = sqlx::query_scalar(
+        "WITH inserted AS ( \
+           INSERT INTO deliveries (job_id, attempt, service, rule_id, event_id, source, eventname, \
+             origin, status, started_at, duration_ms, response_status, response_excerpt, error, \
+             trace_id, replay_of, request) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+           ON CONFLICT (job_id, attempt) DO NOTHING \
+           RETURNING 1 \
+         ), rolled AS ( \
+           INSERT INTO delivery_rollups (minute, service, rule_key, delivered, failed_retryable, \
+             failed_permanent, timeout, circuit_open, latency_sum_ms, latency_max_ms, latency_buckets) \
+           SELECT $18, $3, $19, $20, $21, $22, $23, $24, $25, $25, $26 FROM inserted \
+           ON CONFLICT (minute, service, rule_key) DO UPDATE SET \
+             delivered = delivery_rollups.delivered + EXCLUDED.delivered, \
+             failed_retryable = delivery_rollups.failed_retryable + EXCLUDED.failed_retryable, \
+             failed_permanent = delivery_rollups.failed_permanent + EXCLUDED.failed_permanent, \
+             timeout = delivery_rollups.timeout + EXCLUDED.timeout, \
+             circuit_open = delivery_rollups.circuit_open + EXCLUDED.circuit_open, \
+             latency_sum_ms = delivery_rollups.latency_sum_ms + EXCLUDED.latency_sum_ms, \
+             latency_max_ms = GREATEST(delivery_rollups.latency_max_ms, EXCLUDED.latency_max_ms), \
+             latency_buckets[$27] = delivery_rollups.latency_buckets[$27] + $28 \
+           RETURNING 1 \
+         ) \
+         SELECT count(*) FROM inserted",
     )
     .bind(outcome.job_id.0)
     .bind(i32::try_from(outcome.attempt).unwrap_or(i32::MAX))
@@ -96,39 +123,7 @@ pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error>
     .bind(clean_opt(outcome.trace_id.as_deref()))
     .bind(outcome.replay_of.map(|j| j.0))
     .bind(request)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !inserted {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-
-    let count = |s: OutcomeStatus| i64::from(outcome.status == s);
-    let timed = measures_latency(outcome.status);
-    let bucket = histogram::bucket_of(outcome.duration_ms);
-    let mut buckets = vec![0_i32; histogram::BUCKETS];
-    if timed {
-        buckets[bucket] = 1;
-    }
-    let rule_key = outcome.rule_id.map(|r| r.to_string()).unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO delivery_rollups (minute, service, rule_key, delivered, failed_retryable, \
-         failed_permanent, timeout, circuit_open, latency_sum_ms, latency_max_ms, latency_buckets) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (minute, service, rule_key) DO UPDATE SET \
-           delivered = delivery_rollups.delivered + EXCLUDED.delivered, \
-           failed_retryable = delivery_rollups.failed_retryable + EXCLUDED.failed_retryable, \
-           failed_permanent = delivery_rollups.failed_permanent + EXCLUDED.failed_permanent, \
-           timeout = delivery_rollups.timeout + EXCLUDED.timeout, \
-           circuit_open = delivery_rollups.circuit_open + EXCLUDED.circuit_open, \
-           latency_sum_ms = delivery_rollups.latency_sum_ms + EXCLUDED.latency_sum_ms, \
-           latency_max_ms = GREATEST(delivery_rollups.latency_max_ms, EXCLUDED.latency_max_ms), \
-           latency_buckets[$12] = delivery_rollups.latency_buckets[$12] + $13",
-    )
     .bind(minute_of(outcome.started_at))
-    .bind(outcome.service.as_str())
     .bind(rule_key)
     .bind(count(OutcomeStatus::Delivered))
     .bind(count(OutcomeStatus::FailedRetryable))
@@ -136,15 +131,13 @@ pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error>
     .bind(count(OutcomeStatus::Timeout))
     .bind(count(OutcomeStatus::CircuitOpen))
     .bind(if timed { duration } else { 0 })
-    .bind(if timed { duration } else { 0 })
     .bind(buckets)
     // PostgreSQL arrays count from 1.
     .bind(i32::try_from(bucket + 1).unwrap_or(i32::MAX))
     .bind(i32::from(timed))
-    .execute(&mut *tx)
+    .fetch_one(db)
     .await?;
-    tx.commit().await?;
-    Ok(true)
+    Ok(recorded == 1)
 }
 
 /// Records one state of a circuit (KV revision), idempotent on (service, revision).

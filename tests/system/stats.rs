@@ -564,3 +564,178 @@ async fn record_is_idempotent_on_job_and_attempt() {
     );
     hub.stop().await;
 }
+
+/// A rollup row without its service: minute, rule key, the five counts, latency sum and max,
+/// and the histogram.
+type RollupRow = (
+    DateTime<Utc>,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Vec<i32>,
+);
+
+async fn rollup_rows(db: &sqlx::PgPool, service: &str) -> Vec<RollupRow> {
+    sqlx::query_as(
+        "SELECT minute, rule_key, delivered, failed_retryable, failed_permanent, timeout, \
+         circuit_open, latency_sum_ms, latency_max_ms, latency_buckets \
+         FROM delivery_rollups WHERE service = $1 ORDER BY minute, rule_key",
+    )
+    .bind(service)
+    .fetch_all(db)
+    .await
+    .expect("rollups")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_record_what_one_at_a_time_records_and_count_each_attempt_once() {
+    let hub = api_hub().await;
+    let url = hub.config.database.url.expose().to_owned();
+    let db = sqlx::PgPool::connect(&url).await.expect("database");
+    let rules = [
+        Some(RuleId(uuid::Uuid::now_v7())),
+        None,
+        Some(RuleId(uuid::Uuid::now_v7())),
+    ];
+    let statuses = [
+        OutcomeStatus::Delivered,
+        OutcomeStatus::Delivered,
+        OutcomeStatus::FailedRetryable,
+        OutcomeStatus::Timeout,
+        OutcomeStatus::FailedPermanent,
+        OutcomeStatus::CircuitOpen,
+    ];
+    let base = at("2026-03-03T12:00:00Z");
+    // 300 attempts over three minutes, three rules, every status, latencies 0 ms to ~20 s.
+    let single: Vec<Outcome> = (0..300u64)
+        .map(|i| {
+            let offset = i64::try_from((i * 7919) % 180_000).expect("small");
+            outcome(
+                "single",
+                rules[usize::try_from(i % 3).expect("small")],
+                base + TimeDelta::milliseconds(offset),
+                (i * i * 31) % 20_011,
+                statuses[usize::try_from(i % 6).expect("small")],
+            )
+        })
+        .collect();
+    for o in &single {
+        assert!(mih_api::recorder::record(&db, o).await.expect("recorded"));
+    }
+    let batched: Vec<Outcome> = single
+        .iter()
+        .map(|o| Outcome {
+            job_id: JobId::new_v7(),
+            service: ServiceSlug::parse("batched").expect("slug"),
+            ..o.clone()
+        })
+        .collect();
+    // First 128, then the rest with ten of the first again and one of its own twice: as after
+    // a redelivery, and as two copies of one outcome pulled together.
+    let first = mih_api::recorder::record_batch(&db, &batched[..128])
+        .await
+        .expect("first batch");
+    assert_eq!(first, vec![true; 128]);
+    let mut second: Vec<Outcome> = batched[118..].to_vec();
+    second.push(batched[200].clone());
+    let fresh = mih_api::recorder::record_batch(&db, &second)
+        .await
+        .expect("second batch");
+    let expected: Vec<bool> = (0..second.len()).map(|i| (10..182).contains(&i)).collect();
+    assert_eq!(
+        fresh, expected,
+        "only first copies of unseen attempts are new"
+    );
+    // Everything again: nothing is new, nothing changes.
+    let again = mih_api::recorder::record_batch(&db, &batched)
+        .await
+        .expect("third batch");
+    assert!(again.iter().all(|new| !new));
+
+    for service in ["single", "batched"] {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE service = $1")
+            .bind(service)
+            .fetch_one(&db)
+            .await
+            .expect("deliveries");
+        assert_eq!(rows, 300, "{service}");
+    }
+    let one_by_one = rollup_rows(&db, "single").await;
+    assert_eq!(one_by_one.len(), 9, "three minutes × three rules");
+    assert_eq!(rollup_rows(&db, "batched").await, one_by_one);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_the_database_refuses_is_dropped_alone() {
+    let hub = api_hub().await;
+    let url = hub.config.database.url.expose().to_owned();
+    let db = sqlx::PgPool::connect(&url).await.expect("database");
+    let started = at("2026-03-04T07:00:00Z");
+    let good: Vec<Outcome> = (0..20)
+        .map(|i| outcome("epsilon", None, started, i, OutcomeStatus::Delivered))
+        .collect();
+    // Readable, but before PostgreSQL's first representable time (4713 BC).
+    let refused = outcome(
+        "epsilon",
+        None,
+        chrono::NaiveDate::from_ymd_opt(-10_000, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("a date chrono can hold")
+            .and_utc(),
+        5,
+        OutcomeStatus::Delivered,
+    );
+    let mut mixed = good[..2].to_vec();
+    mixed.push(refused.clone());
+    let error = mih_api::recorder::record_batch(&db, &mixed)
+        .await
+        .expect_err("a time PostgreSQL cannot store");
+    let code = error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    assert!(
+        code.as_deref().is_some_and(|c| c.starts_with("22")),
+        "{error}"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE service = 'epsilon'")
+        .fetch_one(&db)
+        .await
+        .expect("deliveries");
+    assert_eq!(rows, 0, "a refused batch leaves nothing behind");
+
+    // Through RESULTS: whatever batches the recorder pulls, the twenty good ones are recorded
+    // and only the refused one is dropped.
+    for (i, o) in good.iter().enumerate() {
+        publish(&hub, o).await;
+        if i == 9 {
+            publish(&hub, &refused).await;
+        }
+    }
+    wait_for_recorder(&hub).await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE service = 'epsilon'")
+        .fetch_one(&db)
+        .await
+        .expect("deliveries");
+    assert_eq!(rows, 20);
+    let metrics = hub
+        .http
+        .get(hub.url(ServiceName::Api, "/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("mih_recorder_outcomes_total{result=\"rejected\"} 1"),
+        "{metrics}"
+    );
+    hub.stop().await;
+}

@@ -3,12 +3,15 @@
 //! bucket into `circuit_changes`.
 //!
 //! Every api replica runs one; they share the durable pull consumer [`CONSUMER`], so each
-//! outcome is handled by one replica at a time. An outcome is acknowledged only after its
-//! transaction committed; a redelivery (crash between commit and ack, two replicas racing after
-//! an ack timeout, the same outcome published twice) finds its row and changes nothing, so the
-//! rollups count every attempt exactly once. Unreadable messages are terminated, never retried,
-//! and never hold up the others.
+//! outcome is handled by one replica at a time. Outcomes are recorded in batches (whatever the
+//! pull has ready, up to [`BATCH`]), one transaction each, and acknowledged only after it
+//! committed; a redelivery (crash between commit and ack, two replicas racing after an ack
+//! timeout, the same outcome published twice) finds its row and changes nothing, so the
+//! rollups count every attempt exactly once. A batch the database refuses for its content is
+//! recorded again one outcome at a time, so one bad outcome is terminated alone; unreadable
+//! messages are terminated, never retried, and never hold up the others.
 
+mod batch;
 pub mod histogram;
 mod store;
 
@@ -27,6 +30,7 @@ use mih_shared::names::Names;
 
 use crate::state::AppState;
 
+pub use batch::record_batch;
 pub use store::{minute_of, record, record_circuit};
 
 /// The durable consumer's name, shared by every api replica.
@@ -35,8 +39,13 @@ pub const CONSUMER: &str = "recorder";
 pub const OUTCOMES: &str = "mih_recorder_outcomes_total";
 pub const RECORD_SECONDS: &str = "mih_recorder_record_duration_seconds";
 pub const LAG_SECONDS: &str = "mih_recorder_lag_seconds";
+pub const BATCH_SIZE: &str = "mih_recorder_batch_size";
 pub const CIRCUIT_STATES: &str = "mih_recorder_circuit_states_total";
 
+/// Most outcomes recorded in one transaction.
+pub const BATCH: usize = 256;
+/// Most batches recorded at once; more would only queue on the same rollup rows.
+const MAX_PARALLEL_BATCHES: usize = 4;
 const ACK_WAIT: Duration = Duration::from_secs(30);
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -52,7 +61,12 @@ fn describe() {
     describe_histogram!(
         RECORD_SECONDS,
         Unit::Seconds,
-        "Time to record one outcome (its row and rollup, in one transaction)"
+        "Time to record one batch of outcomes (their rows and rollups, in one transaction)"
+    );
+    describe_histogram!(
+        BATCH_SIZE,
+        Unit::Count,
+        "Outcomes per recorded batch: near 1 when idle, up to the batch limit under load"
     );
     describe_gauge!(
         LAG_SECONDS,
@@ -67,14 +81,15 @@ fn describe() {
 }
 
 /// The consumer's declared configuration, re-applied at every start.
-pub fn consumer_config(names: &Names, max_in_flight: usize) -> pull::Config {
+pub fn consumer_config(names: &Names, parallel_batches: usize) -> pull::Config {
     pull::Config {
         durable_name: Some(CONSUMER.into()),
         description: Some("mih api: outcomes into the delivery log and rollups".into()),
         filter_subject: names.results_all(),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait: ACK_WAIT,
-        max_ack_pending: i64::try_from(max_in_flight.max(1) * 4).unwrap_or(i64::MAX),
+        // Room for the batches being recorded and the next ones being pulled.
+        max_ack_pending: i64::try_from(parallel_batches.max(1) * BATCH * 2).unwrap_or(i64::MAX),
         // Outcomes published before the first api started are recorded too.
         deliver_policy: jetstream::consumer::DeliverPolicy::All,
         max_deliver: -1,
@@ -100,14 +115,14 @@ async fn pause(shutdown: &Shutdown, delay: Duration) -> bool {
 }
 
 async fn outcomes(state: AppState, shutdown: Shutdown) {
-    // Half the pool: the API's own requests must still find connections.
-    let max_in_flight = usize::try_from(state.db.options().get_max_connections() / 2)
+    // Each batch holds a connection; half the pool stays for the API's own requests.
+    let parallel = usize::try_from(state.db.options().get_max_connections() / 2)
         .unwrap_or(1)
-        .max(1);
+        .clamp(1, MAX_PARALLEL_BATCHES);
     let consumer = loop {
         let created = match state.js.get_stream(state.names.results_stream()).await {
             Ok(stream) => stream
-                .create_consumer(consumer_config(&state.names, max_in_flight))
+                .create_consumer(consumer_config(&state.names, parallel))
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -126,7 +141,7 @@ async fn outcomes(state: AppState, shutdown: Shutdown) {
     while !shutdown.is_triggered() {
         let messages = match consumer
             .stream()
-            .max_messages_per_batch(max_in_flight * 4)
+            .max_messages_per_batch(BATCH)
             .messages()
             .await
         {
@@ -139,45 +154,90 @@ async fn outcomes(state: AppState, shutdown: Shutdown) {
                 continue;
             }
         };
+        // `ready_chunks`: a lone outcome is recorded at once, a backlog in full batches.
         messages
             .take_until(shutdown.triggered_owned())
-            .for_each_concurrent(max_in_flight, |message| {
+            .ready_chunks(BATCH)
+            .for_each_concurrent(parallel, |pulled| {
                 let db = Arc::clone(&db);
-                async move {
-                    match message {
-                        Ok(message) => handle(&db, message).await,
-                        Err(error) => tracing::warn!(%error, "pulling outcomes failed"),
-                    }
-                }
+                async move { handle_batch(&db, pulled).await }
             })
             .await;
     }
 }
 
-async fn handle(db: &PgPool, message: jetstream::Message) {
+type Pulled = Result<jetstream::Message, async_nats::error::Error<pull::MessagesErrorKind>>;
+
+async fn handle_batch(db: &PgPool, pulled: Vec<Pulled>) {
     let started = Instant::now();
-    let (kind, result) = process(db, &message).await;
+    let mut received = Vec::with_capacity(pulled.len());
+    let mut outcomes = Vec::with_capacity(pulled.len());
+    for item in pulled {
+        let message = match item {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "pulling outcomes failed");
+                continue;
+            }
+        };
+        match messages::decode::<Outcome>(&message.payload) {
+            Ok(outcome) => {
+                received.push(message);
+                outcomes.push(outcome);
+            }
+            Err(error) => {
+                tracing::error!(%error, subject = %message.subject, "outcome is not readable; dropped");
+                settle(&message, AckKind::Term, "unreadable").await;
+            }
+        }
+    }
+    let Some(last) = received.last() else {
+        return;
+    };
+    if let Ok(info) = last.info() {
+        let waited = time::OffsetDateTime::now_utc() - info.published;
+        gauge!(LAG_SECONDS).set(waited.as_seconds_f64().max(0.0));
+    }
+    metrics::histogram!(BATCH_SIZE).record(outcomes.len() as f64);
+    match record_batch(db, &outcomes).await {
+        Ok(fresh) => {
+            for (message, new) in received.iter().zip(fresh) {
+                let result = if new { "recorded" } else { "duplicate" };
+                settle(message, AckKind::Ack, result).await;
+            }
+        }
+        Err(error) if is_permanent(&error) => {
+            tracing::warn!(%error, outcomes = outcomes.len(),
+                "a batch of outcomes was refused; recording them one at a time");
+            for (message, outcome) in received.iter().zip(&outcomes) {
+                let (kind, result) = record_one(db, message, outcome).await;
+                settle(message, kind, result).await;
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, outcomes = outcomes.len(), "outcomes not recorded yet; retrying");
+            for message in &received {
+                settle(message, AckKind::Nak(Some(retry_delay(message))), "retry").await;
+            }
+        }
+    }
+    metrics::histogram!(RECORD_SECONDS).record(started.elapsed().as_secs_f64());
+}
+
+async fn settle(message: &jetstream::Message, kind: AckKind, result: &'static str) {
     counter!(OUTCOMES, "result" => result).increment(1);
     if let Err(error) = message.ack_with(kind).await {
         // JetStream redelivers after ack_wait; recording is idempotent.
         tracing::warn!(%error, "could not acknowledge an outcome");
     }
-    if let Ok(info) = message.info() {
-        let waited = time::OffsetDateTime::now_utc() - info.published;
-        gauge!(LAG_SECONDS).set(waited.as_seconds_f64().max(0.0));
-    }
-    metrics::histogram!(RECORD_SECONDS).record(started.elapsed().as_secs_f64());
 }
 
-async fn process(db: &PgPool, message: &jetstream::Message) -> (AckKind, &'static str) {
-    let outcome: Outcome = match messages::decode(&message.payload) {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            tracing::error!(%error, subject = %message.subject, "outcome is not readable; dropped");
-            return (AckKind::Term, "unreadable");
-        }
-    };
-    match record(db, &outcome).await {
+async fn record_one(
+    db: &PgPool,
+    message: &jetstream::Message,
+    outcome: &Outcome,
+) -> (AckKind, &'static str) {
+    match record(db, outcome).await {
         Ok(true) => (AckKind::Ack, "recorded"),
         Ok(false) => (AckKind::Ack, "duplicate"),
         Err(error) if is_permanent(&error) => {

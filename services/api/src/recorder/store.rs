@@ -1,4 +1,5 @@
-//! Writing the projections: one delivery row per attempt and its rollup, in one transaction.
+//! Writing the projections one outcome at a time: its delivery row and its rollup, in one
+//! statement (`mih rebuild-projections`, and the recorder's fallback when a batch is refused).
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::Value;
@@ -11,15 +12,15 @@ use super::histogram;
 
 /// PostgreSQL refuses NUL in `text` and `jsonb`; a target's binary response must not make an
 /// outcome unstorable, so NUL becomes U+FFFD.
-fn clean(text: &str) -> String {
+pub(super) fn clean(text: &str) -> String {
     text.replace('\0', "\u{FFFD}")
 }
 
-fn clean_opt(text: Option<&str>) -> Option<String> {
+pub(super) fn clean_opt(text: Option<&str>) -> Option<String> {
     text.map(clean)
 }
 
-fn clean_json(value: &mut Value) {
+pub(super) fn clean_json(value: &mut Value) {
     match value {
         Value::String(s) if s.contains('\0') => *s = clean(s),
         Value::Array(items) => items.iter_mut().for_each(clean_json),
@@ -36,7 +37,7 @@ fn clean_json(value: &mut Value) {
     }
 }
 
-fn origin_str(origin: Origin) -> &'static str {
+pub(super) fn origin_str(origin: Origin) -> &'static str {
     match origin {
         Origin::Rule => "rule",
         Origin::Facade => "facade",
@@ -54,7 +55,7 @@ pub fn minute_of(started_at: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Whether an attempt's duration says anything about the target's latency: an attempt refused
 /// by an open circuit never went out.
-fn measures_latency(status: OutcomeStatus) -> bool {
+pub(super) fn measures_latency(status: OutcomeStatus) -> bool {
     status != OutcomeStatus::CircuitOpen
 }
 

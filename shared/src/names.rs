@@ -258,8 +258,17 @@ impl Names {
     pub fn result_subject(&self, service: &ServiceSlug) -> String {
         format!("{}.results.{}", self.ns, service)
     }
+    /// Outcomes of replayed dead letters get a subject of their own, so the dlq service reads
+    /// only those instead of every outcome; `results_all` still covers them.
+    pub fn replay_result_subject(&self, service: &ServiceSlug) -> String {
+        format!("{}.results.{}.replay", self.ns, service)
+    }
     pub fn results_all(&self) -> String {
         format!("{}.results.>", self.ns)
+    }
+    /// The outcomes of every replay, of every service.
+    pub fn replay_results_all(&self) -> String {
+        format!("{}.results.*.replay", self.ns)
     }
     pub fn dlq_subject(&self, service: &ServiceSlug) -> String {
         format!("{}.dlq.{}", self.ns, service)
@@ -360,6 +369,17 @@ mod tests {
         assert_eq!(n.jobs_stream(), "T-1_JOBS");
         assert_eq!(n.config_bucket(), "t-1_config");
         assert_eq!(n.dedup_bucket(), "t-1_dedup");
+    }
+
+    #[test]
+    fn replay_outcomes_have_their_own_subject_inside_results() {
+        let n = names();
+        let crm = ServiceSlug::parse("crm").expect("slug");
+        assert_eq!(n.result_subject(&crm), "t-1.results.crm");
+        assert_eq!(n.replay_result_subject(&crm), "t-1.results.crm.replay");
+        // The recorder's filter covers both; the dlq's only the second.
+        assert_eq!(n.results_all(), "t-1.results.>");
+        assert_eq!(n.replay_results_all(), "t-1.results.*.replay");
     }
 
     #[test]

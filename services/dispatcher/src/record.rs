@@ -65,16 +65,12 @@ impl Recorder {
             request: (attempt == 1).then(|| job.request.clone()),
         };
         let id = format!("{}:{attempt}", job.id);
-        if let Err(error) = self
-            .publish(
-                self.names.result_subject(&job.service),
-                id,
-                &outcome,
-                "outcome",
-                job,
-            )
-            .await
-        {
+        let subject = if job.replay_of.is_some() {
+            self.names.replay_result_subject(&job.service)
+        } else {
+            self.names.result_subject(&job.service)
+        };
+        if let Err(error) = self.publish(subject, id, &outcome, "outcome", job).await {
             tracing::warn!(%error, "outcome not recorded");
         }
         outcome

@@ -1,6 +1,6 @@
 //! The two durable pull consumers of the dlq service, shared by every replica:
-//! `dlq` on `<NS>_DLQ` stores each dead letter, `dlq-replays` on `<NS>_RESULTS` removes the
-//! dead letters whose replay was delivered. A message is acknowledged only after PostgreSQL
+//! `dlq` on `<NS>_DLQ` stores each dead letter, `dlq-replays` on the replay outcomes of
+//! `<NS>_RESULTS` (their own subjects) removes the dead letters whose replay was delivered. A message is acknowledged only after PostgreSQL
 //! committed its effect; a database failure hands it back with a growing delay.
 
 use std::sync::Arc;

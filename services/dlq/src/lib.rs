@@ -1,7 +1,7 @@
 //! dlq: keeps dead letters. It projects `<NS>_DLQ` into PostgreSQL's `dead_letters` (one row
-//! per job, idempotent), and follows `<NS>_RESULTS` to remove a dead letter once a replay of
-//! it is delivered. Replaying and deleting are the api's (and the CLI's): they change rows this
-//! service wrote, and publish jobs the dispatcher delivers.
+//! per job, idempotent), and follows the replay outcomes in `<NS>_RESULTS` to remove a dead
+//! letter once a replay of it is delivered. Replaying and deleting are the api's (and the
+//! CLI's): they change rows this service wrote, and publish jobs the dispatcher delivers.
 
 mod consumer;
 mod metrics;
@@ -42,7 +42,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         (
             Kind::Replays,
             ctx.names.results_stream(),
-            ctx.names.results_all(),
+            ctx.names.replay_results_all(),
         ),
     ] {
         let consumer = ctx

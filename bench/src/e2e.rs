@@ -36,22 +36,53 @@ pub struct Args {
     /// Rules every event matches in the fan-out scenario.
     #[arg(long, default_value_t = 10)]
     fanout: usize,
+    /// Scenario groups to run (all by default): limits, rates, saturation, dispatchers, fanout.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "limits,rates,saturation,dispatchers,fanout"
+    )]
+    only: Vec<Scenario>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// The raw JetStream chain and the HTTP sink alone.
+    Limits,
+    /// Each fixed rate.
+    Rates,
+    /// Batched ingest as fast as it answers, one dispatcher.
+    Saturation,
+    /// The same with two dispatchers.
+    Dispatchers,
+    /// One event to many rules.
+    Fanout,
 }
 
 /// Bytes of each event as JSON (the fixtures, padded).
 const EVENT_BYTES: usize = 1024;
 
 pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
-    let mut rows = vec![
-        raw_jetstream(args.events).await?,
-        raw_http(args.events).await?,
-    ];
-    for &rate in &args.rates {
-        rows.push(fixed_rate(rate, args.seconds).await?);
+    let wanted = |scenario| args.only.contains(&scenario);
+    let mut rows = Vec::new();
+    if wanted(Scenario::Limits) {
+        rows.push(raw_jetstream(args.events).await?);
+        rows.push(raw_http(args.events).await?);
     }
-    rows.push(saturation(args.events, 1, 1).await?);
-    rows.push(saturation(args.events, 2, 1).await?);
-    rows.push(saturation(args.events / args.fanout.max(1), 1, args.fanout).await?);
+    if wanted(Scenario::Rates) {
+        for &rate in &args.rates {
+            rows.push(fixed_rate(rate, args.seconds).await?);
+        }
+    }
+    if wanted(Scenario::Saturation) {
+        rows.push(saturation(args.events, 1, 1).await?);
+    }
+    if wanted(Scenario::Dispatchers) {
+        rows.push(saturation(args.events, 2, 1).await?);
+    }
+    if wanted(Scenario::Fanout) {
+        rows.push(saturation(args.events / args.fanout.max(1), 1, args.fanout).await?);
+    }
     Ok(rows)
 }
 
@@ -239,6 +270,78 @@ impl Pipeline {
     }
 }
 
+/// CPU time, at a scenario's start, of what is not mih: nats-server, PostgreSQL (every
+/// backend), this benchmark (load generator and sink), and the machine as a whole.
+struct OthersStart {
+    nats: Option<(u32, Duration)>,
+    postgres: (Vec<u32>, Duration),
+    bench: Duration,
+    machine: Duration,
+}
+
+fn others_start(nats: Option<u32>) -> OthersStart {
+    let postgres = process::pids_named("postgres");
+    let postgres_cpu = process::cpu_time_of(&postgres);
+    OthersStart {
+        nats: nats.map(|pid| (pid, process::cpu_time(pid).unwrap_or_default())),
+        postgres: (postgres, postgres_cpu),
+        bench: process::cpu_time(std::process::id()).unwrap_or_default(),
+        machine: process::machine_busy().unwrap_or_default(),
+    }
+}
+
+fn others(start: &OthersStart, elapsed: Duration) -> Vec<ServiceUsage> {
+    let cores = |cpu: Duration| cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-9);
+    let mut usage = Vec::new();
+    if let Some((pid, before)) = start.nats {
+        let cpu = process::cpu_time(pid).unwrap_or_default();
+        usage.push(ServiceUsage {
+            service: "nats-server".to_owned(),
+            cpu_cores: cores(cpu.saturating_sub(before)),
+            peak_rss_mib: process::memory_mib(pid).unwrap_or_default().1,
+        });
+    }
+    if !start.postgres.0.is_empty() {
+        let cpu = process::cpu_time_of(&start.postgres.0);
+        usage.push(ServiceUsage {
+            service: "postgres".to_owned(),
+            cpu_cores: cores(cpu.saturating_sub(start.postgres.1)),
+            peak_rss_mib: 0.0,
+        });
+    }
+    let bench = process::cpu_time(std::process::id()).unwrap_or_default();
+    usage.push(ServiceUsage {
+        service: "benchmark".to_owned(),
+        cpu_cores: cores(bench.saturating_sub(start.bench)),
+        peak_rss_mib: 0.0,
+    });
+    let machine = process::machine_busy().unwrap_or_default();
+    usage.push(ServiceUsage {
+        service: "machine".to_owned(),
+        cpu_cores: cores(machine.saturating_sub(start.machine)),
+        peak_rss_mib: 0.0,
+    });
+    usage
+}
+
+/// µs of CPU per delivered event of mih and of each other party.
+fn per_event(row: &Row) -> Vec<(String, f64)> {
+    if row.events_per_sec <= 0.0 {
+        return Vec::new();
+    }
+    let us = |cores: f64| cores / row.events_per_sec * 1e6;
+    let mut parts = Vec::new();
+    if !row.services.is_empty() {
+        parts.push(("mih".to_owned(), us(row.mih_cpu_cores)));
+    }
+    parts.extend(
+        row.others
+            .iter()
+            .map(|o| (o.service.clone(), us(o.cpu_cores))),
+    );
+    parts
+}
+
 fn usage(start: &[(String, u32, Duration)], elapsed: Duration) -> Vec<ServiceUsage> {
     start
         .iter()
@@ -290,6 +393,7 @@ async fn fixed_rate(rate: u64, seconds: u64) -> anyhow::Result<Row> {
     let sent = Arc::new(Mutex::new(HashMap::with_capacity(total)));
     let in_flight = Arc::new(Semaphore::new(512));
     let start = pipeline.usage_start();
+    let others_before = others_start(pipeline.hub.nats.pid());
     let began = Instant::now();
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let mut tasks = Vec::with_capacity(total);
@@ -319,7 +423,7 @@ async fn fixed_rate(rate: u64, seconds: u64) -> anyhow::Result<Row> {
     let (values, last) = latencies(&sent, &arrivals);
     let elapsed = last.map_or(offered, |l| l.saturating_duration_since(began));
     let services = usage(&start, elapsed);
-    let row = latency_row(
+    let mut row = latency_row(
         format!("e2e {rate}/s ×{seconds}s"),
         sent.len(),
         1,
@@ -327,6 +431,8 @@ async fn fixed_rate(rate: u64, seconds: u64) -> anyhow::Result<Row> {
         &values,
         services,
     );
+    row.others = others(&others_before, elapsed);
+    row.cpu_us_per_event = per_event(&row);
     if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
         pipeline.stop().await;
     }
@@ -341,6 +447,7 @@ async fn saturation(total: usize, dispatchers: usize, rules: usize) -> anyhow::R
     let chunks: Vec<Vec<Value>> = events.chunks(100).map(<[Value]>::to_vec).collect();
     let sent = Arc::new(Mutex::new(HashMap::with_capacity(total)));
     let start = pipeline.usage_start();
+    let others_before = others_start(pipeline.hub.nats.pid());
     let began = Instant::now();
     futures::stream::iter(chunks)
         .for_each_concurrent(4, |chunk| {
@@ -366,7 +473,9 @@ async fn saturation(total: usize, dispatchers: usize, rules: usize) -> anyhow::R
         (d, 1) => format!("e2e saturation, {d} dispatchers"),
         (_, r) => format!("e2e fan-out 1 → {r} rules"),
     };
-    let row = latency_row(name, sent.len(), rules, elapsed, &values, services);
+    let mut row = latency_row(name, sent.len(), rules, elapsed, &values, services);
+    row.others = others(&others_before, elapsed);
+    row.cpu_us_per_event = per_event(&row);
     if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
         pipeline.stop().await;
     }
@@ -418,6 +527,7 @@ async fn raw_jetstream(total: usize) -> anyhow::Result<Row> {
         .await?;
     }
     let payload = bytes::Bytes::from(event(0).to_string());
+    let others_before = others_start(nats.pid());
     let began = Instant::now();
     let mut relays = Vec::new();
     for (from, to) in [("A", "b.x"), ("B", "c.x")] {
@@ -477,13 +587,16 @@ async fn raw_jetstream(total: usize) -> anyhow::Result<Row> {
         relay.abort();
     }
     #[allow(clippy::cast_precision_loss)]
-    Ok(Row {
+    let mut row = Row {
         scenario: "limit: JetStream 3 hops".to_owned(),
         events: total,
         seconds: elapsed.as_secs_f64(),
         events_per_sec: total as f64 / elapsed.as_secs_f64(),
+        others: others(&others_before, elapsed),
         ..Row::default()
-    })
+    };
+    row.cpu_us_per_event = per_event(&row);
+    Ok(row)
 }
 
 /// The HTTP sink alone: 1 KiB POSTs from a keep-alive client, 64 in flight.
@@ -492,6 +605,7 @@ async fn raw_http(total: usize) -> anyhow::Result<Row> {
     let http = reqwest::Client::new();
     let body = event(0).to_string();
     let url = format!("{}/x", sink.url());
+    let others_before = others_start(None);
     let began = Instant::now();
     futures::stream::iter(0..total)
         .for_each_concurrent(64, |_| {
@@ -506,11 +620,14 @@ async fn raw_http(total: usize) -> anyhow::Result<Row> {
         bail!("the sink received {} of {total}", sink.count());
     }
     #[allow(clippy::cast_precision_loss)]
-    Ok(Row {
+    let mut row = Row {
         scenario: "limit: HTTP sink alone".to_owned(),
         events: total,
         seconds: elapsed.as_secs_f64(),
         events_per_sec: total as f64 / elapsed.as_secs_f64(),
+        others: others(&others_before, elapsed),
         ..Row::default()
-    })
+    };
+    row.cpu_us_per_event = per_event(&row);
+    Ok(row)
 }

@@ -24,3 +24,39 @@ pub fn memory_mib(pid: u32) -> Option<(f64, f64)> {
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
+
+/// Every process whose command name is `comm` (PostgreSQL's backends all say `postgres`).
+pub fn pids_named(comm: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| name.trim_end() == comm)
+        })
+        .collect()
+}
+
+/// CPU time the whole machine spent busy (everything but idle and I/O wait), all cores.
+pub fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal; guests are already in user.
+    let busy: u64 = ticks.iter().take(8).sum::<u64>()
+        - ticks.get(3).copied().unwrap_or(0)
+        - ticks.get(4).copied().unwrap_or(0);
+    Some(Duration::from_secs_f64(busy as f64 / 100.0))
+}
+
+/// The CPU time of a changing set of processes (a process that exits takes its time along;
+/// the measured ones live through a scenario).
+pub fn cpu_time_of(pids: &[u32]) -> Duration {
+    pids.iter().filter_map(|&pid| cpu_time(pid)).sum()
+}

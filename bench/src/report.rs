@@ -32,6 +32,14 @@ pub struct Row {
     /// Per process, when the hub runs one process per service.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceUsage>,
+    /// What else on the machine worked for the scenario: nats-server, PostgreSQL, the
+    /// benchmark itself (load generator and sink), and the whole machine.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<ServiceUsage>,
+    /// CPU time per delivered event (or per message, for the JetStream limit), in µs, of mih
+    /// (all its processes) and of each of `others`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu_us_per_event: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -83,6 +91,17 @@ pub fn print_table(rows: &[Row]) {
                 "    {:<26} cpu {:>5.2} core   peak RSS {:>6.1} MiB",
                 s.service, s.cpu_cores, s.peak_rss_mib
             );
+        }
+        for s in &r.others {
+            println!("    {:<26} cpu {:>5.2} core", s.service, s.cpu_cores);
+        }
+        if !r.cpu_us_per_event.is_empty() {
+            let parts: Vec<String> = r
+                .cpu_us_per_event
+                .iter()
+                .map(|(who, us)| format!("{who} {us:.0}"))
+                .collect();
+            println!("    CPU µs per event: {}", parts.join(", "));
         }
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, consumer::pull, kv};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use sqlx::PgPool;
 
@@ -154,16 +154,36 @@ async fn outcomes(state: AppState, shutdown: Shutdown) {
                 continue;
             }
         };
-        // `ready_chunks`: a lone outcome is recorded at once, a backlog in full batches.
-        messages
-            .take_until(shutdown.triggered_owned())
-            .ready_chunks(BATCH)
-            .for_each_concurrent(parallel, |pulled| {
-                let db = Arc::clone(&db);
-                async move { handle_batch(&db, pulled).await }
-            })
-            .await;
+        batches(
+            Box::pin(messages.take_until(shutdown.triggered_owned())),
+            BATCH,
+        )
+        .for_each_concurrent(parallel, |pulled| {
+            let db = Arc::clone(&db);
+            async move { handle_batch(&db, pulled).await }
+        })
+        .await;
     }
+}
+
+/// Groups a stream into what is ready at once, up to `max`: a lone outcome is recorded at once,
+/// a backlog in full batches. (`ready_chunks` would do, but it allocates room for `max` items
+/// for every chunk, which at low rates means a large allocation per outcome.)
+fn batches<S>(stream: S, max: usize) -> impl futures::Stream<Item = Vec<S::Item>>
+where
+    S: futures::Stream + Unpin,
+{
+    futures::stream::unfold(stream, move |mut stream| async move {
+        let first = stream.next().await?;
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match stream.next().now_or_never() {
+                Some(Some(item)) => batch.push(item),
+                _ => break,
+            }
+        }
+        Some((batch, stream))
+    })
 }
 
 type Pulled = Result<jetstream::Message, async_nats::error::Error<pull::MessagesErrorKind>>;
@@ -343,5 +363,28 @@ async fn follow(db: &PgPool, kv: &kv::Store, from: u64, shutdown: &Shutdown) -> 
             .map_err(|e| format!("recording a circuit state: {e}"))?;
         let result = if new { "recorded" } else { "duplicate" };
         counter!(CIRCUIT_STATES, "result" => result).increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn batches_take_what_is_ready_up_to_the_limit() {
+        let ready = futures::stream::iter(1..=7);
+        let got: Vec<Vec<i32>> = batches(ready, 3).collect().await;
+        assert_eq!(got, vec![vec![1, 2, 3], vec![4, 5, 6], vec![7]]);
+
+        // An item that is not ready yet ends the batch instead of being waited for.
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        tx.unbounded_send(1).expect("open");
+        tx.unbounded_send(2).expect("open");
+        let mut grouped = Box::pin(batches(rx, 10));
+        assert_eq!(grouped.next().await, Some(vec![1, 2]));
+        tx.unbounded_send(3).expect("open");
+        drop(tx);
+        assert_eq!(grouped.next().await, Some(vec![3]));
+        assert_eq!(grouped.next().await, None);
     }
 }

@@ -118,6 +118,18 @@ impl RabbitMqNode {
     }
 
     /// How long the last start or restart took until the node accepted clients.
+    /// The last `lines` lines of the node's own log (all its boots), for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut text = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("log")) {
+            for entry in entries.flatten() {
+                text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     pub fn last_boot(&self) -> Duration {
         self.last_boot
     }

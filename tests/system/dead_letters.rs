@@ -611,15 +611,7 @@ async fn the_same_dead_letter_twice_is_one_row_and_a_gone_service_cannot_be_repl
     wait_for_dlq_idle(&hub).await;
     let items = wait_for_list(&hub, "", 1).await;
     assert_eq!(items[0]["job_id"], letter.job.id.to_string());
-    let metrics = hub
-        .http
-        .get(hub.url(ServiceName::Dlq, "/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = hub.metrics(ServiceName::Dlq).await;
     assert!(
         metrics.contains("mih_dlq_dead_letters_duplicate_total"),
         "{metrics}"

@@ -324,6 +324,18 @@ impl TestHub {
         self.extra.push(hub);
     }
 
+    /// The Prometheus text `service` serves on `/metrics` now.
+    pub async fn metrics(&self, service: ServiceName) -> String {
+        self.http
+            .get(self.url(service, "/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Waits until `service` has applied every change in the config bucket so far (its
     /// `mih_config_revision` gauge reached the bucket's last revision).
     pub async fn wait_for_config(&self, service: ServiceName) {

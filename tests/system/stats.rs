@@ -505,15 +505,7 @@ async fn an_outcome_published_twice_is_recorded_and_counted_once() {
     );
     assert_eq!(t["latency"]["max_ms"].as_f64(), Some(120.0));
 
-    let metrics = hub
-        .http
-        .get(hub.url(ServiceName::Api, "/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = hub.metrics(ServiceName::Api).await;
     for result in ["recorded", "duplicate", "unreadable"] {
         let line = format!("mih_recorder_outcomes_total{{result=\"{result}\"}}");
         assert!(metrics.contains(&line), "{line} missing");
@@ -724,15 +716,7 @@ async fn an_outcome_the_database_refuses_is_dropped_alone() {
         .await
         .expect("deliveries");
     assert_eq!(rows, 20);
-    let metrics = hub
-        .http
-        .get(hub.url(ServiceName::Api, "/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = hub.metrics(ServiceName::Api).await;
     assert!(
         metrics.contains("mih_recorder_outcomes_total{result=\"rejected\"} 1"),
         "{metrics}"

@@ -182,34 +182,8 @@ async fn wait_until_gone(hub: &TestHub, job_id: &str) {
 
 /// Waits until the dlq service acknowledged everything DLQ holds so far.
 async fn wait_for_dlq_idle(hub: &TestHub) {
-    mih_testkit::eventually(WAIT, || async {
-        let mut stream = hub
-            .js
-            .get_stream(hub.names().dlq_stream())
-            .await
-            .map_err(|e| e.to_string())?;
-        let last = stream
-            .info()
-            .await
-            .map_err(|e| e.to_string())?
-            .state
-            .last_sequence;
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
-            .get_consumer(mih_dlq::DEAD_LETTERS)
-            .await
-            .map_err(|e| e.to_string())?;
-        let info = consumer.info().await.map_err(|e| e.to_string())?;
-        if info.ack_floor.stream_sequence >= last {
-            Ok(())
-        } else {
-            Err(format!(
-                "acknowledged {} of {last}",
-                info.ack_floor.stream_sequence
-            ))
-        }
-    })
-    .await
-    .expect("the dlq service caught up");
+    hub.wait_for_consumer(&hub.names().dlq_stream(), mih_dlq::DEAD_LETTERS)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

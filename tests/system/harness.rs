@@ -452,24 +452,30 @@ impl TestHub {
     /// Waits until the matcher has acknowledged every event stored so far: whatever it was
     /// going to publish for them is published.
     pub async fn wait_for_matcher_idle(&self) {
-        let stream = self.names().events_stream();
-        mih_testkit::eventually(Duration::from_secs(15), || async {
-            let mut events = self
+        self.wait_for_consumer(&self.names().events_stream(), mih_matcher::CONSUMER)
+            .await;
+    }
+
+    /// Waits until the durable `consumer` has acknowledged (done with, for good or not)
+    /// everything `stream` holds so far.
+    pub async fn wait_for_consumer(&self, stream: &str, consumer: &str) {
+        mih_testkit::eventually(Duration::from_secs(30), || async {
+            let mut stored = self
                 .js
-                .get_stream(&stream)
+                .get_stream(stream)
                 .await
                 .map_err(|e| e.to_string())?;
-            let last = events
+            let last = stored
                 .info()
                 .await
                 .map_err(|e| e.to_string())?
                 .state
                 .last_sequence;
-            let mut consumer: jetstream::consumer::PullConsumer = events
-                .get_consumer(mih_matcher::CONSUMER)
+            let mut reader: jetstream::consumer::PullConsumer = stored
+                .get_consumer(consumer)
                 .await
                 .map_err(|e| e.to_string())?;
-            let info = consumer.info().await.map_err(|e| e.to_string())?;
+            let info = reader.info().await.map_err(|e| e.to_string())?;
             if info.ack_floor.stream_sequence >= last {
                 Ok(())
             } else {
@@ -480,7 +486,7 @@ impl TestHub {
             }
         })
         .await
-        .unwrap_or_else(|e| panic!("the matcher never caught up: {e}"));
+        .unwrap_or_else(|e| panic!("{consumer} on {stream} never caught up: {e}"));
     }
 
     /// Every message stored in a stream, in order.

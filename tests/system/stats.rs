@@ -92,35 +92,8 @@ async fn publish(hub: &TestHub, outcome: &Outcome) {
 /// Waits until the recorder acknowledged (recorded, or terminated) everything in RESULTS:
 /// acknowledgement follows the commit, so the tables hold it all.
 async fn wait_for_recorder(hub: &TestHub) {
-    let stream = hub.names().results_stream();
-    mih_testkit::eventually(WAIT, || async {
-        let mut results = hub
-            .js
-            .get_stream(&stream)
-            .await
-            .map_err(|e| e.to_string())?;
-        let last = results
-            .info()
-            .await
-            .map_err(|e| e.to_string())?
-            .state
-            .last_sequence;
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = results
-            .get_consumer(mih_api::recorder::CONSUMER)
-            .await
-            .map_err(|e| e.to_string())?;
-        let info = consumer.info().await.map_err(|e| e.to_string())?;
-        if info.ack_floor.stream_sequence >= last {
-            Ok(())
-        } else {
-            Err(format!(
-                "acknowledged up to {} of {last}",
-                info.ack_floor.stream_sequence
-            ))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("the recorder never caught up: {e}"));
+    hub.wait_for_consumer(&hub.names().results_stream(), mih_api::recorder::CONSUMER)
+        .await;
 }
 
 async fn stats(hub: &TestHub, query: &str) -> Value {

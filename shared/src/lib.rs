@@ -15,13 +15,18 @@ pub mod metrics;
 pub mod moodle;
 pub mod names;
 pub mod ops;
+pub mod parking;
+pub mod pgtext;
 pub mod readiness;
+pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod signature;
 pub mod sources;
+pub mod ssrf;
 pub mod telemetry;
 pub mod topology;
+pub mod urlpath;
 
 pub use context::{RunError, ServiceContext};
 pub use service::ServiceName;

@@ -176,6 +176,9 @@ impl Names {
     pub fn dedup_bucket(&self) -> String {
         format!("{}_dedup", self.ns)
     }
+    pub fn attempts_bucket(&self) -> String {
+        format!("{}_attempts", self.ns)
+    }
 
     /// `<ns>.events.<source>.<component>.<event>` for a Moodle event.
     pub fn event_subject(&self, source: &SourceId, event: &crate::moodle::EventName) -> String {
@@ -369,6 +372,7 @@ mod tests {
         assert_eq!(n.jobs_stream(), "T-1_JOBS");
         assert_eq!(n.config_bucket(), "t-1_config");
         assert_eq!(n.dedup_bucket(), "t-1_dedup");
+        assert_eq!(n.attempts_bucket(), "t-1_attempts");
     }
 
     #[test]

@@ -8,7 +8,9 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
+use crate::config::HttpConfig;
 use crate::readiness::Readiness;
+use crate::service::ServiceName;
 use crate::shutdown::Shutdown;
 
 #[derive(Clone)]
@@ -49,15 +51,16 @@ async fn render_metrics(State(state): State<OpsState>) -> impl IntoResponse {
     )
 }
 
-/// Serves `router` on `listener` until `shutdown`, then lets in-flight requests finish.
+/// Serves `router` on `listener` with the `[http]` limits until `shutdown`, then lets
+/// in-flight requests finish. See [`crate::server`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    service: ServiceName,
+    limits: HttpConfig,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.triggered_owned())
-        .await
+    crate::server::serve(listener, router, service, limits, shutdown).await
 }
 
 /// The whole life of a service whose work is still to come: provision what it uses, report
@@ -70,6 +73,6 @@ pub async fn run_provision_only(
     let app = router(ctx.readiness.clone(), ctx.metrics.clone());
     ctx.readiness.mark_started();
     tracing::info!("provisioned; serving operational endpoints only");
-    serve(ctx.listener, app, shutdown).await?;
+    serve(ctx.listener, app, ctx.service, ctx.config.http, shutdown).await?;
     Ok(())
 }

@@ -21,10 +21,11 @@ pub enum Resource {
     ConfigKv,
     CircuitsKv,
     DedupKv,
+    AttemptsKv,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 7] = [
+    pub const ALL: [Resource; 8] = [
         Resource::Events,
         Resource::Jobs,
         Resource::Results,
@@ -32,6 +33,7 @@ impl Resource {
         Resource::ConfigKv,
         Resource::CircuitsKv,
         Resource::DedupKv,
+        Resource::AttemptsKv,
     ];
 
     /// What each service reads or writes, and therefore ensures at start.
@@ -40,7 +42,7 @@ impl Resource {
         match service {
             ServiceName::Ingest => &[Events, ConfigKv],
             ServiceName::Matcher => &[Events, Jobs, Dlq, ConfigKv, DedupKv],
-            ServiceName::Dispatcher => &[Jobs, Results, Dlq, ConfigKv, CircuitsKv],
+            ServiceName::Dispatcher => &[Jobs, Results, Dlq, ConfigKv, CircuitsKv, AttemptsKv],
             ServiceName::Dlq => &[Dlq, Jobs, ConfigKv],
             ServiceName::Api => &[Events, Jobs, Results, Dlq, ConfigKv, CircuitsKv, DedupKv],
         }
@@ -77,6 +79,10 @@ pub struct Topology {
 
 /// Revisions kept per key in the config and circuits buckets, for debugging and watchers.
 const KV_HISTORY: i64 = 5;
+
+/// How long a job's count of uncounted deliveries is kept: longer than the longest max job age
+/// a service may have (30 days), so the count outlives every job it belongs to.
+const UNCOUNTED_KEPT: Duration = Duration::from_secs(31 * 24 * 3600);
 
 impl Topology {
     pub fn new(names: Names, config: &Config) -> Self {
@@ -141,7 +147,10 @@ impl Topology {
                 description: Some("Jobs that failed for good".into()),
                 ..self.stream(n.dlq_stream(), vec![n.dlq_all()], self.dlq_max_age)
             }),
-            Resource::ConfigKv | Resource::CircuitsKv | Resource::DedupKv => None,
+            Resource::ConfigKv
+            | Resource::CircuitsKv
+            | Resource::DedupKv
+            | Resource::AttemptsKv => None,
         }
     }
 
@@ -177,6 +186,12 @@ impl Topology {
                 1,
                 self.dedup_horizon,
                 "Dedup claims: source + dedup key -> event id",
+            )),
+            Resource::AttemptsKv => Some(bucket(
+                n.attempts_bucket(),
+                1,
+                UNCOUNTED_KEPT,
+                "Deliveries of a job that did not count against its retries",
             )),
             Resource::Events | Resource::Jobs | Resource::Results | Resource::Dlq => None,
         }

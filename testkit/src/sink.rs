@@ -100,7 +100,12 @@ pub struct HttpSink {
 
 impl HttpSink {
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_at("127.0.0.1:0".parse()?).await
+    }
+
+    /// A sink on a given address: a target that comes back where it was before an outage.
+    pub async fn start_at(addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {

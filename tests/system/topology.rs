@@ -39,6 +39,7 @@ async fn ensure_creates_everything_is_idempotent_and_applies_changes() {
         names.config_bucket(),
         names.circuits_bucket(),
         names.dedup_bucket(),
+        names.attempts_bucket(),
     ] {
         js.get_key_value(&bucket)
             .await

@@ -17,6 +17,7 @@ const SECTIONS: &[&str] = &[
     "streams",
     "telemetry",
     "shutdown",
+    "http",
     "ingest",
     "matcher",
     "dispatcher",
@@ -326,6 +327,26 @@ mod tests {
             assert_eq!(config.ingest.max_batch_events, 20);
             Ok(())
         });
+    }
+
+    #[test]
+    fn http_limits_come_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("MIH_HTTP_IDLE_TIMEOUT", "90s");
+            jail.set_env("MIH_HTTP_MAX_CONNECTIONS", "64");
+            let config = ConfigLoader::new()
+                .env()
+                .load()
+                .map_err(|e| e.to_string())?;
+            assert_eq!(config.http.idle_timeout, Duration::from_secs(90));
+            assert_eq!(config.http.max_connections, 64);
+            assert_eq!(config.http.header_read_timeout, Duration::from_secs(10));
+            Ok(())
+        });
+        assert_eq!(
+            env_var_for("http.header_read_timeout"),
+            "MIH_HTTP_HEADER_READ_TIMEOUT"
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Config {
     pub streams: StreamsConfig,
     pub telemetry: TelemetryConfig,
     pub shutdown: ShutdownConfig,
+    /// Limits of every service's HTTP listener.
+    pub http: HttpConfig,
     pub ingest: IngestConfig,
     pub matcher: MatcherConfig,
     pub dispatcher: DispatcherConfig,
@@ -147,6 +149,22 @@ pub struct ShutdownConfig {
     pub drain_timeout: Duration,
 }
 
+/// Limits every HTTP listener applies, so slow or silent clients cannot hold connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Longest wait for a complete request head: from the connection's opening, or from the
+    /// first byte of the next request on a kept-alive connection.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest silence on a connection with no request in progress, and between the chunks of
+    /// a request body the handler is waiting for.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most connections one listener holds at once; more wait in the listen backlog.
+    pub max_connections: u32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
@@ -172,6 +190,9 @@ pub struct MatcherConfig {
     pub max_in_flight: usize,
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
+    /// Largest request a rule may render for one event (body, path, headers); more is a
+    /// render failure, dead-lettered. Checked while rendering.
+    pub max_request_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,6 +209,9 @@ pub struct DispatcherConfig {
     /// Longest a facade call may take, retries included, unless the caller asks for less.
     #[serde(with = "humantime_serde")]
     pub facade_timeout: Duration,
+    /// Most bytes of a target's response body a facade call returns; a longer one is cut and
+    /// flagged `body_truncated`.
+    pub facade_max_body_bytes: usize,
 }
 
 /// How long the PostgreSQL projections keep rows. A zero age or row count means unlimited.

@@ -27,6 +27,8 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
         ("streams.results_max_age", config.streams.results_max_age),
         ("streams.dlq_max_age", config.streams.dlq_max_age),
         ("shutdown.drain_timeout", config.shutdown.drain_timeout),
+        ("http.header_read_timeout", config.http.header_read_timeout),
+        ("http.idle_timeout", config.http.idle_timeout),
         ("ingest.publish_timeout", config.ingest.publish_timeout),
         (
             "ingest.signature_tolerance",
@@ -107,8 +109,25 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
             "must be between 100 and 100000".into(),
         );
     }
+    // A rendered request and a facade answer each travel in one NATS message, whose size
+    // the server caps (max_payload, 1 MiB by default; checked against the server at start).
+    if !(1024..=64 * 1024 * 1024).contains(&config.matcher.max_request_bytes) {
+        problem(
+            "matcher.max_request_bytes",
+            "must be between 1024 and 67108864 bytes".into(),
+        );
+    }
+    if !(1024..=64 * 1024 * 1024).contains(&config.dispatcher.facade_max_body_bytes) {
+        problem(
+            "dispatcher.facade_max_body_bytes",
+            "must be between 1024 and 67108864 bytes".into(),
+        );
+    }
     if config.database.max_connections == 0 {
         problem("database.max_connections", "must be at least 1".into());
+    }
+    if config.http.max_connections == 0 {
+        problem("http.max_connections", "must be at least 1".into());
     }
 
     let ingest = &config.ingest;
@@ -188,6 +207,40 @@ mod tests {
             problems("[streams]\nevents_max_age = \"1m\"\nduplicate_window = \"2m\"\n"),
             ["streams.duplicate_window"]
         );
+    }
+
+    #[test]
+    fn http_limits_must_be_positive() {
+        assert_eq!(
+            problems("[http]\nheader_read_timeout = \"0s\"\n"),
+            ["http.header_read_timeout"]
+        );
+        assert_eq!(
+            problems("[http]\nidle_timeout = \"0s\"\n"),
+            ["http.idle_timeout"]
+        );
+        assert_eq!(
+            problems("[http]\nmax_connections = 0\n"),
+            ["http.max_connections"]
+        );
+        assert!(
+            problems(
+                "[http]\nheader_read_timeout = \"1s\"\nidle_timeout = \"2s\"\nmax_connections = 1\n"
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_zero_connection_cap_is_refused_with_its_name_and_variable() {
+        let err = ConfigLoader::new()
+            .toml("[http]\nmax_connections = 0\n")
+            .load()
+            .expect_err("zero cap");
+        let text = err.to_string();
+        assert!(text.contains("http.max_connections"), "{text}");
+        assert!(text.contains("MIH_HTTP_MAX_CONNECTIONS"), "{text}");
+        assert!(text.contains("must be at least 1"), "{text}");
     }
 
     #[test]

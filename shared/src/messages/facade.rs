@@ -25,6 +25,10 @@ pub struct FacadeRequest {
     /// The caller, for the delivery log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
+    /// The id to log the call under (its `Idempotency-Key`), chosen by the caller so it can
+    /// look the call up even when no answer reaches it. A new one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<super::JobId>,
 }
 
 /// The answer of a facade call: always this shape, whatever happened.
@@ -40,6 +44,9 @@ pub struct FacadeResponse {
     pub headers: Vec<Header>,
     #[serde(default)]
     pub body: Option<String>,
+    /// The target's body was longer than `body` (cut at the facade's body limit).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_truncated: bool,
     pub attempts: u32,
     pub duration_ms: u64,
     #[serde(default)]

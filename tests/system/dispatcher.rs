@@ -21,15 +21,15 @@ use mih_testkit::{HttpSink, Reply};
 
 use crate::harness::TestHub;
 
-const DELIVERY: &[ServiceName] = &[ServiceName::Api, ServiceName::Dispatcher];
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const DELIVERY: &[ServiceName] = &[ServiceName::Api, ServiceName::Dispatcher];
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-async fn hub() -> TestHub {
+pub(crate) async fn hub() -> TestHub {
     TestHub::builder().services(DELIVERY).start().await
 }
 
 /// Registers a REST service pointing at `sink`; `extra` is merged into the request body.
-async fn service(hub: &TestHub, name: &str, sink: &HttpSink, extra: Value) {
+pub(crate) async fn service(hub: &TestHub, name: &str, sink: &HttpSink, extra: Value) {
     let mut body = json!({
         "name": name,
         "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())},
@@ -49,7 +49,7 @@ fn merge(into: &mut Value, extra: Value) {
     }
 }
 
-fn job(service: &str, method: HttpMethod, path: &str, body: Option<&str>) -> Job {
+pub(crate) fn job(service: &str, method: HttpMethod, path: &str, body: Option<&str>) -> Job {
     Job {
         v: Version,
         id: JobId::new_v7(),
@@ -76,7 +76,7 @@ fn job(service: &str, method: HttpMethod, path: &str, body: Option<&str>) -> Job
     }
 }
 
-async fn publish(hub: &TestHub, job: &Job) {
+pub(crate) async fn publish(hub: &TestHub, job: &Job) {
     let payload = messages::encode(job).expect("encodes");
     hub.js
         .publish(hub.names().job_subject(&job.service), payload)
@@ -86,7 +86,7 @@ async fn publish(hub: &TestHub, job: &Job) {
         .expect("stored");
 }
 
-async fn outcomes(hub: &TestHub) -> Vec<Outcome> {
+pub(crate) async fn outcomes(hub: &TestHub) -> Vec<Outcome> {
     hub.stored(&hub.names().results_stream())
         .await
         .iter()
@@ -94,7 +94,7 @@ async fn outcomes(hub: &TestHub) -> Vec<Outcome> {
         .collect()
 }
 
-async fn dead_letters(hub: &TestHub) -> Vec<DeadLetter> {
+pub(crate) async fn dead_letters(hub: &TestHub) -> Vec<DeadLetter> {
     hub.stored(&hub.names().dlq_stream())
         .await
         .iter()
@@ -102,7 +102,7 @@ async fn dead_letters(hub: &TestHub) -> Vec<DeadLetter> {
         .collect()
 }
 
-async fn wait_for_dead_letter(hub: &TestHub) -> DeadLetter {
+pub(crate) async fn wait_for_dead_letter(hub: &TestHub) -> DeadLetter {
     mih_testkit::eventually(WAIT, || async {
         dead_letters(hub)
             .await
@@ -113,7 +113,7 @@ async fn wait_for_dead_letter(hub: &TestHub) -> DeadLetter {
     .expect("dead-lettered")
 }
 
-async fn wait_for_outcomes(hub: &TestHub, count: usize) -> Vec<Outcome> {
+pub(crate) async fn wait_for_outcomes(hub: &TestHub, count: usize) -> Vec<Outcome> {
     mih_testkit::eventually(WAIT, || async {
         let found = outcomes(hub).await;
         if found.len() >= count {
@@ -126,7 +126,7 @@ async fn wait_for_outcomes(hub: &TestHub, count: usize) -> Vec<Outcome> {
     .expect("outcomes recorded")
 }
 
-async fn circuit(hub: &TestHub, service: &str) -> Option<Circuit> {
+pub(crate) async fn circuit(hub: &TestHub, service: &str) -> Option<Circuit> {
     let kv = hub
         .js
         .get_key_value(hub.names().circuits_bucket())
@@ -138,7 +138,7 @@ async fn circuit(hub: &TestHub, service: &str) -> Option<Circuit> {
         .map(|bytes| serde_json::from_slice(&bytes).expect("a circuit"))
 }
 
-async fn wait_for_circuit(hub: &TestHub, service: &str, state: CircuitState) -> Circuit {
+pub(crate) async fn wait_for_circuit(hub: &TestHub, service: &str, state: CircuitState) -> Circuit {
     mih_testkit::eventually(WAIT, || async {
         match circuit(hub, service).await {
             Some(c) if c.state == state => Ok(c),
@@ -150,7 +150,7 @@ async fn wait_for_circuit(hub: &TestHub, service: &str, state: CircuitState) -> 
 }
 
 /// Jobs of `service` still waiting in JOBS (not acknowledged).
-async fn jobs_waiting(hub: &TestHub, service: &str) -> u64 {
+pub(crate) async fn jobs_waiting(hub: &TestHub, service: &str) -> u64 {
     let stream = hub
         .js
         .get_stream(hub.names().jobs_stream())
@@ -968,5 +968,77 @@ async fn a_job_older_than_the_max_age_is_dead_lettered_unattempted() {
     let received = sink.wait_for(1, WAIT).await.expect("the fresh job");
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].uri.path(), "/api/new");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_with_dot_segments_is_refused_not_sent_elsewhere() {
+    let hub = hub().await;
+    let sink = HttpSink::start().await.expect("sink");
+    service(&hub, "sis", &sink, json!({})).await;
+    // What `/courses/{{other.a}}/{{other.b}}/enrol` renders for a = b = "..".
+    let climbing = job("sis", HttpMethod::Put, "/courses/../../enrol", None);
+    publish(&hub, &climbing).await;
+    let dead = wait_for_dead_letter(&hub).await;
+    assert_eq!(dead.job.id, climbing.id);
+    assert!(dead.reason.contains("permanent failure"), "{}", dead.reason);
+    assert!(dead.reason.contains("`..` segment"), "{}", dead.reason);
+    let fine = job("sis", HttpMethod::Put, "/courses/..12/enrol", None);
+    publish(&hub, &fine).await;
+    let received = sink.wait_for(1, WAIT).await.expect("the fine one");
+    assert_eq!(received.len(), 1, "the climbing path never went out");
+    assert_eq!(received[0].uri.path(), "/api/courses/..12/enrol");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_a_target_echoes_are_not_kept() {
+    const TOKEN: &str = "sis-secret-token-8d2f";
+    let hub = hub().await;
+    let sink = HttpSink::start().await.expect("sink");
+    sink.set_reply(
+        Reply::status(400)
+            .with_body(format!(
+                "bad request; you sent Authorization: Bearer {TOKEN}"
+            ))
+            .with_header("x-echo", TOKEN),
+    );
+    service(
+        &hub,
+        "echo",
+        &sink,
+        json!({"auth": {"type": "bearer", "token": TOKEN}}),
+    )
+    .await;
+    publish(&hub, &job("echo", HttpMethod::Post, "/x", Some("{}"))).await;
+    let dead = wait_for_dead_letter(&hub).await;
+    assert_eq!(
+        sink.requests()[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str()),
+        "the target got the credential"
+    );
+    let last = dead.last_outcome.expect("last outcome");
+    let excerpt = last.response_excerpt.unwrap_or_default();
+    assert_eq!(
+        excerpt,
+        "bad request; you sent Authorization: Bearer [redacted]"
+    );
+    let stored = wait_for_outcomes(&hub, 1).await;
+    assert!(
+        stored.iter().all(|o| !o
+            .response_excerpt
+            .as_deref()
+            .unwrap_or_default()
+            .contains(TOKEN)),
+        "{stored:?}"
+    );
+    // Through the facade too, where the answer goes back to the caller.
+    let answer = hub
+        .api()
+        .post("/api/v1/services/echo/request", &json!({"path": "/y"}))
+        .await;
+    let text = answer.body.to_string();
+    assert!(!text.contains(TOKEN), "{text}");
+    assert_eq!(answer.body["headers"]["x-echo"], "[redacted]");
     hub.stop().await;
 }

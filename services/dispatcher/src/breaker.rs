@@ -116,12 +116,18 @@ impl Breaker {
         counter!(m::CIRCUIT_TRANSITIONS, "service" => self.service.to_string(), "to" => circuit.state.as_str())
             .increment(1);
         match circuit.state {
-            CircuitState::Open => tracing::warn!(
+            CircuitState::Open if from == CircuitState::Closed => tracing::warn!(
                 service = %self.service,
-                from = from.as_str(),
                 failures = circuit.consecutive_failures,
                 last_error = circuit.last_error.as_deref().unwrap_or(""),
                 "circuit opened; the service's jobs wait in JOBS"
+            ),
+            // Once per cooldown for as long as the outage lasts: the opening said it already.
+            CircuitState::Open => tracing::info!(
+                service = %self.service,
+                failures = circuit.consecutive_failures,
+                last_error = circuit.last_error.as_deref().unwrap_or(""),
+                "probe failed; circuit open again"
             ),
             state => {
                 tracing::info!(service = %self.service, from = from.as_str(), to = state.as_str(), "circuit changed")

@@ -17,14 +17,41 @@ use mih_shared::names::Names;
 use mih_shared::{Shutdown, telemetry};
 
 use crate::fleet::Fleet;
-use crate::transport::{AttemptMeta, FACADE_BODY_LIMIT, Target, Verdict};
+use crate::transport::{AttemptMeta, Link, Target, Verdict};
 use crate::worker::{Worker, backoff, health};
 
 /// How long a call waits for the worker of a service that was enabled a moment ago.
 const WORKER_PATIENCE: Duration = Duration::from_secs(5);
 
+/// Room in a reply message for everything but the response body.
+const REPLY_ROOM: usize = 64 * 1024;
+
+/// How facade calls are served: the most of a response body an answer carries.
+#[derive(Debug, Clone, Copy)]
+pub struct FacadeLimits {
+    /// `dispatcher.facade_max_body_bytes`, lowered to what fits in one NATS message.
+    pub body_bytes: usize,
+    /// The server's `max_payload`: no reply may be larger.
+    pub max_payload: usize,
+}
+
+impl FacadeLimits {
+    pub fn new(configured_body_bytes: usize, max_payload: usize) -> Self {
+        FacadeLimits {
+            body_bytes: configured_body_bytes.min(max_payload.saturating_sub(REPLY_ROOM)),
+            max_payload,
+        }
+    }
+}
+
 /// Serves facade calls until `shutdown`.
-pub async fn serve(nats: async_nats::Client, names: Names, fleet: Fleet, shutdown: Shutdown) {
+pub async fn serve(
+    nats: async_nats::Client,
+    names: Names,
+    fleet: Fleet,
+    limits: FacadeLimits,
+    shutdown: Shutdown,
+) {
     let mut requests = match nats
         .queue_subscribe(names.rpc_request(), names.rpc_queue_group())
         .await
@@ -49,10 +76,11 @@ pub async fn serve(nats: async_nats::Client, names: Names, fleet: Fleet, shutdow
             let span = tracing::info_span!("dispatcher.facade");
             telemetry::set_parent_from(&span, request.headers.as_ref());
             let answer =
-                tracing::Instrument::instrument(answer(&fleet, &request.payload), span).await;
-            match messages::encode(&answer) {
+                tracing::Instrument::instrument(answer(&fleet, &request.payload, limits), span)
+                    .await;
+            match fit(answer, limits.max_payload) {
                 Ok(payload) => {
-                    if let Err(error) = nats.publish(reply, payload).await {
+                    if let Err(error) = nats.publish(reply, payload.into()).await {
                         tracing::warn!(%error, "facade answer not sent");
                     }
                 }
@@ -63,6 +91,30 @@ pub async fn serve(nats: async_nats::Client, names: Names, fleet: Fleet, shutdow
     let _ = requests.unsubscribe().await;
 }
 
+/// The answer encoded within `max_payload`: a body too large once encoded (JSON escaping can
+/// multiply its size) is cut further and flagged, so the caller always gets an answer.
+fn fit(mut answer: FacadeResponse, max_payload: usize) -> Result<Vec<u8>, serde_json::Error> {
+    loop {
+        let payload = serde_json::to_vec(&answer)?;
+        if payload.len() <= max_payload {
+            return Ok(payload);
+        }
+        match &mut answer.body {
+            Some(body) if !body.is_empty() => {
+                let half = crate::transport::cut(body, body.len() / 2).len();
+                body.truncate(half);
+                answer.body_truncated = true;
+            }
+            _ if !answer.headers.is_empty() => answer.headers.clear(),
+            _ => {
+                answer.error = Some("the answer does not fit in one NATS message".into());
+                answer.body = None;
+                return serde_json::to_vec(&answer);
+            }
+        }
+    }
+}
+
 fn failed(error: impl Into<String>, circuit: &str) -> FacadeResponse {
     FacadeResponse {
         v: Version,
@@ -70,6 +122,7 @@ fn failed(error: impl Into<String>, circuit: &str) -> FacadeResponse {
         status: None,
         headers: Vec::new(),
         body: None,
+        body_truncated: false,
         attempts: 0,
         duration_ms: 0,
         error: Some(error.into()),
@@ -78,7 +131,7 @@ fn failed(error: impl Into<String>, circuit: &str) -> FacadeResponse {
     }
 }
 
-async fn answer(fleet: &Fleet, payload: &[u8]) -> FacadeResponse {
+async fn answer(fleet: &Fleet, payload: &[u8], limits: FacadeLimits) -> FacadeResponse {
     let call: FacadeRequest = match messages::decode(payload) {
         Ok(call) => call,
         Err(error) => return failed(format!("unreadable facade request: {error}"), "closed"),
@@ -93,12 +146,12 @@ async fn answer(fleet: &Fleet, payload: &[u8]) -> FacadeResponse {
             "closed",
         );
     };
-    call_service(fleet, &worker, call).await
+    call_service(fleet, &worker, call, limits).await
 }
 
 fn request_for(target: &Target, call: &FacadeRequest) -> Request {
-    match target {
-        Target::Http(_) => Request::Http(HttpRequest {
+    match target.link() {
+        Link::Http(_) => Request::Http(HttpRequest {
             method: call.method,
             path: call.path.clone(),
             query: call.query.clone(),
@@ -106,12 +159,12 @@ fn request_for(target: &Target, call: &FacadeRequest) -> Request {
             body: call.body.clone(),
             content_type: call.content_type.clone(),
         }),
-        Target::Soap(_) => Request::Soap(SoapRequest {
+        Link::Soap(_) => Request::Soap(SoapRequest {
             operation: call.path.clone(),
             headers: call.headers.clone(),
             body: call.body.clone().unwrap_or_default(),
         }),
-        Target::Amqp(_) => Request::Amqp(AmqpRequest {
+        Link::Amqp(_) => Request::Amqp(AmqpRequest {
             exchange: None,
             routing_key: call.path.clone(),
             headers: call.headers.clone(),
@@ -124,12 +177,17 @@ fn request_for(target: &Target, call: &FacadeRequest) -> Request {
     }
 }
 
-async fn call_service(fleet: &Fleet, worker: &Worker, call: FacadeRequest) -> FacadeResponse {
+async fn call_service(
+    fleet: &Fleet,
+    worker: &Worker,
+    call: FacadeRequest,
+    limits: FacadeLimits,
+) -> FacadeResponse {
     let clock = Instant::now();
     let deadline = clock + Duration::from_millis(call.timeout_ms);
     let job = Job {
         v: Version,
-        id: JobId::new_v7(),
+        id: call.call_id.unwrap_or_else(JobId::new_v7),
         event_id: None,
         rule_id: None,
         service: call.service.clone(),
@@ -147,14 +205,16 @@ async fn call_service(fleet: &Fleet, worker: &Worker, call: FacadeRequest) -> Fa
         match worker.breaker.admit().await {
             Ok(Admission::Admit { .. }) => {}
             Ok(Admission::Wait { until }) => {
-                let mut answer = failed(
-                    format!(
-                        "the circuit of `{}` is open (the service failed repeatedly); next probe at {}",
-                        call.service,
-                        until.to_rfc3339()
-                    ),
-                    CircuitState::Open.as_str(),
+                let error = format!(
+                    "the circuit of `{}` is open (the service failed repeatedly); next probe at {}",
+                    call.service,
+                    until.to_rfc3339()
                 );
+                fleet
+                    .recorder()
+                    .circuit_open(&job, attempt + 1, error.clone())
+                    .await;
+                let mut answer = failed(error, CircuitState::Open.as_str());
                 answer.attempts = attempt;
                 answer.call_id = Some(job.id.to_string());
                 answer.duration_ms = elapsed_ms(clock);
@@ -168,7 +228,7 @@ async fn call_service(fleet: &Fleet, worker: &Worker, call: FacadeRequest) -> Fa
             event_id: None,
             attempt,
             traceparent: telemetry::current_traceparent(),
-            body_limit: FACADE_BODY_LIMIT,
+            body_limit: limits.body_bytes,
         };
         let started_at = Utc::now();
         let attempt_clock = Instant::now();
@@ -219,6 +279,7 @@ async fn call_service(fleet: &Fleet, worker: &Worker, call: FacadeRequest) -> Fa
                 status: result.status,
                 headers: result.headers,
                 body: result.body,
+                body_truncated: result.body_truncated,
                 attempts: attempt,
                 duration_ms: elapsed_ms(clock),
                 error: result.error,

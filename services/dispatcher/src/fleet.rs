@@ -18,6 +18,7 @@ use mih_shared::names::{Names, ServiceSlug};
 use crate::breaker::Breaker;
 use crate::record::Recorder;
 use crate::transport::{Target, TransportEnv};
+use crate::uncounted::Uncounted;
 use crate::worker::{self, Worker};
 
 /// What a facade call needs of a running service.
@@ -40,6 +41,7 @@ struct Inner {
     names: Names,
     env: TransportEnv,
     circuits: CircuitStore,
+    uncounted: Uncounted,
     recorder: Recorder,
     ack_wait_margin: Duration,
     running: RwLock<HashMap<ServiceSlug, Running>>,
@@ -54,6 +56,7 @@ impl Fleet {
         names: Names,
         env: TransportEnv,
         circuits: CircuitStore,
+        uncounted: Uncounted,
         ack_wait_margin: Duration,
     ) -> Self {
         Fleet {
@@ -64,6 +67,7 @@ impl Fleet {
                 names,
                 env,
                 circuits,
+                uncounted,
                 ack_wait_margin,
                 running: RwLock::new(HashMap::new()),
                 applied: tokio::sync::watch::Sender::new(0),
@@ -207,6 +211,7 @@ impl Fleet {
             breaker,
             inner.recorder.clone(),
             ack_wait,
+            inner.uncounted.clone(),
         ));
         let done = Arc::new(tokio::sync::Notify::new());
         let running = Running {

@@ -8,8 +8,10 @@ pub mod facade;
 pub mod fleet;
 mod metrics;
 pub mod record;
+pub mod redact;
 pub mod ssrf;
 pub mod transport;
+pub mod uncounted;
 pub mod worker;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use mih_shared::{RunError, ServiceContext, Shutdown, ops};
 use crate::fleet::Fleet;
 use crate::ssrf::SsrfGuard;
 use crate::transport::TransportEnv;
+use crate::uncounted::Uncounted;
 
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
     metrics::describe();
@@ -33,6 +36,9 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         guard: Arc::new(SsrfGuard::new(settings.allow_networks.clone())),
     };
     let circuits = CircuitStore::open(&ctx.jetstream, &ctx.names.circuits_bucket())
+        .await
+        .map_err(|e| other(&e))?;
+    let uncounted = Uncounted::open(&ctx.jetstream, &ctx.names.attempts_bucket())
         .await
         .map_err(|e| other(&e))?;
     let snapshot = ConfigSnapshot::start(
@@ -49,17 +55,25 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         ctx.names.clone(),
         env,
         circuits,
+        uncounted,
         settings.ack_wait_margin,
     );
     let serving = tokio::spawn(ops::serve(
         ctx.listener,
         ops::router(ctx.readiness.clone(), ctx.metrics.clone()),
+        ctx.service,
+        ctx.config.http,
         shutdown.clone(),
     ));
+    let limits = facade::FacadeLimits::new(
+        settings.facade_max_body_bytes,
+        ctx.nats.server_info().max_payload,
+    );
     let facade = tokio::spawn(facade::serve(
         ctx.nats.clone(),
         ctx.names.clone(),
         fleet.clone(),
+        limits,
         shutdown.clone(),
     ));
     ctx.readiness.mark_started();

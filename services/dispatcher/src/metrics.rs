@@ -8,6 +8,7 @@ pub const DEAD_LETTERS: &str = "mih_dispatcher_dead_letters_total";
 pub const CIRCUIT_STATE: &str = "mih_dispatcher_circuit_state";
 pub const CIRCUIT_TRANSITIONS: &str = "mih_dispatcher_circuit_transitions_total";
 pub const HELD: &str = "mih_dispatcher_jobs_held";
+pub const PROBES_FAILED: &str = "mih_dispatcher_probes_failed_total";
 
 pub fn describe() {
     describe_counter!(
@@ -37,5 +38,11 @@ pub fn describe() {
     describe_gauge!(
         HELD,
         "Jobs a worker holds while its circuit is open (at most the service's concurrency)"
+    );
+    describe_counter!(
+        PROBES_FAILED,
+        Unit::Count,
+        "Half-open probes that failed because the service is still down, by service; they do \
+         not count against the probe job's retries"
     );
 }

@@ -7,11 +7,11 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::{DateTime, Utc};
 
-use mih_shared::messages::{self, DeadLetter, FailureStage, Job, Outcome, Version};
+use mih_shared::messages::{self, DeadLetter, FailureStage, Job, Outcome, OutcomeStatus, Version};
 use mih_shared::names::Names;
 use mih_shared::telemetry;
 
-use crate::transport::Attempt;
+use crate::transport::{Attempt, EXCERPT_LIMIT};
 
 #[derive(Debug, thiserror::Error)]
 #[error("publishing the {what} of job {job} failed: {cause}")]
@@ -43,18 +43,50 @@ impl Recorder {
         result: &Attempt,
     ) -> Outcome {
         let status = crate::worker::outcome_status(result.verdict);
-        metrics::counter!(crate::metrics::ATTEMPTS, "service" => job.service.to_string(), "status" => status.as_str()).increment(1);
         let outcome = Outcome {
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            response_status: result.status,
+            // A facade call reads much more of the body than the log keeps.
+            response_excerpt: result
+                .body
+                .as_deref()
+                .map(|body| crate::transport::cut(body, EXCERPT_LIMIT).to_owned())
+                .filter(|body| !body.is_empty()),
+            error: result.error.clone(),
+            ..self.base(job, attempt, started_at, status)
+        };
+        self.publish_outcome(job, attempt, outcome).await
+    }
+
+    /// Records a facade call the open circuit refused: nothing was sent. (Queued jobs are
+    /// never refused: they wait in JOBS until the circuit lets them through.)
+    pub async fn circuit_open(&self, job: &Job, attempt: u32, error: String) -> Outcome {
+        let outcome = Outcome {
+            error: Some(error),
+            ..self.base(job, attempt, Utc::now(), OutcomeStatus::CircuitOpen)
+        };
+        self.publish_outcome(job, attempt, outcome).await
+    }
+
+    /// An outcome of `job` with nothing yet said about the target's answer.
+    fn base(
+        &self,
+        job: &Job,
+        attempt: u32,
+        started_at: DateTime<Utc>,
+        status: OutcomeStatus,
+    ) -> Outcome {
+        Outcome {
             v: Version,
             job_id: job.id,
             service: job.service.clone(),
             attempt,
             started_at,
-            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            duration_ms: 0,
             status,
-            response_status: result.status,
-            response_excerpt: result.body.clone().filter(|body| !body.is_empty()),
-            error: result.error.clone(),
+            response_status: None,
+            response_excerpt: None,
+            error: None,
             event_id: job.event_id,
             rule_id: job.rule_id,
             origin: job.origin,
@@ -63,7 +95,11 @@ impl Recorder {
             eventname: job.eventname.clone(),
             replay_of: job.replay_of,
             request: (attempt == 1).then(|| job.request.clone()),
-        };
+        }
+    }
+
+    async fn publish_outcome(&self, job: &Job, attempt: u32, outcome: Outcome) -> Outcome {
+        metrics::counter!(crate::metrics::ATTEMPTS, "service" => job.service.to_string(), "status" => outcome.status.as_str()).increment(1);
         let id = format!("{}:{attempt}", job.id);
         let subject = if job.replay_of.is_some() {
             self.names.replay_result_subject(&job.service)
@@ -86,7 +122,12 @@ impl Recorder {
         let dead = DeadLetter {
             v: Version,
             job: job.clone(),
-            last_outcome,
+            // The job carries the request already; a second copy could make the dead letter
+            // too large for one message, and it would then never be stored.
+            last_outcome: last_outcome.map(|outcome| Outcome {
+                request: None,
+                ..outcome
+            }),
             attempts,
             reason: reason.to_owned(),
             dead_lettered_at: Utc::now(),

@@ -30,6 +30,7 @@ use crate::breaker::Breaker;
 use crate::metrics as m;
 use crate::record::Recorder;
 use crate::transport::{Attempt, AttemptMeta, EXCERPT_LIMIT, Target, Verdict};
+use crate::uncounted::Uncounted;
 
 /// Pause before re-subscribing after the consumer could not be read.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
@@ -40,6 +41,7 @@ pub struct Worker {
     pub breaker: Arc<Breaker>,
     pub recorder: Recorder,
     pub ack_wait: Duration,
+    uncounted: Uncounted,
     limiter: Option<DefaultDirectRateLimiter>,
 }
 
@@ -79,6 +81,7 @@ impl Worker {
         breaker: Arc<Breaker>,
         recorder: Recorder,
         ack_wait: Duration,
+        uncounted: Uncounted,
     ) -> Self {
         let limiter = service
             .rate_limit_per_sec
@@ -90,6 +93,7 @@ impl Worker {
             breaker,
             recorder,
             ack_wait,
+            uncounted,
             limiter,
         }
     }
@@ -197,10 +201,12 @@ impl Worker {
                 .await;
         }
 
-        if !self.wait_for_circuit(message, &shutdown).await {
-            // Shutting down while paused: hand the job back untouched for another replica.
+        let Some(probe) = self.wait_for_circuit(message, &shutdown).await else {
+            // Shutting down while paused: hand the job back untouched for another replica. That
+            // redelivery is not an attempt.
+            self.spare(&job).await;
             return Some(AckKind::Nak(None));
-        }
+        };
 
         let meta = AttemptMeta {
             job_id: job.id,
@@ -226,35 +232,76 @@ impl Worker {
         tracing::debug!(
             job_id = %job.id,
             attempt,
+            probe,
             status = ?result.status,
             outcome = outcome.status.as_str(),
             duration_ms = outcome.duration_ms,
             "attempt finished"
         );
-        match result.verdict {
-            Verdict::Delivered => Some(AckKind::Ack),
+        let retry_after = match result.verdict {
+            Verdict::Delivered => return Some(AckKind::Ack),
             Verdict::Permanent => {
                 let reason = format!("permanent failure: {}", describe(&result));
-                self.dead_letter(&job, Some(outcome), attempt, &reason, "permanent")
-                    .await
+                return self
+                    .dead_letter(&job, Some(outcome), attempt, &reason, "permanent")
+                    .await;
             }
-            Verdict::Retryable { .. } | Verdict::Timeout
-                if attempt > self.service.retry.max_retries =>
-            {
-                let reason = format!("gave up after {attempt} attempts: {}", describe(&result));
-                self.dead_letter(&job, Some(outcome), attempt, &reason, "exhausted")
-                    .await
+            Verdict::Retryable { retry_after } => retry_after,
+            Verdict::Timeout => None,
+        };
+        // A failed probe only says the service is still down; the job goes back to waiting
+        // behind the breaker with its retries intact.
+        let spared = if probe {
+            counter!(m::PROBES_FAILED, "service" => self.service.name.to_string()).increment(1);
+            self.spare(&job).await
+        } else if attempt > 1 {
+            match self.uncounted.count(job.id).await {
+                Ok(spared) => spared,
+                Err(error) => {
+                    // Without the count the job could be given up on too early: try later.
+                    tracing::warn!(%error, "cannot read the job's uncounted deliveries; retrying it later");
+                    return Some(AckKind::Nak(Some(self.retry_delay(attempt, retry_after))));
+                }
             }
-            Verdict::Retryable { retry_after } => {
-                Some(AckKind::Nak(Some(self.retry_delay(attempt, retry_after))))
+        } else {
+            0
+        };
+        let counted = attempt.saturating_sub(spared).max(1);
+        if !probe && counted > self.service.retry.max_retries {
+            let reason = if spared > 0 {
+                format!(
+                    "gave up after {counted} attempts (and {spared} probes while the service was down): {}",
+                    describe(&result)
+                )
+            } else {
+                format!("gave up after {counted} attempts: {}", describe(&result))
+            };
+            return self
+                .dead_letter(&job, Some(outcome), attempt, &reason, "exhausted")
+                .await;
+        }
+        Some(AckKind::Nak(Some(self.retry_delay(counted, retry_after))))
+    }
+
+    /// Records that this delivery of `job` does not count against its retries; returns how
+    /// many of its deliveries did not count so far. A failure to record makes it count.
+    async fn spare(&self, job: &Job) -> u32 {
+        match self.uncounted.add(job.id).await {
+            Ok(spared) => spared,
+            Err(error) => {
+                tracing::warn!(%error, job_id = %job.id, "could not record an uncounted delivery; it counts as an attempt");
+                0
             }
-            Verdict::Timeout => Some(AckKind::Nak(Some(self.retry_delay(attempt, None)))),
         }
     }
 
     /// Waits while the circuit keeps attempts back, extending the held job's ack deadline.
-    /// Returns false when shutdown came first.
-    async fn wait_for_circuit(&self, message: &jetstream::Message, shutdown: &Shutdown) -> bool {
+    /// Returns whether the attempt is a half-open probe, or `None` when shutdown came first.
+    async fn wait_for_circuit(
+        &self,
+        message: &jetstream::Message,
+        shutdown: &Shutdown,
+    ) -> Option<bool> {
         let mut changes = self.breaker.changes();
         let mut held = false;
         let admitted = loop {
@@ -263,13 +310,13 @@ impl Worker {
                     if probe {
                         tracing::info!("probing the service (circuit half-open)");
                     }
-                    break true;
+                    break Some(probe);
                 }
                 Ok(Admission::Wait { until }) => until,
                 Err(error) => {
                     // The shared state is unreachable (NATS trouble); deliver rather than stall.
                     tracing::warn!(%error, "circuit state unavailable; attempting anyway");
-                    break true;
+                    break Some(false);
                 }
             };
             if !held {
@@ -279,7 +326,7 @@ impl Worker {
             let cooldown_left = (until - Utc::now()).to_std().unwrap_or_default();
             let progress_every = self.ack_wait / 3;
             tokio::select! {
-                () = shutdown.triggered() => break false,
+                () = shutdown.triggered() => break None,
                 _ = changes.changed() => {}
                 () = tokio::time::sleep(cooldown_left.min(progress_every)) => {}
             }

@@ -211,6 +211,7 @@ impl AmqpTarget {
                 status: None,
                 headers: Vec::new(),
                 body: None,
+                body_truncated: false,
                 error: None,
             },
             Err(error) => {

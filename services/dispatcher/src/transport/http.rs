@@ -234,6 +234,9 @@ fn method(method: HttpMethod) -> Method {
 /// Appends `path` (and its own `?query`, if the template wrote one) to the base URL's path, so
 /// `https://sis.example.org/api` + `/users/27` is `https://sis.example.org/api/users/27`.
 pub fn join(base: &Url, path: &str, query: &[(String, String)]) -> Result<Url, String> {
+    if let Some(refusal) = mih_shared::urlpath::refusal(path) {
+        return Err(refusal);
+    }
     let (path, path_query) = match path.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (path, None),
@@ -265,7 +268,23 @@ pub fn join(base: &Url, path: &str, query: &[(String, String)]) -> Result<Url, S
     if url.host() != base.host() {
         return Err(format!("the path `{path}` leaves the service's host"));
     }
+    if !under(base.path(), url.path()) {
+        return Err(format!(
+            "the path `{path}` leads to `{}`, outside the service's base path `{}`",
+            url.path(),
+            base.path()
+        ));
+    }
     Ok(url)
+}
+
+/// Whether `path` is `base` or below it, segment-wise (`/api` holds `/api/x`, not `/apix`).
+fn under(base: &str, path: &str) -> bool {
+    let base = base.trim_end_matches('/');
+    path == base
+        || path
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// A GET carries no body: a JSON object's scalar fields become query parameters instead.
@@ -308,6 +327,7 @@ async fn read_response(mut response: reqwest::Response, limit: usize) -> Attempt
         verdict,
         status: Some(status.as_u16()),
         headers,
+        body_truncated: body.len() > limit,
         body: Some(super::excerpt(&body, limit)),
         error,
     }
@@ -326,11 +346,12 @@ pub(crate) fn response_headers(headers: &HeaderMap) -> Vec<Header> {
         .collect()
 }
 
-/// Up to about `wanted` bytes of the body. A body cut short by the connection is judged by
-/// what arrived: the status already says how the target answered.
+/// The body, or its first `wanted` bytes and at least one more when it is longer (so a body
+/// that was cut can be told from one that fit). A body cut short by the connection is judged
+/// by what arrived: the status already says how the target answered.
 pub(crate) async fn read_body(response: &mut reqwest::Response, wanted: usize) -> Vec<u8> {
     let mut body = Vec::new();
-    while body.len() < wanted {
+    while body.len() <= wanted {
         match response.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
             Ok(None) => break,
@@ -375,11 +396,12 @@ pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> 
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
-/// A request that got no response: timeouts and connection failures are worth retrying, a
-/// refused address or an unbuildable request is not.
+/// A request that got no response: timeouts and connection failures (name resolution
+/// included: DNS outages end) are worth retrying, an address the SSRF guard refuses or an
+/// unbuildable request is not.
 pub(crate) fn failure(error: &reqwest::Error) -> Attempt {
     let text = error_chain(error);
-    if find_ssrf(error).is_some() {
+    if let Some(SsrfError::Refused { .. }) = find_ssrf(error) {
         return Attempt::failed(Verdict::Permanent, text);
     }
     if error.is_timeout() {
@@ -470,6 +492,31 @@ mod tests {
             with_query.expect("joins").as_str(),
             "https://h.example/a/b?q=a+b%26c"
         );
+    }
+
+    #[test]
+    fn a_path_cannot_leave_the_base_path() {
+        let api = base("https://sis.example.org/api/v2");
+        for path in [
+            "/courses/../../enrol",
+            "/../admin",
+            "%2e%2e/%2e%2e/pct",
+            "/courses/.%2E/x",
+            "/x/..\\..\\y",
+        ] {
+            let refused = join(&api, path, &[]).expect_err(path);
+            assert!(
+                refused.contains("segment") || refused.contains("outside"),
+                "{path}: {refused}"
+            );
+        }
+        assert_eq!(
+            join(&api, "/courses/%2E%2E%2Fx", &[])
+                .expect("an encoded slash stays in its segment")
+                .path(),
+            "/api/v2/courses/%2E%2E%2Fx"
+        );
+        assert!(under("/api/", "/api/x") && under("/", "/x") && !under("/api", "/apix"));
     }
 
     #[test]

@@ -16,12 +16,12 @@ use mih_shared::crypto::{CryptoError, Keyring};
 use mih_shared::live::{Auth, LiveService, Transport};
 use mih_shared::messages::{EventId, Header, JobId, Request};
 
+use crate::redact::Redactor;
 use crate::ssrf::SsrfGuard;
 
-/// Most bytes of a response body kept in an outcome; the facade returns up to
-/// [`FACADE_BODY_LIMIT`].
+/// Most bytes of a response body kept in an outcome (the facade returns more: up to
+/// `dispatcher.facade_max_body_bytes`).
 pub const EXCERPT_LIMIT: usize = 2048;
-pub const FACADE_BODY_LIMIT: usize = 1024 * 1024;
 
 /// What every transport needs to build its client.
 #[derive(Debug, Clone)]
@@ -52,6 +52,8 @@ pub struct Attempt {
     pub headers: Vec<Header>,
     /// The start of the response body, at most `AttemptMeta::body_limit` bytes.
     pub body: Option<String>,
+    /// The response body was longer than `body`.
+    pub body_truncated: bool,
     /// Why it failed, for people: the transport error, the SOAP fault, the AMQP reply.
     pub error: Option<String>,
 }
@@ -63,6 +65,7 @@ impl Attempt {
             status: None,
             headers: Vec::new(),
             body: None,
+            body_truncated: false,
             error: Some(error.into()),
         }
     }
@@ -102,11 +105,18 @@ pub enum TargetError {
     },
 }
 
-/// A service's transport, ready to deliver.
-pub enum Target {
+/// How a service is reached: one long-lived client per transport.
+#[derive(Debug)]
+pub enum Link {
     Http(http::HttpTarget),
     Amqp(amqp::AmqpTarget),
     Soap(soap::SoapTarget),
+}
+
+/// A service's transport, ready to deliver, and what of its answers must never be kept.
+pub struct Target {
+    link: Link,
+    redactor: Redactor,
 }
 
 impl std::fmt::Debug for Target {
@@ -117,18 +127,28 @@ impl std::fmt::Debug for Target {
 
 impl Target {
     pub fn build(service: &LiveService, env: &TransportEnv) -> Result<Target, TargetError> {
-        Ok(match &service.transport {
-            Transport::Rest(rest) => Target::Http(http::HttpTarget::new(service, rest, env)?),
-            Transport::Amqp(amqp) => Target::Amqp(amqp::AmqpTarget::new(service, amqp, env)?),
-            Transport::Soap(soap) => Target::Soap(soap::SoapTarget::new(service, soap, env)?),
+        let link = match &service.transport {
+            Transport::Rest(rest) => Link::Http(http::HttpTarget::new(service, rest, env)?),
+            Transport::Amqp(amqp) => Link::Amqp(amqp::AmqpTarget::new(service, amqp, env)?),
+            Transport::Soap(soap) => Link::Soap(soap::SoapTarget::new(service, soap, env)?),
+        };
+        Ok(Target {
+            link,
+            redactor: redactor(service, &env.keyring)?,
         })
     }
 
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Makes one attempt. Whatever the target answered, the service's own credentials are
+    /// removed from the answer before anyone sees or stores it.
     pub async fn deliver(&self, request: &Request, meta: &AttemptMeta) -> Attempt {
-        match (self, request) {
-            (Target::Http(target), Request::Http(request)) => target.deliver(request, meta).await,
-            (Target::Amqp(target), Request::Amqp(request)) => target.deliver(request, meta).await,
-            (Target::Soap(target), Request::Soap(request)) => target.deliver(request, meta).await,
+        let attempt = match (&self.link, request) {
+            (Link::Http(target), Request::Http(request)) => target.deliver(request, meta).await,
+            (Link::Amqp(target), Request::Amqp(request)) => target.deliver(request, meta).await,
+            (Link::Soap(target), Request::Soap(request)) => target.deliver(request, meta).await,
             (_, request) => Attempt::failed(
                 Verdict::Permanent,
                 format!(
@@ -137,23 +157,58 @@ impl Target {
                     self.kind()
                 ),
             ),
-        }
+        };
+        self.redactor.attempt(attempt)
     }
 
     /// Closes long-lived connections (AMQP) when the service is removed or changed.
     pub async fn close(&self) {
-        if let Target::Amqp(target) = self {
+        if let Link::Amqp(target) = &self.link {
             target.close().await;
         }
     }
 
     pub fn kind(&self) -> &'static str {
-        match self {
-            Target::Http(_) => "rest",
-            Target::Amqp(_) => "amqp",
-            Target::Soap(_) => "soap",
+        match self.link {
+            Link::Http(_) => "rest",
+            Link::Amqp(_) => "amqp",
+            Link::Soap(_) => "soap",
         }
     }
+}
+
+/// The service's credentials, to be kept out of answers: its auth secret, its AMQP password and
+/// its signing secret.
+fn redactor(service: &LiveService, keyring: &Keyring) -> Result<Redactor, TargetError> {
+    let mut secrets = Vec::new();
+    let mut basic = None;
+    match &service.auth {
+        Auth::None => {}
+        Auth::Bearer { token } => secrets.push(keyring.open(token)?),
+        Auth::ApiKey { key, .. } => secrets.push(keyring.open(key)?),
+        Auth::Basic { username, password } => {
+            let password = keyring.open(password)?;
+            basic = Some((username.clone(), password.clone()));
+            secrets.push(password);
+        }
+    }
+    if let Transport::Amqp(amqp) = &service.transport
+        && let Some(password) = &amqp.password
+    {
+        secrets.push(keyring.open(password)?);
+    }
+    if let Some(secret) = &service.signing_secret {
+        let secret = keyring.open(secret)?;
+        // The key proper is the base64 after `whsec_`; either form may be echoed.
+        if let Some(key) = secret.strip_prefix("whsec_") {
+            secrets.push(key.to_owned());
+        }
+        secrets.push(secret);
+    }
+    Ok(Redactor::new(
+        secrets.iter().map(String::as_str),
+        basic.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+    ))
 }
 
 fn request_kind(request: &Request) -> &'static str {
@@ -188,6 +243,18 @@ pub fn auth_header(
             ))
         }
     })
+}
+
+/// `text` cut to at most `limit` bytes, on a character boundary.
+pub fn cut(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let end = (0..=limit)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    &text[..end]
 }
 
 /// Cuts `bytes` to at most `limit` bytes on a character boundary, lossily decoded.

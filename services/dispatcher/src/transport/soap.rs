@@ -524,6 +524,7 @@ async fn read_response(mut response: reqwest::Response, limit: usize) -> Attempt
         verdict,
         status: Some(status.as_u16()),
         headers,
+        body_truncated: body.len() > limit,
         body: Some(super::excerpt(&body, limit)),
         error,
     }

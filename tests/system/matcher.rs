@@ -472,3 +472,80 @@ async fn rule_changes_apply_to_the_next_event() {
     wait_for_jobs(&hub, 1).await;
     hub.stop().await;
 }
+
+/// Four nested `{{#each}}` over a 20-element list would render 6.4 MB from a small event; the
+/// render stops at matcher.max_request_bytes, the job is dead-lettered with the reason, and the
+/// event is done with (before, the publish failed as "transient" and the event came back
+/// forever).
+#[tokio::test]
+async fn a_render_larger_than_the_cap_is_dead_lettered_and_the_event_is_done() {
+    let hub = pipeline("[matcher]\nmax_request_bytes = 65536").await;
+    create_service(&hub, "sis").await;
+    let each = |inner: &str| format!("{{{{#each @root.other.list}}}}{inner}{{{{/each}}}}");
+    let bomb = each(&each(&each(&each(&"x".repeat(40)))));
+    let huge = create_rule(
+        &hub,
+        json!({"name": "bomb", "events": ["*"], "service": "sis", "body": bomb, "content_type": "text/plain"}),
+    )
+    .await;
+    create_rule(
+        &hub,
+        json!({"name": "plain", "events": ["*"], "service": "sis"}),
+    )
+    .await;
+    settle(&hub).await;
+    let mut event = enrolment();
+    event["other"] = json!({"list": (0..20).collect::<Vec<_>>()});
+    post(&hub, &event, &[]).await;
+    let dead = mih_testkit::eventually(Duration::from_secs(15), || async {
+        let stored = hub.stored(&hub.names().dlq_stream()).await;
+        stored
+            .first()
+            .map(|m| messages::decode::<DeadLetter>(&m.payload).expect("dead letter"))
+            .ok_or_else(|| "no dead letter".to_owned())
+    })
+    .await
+    .expect("dead-lettered");
+    assert_eq!(dead.stage, FailureStage::Render);
+    assert_eq!(dead.job.rule_id.map(|r| r.to_string()), Some(huge));
+    assert!(
+        dead.reason
+            .contains("matcher.max_request_bytes (65536 bytes)"),
+        "{}",
+        dead.reason
+    );
+    let published = wait_for_jobs(&hub, 1).await;
+    assert_eq!(published.len(), 1, "the other rule's job went out");
+    hub.wait_for_matcher_idle().await;
+    hub.stop().await;
+}
+
+/// Values in an XML CDATA section are written as they are (entities mean nothing there); a
+/// value holding `]]>` is split over two sections instead of ending the first.
+#[tokio::test]
+async fn values_inside_cdata_are_not_escaped_twice() {
+    let hub = pipeline("").await;
+    create_service(&hub, "sis").await;
+    create_rule(
+        &hub,
+        json!({"name": "xml", "events": ["*"], "service": "sis", "content_type": "text/xml",
+               "body": "<user><name><![CDATA[{{other.name}}]]></name><plain>{{other.name}}</plain></user>"}),
+    )
+    .await;
+    settle(&hub).await;
+    let mut event = enrolment();
+    event["other"] = json!({"name": "O'Brien \"Bob\" & <x> ]]> end"});
+    post(&hub, &event, &[]).await;
+    let jobs = wait_for_jobs(&hub, 1).await;
+    let Request::Http(request) = &jobs[0].1.request else {
+        panic!("a REST job");
+    };
+    assert_eq!(
+        request.body.as_deref(),
+        Some(
+            "<user><name><![CDATA[O'Brien \"Bob\" & <x> ]]]]><![CDATA[> end]]></name>\
+             <plain>O&apos;Brien &quot;Bob&quot; &amp; &lt;x&gt; ]]&gt; end</plain></user>"
+        )
+    );
+    hub.stop().await;
+}

@@ -5,6 +5,13 @@
 //! acknowledge the event. Anything that fails on the way hands the event back to JetStream
 //! with a growing delay; the event is never lost and its jobs are never published twice
 //! under different ids.
+//!
+//! Matching is CPU work whose length depends on the rules and the event. When a rule the event
+//! may match loops (a comprehension, a `{{#each}}`) or the event is large, the event is matched
+//! on the blocking pool through the matcher's [`Evaluators`] (at most one per core at a time),
+//! each rule bounded by its budget. Other events, whose matching is a fixed number of operations
+//! on a small event, are matched in place: offloading every event cost a third of the
+//! throughput in `mih-bench matcher` (about 21,000 → 14,000 events/s with 10 rules).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +28,7 @@ use mih_shared::{Shutdown, telemetry};
 
 use crate::dedup::{Claim, Dedup};
 use crate::engine::RuleSet;
+use crate::engine::budget::{Evaluators, OffloadError};
 use crate::metrics as m;
 use crate::publish;
 
@@ -29,12 +37,21 @@ pub const CONSUMER: &str = "matcher";
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+/// Events larger than this are matched off the async workers whatever their rules: a rule
+/// without loops is linear in the event's size, and this keeps it well under a millisecond.
+const INLINE_EVENT_BYTES: usize = 64 * 1024;
+/// Longest an event waits for an evaluator before it is handed back to JetStream (every
+/// evaluator busy that long means costly rules and a backlog: better retried later, from the
+/// stream, than held past `ack_wait`).
+const EVALUATOR_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Matcher {
     pub js: jetstream::Context,
     pub names: Names,
     pub rules: Arc<ArcSwap<RuleSet>>,
     pub dedup: Dedup,
+    /// Where events are matched: off the async workers, one per core at a time.
+    pub evaluators: Evaluators,
 }
 
 /// The consumer's declared configuration; re-applied at every start.
@@ -136,8 +153,33 @@ impl Matcher {
             }
         };
         tracing::Span::current().record("event_id", tracing::field::display(event.id));
-        let rules = self.rules.load();
-        let matches = match rules.matches(&event, Origin::Rule) {
+        let rules = self.rules.load_full();
+        let matching = if message.payload.len() > INLINE_EVENT_BYTES || rules.may_be_costly(&event)
+        {
+            let span = tracing::Span::current();
+            self.evaluators
+                .run(EVALUATOR_WAIT, move || {
+                    let matches = span.in_scope(|| rules.matches(&event, Origin::Rule));
+                    (event, matches)
+                })
+                .await
+        } else {
+            let matches = rules.matches(&event, Origin::Rule);
+            Ok((event, matches))
+        };
+        let (event, matches) = match matching {
+            Ok(matched) => matched,
+            Err(error @ OffloadError::Busy(_)) => {
+                tracing::warn!(%error, "no evaluator free; retrying the event");
+                return Done::Retry(retry_delay(message));
+            }
+            Err(error @ OffloadError::Panicked(_)) => {
+                // A bug: handed back rather than dropped, so a fixed matcher still gets it.
+                tracing::error!(%error, "matching an event panicked; retrying it");
+                return Done::Retry(retry_delay(message));
+            }
+        };
+        let matches = match matches {
             Ok(matches) => matches,
             Err(reason) => {
                 counter!(m::EVENTS, "outcome" => "unreadable").increment(1);

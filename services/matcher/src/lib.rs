@@ -32,8 +32,16 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     )
     .await
     .map_err(|e| other(&e))?;
-    let rules = Arc::new(ArcSwap::from_pointee(RuleSet::build(&snapshot.current())));
-    tokio::spawn(follow_rules(snapshot, Arc::clone(&rules), shutdown.clone()));
+    let max_request_bytes = ctx.config.matcher.max_request_bytes;
+    let rules = Arc::new(ArcSwap::from_pointee(
+        RuleSet::build(&snapshot.current()).limit_requests(max_request_bytes),
+    ));
+    tokio::spawn(follow_rules(
+        snapshot,
+        Arc::clone(&rules),
+        max_request_bytes,
+        shutdown.clone(),
+    ));
     let dedup = dedup::Dedup::open(&ctx.jetstream, &ctx.names.dedup_bucket())
         .await
         .map_err(|e| other(&e))?;
@@ -56,10 +64,13 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         names: ctx.names.clone(),
         rules,
         dedup,
+        evaluators: engine::budget::Evaluators::per_core(),
     });
     let serving = tokio::spawn(ops::serve(
         ctx.listener,
         ops::router(ctx.readiness.clone(), ctx.metrics.clone()),
+        ctx.service,
+        ctx.config.http,
         shutdown.clone(),
     ));
     ctx.readiness.mark_started();
@@ -74,14 +85,19 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
 }
 
 /// Rebuilds the rule set whenever the live configuration changes.
-async fn follow_rules(snapshot: ConfigSnapshot, rules: Arc<ArcSwap<RuleSet>>, shutdown: Shutdown) {
+async fn follow_rules(
+    snapshot: ConfigSnapshot,
+    rules: Arc<ArcSwap<RuleSet>>,
+    max_request_bytes: usize,
+    shutdown: Shutdown,
+) {
     let mut changes = snapshot.changes();
     loop {
         tokio::select! {
             () = shutdown.triggered() => return,
             changed = changes.changed() => if changed.is_err() { return },
         }
-        let set = RuleSet::build(&snapshot.current());
+        let set = RuleSet::build(&snapshot.current()).limit_requests(max_request_bytes);
         tracing::debug!(rules = set.len(), "rules updated");
         rules.store(Arc::new(set));
     }

@@ -24,7 +24,7 @@ pub fn describe() {
     describe_counter!(
         CONDITION_ERRORS,
         Unit::Count,
-        "Conditions that could not be decided for an event (the rule did not match)"
+        "Conditions that could not be decided for an event (the rule did not match), by reason: error (a missing field, a type mismatch), budget (the rule's evaluation budget ran out)"
     );
     describe_counter!(
         RETRIES,

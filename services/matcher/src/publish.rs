@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use chrono::Utc;
 use futures::future::try_join_all;
 
-use mih_shared::messages::{self, DeadLetter, Event, FailureStage, Job, Version};
+use mih_shared::messages::{self, DeadLetter, Event, FailureStage, Job, Request, Version};
 use mih_shared::names::Names;
 use mih_shared::telemetry;
 
@@ -36,6 +36,41 @@ fn headers(event: &Event, job: &Job) -> HeaderMap {
     headers
 }
 
+/// Room in a NATS message for the headers next to a job.
+const HEADER_ROOM: usize = 4096;
+
+/// A job too large for one NATS message, as a render failure: its request without the body
+/// and headers that made it too large (a replay renders it again from the event).
+fn too_large(mut job: Job, encoded: usize, max_payload: usize) -> Match {
+    strip_request(&mut job);
+    Match::RenderFailed {
+        job,
+        reason: format!(
+            "the rendered job is {encoded} bytes; one NATS message holds at most {} (the \
+             server's max_payload less room for headers): lower what the templates render, or \
+             matcher.max_request_bytes",
+            max_payload.saturating_sub(HEADER_ROOM)
+        ),
+    }
+}
+
+fn strip_request(job: &mut Job) {
+    match &mut job.request {
+        Request::Http(http) => {
+            http.body = None;
+            http.headers.clear();
+        }
+        Request::Amqp(amqp) => {
+            amqp.body.clear();
+            amqp.headers.clear();
+        }
+        Request::Soap(soap) => {
+            soap.body.clear();
+            soap.headers.clear();
+        }
+    }
+}
+
 /// Publishes every match of `event` and waits until JetStream stored them all.
 pub async fn publish(
     js: &jetstream::Context,
@@ -45,11 +80,24 @@ pub async fn publish(
 ) -> Result<Published, PublishError> {
     let mut published = Published::default();
     let mut acks = Vec::with_capacity(matches.len());
+    let max_payload = js.client().server_info().max_payload;
     for found in matches {
-        let (metric, subject, message_id, payload, job) = match found {
+        // A job that cannot fit in a message never will: it is a render failure, dead-lettered
+        // now, not a publish error that would hand the event back forever.
+        let (found, encoded) = match found {
             Match::Job(job) => {
-                published.jobs += 1;
                 let payload = messages::encode(&job).map_err(|e| error(&job, e))?;
+                if payload.len() + HEADER_ROOM > max_payload {
+                    (too_large(job, payload.len(), max_payload), None)
+                } else {
+                    (Match::Job(job), Some(payload))
+                }
+            }
+            render_failed => (render_failed, None),
+        };
+        let (metric, subject, message_id, payload, job) = match (found, encoded) {
+            (Match::Job(job), Some(payload)) => {
+                published.jobs += 1;
                 (
                     crate::metrics::JOBS,
                     names.job_subject(&job.service),
@@ -58,10 +106,13 @@ pub async fn publish(
                     job,
                 )
             }
-            Match::RenderFailed { job, reason } => {
+            (Match::Job(job), None) => {
+                return Err(error(&job, "a job went unencoded"));
+            }
+            (Match::RenderFailed { job, reason }, _) => {
                 published.render_failures += 1;
                 tracing::warn!(job_id = %job.id, rule = ?job.rule_id, %reason, "request could not be rendered; dead-lettered");
-                let dead = DeadLetter {
+                let mut dead = DeadLetter {
                     v: Version,
                     job: job.clone(),
                     last_outcome: None,
@@ -71,7 +122,13 @@ pub async fn publish(
                     stage: FailureStage::Render,
                     event: Some(event.clone()),
                 };
-                let payload = messages::encode(&dead).map_err(|e| error(&job, e))?;
+                let mut payload = messages::encode(&dead).map_err(|e| error(&job, e))?;
+                if payload.len() + HEADER_ROOM > max_payload {
+                    // The event is what a replay renders from; the rule's templates are in
+                    // its configuration.
+                    strip_request(&mut dead.job);
+                    payload = messages::encode(&dead).map_err(|e| error(&job, e))?;
+                }
                 (
                     crate::metrics::RENDER_FAILURES,
                     names.dlq_subject(&job.service),

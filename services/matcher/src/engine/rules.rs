@@ -20,8 +20,9 @@ use mih_shared::messages::{
 use mih_shared::moodle::{EventName, EventPattern};
 use mih_shared::names::ServiceSlug;
 
-use super::condition::{Condition, variables};
-use super::template::{self, Mode};
+use super::budget::{self, Budget};
+use super::condition::{self, Condition, Undecided, variables};
+use super::template::{self, Mode, RenderFailure};
 
 /// Top-level fields Moodle may send as numeric strings; conditions and templates see numbers.
 const NUMERIC_FIELDS: &[&str] = &[
@@ -86,9 +87,22 @@ pub struct CompiledRule {
     body_mode: Mode,
     /// Parts that did not compile: (field, message). A rule with problems never renders.
     problems: Vec<(String, String)>,
+    /// Most bytes its request may render to (`matcher.max_request_bytes`).
+    max_request_bytes: usize,
+    /// Whether deciding it may take long on a large event (see [`CompiledRule::may_be_costly`]).
+    costly: bool,
 }
 
+/// `matcher.max_request_bytes` unless configured otherwise.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 512 * 1024;
+
 impl CompiledRule {
+    /// Caps what this rule may render for one event (`matcher.max_request_bytes`).
+    pub fn limit_request(mut self, max_request_bytes: usize) -> Self {
+        self.max_request_bytes = max_request_bytes;
+        self
+    }
+
     pub fn compile(live: Arc<LiveRule>) -> Self {
         let mut problems = Vec::new();
         let condition =
@@ -148,13 +162,27 @@ impl CompiledRule {
                 Mode::Text,
             );
         }
+        let costly = condition.as_ref().is_some_and(Condition::may_be_costly)
+            || live
+                .body
+                .iter()
+                .chain(live.headers.values())
+                .chain(&live.ordering_key)
+                .chain(match &live.target {
+                    RuleTarget::Rest { path, .. } => Some(path),
+                    RuleTarget::Amqp { routing_key, .. } => routing_key.as_ref(),
+                    RuleTarget::Soap { .. } => None,
+                })
+                .any(|source| has_block(source));
         Self {
+            costly,
             header_names: live.headers.keys().cloned().collect(),
             live,
             condition,
             templates,
             body_mode,
             problems,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
         }
     }
 
@@ -163,8 +191,29 @@ impl CompiledRule {
         &self.problems
     }
 
-    /// Decides this rule for a prepared event; with `explain`, records every check.
+    /// Whether deciding it may take long on a large event: its condition loops or builds
+    /// strings and lists, or a template has a block (`{{#each}}` loops). Otherwise it does a
+    /// fixed number of operations, each at most linear in the event's size.
+    pub fn may_be_costly(&self) -> bool {
+        self.costly
+    }
+
+    /// Decides this rule for a prepared event; with `explain`, records every check. The whole
+    /// decision (condition and templates) spends from one [`Budget::for_rule`].
     fn decide(
+        &self,
+        event: &Prepared<'_>,
+        vars: &CelContext<'_, '_>,
+        services: &BTreeMap<ServiceSlug, Arc<LiveService>>,
+        origin: Origin,
+        explain: bool,
+    ) -> (Option<Match>, Vec<Check>) {
+        budget::within(Budget::for_rule(), || {
+            self.decide_within_budget(event, vars, services, origin, explain)
+        })
+    }
+
+    fn decide_within_budget(
         &self,
         event: &Prepared<'_>,
         vars: &CelContext<'_, '_>,
@@ -252,13 +301,17 @@ impl CompiledRule {
                         checks
                     });
                 }
-                Err(error) => {
-                    metrics::counter!(crate::metrics::CONDITION_ERRORS).increment(1);
-                    check(
-                        "condition",
-                        false,
-                        format!("the condition cannot be decided for this event: {error}"),
-                    );
+                Err(undecided) => {
+                    let reason = undecided.reason();
+                    metrics::counter!(crate::metrics::CONDITION_ERRORS, "reason" => reason)
+                        .increment(1);
+                    let detail = match &undecided {
+                        Undecided::Error(error) => {
+                            format!("the condition cannot be decided for this event: {error}")
+                        }
+                        Undecided::Budget(_) => undecided.to_string(),
+                    };
+                    check("condition", false, detail);
                     return (None, checks);
                 }
             };
@@ -328,7 +381,23 @@ impl CompiledRule {
             serde_json::json!({"id": rule.id, "name": rule.name}),
         );
         let context = HbContext::wraps(Value::Object(context_value)).map_err(|e| e.to_string())?;
-        let render = |name: &str| template::render(&self.templates, name, &context);
+        // Body, headers, path and ordering key share one allowance.
+        let room = std::cell::Cell::new(self.max_request_bytes);
+        let too_large = || {
+            format!(
+                "the request would be larger than matcher.max_request_bytes ({} bytes)",
+                self.max_request_bytes
+            )
+        };
+        let render = |name: &str| {
+            let mut left = room.get();
+            let rendered = template::render_within(&self.templates, name, &context, &mut left);
+            room.set(left);
+            rendered.map_err(|failure| match failure {
+                RenderFailure::TooLarge => too_large(),
+                RenderFailure::Template(reason) => reason,
+            })
+        };
 
         let body = match &rule.body {
             Some(_) => {
@@ -339,11 +408,17 @@ impl CompiledRule {
                 }
                 body
             }
-            None => match &rule.target {
-                RuleTarget::Soap { operation } => default_soap_body(operation, &event.event.data),
-                // The event as Moodle gave it.
-                _ => serde_json::to_string(&event.event.data).map_err(|e| e.to_string())?,
-            },
+            None => {
+                let body = match &rule.target {
+                    RuleTarget::Soap { operation } => {
+                        default_soap_body(operation, &event.event.data)
+                    }
+                    // The event as Moodle gave it.
+                    _ => serde_json::to_string(&event.event.data).map_err(|e| e.to_string())?,
+                };
+                room.set(room.get().checked_sub(body.len()).ok_or_else(too_large)?);
+                body
+            }
         };
         let mut headers = Vec::with_capacity(self.header_names.len());
         for name in &self.header_names {
@@ -458,7 +533,7 @@ impl CompiledRule {
                 };
             }
         };
-        let root = CelContext::default();
+        let root = condition::root();
         let vars = variables(&root, &prepared.fields);
         let (result, checks) = self.decide(&prepared, &vars, services, Origin::Rule, true);
         match result {
@@ -485,6 +560,15 @@ impl CompiledRule {
             },
         }
     }
+}
+
+/// Whether a template opens a block (`{{#each …}}`, `{{~#if …}}`).
+fn has_block(source: &str) -> bool {
+    source.split("{{").skip(1).any(|after| {
+        after
+            .trim_start_matches(['~', ' ', '\t', '\n'])
+            .starts_with('#')
+    })
 }
 
 /// The AMQP routing key of a rule without one: the service's, else its declared queue.
@@ -590,7 +674,7 @@ impl std::fmt::Debug for RuleSet {
 impl RuleSet {
     pub fn build(config: &LiveConfig) -> Self {
         let mut set = Self {
-            root: CelContext::default(),
+            root: condition::root(),
             rules: Vec::with_capacity(config.rules.len()),
             by_name: HashMap::new(),
             by_component: HashMap::new(),
@@ -620,6 +704,16 @@ impl RuleSet {
         set
     }
 
+    /// Caps what each rule may render for one event (`matcher.max_request_bytes`).
+    pub fn limit_requests(mut self, max_request_bytes: usize) -> Self {
+        self.rules = self
+            .rules
+            .into_iter()
+            .map(|rule| rule.limit_request(max_request_bytes))
+            .collect();
+        self
+    }
+
     pub fn len(&self) -> usize {
         self.rules.len()
     }
@@ -634,6 +728,22 @@ impl RuleSet {
 
     pub fn rule(&self, id: &mih_shared::messages::RuleId) -> Option<&CompiledRule> {
         self.rules.iter().find(|r| &r.live.id == id)
+    }
+
+    /// Whether one of the rules the event may match may take long to decide (see
+    /// [`CompiledRule::may_be_costly`]); cheap to ask, the event is not prepared.
+    pub fn may_be_costly(&self, event: &Event) -> bool {
+        let Ok(name) = event.name() else {
+            // `matches` refuses it at once.
+            return false;
+        };
+        self.by_name
+            .get(name.as_str())
+            .into_iter()
+            .chain(self.by_component.get(name.component()))
+            .flatten()
+            .chain(&self.any)
+            .any(|&i| self.rules[i].costly)
     }
 
     /// The jobs (or render failures) of every rule the event matches, in rule order.

@@ -497,3 +497,66 @@ fn broken_rules_report_their_fields() {
         .collect();
     assert_eq!(fields, ["condition", "target.path", "headers.X-A"]);
 }
+
+#[test]
+fn a_condition_out_of_budget_does_not_match_and_explains_why() {
+    let list: Vec<String> = (0..30).map(|i| i.to_string()).collect();
+    let condition = format!(
+        "other.items.exists(i, [{}].exists(j, i == j + 1000000))",
+        list.join(", ")
+    );
+    let r = rule("r", &["*"], Some(&condition), "sis", post("/"));
+    let set = RuleSet::build(&config(vec![service("sis", rest(), true)], vec![r.clone()]));
+    let items: Vec<u32> = (0..200_000).collect();
+    let large = event(json!({"eventname": "\\mod_quiz\\event\\x", "other": {"items": items}}));
+    assert!(
+        set.matches(&large, Origin::Rule)
+            .expect("usable")
+            .is_empty()
+    );
+    let explanation = set
+        .rule(&r.id)
+        .expect("rule")
+        .explain(&large, set.services());
+    let last = explanation.checks.last().expect("checks");
+    assert_eq!((last.step, last.passed), ("condition", false));
+    assert_eq!(
+        last.detail,
+        "the condition exceeded its evaluation budget (more than 5,000,000 steps) for this event"
+    );
+    // An ordinary event is decided as usual.
+    let small = event(json!({"eventname": "\\mod_quiz\\event\\x", "other": {"items": [1000005]}}));
+    assert_eq!(matched_rules(&set, &small), ["r"]);
+}
+
+#[test]
+fn rules_that_loop_make_their_events_costly_to_match() {
+    let plain = rule(
+        "plain",
+        &["\\core\\event\\user_created"],
+        Some("courseid == 12 && other.enrol in ['manual', 'self']"),
+        "sis",
+        post("/users/{{userid}}"),
+    );
+    let looping = rule(
+        "looping",
+        &["\\mod_quiz\\event\\*"],
+        Some("other.items.exists(i, i.grade > 50)"),
+        "sis",
+        post("/"),
+    );
+    let mut each = rule("each", &["\\mod_assign\\event\\*"], None, "sis", post("/"));
+    each.body = Some("[{{~#each other.items}}{{this}}{{/each}}]".into());
+    let set = RuleSet::build(&config(
+        vec![service("sis", rest(), true)],
+        vec![plain, looping, each],
+    ));
+    let costly = |name: &str| set.may_be_costly(&event(json!({"eventname": name})));
+    assert!(!costly("\\core\\event\\user_created"));
+    assert!(costly("\\mod_quiz\\event\\attempt_submitted"));
+    assert!(costly("\\mod_assign\\event\\submission_created"));
+    assert!(
+        !costly("\\mod_forum\\event\\post_created"),
+        "no candidate rule"
+    );
+}

@@ -14,7 +14,7 @@ use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, Utc};
 use handlebars::{
     Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason,
-    ScopedJson,
+    Renderable, ScopedJson,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
@@ -50,16 +50,30 @@ impl Mode {
         }
     }
 
-    fn helper(self, in_string: bool) -> &'static str {
-        match self {
-            Mode::Json if in_string => "str",
-            Mode::Json => "json",
-            Mode::Xml => "xml",
-            Mode::Path => "urlpart",
-            Mode::Text => "text",
+    fn helper(self, inside: Inside) -> &'static str {
+        match (self, inside) {
+            (Mode::Json, Inside::JsonString) => "str",
+            (Mode::Json, _) => "json",
+            (Mode::Xml, Inside::Cdata) => "cdata",
+            (Mode::Xml, _) => "xml",
+            (Mode::Path, _) => "urlpart",
+            (Mode::Text, _) => "text",
         }
     }
 }
+
+/// Where in the document an expression stands, when that changes how it is escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inside {
+    Plain,
+    /// Between the quotes of a JSON string literal.
+    JsonString,
+    /// In an XML `<![CDATA[ … ]]>` section, where entities are not decoded.
+    Cdata,
+}
+
+const CDATA_OPEN: &str = "<![CDATA[";
+const CDATA_CLOSE: &str = "]]>";
 
 /// A template that does not compile, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +87,7 @@ pub struct TemplateError {
 /// Wraps each expression in the output helper its position calls for.
 pub fn rewrite(source: &str, mode: Mode) -> String {
     let mut out = String::with_capacity(source.len() + 32);
-    let mut in_string = false;
+    let mut inside = Inside::Plain;
     let mut rest = source;
     while !rest.is_empty() {
         if rest.starts_with("{{") {
@@ -89,22 +103,42 @@ pub fn rewrite(source: &str, mode: Mode) -> String {
             if triple {
                 out.push_str(token);
             } else {
-                out.push_str(&wrap(&rest[2..2 + end], mode, in_string));
+                out.push_str(&wrap(&rest[2..2 + end], mode, inside));
             }
             rest = &rest[token.len()..];
             continue;
+        }
+        if mode == Mode::Xml {
+            let marker = match inside {
+                Inside::Cdata => CDATA_CLOSE,
+                _ => CDATA_OPEN,
+            };
+            if let Some(after) = rest.strip_prefix(marker) {
+                out.push_str(marker);
+                inside = if inside == Inside::Cdata {
+                    Inside::Plain
+                } else {
+                    Inside::Cdata
+                };
+                rest = after;
+                continue;
+            }
         }
         let mut chars = rest.chars();
         let Some(c) = chars.next() else { break };
         out.push(c);
         if mode == Mode::Json {
-            if in_string && c == '\\' {
+            if inside == Inside::JsonString && c == '\\' {
                 // An escaped character (`\"`) cannot end the string.
                 if let Some(next) = chars.next() {
                     out.push(next);
                 }
             } else if c == '"' {
-                in_string = !in_string;
+                inside = if inside == Inside::JsonString {
+                    Inside::Plain
+                } else {
+                    Inside::JsonString
+                };
             }
         }
         rest = chars.as_str();
@@ -113,7 +147,7 @@ pub fn rewrite(source: &str, mode: Mode) -> String {
 }
 
 /// `inner` is what stands between `{{` and `}}`.
-fn wrap(inner: &str, mode: Mode, in_string: bool) -> String {
+fn wrap(inner: &str, mode: Mode, inside: Inside) -> String {
     let (left_tilde, rest) = match inner.strip_prefix('~') {
         Some(rest) => (true, rest),
         None => (false, inner),
@@ -128,11 +162,11 @@ fn wrap(inner: &str, mode: Mode, in_string: bool) -> String {
         || body == "else"
         || body.starts_with("else ");
     let first_word = body.split_whitespace().next().unwrap_or("");
-    let already_json = mode == Mode::Json && !in_string && first_word == "json";
+    let already_json = mode == Mode::Json && inside == Inside::Plain && first_word == "json";
     if structural || already_json {
         return format!("{{{{{inner}}}}}");
     }
-    let helper = mode.helper(in_string);
+    let helper = mode.helper(inside);
     let argument = if body.contains(char::is_whitespace) {
         format!("({body})")
     } else {
@@ -163,6 +197,10 @@ pub fn registry() -> Handlebars<'static> {
     );
     hb.register_helper("xml", Box::new(Output(|v: &Value| xml_escape(&as_text(v)))));
     hb.register_helper(
+        "cdata",
+        Box::new(Output(|v: &Value| cdata_text(&as_text(v)))),
+    );
+    hb.register_helper(
         "urlpart",
         Box::new(Output(|v: &Value| {
             utf8_percent_encode(&as_text(v), PATH_UNSAFE).to_string()
@@ -179,6 +217,7 @@ pub fn registry() -> Handlebars<'static> {
     );
     hb.register_helper("default", Box::new(DefaultHelper));
     hb.register_helper("date", Box::new(DateHelper));
+    hb.register_helper("each", Box::new(BudgetedEach));
     hb
 }
 
@@ -204,6 +243,8 @@ pub fn register(
             column: 1,
         });
     }
+    refuse_partials(&original)?;
+    super::shape::check(&original, mode)?;
     drop(original);
     hb.register_template_string(name, rewrite(source, mode))
         .map_err(|e| template_error(&e))
@@ -213,6 +254,41 @@ pub fn register(
 /// recurses once per level, and about 2,000 nested blocks overflow a worker thread's stack: an
 /// abort of the whole process, not an error.
 pub const MAX_BLOCK_DEPTH: usize = 64;
+
+/// Partials and decorators have no use in a rule (nothing registers a partial), and an inline
+/// partial that includes itself recurses until the thread's stack overflows: an abort of the
+/// whole process, in the matcher or in api's preview. They are refused where they are written.
+fn refuse_partials(template: &handlebars::Template) -> Result<(), TemplateError> {
+    use handlebars::template::TemplateElement;
+    let mut stack = vec![template];
+    while let Some(template) = stack.pop() {
+        for (index, element) in template.elements.iter().enumerate() {
+            match element {
+                TemplateElement::PartialExpression(_)
+                | TemplateElement::PartialBlock(_)
+                | TemplateElement::DecoratorExpression(_)
+                | TemplateElement::DecoratorBlock(_) => {
+                    let (line, column) = template
+                        .mapping
+                        .get(index)
+                        .map_or((1, 1), |mapping| (mapping.0, mapping.1));
+                    return Err(TemplateError {
+                        message: "partials (`{{> …}}`) and decorators (`{{* …}}`) are not \
+                                  available in rule templates"
+                            .into(),
+                        line,
+                        column,
+                    });
+                }
+                TemplateElement::HelperBlock(block) => {
+                    stack.extend([&block.template, &block.inverse].into_iter().flatten());
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
 
 /// How deep blocks nest in a template, walked without recursion.
 fn block_depth(template: &handlebars::Template) -> usize {
@@ -253,6 +329,62 @@ fn template_error(error: &handlebars::TemplateError) -> TemplateError {
 pub fn render(hb: &Handlebars<'static>, name: &str, context: &Context) -> Result<String, String> {
     hb.render_with_context(name, context)
         .map_err(|e| describe(&e))
+}
+
+/// Renders like [`render`], writing at most `room` bytes and taking what it wrote from it. A
+/// template that would write more is stopped there — a nested `{{#each}}` can render
+/// megabytes from a small event — instead of allocating its whole output first.
+pub fn render_within(
+    hb: &Handlebars<'static>,
+    name: &str,
+    context: &Context,
+    room: &mut usize,
+) -> Result<String, RenderFailure> {
+    let mut bounded = Bounded {
+        written: Vec::new(),
+        room: *room,
+        exceeded: false,
+    };
+    let rendered = hb.render_with_context_to_write(name, context, &mut bounded);
+    if bounded.exceeded {
+        return Err(RenderFailure::TooLarge);
+    }
+    rendered.map_err(|e| RenderFailure::Template(describe(&e)))?;
+    *room = bounded.room;
+    String::from_utf8(bounded.written)
+        .map_err(|_| RenderFailure::Template("the rendered text is not UTF-8".into()))
+}
+
+/// Why a template could not be rendered for an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderFailure {
+    /// The output would pass the room it was given.
+    TooLarge,
+    /// A missing variable, a helper's error: the message says which, and where.
+    Template(String),
+}
+
+/// The rendered bytes, refusing to grow past `room`.
+struct Bounded {
+    written: Vec<u8>,
+    room: usize,
+    exceeded: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.room {
+            self.exceeded = true;
+            return Err(std::io::Error::other("the rendered request is too large"));
+        }
+        self.room -= buf.len();
+        self.written.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Render errors as authors read them: the variable a strict lookup missed, and where.
@@ -315,6 +447,17 @@ fn xml_escape(text: &str) -> String {
     out
 }
 
+/// Text inside a CDATA section: verbatim (entities mean nothing there), except that `]]>`
+/// would end the section, so it is split across two sections, and characters XML cannot carry
+/// are left out.
+fn cdata_text(text: &str) -> String {
+    let storable: String = text
+        .chars()
+        .filter(|&c| (c as u32) >= 0x20 || matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    storable.replace("]]>", "]]]]><![CDATA[>")
+}
+
 /// The first parameter's value, or an error naming the missing variable (strict mode).
 fn first_param<'a>(h: &'a Helper<'_>) -> Result<&'a Value, RenderError> {
     let param = h
@@ -340,6 +483,103 @@ impl<F: Fn(&Value) -> String + Send + Sync> HelperDef for Output<F> {
         Ok(ScopedJson::Derived(Value::String((self.0)(first_param(
             h,
         )?))))
+    }
+}
+
+/// `{{#each}}` as handlebars has it (`this`, `@index`, `@key`, `@first`, `@last`, block
+/// parameters, `{{else}}` for nothing to iterate), but every iteration spends a step of the
+/// rule's budget: nested loops over an event's lists multiply, and a template that writes
+/// nothing per iteration is otherwise never stopped by the size limit.
+struct BudgetedEach;
+
+impl HelperDef for BudgetedEach {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        ctx: &'rc Context,
+        rc: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn handlebars::Output,
+    ) -> handlebars::HelperResult {
+        let param = h
+            .param(0)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex("each", 0))?;
+        let Some(template) = h.template() else {
+            return Ok(());
+        };
+        let items: Vec<(Value, &Value)> = match param.value() {
+            Value::Array(list) if !list.is_empty() || h.inverse().is_none() => list
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (Value::from(i), v))
+                .collect(),
+            Value::Object(map) if !map.is_empty() || h.inverse().is_none() => map
+                .iter()
+                .map(|(k, v)| (Value::String(k.clone()), v))
+                .collect(),
+            _ => {
+                return match h.inverse() {
+                    Some(inverse) => inverse.render(r, ctx, rc, out),
+                    None if r.strict_mode() => Err(RenderErrorReason::MissingVariable(
+                        param.relative_path().cloned(),
+                    )
+                    .into()),
+                    None => Ok(()),
+                };
+            }
+        };
+        let is_object = param.value().is_object();
+        let base_path = param.context_path();
+        let mut block = handlebars::BlockContext::new();
+        match base_path {
+            Some(path) => block.base_path_mut().clone_from(path),
+            None => block.set_base_value(param.value().clone()),
+        }
+        rc.push_block(block);
+        let last = items.len().saturating_sub(1);
+        for (i, (key, value)) in items.into_iter().enumerate() {
+            super::budget::spend(1)
+                .map_err(|e| RenderErrorReason::Other(format!("the template {e}")))?;
+            if let Some(block) = rc.block_mut() {
+                block.set_local_var("first", Value::Bool(i == 0));
+                block.set_local_var("last", Value::Bool(i == last));
+                block.set_local_var("index", Value::from(i));
+                if is_object {
+                    block.set_local_var("key", key.clone());
+                }
+                let segment = match &key {
+                    Value::String(k) => k.clone(),
+                    other => other.to_string(),
+                };
+                match base_path {
+                    Some(path) => {
+                        let mut item_path = path.clone();
+                        item_path.push(segment);
+                        *block.base_path_mut() = item_path;
+                    }
+                    None => block.set_base_value(value.clone()),
+                }
+                let mut params = handlebars::BlockParams::new();
+                let mut add = |name: &'rc str, holder_value: &Value, is_item: bool| {
+                    if is_item && base_path.is_some() {
+                        params.add_path(name, Vec::new())
+                    } else {
+                        params.add_value(name, holder_value.clone())
+                    }
+                };
+                if let Some(name) = h.block_param() {
+                    add(name, value, true)?;
+                    block.set_block_params(params);
+                } else if let Some((item, index)) = h.block_param_pair() {
+                    add(item, value, true)?;
+                    add(index, &key, false)?;
+                    block.set_block_params(params);
+                }
+            }
+            template.render(r, ctx, rc, out)?;
+        }
+        rc.pop_block();
+        Ok(())
     }
 }
 
@@ -541,6 +781,110 @@ mod tests {
         assert_eq!(
             render_one("/u/{{other.name}}", Mode::Path, &data).as_deref(),
             Ok("/u/O%27Brien%20%22Bob%22%20%5C%20%7B%7Bx%7D%7D%20%C3%BC")
+        );
+    }
+
+    #[test]
+    fn each_iterates_as_handlebars_does_and_spends_the_budget() {
+        let data = json!({"list": ["a", "b", "c"], "map": {"x": 1, "y": 2}, "empty": [],
+                          "outer": "o", "rows": [{"n": 1}, {"n": 2}]});
+        let cases = [
+            (
+                "{{#each list}}{{@index}}{{this}}{{#if @first}}<{{/if}}{{#if @last}}>{{/if}},{{/each}}",
+                "0a<,1b,2c>,",
+            ),
+            ("{{#each map}}{{@key}}={{this}};{{/each}}", "x=1;y=2;"),
+            (
+                "{{#each list as |item i|}}{{i}}:{{item}} {{/each}}",
+                "0:a 1:b 2:c ",
+            ),
+            ("{{#each map as |v k|}}{{k}}{{v}}{{/each}}", "x1y2"),
+            (
+                "{{#each rows}}{{n}}{{../outer}}{{@root.outer}}{{/each}}",
+                "1oo2oo",
+            ),
+            ("{{#each empty}}x{{else}}none{{/each}}", "none"),
+            ("{{#each empty}}x{{/each}}", ""),
+            (
+                "{{#each list}}{{#each ../map}}{{@../index}}{{@key}}{{/each}}{{/each}}",
+                "0x0y1x1y2x2y",
+            ),
+        ];
+        for (source, expected) in cases {
+            assert_eq!(
+                render_one(source, Mode::Text, &data).as_deref(),
+                Ok(expected),
+                "{source}"
+            );
+        }
+        assert!(
+            render_one("{{#each nope}}x{{/each}}", Mode::Text, &data)
+                .is_err_and(|e| e.contains("nope")),
+            "strict: a missing list is an error"
+        );
+        // Nested loops that write nothing are stopped by the budget, not by the size limit.
+        let data = json!({"l": (0..100).collect::<Vec<_>>()});
+        let silent = "{{#each l}}{{#each @root.l}}{{#each @root.l}}{{#each @root.l}}{{/each}}{{/each}}{{/each}}{{/each}}";
+        let mut hb = registry();
+        register(&mut hb, "t", silent, Mode::Text).expect("compiles");
+        let context = Context::wraps(&data).expect("context");
+        let outcome = super::super::budget::within(
+            super::super::budget::Budget::new(10_000, std::time::Duration::from_secs(60)),
+            || render(&hb, "t", &context),
+        );
+        assert!(
+            outcome
+                .as_ref()
+                .is_err_and(|e| e.contains("evaluation budget")),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn partials_are_refused_so_none_can_recurse() {
+        // Found while bounding templates: this one compiled, and rendering it overflowed the
+        // stack (an abort of the matcher, or of api on a viewer's preview).
+        for source in [
+            "{{#*inline \"p\"}}x{{> p}}{{/inline}}{{> p}}",
+            "{{> layout}}",
+            "{{#> layout}}x{{/layout}}",
+            "{{#if x}}{{*decorator}}{{/if}}",
+        ] {
+            let error = check(source, Mode::Text).expect_err(source);
+            assert!(error.message.contains("partials"), "{source}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn renders_stop_at_their_room() {
+        let data = json!({"l": (0..20).collect::<Vec<_>>()});
+        let mut hb = registry();
+        register(
+            &mut hb,
+            "t",
+            "{{#each l}}{{#each @root.l}}0123456789{{/each}}{{/each}}",
+            Mode::Text,
+        )
+        .expect("compiles");
+        let context = Context::wraps(&data).expect("context");
+        let mut room = 1000;
+        assert_eq!(
+            render_within(&hb, "t", &context, &mut room),
+            Err(RenderFailure::TooLarge)
+        );
+        let mut room = 4000;
+        let rendered = render_within(&hb, "t", &context, &mut room).expect("fits");
+        assert_eq!((rendered.len(), room), (4000, 0));
+    }
+
+    #[test]
+    fn cdata_sections_hold_values_verbatim() {
+        let data = json!({"v": "a \"b\" & <c> ]]> d"});
+        assert_eq!(
+            render_one("<x><![CDATA[{{v}}]]></x><y a=\"{{v}}\"/>", Mode::Xml, &data).as_deref(),
+            Ok(
+                "<x><![CDATA[a \"b\" & <c> ]]]]><![CDATA[> d]]></x><y a=\"a &quot;b&quot; &amp; &lt;c&gt; ]]&gt; d\"/>"
+            )
         );
     }
 

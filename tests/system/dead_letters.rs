@@ -763,3 +763,192 @@ async fn mih_dlq_lists_replays_and_deletes_from_the_command_line() {
     assert_eq!(audit.body["items"][0]["actor"], "cli", "{}", audit.body);
     hub.stop().await;
 }
+
+/// Moodle may send NUL in event text; jsonb refuses it. A dead letter carrying it used to be
+/// retried forever by the dlq service, and 80 of them blocked every later dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_with_nul_is_kept_and_replayed_exactly() {
+    let hub = hub().await;
+    let sink = HttpSink::start().await.expect("sink");
+    sink.set_reply(Reply::status(422).with_body("no\u{0}thanks"));
+    service(&hub, "sis", &sink).await;
+    // A NUL character itself (what `\u0000` in a Moodle event's JSON becomes).
+    let body = "{\"name\":\"Ana\u{0}María\"}";
+    let nul_job = job("sis", "/users/nul", body);
+    // More than the dlq service takes at once (64), then one without NUL behind them.
+    let letters: Vec<DeadLetter> = (0..80)
+        .map(|i| {
+            let mut nul = job("sis", &format!("/users/{i}"), body);
+            nul.eventname = Some(format!("\\core\\event\\user_created\u{0}{i}"));
+            dead(
+                nul,
+                "permanent failure: HTTP 422\u{0}",
+                Some("HTTP 422"),
+                Utc::now(),
+            )
+        })
+        .collect();
+    publish_many(&hub, &letters).await;
+    let clean = dead(
+        job("sis", "/users/clean", "{}"),
+        "HTTP 422",
+        Some("HTTP 422"),
+        Utc::now(),
+    );
+    publish_dead(&hub, &clean, "dead:clean").await;
+    wait_for_list(&hub, "service=sis", 81).await;
+
+    // A real one through the dispatcher, then a replay that must send the body byte for byte.
+    publish_job(&hub, &nul_job).await;
+    wait_for_list(&hub, "service=sis", 82).await;
+    let shown = detail(&hub, &nul_job.id.to_string()).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    assert_eq!(
+        shown.body["request"]["body"], "{\"name\":\"Ana\u{FFFD}María\"}",
+        "shown with U+FFFD in place of NUL"
+    );
+    sink.set_reply(Reply::status(200));
+    let replayed = hub
+        .api()
+        .post(&format!("{BASE}/{}/replay", nul_job.id), &json!({}))
+        .await;
+    assert_eq!(replayed.status, StatusCode::ACCEPTED, "{}", replayed.body);
+    let received = sink.wait_for(2, WAIT).await.expect("the replay");
+    assert_eq!(
+        &received[1].body[..],
+        body.as_bytes(),
+        "the exact body, NUL included"
+    );
+    wait_until_gone(&hub, &nul_job.id.to_string()).await;
+    hub.stop().await;
+}
+
+/// The poison policy: a dead letter PostgreSQL refuses is tried a few times, then parked,
+/// and the ones behind it are stored; a parked one can be retried once the cause is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_the_database_refuses_are_parked_and_never_block_the_others() {
+    let hub = TestHub::builder()
+        .services(&[ServiceName::Api, ServiceName::Dlq])
+        .start()
+        .await;
+    let db = sqlx::PgPool::connect(hub.config.database.url.expose())
+        .await
+        .expect("database");
+    // A refusal PostgreSQL will give for these rows' content, whatever it is.
+    sqlx::query(
+        "ALTER TABLE dead_letters ADD CONSTRAINT no_poison CHECK (reason NOT LIKE 'poison%')",
+    )
+    .execute(&db)
+    .await
+    .expect("constraint");
+    let poison: Vec<DeadLetter> = (0..80)
+        .map(|i| {
+            dead(
+                job("sis", &format!("/p/{i}"), "{}"),
+                &format!("poison {i}"),
+                None,
+                Utc::now(),
+            )
+        })
+        .collect();
+    publish_many(&hub, &poison).await;
+    // And one that is not even a dead letter.
+    hub.js
+        .publish(
+            hub.names()
+                .dlq_subject(&ServiceSlug::parse("sis").expect("slug")),
+            "not json".into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let fine: Vec<DeadLetter> = (0..5)
+        .map(|i| {
+            dead(
+                job("sis", &format!("/f/{i}"), "{}"),
+                "HTTP 422",
+                None,
+                Utc::now(),
+            )
+        })
+        .collect();
+    publish_many(&hub, &fine).await;
+    wait_for_list(&hub, "service=sis", 5).await;
+
+    let parked = mih_testkit::eventually(Duration::from_secs(60), || async {
+        let page = hub.api().get("/api/v1/parked?limit=500").await;
+        let items = page.body["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 81 {
+            Ok(items)
+        } else {
+            Err(format!("{} parked", items.len()))
+        }
+    })
+    .await
+    .expect("every refused message parked");
+    assert!(parked.iter().all(|p| p["consumer"] == "dlq"));
+    let refused = parked
+        .iter()
+        .find(|p| {
+            p["payload"]
+                .as_str()
+                .is_some_and(|t| t.contains("poison 7"))
+        })
+        .expect("a poison letter");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no_poison"),
+        "{refused}"
+    );
+    assert!(refused["deliveries"].as_i64().unwrap_or_default() >= 5);
+    let unreadable = parked
+        .iter()
+        .find(|p| p["payload"] == "not json")
+        .expect("the unreadable message");
+    assert!(
+        unreadable["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not readable"),
+        "{unreadable}"
+    );
+    let metrics = hub.metrics(ServiceName::Dlq).await;
+    assert!(
+        metrics.contains("mih_projection_parked_total{consumer=\"dlq\"} 81"),
+        "{metrics}"
+    );
+
+    // Fixed: a retry stores it, and it leaves the parked list.
+    sqlx::query("ALTER TABLE dead_letters DROP CONSTRAINT no_poison")
+        .execute(&db)
+        .await
+        .expect("drop constraint");
+    let id = refused["id"].as_str().expect("id");
+    let retried = hub
+        .api()
+        .post(&format!("/api/v1/parked/{id}/retry"), &json!({}))
+        .await;
+    assert_eq!(retried.status, StatusCode::ACCEPTED, "{}", retried.body);
+    wait_for_list(&hub, "service=sis", 6).await;
+    assert_eq!(
+        hub.api().get(&format!("/api/v1/parked/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let deleted = hub
+        .api()
+        .delete(&format!(
+            "/api/v1/parked/{}",
+            unreadable["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let viewer = hub.api_as("nobody");
+    assert_eq!(
+        viewer.get("/api/v1/parked").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    hub.stop().await;
+}

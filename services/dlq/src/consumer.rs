@@ -1,7 +1,9 @@
 //! The two durable pull consumers of the dlq service, shared by every replica:
 //! `dlq` on `<NS>_DLQ` stores each dead letter, `dlq-replays` on the replay outcomes of
-//! `<NS>_RESULTS` (their own subjects) removes the dead letters whose replay was delivered. A message is acknowledged only after PostgreSQL
-//! committed its effect; a database failure hands it back with a growing delay.
+//! `<NS>_RESULTS` (their own subjects) removes the dead letters whose replay was delivered. A
+//! message is acknowledged only after PostgreSQL committed its effect; a database outage hands
+//! it back with a growing delay, and a message the database refuses (or that cannot be read)
+//! is parked after a few tries ([`mih_shared::parking`]) so it never holds up the others.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +13,8 @@ use futures::StreamExt;
 use metrics::counter;
 use sqlx::PgPool;
 
-use mih_shared::Shutdown;
 use mih_shared::messages::{self, DeadLetter, Outcome};
+use mih_shared::{Shutdown, parking};
 
 use crate::metrics as m;
 use crate::store as projection;
@@ -24,8 +26,6 @@ pub const REPLAYS: &str = "dlq-replays";
 
 const MAX_IN_FLIGHT: usize = 64;
 const ACK_WAIT: Duration = Duration::from_secs(60);
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-const MAX_RETRY: Duration = Duration::from_secs(30);
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
 /// Which stream a consumer reads, and therefore what its messages are.
@@ -40,6 +40,13 @@ impl Kind {
         match self {
             Kind::DeadLetters => "dlq",
             Kind::Replays => "results",
+        }
+    }
+
+    fn consumer(self) -> &'static str {
+        match self {
+            Kind::DeadLetters => DEAD_LETTERS,
+            Kind::Replays => REPLAYS,
         }
     }
 }
@@ -67,7 +74,8 @@ pub fn consumer_config(kind: Kind, filter_subject: String) -> pull::Config {
 enum Done {
     Ack,
     Retry(Duration),
-    Terminate,
+    /// Keep it aside with why, and acknowledge it.
+    Park(String),
 }
 
 #[derive(Debug)]
@@ -127,7 +135,15 @@ impl Projector {
                 counter!(m::RETRIES, "stream" => self.kind.label()).increment(1);
                 AckKind::Nak(Some(delay))
             }
-            Done::Terminate => AckKind::Term,
+            Done::Park(error) => {
+                match parking::park(&self.db, self.kind.consumer(), &message, &error).await {
+                    Ok(()) => AckKind::Ack,
+                    Err(park_error) => {
+                        tracing::warn!(error = %park_error, "cannot park a message yet; retrying it");
+                        AckKind::Nak(Some(parking::retry_delay(parking::delivered(&message))))
+                    }
+                }
+            }
         };
         if let Err(error) = message.ack_with(kind).await {
             // Redelivered after ack_wait; storing and resolving are idempotent.
@@ -162,8 +178,8 @@ impl Projector {
                 Done::Ack
             }
             Err(error) => {
-                tracing::warn!(%error, job_id = %dead.job.id, "cannot store a dead letter; retrying");
-                Done::Retry(retry_delay(message))
+                tracing::warn!(%error, job_id = %dead.job.id, "cannot store a dead letter");
+                after_failure(&error, message)
             }
         }
     }
@@ -188,8 +204,8 @@ impl Projector {
             }
             Ok(false) => Done::Ack,
             Err(error) => {
-                tracing::warn!(%error, job_id = %outcome.job_id, "cannot resolve a dead letter; retrying");
-                Done::Retry(retry_delay(message))
+                tracing::warn!(%error, job_id = %outcome.job_id, "cannot resolve a dead letter");
+                after_failure(&error, message)
             }
         }
     }
@@ -197,13 +213,15 @@ impl Projector {
 
 fn unreadable(kind: Kind, message: &jetstream::Message, error: &serde_json::Error) -> Done {
     counter!(m::UNREADABLE, "stream" => kind.label()).increment(1);
-    tracing::error!(%error, subject = %message.subject, stream = kind.label(), "message is not readable; dropped");
-    Done::Terminate
+    tracing::error!(%error, subject = %message.subject, stream = kind.label(), "message is not readable");
+    Done::Park(format!("not readable: {error}"))
 }
 
-/// 0.5 s doubling per delivery, at most 30 s.
-fn retry_delay(message: &jetstream::Message) -> Duration {
-    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
-    (FIRST_RETRY * 2u32.pow(exponent)).min(MAX_RETRY)
+/// The poison policy: retried while the database is away, parked once it refused the message
+/// a few times.
+fn after_failure(error: &sqlx::Error, message: &jetstream::Message) -> Done {
+    match parking::after(parking::Failure::of(error), parking::delivered(message)) {
+        parking::Next::Retry(delay) => Done::Retry(delay),
+        parking::Next::Park => Done::Park(error.to_string()),
+    }
 }

@@ -17,6 +17,7 @@ pub use store::{resolve, store};
 
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
     metrics::describe();
+    mih_shared::parking::describe();
     let pool = ctx
         .db
         .clone()
@@ -62,6 +63,8 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     let serving = tokio::spawn(ops::serve(
         ctx.listener,
         ops::router(ctx.readiness.clone(), ctx.metrics.clone()),
+        ctx.service,
+        ctx.config.http,
         shutdown.clone(),
     ));
     ctx.readiness.mark_started();

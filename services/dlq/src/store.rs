@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use mih_shared::messages::{DeadLetter, FailureStage, Outcome, OutcomeStatus};
+use mih_shared::pgtext;
 
 /// Stores a dead letter; `Ok(true)` if it was new.
 ///
@@ -30,27 +31,38 @@ pub async fn store(db: &PgPool, dead: &DeadLetter) -> Result<bool, sqlx::Error> 
         FailureStage::Render => "render",
         FailureStage::Delivery => "delivery",
     };
-    let to_json = |value: Result<Value, serde_json::Error>| {
-        value.map_err(|e| sqlx::Error::Encode(Box::new(e)))
+    let encode_error = |e: serde_json::Error| sqlx::Error::Encode(Box::new(e));
+    // jsonb cannot hold NUL: the columns get storable copies, and the exact message is kept
+    // beside them when a copy differs, so a replay sends what the job held.
+    let mut altered = false;
+    let mut storable = |value: Result<Value, serde_json::Error>| {
+        let mut value = value.map_err(encode_error)?;
+        altered |= pgtext::make_storable(&mut value);
+        Ok::<_, sqlx::Error>(value)
     };
-    let job_json = to_json(serde_json::to_value(job))?;
+    let job_json = storable(serde_json::to_value(job))?;
+    let last_outcome = dead
+        .last_outcome
+        .as_ref()
+        .map(|o| storable(serde_json::to_value(o)))
+        .transpose()?;
+    let event_json = event
+        .map(|e| storable(serde_json::to_value(e)))
+        .transpose()?;
+    let exact = if altered {
+        Some(serde_json::to_string(dead).map_err(encode_error)?)
+    } else {
+        None
+    };
     let origin = job_json
         .get("origin")
         .and_then(Value::as_str)
         .unwrap_or("rule")
         .to_owned();
-    let last_outcome = dead
-        .last_outcome
-        .as_ref()
-        .map(|o| to_json(serde_json::to_value(o)))
-        .transpose()?;
-    let event_json = event
-        .map(|e| to_json(serde_json::to_value(e)))
-        .transpose()?;
     let inserted = sqlx::query(
         "INSERT INTO dead_letters (job_id, service, rule_id, event_id, source, eventname, origin, \
-             stage, reason, attempts, job, last_outcome, event, replay_of, dead_lettered_at) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+             stage, reason, attempts, job, last_outcome, event, replay_of, dead_lettered_at, exact) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 \
          WHERE NOT EXISTS ( \
              SELECT 1 FROM deliveries WHERE replay_of = $1 AND status = 'delivered') \
          ON CONFLICT (job_id) DO NOTHING",
@@ -59,17 +71,18 @@ pub async fn store(db: &PgPool, dead: &DeadLetter) -> Result<bool, sqlx::Error> 
     .bind(job.service.as_str())
     .bind(job.rule_id.map(|r| r.0))
     .bind(job.event_id.map(|e| e.0))
-    .bind(source)
-    .bind(eventname)
+    .bind(source.as_deref().map(|s| pgtext::storable(s).into_owned()))
+    .bind(pgtext::storable_opt(eventname.as_deref()))
     .bind(origin)
     .bind(stage)
-    .bind(&dead.reason)
+    .bind(pgtext::storable(&dead.reason).as_ref())
     .bind(i32::try_from(dead.attempts).unwrap_or(i32::MAX))
     .bind(job_json)
     .bind(last_outcome)
     .bind(event_json)
     .bind(job.replay_of.map(|r| r.0))
     .bind(dead.dead_lettered_at)
+    .bind(exact)
     .execute(db)
     .await?;
     Ok(inserted.rows_affected() > 0)

@@ -1,13 +1,12 @@
 //! Administrative commands that work on the database (and live config) directly, without a
 //! running api: bootstrapping tokens and re-encrypting secrets.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use mih_api::auth::Role;
-use mih_api::{AppState, IssuedToken, LiveWriter};
+use mih_api::{AppState, IssuedToken};
 use mih_shared::config::Config;
 use mih_shared::names::Names;
 use mih_shared::topology::{Resource, Topology};
@@ -42,16 +41,7 @@ pub async fn reencrypt(config: Config) -> anyhow::Result<usize> {
     Topology::new(names.clone(), &config)
         .ensure(&js, &[Resource::ConfigKv, Resource::CircuitsKv])
         .await?;
-    let state = AppState {
-        facade_timeout: config.dispatcher.facade_timeout,
-        circuits: mih_shared::circuit::CircuitStore::open(&js, &names.circuits_bucket()).await?,
-        db: pool,
-        keyring: Arc::new(config.keyring().context("secret_key")?),
-        live: LiveWriter::open(&js, &names.config_bucket()).await?,
-        names,
-        js,
-        backfill_wake: Arc::default(),
-    };
+    let state = AppState::open(&config, pool, js).await?;
     let moved = mih_api::secrets::reencrypt(&state, CLI_ACTOR).await?;
     nats.flush().await.context("flushing NATS")?;
     Ok(moved)

@@ -3,15 +3,14 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 
+use mih_api::AppState;
 use mih_api::replay::{self, DeadLetterFilter, DeadLetterSummary, RunEnd};
-use mih_api::{AppState, LiveWriter};
 use mih_shared::config::Config;
 use mih_shared::names::Names;
 use mih_shared::topology::{Resource, Topology};
@@ -295,16 +294,7 @@ async fn open(config: &Config) -> anyhow::Result<(AppState, async_nats::Client)>
             &[Resource::Jobs, Resource::ConfigKv, Resource::CircuitsKv],
         )
         .await?;
-    let state = AppState {
-        facade_timeout: config.dispatcher.facade_timeout,
-        circuits: mih_shared::circuit::CircuitStore::open(&js, &names.circuits_bucket()).await?,
-        db: pool,
-        keyring: Arc::new(config.keyring().context("secret_key")?),
-        live: LiveWriter::open(&js, &names.config_bucket()).await?,
-        names,
-        js,
-        backfill_wake: Arc::default(),
-    };
+    let state = AppState::open(config, pool, js).await?;
     Ok((state, nats))
 }
 

@@ -1059,3 +1059,124 @@ async fn the_openapi_document_is_served_and_matches_the_committed_one() {
     assert!(document["paths"]["/api/v1/rules/{id}"]["patch"].is_object());
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_service_the_dispatcher_may_not_reach_is_saved_with_a_warning() {
+    // The test hubs allow 127.0.0.0/8 (dispatcher.allow_networks), not private networks.
+    let hub = api_hub().await;
+    let api = hub.api();
+    let private = api
+        .post(
+            "/api/v1/services",
+            &json!({"name": "intranet", "transport": {"kind": "rest", "base_url": "http://10.20.30.40/api"}}),
+        )
+        .await;
+    assert_status(&private, StatusCode::CREATED);
+    let warnings = private.body["warnings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(warnings.len(), 1, "{}", private.body);
+    assert_eq!(warnings[0]["field"], "transport.base_url");
+    let message = warnings[0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("private") && message.contains("dispatcher.allow_networks"),
+        "{message}"
+    );
+    assert!(
+        api.get("/api/v1/services/intranet").await.body["warnings"].is_null(),
+        "warnings belong to the answer of a save"
+    );
+
+    let allowed = api
+        .post(
+            "/api/v1/services",
+            &json!({"name": "local", "transport": {"kind": "rest", "base_url": "http://127.0.0.1:9/api"}}),
+        )
+        .await;
+    assert_status(&allowed, StatusCode::CREATED);
+    assert!(allowed.body["warnings"].is_null(), "{}", allowed.body);
+
+    let amqp = api
+        .patch(
+            "/api/v1/services/local",
+            &json!({"transport": {"kind": "rest", "base_url": "http://[fd00::1]/api"}}),
+        )
+        .await;
+    assert_status(&amqp, StatusCode::OK);
+    assert_eq!(amqp.body["warnings"][0]["field"], "transport.base_url");
+
+    let unknown = api
+        .post(
+            "/api/v1/services",
+            &json!({"name": "typo", "transport": {"kind": "soap", "endpoint": "https://erp.mih-test.invalid/soap"}}),
+        )
+        .await;
+    assert_status(&unknown, StatusCode::CREATED);
+    let message = unknown.body["warnings"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("resolve"), "{}", unknown.body);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_template_that_can_never_render_a_valid_request_is_refused_where_it_breaks() {
+    let hub = api_hub().await;
+    create_service(&hub, "sis").await;
+    let api = hub.api();
+    let rule = |body: &str, content_type: &str| {
+        json!({"name": "r", "events": ["*"], "service": "sis", "body": body,
+               "content_type": content_type})
+    };
+    let json_body = api
+        .post(
+            "/api/v1/rules",
+            &rule("{\"a\": {{userid}}", "application/json"),
+        )
+        .await;
+    assert_status(&json_body, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_body.fields(), ["body"]);
+    let message = json_body.body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("never be valid JSON") && message.contains("line 1"),
+        "{message}"
+    );
+    let xml_body = api
+        .post(
+            "/api/v1/rules",
+            &rule("<user><id>{{userid}}</user>", "application/xml"),
+        )
+        .await;
+    assert_status(&xml_body, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(xml_body.fields(), ["body"]);
+
+    // What some event renders validly is accepted, however odd.
+    for (body, content_type) in [
+        (
+            r#"{"a": {{userid}}, "list": [{{#each other.ids}}{{this}}{{/each}}]}"#,
+            "application/json",
+        ),
+        (
+            "<user><id>{{userid}}</id><note><![CDATA[{{other.note}}]]></note></user>",
+            "text/xml",
+        ),
+        ("{\"a\": {{userid}}", "text/plain"),
+    ] {
+        let accepted = api.post("/api/v1/rules", &rule(body, content_type)).await;
+        assert_status(&accepted, StatusCode::CREATED);
+    }
+
+    let climbing = api
+        .post(
+            "/api/v1/rules",
+            &json!({"name": "r", "events": ["*"], "service": "sis",
+                    "target": {"kind": "rest", "method": "PUT", "path": "/courses/../admin"}}),
+        )
+        .await;
+    assert_status(&climbing, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(climbing.fields(), ["target.path"]);
+    hub.stop().await;
+}

@@ -242,3 +242,54 @@ async fn a_wiped_or_damaged_bucket_is_restored_when_api_restarts() {
     );
     hub.stop().await;
 }
+
+/// The periodic reconcile compares; with nothing changed it writes nothing, so the services
+/// following the bucket do not rebuild their rules for nothing every interval.
+#[tokio::test]
+async fn a_reconcile_with_nothing_changed_writes_nothing() {
+    let hub = TestHub::builder()
+        .services(&[ServiceName::Api])
+        .toml("[api]\nreconcile_interval = \"1s\"")
+        .start()
+        .await;
+    let api = hub.api();
+    let created = api
+        .post(
+            "/api/v1/services",
+            &json!({"name": "sis", "transport": {"kind": "rest", "base_url": "https://sis.example.org"},
+                    "auth": {"type": "bearer", "token": "sis-token-123456"},
+                    "signing_secret": TEST_SECRET}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let rule = api
+        .post(
+            "/api/v1/rules",
+            &json!({"name": "r", "events": ["*"], "service": "sis", "condition": "courseid == 12",
+                    "body": "{\"u\": {{userid}}}"}),
+        )
+        .await;
+    assert_eq!(rule.status, StatusCode::CREATED, "{}", rule.body);
+    let stream = format!("KV_{}", hub.names().config_bucket());
+    let last = || async {
+        hub.js
+            .get_stream(&stream)
+            .await
+            .expect("bucket stream")
+            .get_info()
+            .await
+            .expect("info")
+            .state
+            .last_sequence
+    };
+    // A first reconcile may still be repairing what the creates raced with; then it settles.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let settled = last().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        last().await,
+        settled,
+        "reconciles with nothing changed wrote to the bucket"
+    );
+    hub.stop().await;
+}

@@ -637,7 +637,7 @@ async fn batches_record_what_one_at_a_time_records_and_count_each_attempt_once()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outcome_the_database_refuses_is_dropped_alone() {
+async fn an_outcome_the_database_refuses_is_set_aside_alone() {
     let hub = api_hub().await;
     let url = hub.config.database.url.expose().to_owned();
     let db = sqlx::PgPool::connect(&url).await.expect("database");
@@ -676,23 +676,92 @@ async fn an_outcome_the_database_refuses_is_dropped_alone() {
     assert_eq!(rows, 0, "a refused batch leaves nothing behind");
 
     // Through RESULTS: whatever batches the recorder pulls, the twenty good ones are recorded
-    // and only the refused one is dropped.
+    // and only the refused one is set aside (parked, after the poison policy's tries).
     for (i, o) in good.iter().enumerate() {
         publish(&hub, o).await;
         if i == 9 {
             publish(&hub, &refused).await;
         }
     }
-    wait_for_recorder(&hub).await;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE service = 'epsilon'")
-        .fetch_one(&db)
-        .await
-        .expect("deliveries");
+    let rows: i64 = mih_testkit::eventually(Duration::from_secs(30), || async {
+        let rows: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE service = 'epsilon'")
+                .fetch_one(&db)
+                .await
+                .map_err(|e| e.to_string())?;
+        if rows == 20 {
+            Ok(rows)
+        } else {
+            Err(format!("{rows} recorded"))
+        }
+    })
+    .await
+    .expect("the twenty good outcomes recorded while the refused one is retried");
     assert_eq!(rows, 20);
-    let metrics = hub.metrics(ServiceName::Api).await;
-    assert!(
-        metrics.contains("mih_recorder_outcomes_total{result=\"rejected\"} 1"),
-        "{metrics}"
-    );
+    mih_testkit::eventually(Duration::from_secs(60), || async {
+        let metrics = hub.metrics(ServiceName::Api).await;
+        if metrics.contains("mih_recorder_outcomes_total{result=\"parked\"} 1") {
+            Ok(())
+        } else {
+            Err(metrics)
+        }
+    })
+    .await
+    .expect("the refused outcome parked");
+    wait_for_recorder(&hub).await;
+    hub.stop().await;
+}
+
+/// The recorder's poison policy: outcomes the database refuses are parked after a few tries
+/// and the others are recorded; nothing waits behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_the_database_refuses_are_parked_and_the_rest_recorded() {
+    let hub = api_hub().await;
+    let db = sqlx::PgPool::connect(hub.config.database.url.expose())
+        .await
+        .expect("database");
+    sqlx::query(
+        "ALTER TABLE deliveries ADD CONSTRAINT no_poison CHECK (error IS NULL OR error NOT LIKE 'poison%')",
+    )
+    .execute(&db)
+    .await
+    .expect("constraint");
+    let now = Utc::now();
+    for i in 0..20 {
+        let mut bad = outcome("omega", None, now, 5, OutcomeStatus::FailedRetryable);
+        bad.error = Some(format!("poison {i}"));
+        publish(&hub, &bad).await;
+        publish(
+            &hub,
+            &outcome("omega", None, now, 5, OutcomeStatus::Delivered),
+        )
+        .await;
+    }
+    let parked = mih_testkit::eventually(Duration::from_secs(60), || async {
+        let page = hub
+            .api()
+            .get("/api/v1/parked?consumer=recorder&limit=100")
+            .await;
+        let items = page.body["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 20 {
+            Ok(items)
+        } else {
+            Err(format!("{} parked: {}", items.len(), page.body))
+        }
+    })
+    .await
+    .expect("the refused outcomes parked");
+    assert!(parked.iter().all(|p| {
+        p["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no_poison")
+    }));
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE service = 'omega'")
+            .fetch_one(&db)
+            .await
+            .expect("count");
+    assert_eq!(recorded, 20, "every other outcome recorded");
     hub.stop().await;
 }

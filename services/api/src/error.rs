@@ -23,6 +23,8 @@ pub enum ApiFailure {
     Conflict(String),
     #[error("{0}")]
     PreconditionFailed(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// A dependency (a dispatcher, NATS) cannot serve the request now.
     #[error("{0}")]
     Unavailable(String),
@@ -62,6 +64,7 @@ impl HasErrorKind for ApiFailure {
             ApiFailure::UnsupportedMediaType(_) => ErrorKind::UnsupportedMediaType,
             ApiFailure::Conflict(_) => ErrorKind::Conflict,
             ApiFailure::PreconditionFailed(_) => ErrorKind::PreconditionFailed,
+            ApiFailure::PayloadTooLarge(_) => ErrorKind::PayloadTooLarge,
             ApiFailure::Unavailable(_) => ErrorKind::Unavailable,
             ApiFailure::Database(_) | ApiFailure::Crypto(_) | ApiFailure::Internal(_) => {
                 ErrorKind::Internal

@@ -109,6 +109,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiFailure;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // As for bodies: PostgreSQL cannot compare with NUL, so it is refused here.
+        if parts
+            .uri
+            .query()
+            .is_some_and(|query| query.to_ascii_lowercase().contains("%00"))
+        {
+            return Err(ApiFailure::Invalid(vec![FieldError::new(
+                None,
+                Some("query"),
+                "must not contain NUL characters",
+            )]));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
@@ -225,6 +237,25 @@ impl<T> Page<T> {
         };
         Page { items, next_cursor }
     }
+}
+
+/// A keyset cursor for lists ordered by (time, id), newest first: the last item's key.
+pub fn time_cursor(at: chrono::DateTime<chrono::Utc>, id: uuid::Uuid) -> String {
+    format!("{}_{id}", at.timestamp_micros())
+}
+
+/// Reads a cursor made by [`time_cursor`].
+pub fn parse_time_cursor(
+    raw: &str,
+) -> Result<(chrono::DateTime<chrono::Utc>, uuid::Uuid), ApiFailure> {
+    let bad = || ApiFailure::invalid("cursor", "is not a cursor this API issued");
+    let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
+    let at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
+    Ok((at, uuid::Uuid::parse_str(id).map_err(|_| bad())?))
 }
 
 #[cfg(test)]

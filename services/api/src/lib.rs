@@ -21,8 +21,6 @@ mod routes;
 pub mod secrets;
 mod state;
 
-use std::sync::Arc;
-
 use mih_shared::{RunError, ServiceContext, Shutdown, db, ops};
 
 pub use error::ApiFailure;
@@ -38,27 +36,9 @@ pub async fn state(ctx: &ServiceContext) -> Result<AppState, RunError> {
             "api needs PostgreSQL (database.url)".into(),
         ));
     };
-    let keyring = ctx
-        .config
-        .keyring()
-        .map_err(|e| RunError::Other(format!("secret_key: {e}")))?;
-    let live = LiveWriter::open(&ctx.jetstream, &ctx.names.config_bucket())
+    AppState::open(&ctx.config, pool, ctx.jetstream.clone())
         .await
-        .map_err(|e| RunError::Other(e.to_string()))?;
-    let circuits =
-        mih_shared::circuit::CircuitStore::open(&ctx.jetstream, &ctx.names.circuits_bucket())
-            .await
-            .map_err(|e| RunError::Other(e.to_string()))?;
-    Ok(AppState {
-        facade_timeout: ctx.config.dispatcher.facade_timeout,
-        circuits,
-        db: pool,
-        keyring: Arc::new(keyring),
-        live,
-        names: ctx.names.clone(),
-        js: ctx.jetstream.clone(),
-        backfill_wake: Arc::default(),
-    })
+        .map_err(|e| RunError::Other(e.to_string()))
 }
 
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
@@ -108,6 +88,6 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     ));
     let app = routes::router(state).merge(ops::router(ctx.readiness.clone(), ctx.metrics.clone()));
     ctx.readiness.mark_started();
-    ops::serve(ctx.listener, app, shutdown).await?;
+    ops::serve(ctx.listener, app, ctx.service, ctx.config.http, shutdown).await?;
     Ok(())
 }

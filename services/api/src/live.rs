@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -109,6 +109,7 @@ impl LiveWriter {
                 report.unchanged += 1;
                 continue;
             }
+            tracing::debug!(key, stored = ?current.get(key), wanted = %value, "live config differs");
             let bytes = Bytes::from(serde_json::to_vec(value).map_err(|e| live_error(key, e))?);
             self.store
                 .put(key, bytes)
@@ -126,31 +127,25 @@ impl LiveWriter {
     /// Every live key and its value.
     async fn current(&self) -> Result<BTreeMap<String, Value>, LiveError> {
         let bucket = &self.store.name;
-        let mut values = BTreeMap::new();
-        let count = self
+        let keys: Vec<String> = self
             .store
-            .status()
+            .keys()
             .await
             .map_err(|e| live_error(bucket, e))?
-            .values();
-        if count == 0 {
-            return Ok(values);
-        }
-        let mut entries = self
-            .store
-            .watch_with_history(">")
+            .try_collect()
             .await
             .map_err(|e| live_error(bucket, e))?;
-        while let Some(entry) = entries.next().await {
-            let entry = entry.map_err(|e| live_error(bucket, e))?;
-            if entry.operation == kv::Operation::Put {
-                let value = serde_json::from_slice(&entry.value).unwrap_or(Value::Null);
-                values.insert(entry.key.clone(), value);
-            } else {
-                values.remove(&entry.key);
-            }
-            if entry.delta == 0 || entry.seen_current {
-                break;
+        let mut values = BTreeMap::new();
+        for key in keys {
+            if let Some(bytes) = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| live_error(&key, e))?
+            {
+                // An unreadable value differs from every wanted one, so it is rewritten.
+                let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                values.insert(key, value);
             }
         }
         Ok(values)

@@ -35,7 +35,8 @@ use crate::state::AppState;
         (name = "circuits", description = "Each service's circuit breaker, shared by every dispatcher"),
         (name = "dead-letters", description = "Jobs given up on: review, replay, delete"),
         (name = "deliveries", description = "The delivery log: every attempt"),
-        (name = "stats", description = "Success rates, latencies, throughput over time")
+        (name = "stats", description = "Success rates, latencies, throughput over time"),
+        (name = "parked", description = "Messages the projections set aside because the database refused them")
     )
 )]
 struct ApiDoc;
@@ -146,6 +147,7 @@ fn api() -> OpenApiRouter<AppState> {
         .nest("/api/v1/dead-letters", resources::dead_letters::router())
         .nest("/api/v1/deliveries", resources::deliveries::router())
         .nest("/api/v1/stats", resources::stats::router())
+        .nest("/api/v1/parked", resources::parked::router())
 }
 
 /// The OpenAPI document, pretty-printed (served, committed as `services/api/openapi.json`).

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use mih_shared::config::Config;
 use mih_shared::crypto::Keyring;
 use mih_shared::names::Names;
 
@@ -20,6 +21,50 @@ pub struct AppState {
     pub circuits: mih_shared::circuit::CircuitStore,
     /// Longest facade call (`dispatcher.facade_timeout`).
     pub facade_timeout: std::time::Duration,
+    /// The dispatcher's SSRF guard (`dispatcher.allow_networks`), to warn about services it
+    /// will refuse to reach.
+    pub ssrf: Arc<mih_shared::ssrf::SsrfGuard>,
+    /// Most bytes a rule may render for one event (`matcher.max_request_bytes`), so preview
+    /// and backfill render what the matcher would.
+    pub max_request_bytes: usize,
     /// Wakes the backfill runner when a backfill is created.
     pub backfill_wake: Arc<tokio::sync::Notify>,
+}
+
+/// Why the API's shared state could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("secret_key: {0}")]
+    Keyring(#[from] mih_shared::crypto::CryptoError),
+    #[error("opening the live config bucket: {0}")]
+    Live(#[from] crate::live::LiveError),
+    #[error("opening the circuits bucket: {0}")]
+    Circuits(#[from] mih_shared::circuit::CircuitError),
+}
+
+impl AppState {
+    /// The one place the API's state is assembled from configuration, for the service and
+    /// for the CLI commands that act as it (`mih admin`, `mih dlq`). The buckets must exist.
+    pub async fn open(
+        config: &Config,
+        db: PgPool,
+        js: async_nats::jetstream::Context,
+    ) -> Result<Self, StateError> {
+        let names = Names::new(config.namespace.clone());
+        Ok(AppState {
+            keyring: Arc::new(config.keyring()?),
+            live: LiveWriter::open(&js, &names.config_bucket()).await?,
+            circuits: mih_shared::circuit::CircuitStore::open(&js, &names.circuits_bucket())
+                .await?,
+            facade_timeout: config.dispatcher.facade_timeout,
+            ssrf: Arc::new(mih_shared::ssrf::SsrfGuard::new(
+                config.dispatcher.allow_networks.clone(),
+            )),
+            max_request_bytes: config.matcher.max_request_bytes,
+            backfill_wake: Arc::default(),
+            db,
+            names,
+            js,
+        })
+    }
 }

@@ -1,5 +1,6 @@
 //! One pass over a backfill's range: read the events in order, match each against the one
-//! rule, publish the jobs, checkpoint after every chunk.
+//! rule (off the async workers, by api's evaluators, within the rule's budget), publish the
+//! jobs, checkpoint after every chunk.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use mih_matcher::dedup::Dedup;
+use mih_matcher::engine::budget::OffloadError;
 use mih_matcher::engine::{Match, RuleSet};
 use mih_shared::Shutdown;
 use mih_shared::live::LiveConfig;
@@ -21,6 +23,7 @@ use mih_shared::messages::{self, Event, Origin};
 
 use super::store::{self, Backfill, Counts};
 use crate::resources::config_row::ConfigRow;
+use crate::resources::preview::EVALUATORS;
 use crate::resources::{rules::RuleRow, services};
 use crate::state::AppState;
 
@@ -32,6 +35,9 @@ const IN_FLIGHT: usize = 64;
 const IDLE: Duration = Duration::from_secs(3);
 /// Past this many subject filters, read every event and let the rule decide.
 const MAX_FILTERS: usize = 32;
+/// Longest an event waits for a free evaluator (previews share them) before the pass stops and
+/// a later sweep resumes from the checkpoint.
+const EVALUATOR_WAIT: Duration = Duration::from_secs(60);
 
 /// How a pass ended without error.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,7 +64,7 @@ fn transient(context: &str) -> impl Fn(&dyn std::fmt::Display) -> ScanError + '_
 
 /// Where a pass starts, the range's bounds, and which subjects can hold matching events.
 struct Plan {
-    rules: RuleSet,
+    rules: Arc<RuleSet>,
     filters: Vec<String>,
     start: DeliverPolicy,
     to: OffsetDateTime,
@@ -173,12 +179,15 @@ async fn plan(state: &AppState, backfill: &Backfill) -> Result<Plan, ScanError> 
         .names
         .events_matching(&rule.sources, &rule.events, MAX_FILTERS);
     let rule = Arc::new(rule);
-    let rules = RuleSet::build(&LiveConfig {
-        sources: BTreeMap::new(),
-        services,
-        rules: BTreeMap::from([(rule.id, rule)]),
-        revision: 0,
-    });
+    let rules = Arc::new(
+        RuleSet::build(&LiveConfig {
+            sources: BTreeMap::new(),
+            services,
+            rules: BTreeMap::from([(rule.id, rule)]),
+            revision: 0,
+        })
+        .limit_requests(state.max_request_bytes),
+    );
     let start = if backfill.position == 0 {
         DeliverPolicy::ByStartTime {
             start_time: offset(backfill.from)?,
@@ -246,7 +255,7 @@ async fn idle(stream: &Stream, plan: &Plan, position: i64) -> Result<End, ScanEr
 async fn handle(
     state: &AppState,
     dedup: &Dedup,
-    rules: &RuleSet,
+    rules: &Arc<RuleSet>,
     payloads: Vec<Bytes>,
 ) -> Result<Counts, ScanError> {
     let outcomes: Vec<Result<Counts, ScanError>> = futures::stream::iter(payloads)
@@ -264,7 +273,7 @@ async fn handle(
 async fn handle_one(
     state: &AppState,
     dedup: &Dedup,
-    rules: &RuleSet,
+    rules: &Arc<RuleSet>,
     payload: Bytes,
 ) -> Result<Counts, ScanError> {
     let mut counts = Counts {
@@ -278,7 +287,24 @@ async fn handle_one(
             return Ok(counts);
         }
     };
-    let matches: Vec<Match> = match rules.matches(&event, Origin::Backfill) {
+    let rules = Arc::clone(rules);
+    let matching = EVALUATORS
+        .run(EVALUATOR_WAIT, move || {
+            let matches = rules.matches(&event, Origin::Backfill);
+            (event, matches)
+        })
+        .await;
+    let (event, matches) = match matching {
+        Ok(matched) => matched,
+        Err(error @ OffloadError::Busy(_)) => {
+            return Err(ScanError::Transient(format!("matching events: {error}")));
+        }
+        // A bug, which another pass would meet again: the backfill fails, visibly.
+        Err(error @ OffloadError::Panicked(_)) => {
+            return Err(ScanError::Permanent(format!("matching events: {error}")));
+        }
+    };
+    let matches: Vec<Match> = match matches {
         Ok(matches) => matches,
         Err(reason) => {
             tracing::warn!(event = %event.id, %reason, "skipping an event no rule can match");

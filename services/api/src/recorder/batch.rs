@@ -16,7 +16,9 @@ use uuid::Uuid;
 use mih_shared::messages::{Outcome, OutcomeStatus};
 
 use super::histogram;
-use super::store::{clean, clean_json, clean_opt, measures_latency, minute_of, origin_str};
+use mih_shared::pgtext::{make_storable, storable, storable_opt};
+
+use super::store::{measures_latency, minute_of, origin_str};
 
 /// One rollup row's increments, summed over a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +112,7 @@ impl Columns {
             Some(request) => {
                 let mut value =
                     serde_json::to_value(request).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                clean_json(&mut value);
+                make_storable(&mut value);
                 Some(value)
             }
             None => None,
@@ -121,9 +123,14 @@ impl Columns {
         self.service.push(outcome.service.to_string());
         self.rule_id.push(outcome.rule_id.map(|r| r.0));
         self.event_id.push(outcome.event_id.map(|e| e.0));
-        self.source
-            .push(outcome.source.as_ref().map(|s| clean(s.as_str())));
-        self.eventname.push(clean_opt(outcome.eventname.as_deref()));
+        self.source.push(
+            outcome
+                .source
+                .as_ref()
+                .map(|s| storable(s.as_str()).into_owned()),
+        );
+        self.eventname
+            .push(storable_opt(outcome.eventname.as_deref()));
         self.origin.push(origin_str(outcome.origin));
         self.status.push(outcome.status.as_str());
         self.started_at.push(outcome.started_at);
@@ -132,9 +139,10 @@ impl Columns {
         self.response_status
             .push(outcome.response_status.map(i32::from));
         self.response_excerpt
-            .push(clean_opt(outcome.response_excerpt.as_deref()));
-        self.error.push(clean_opt(outcome.error.as_deref()));
-        self.trace_id.push(clean_opt(outcome.trace_id.as_deref()));
+            .push(storable_opt(outcome.response_excerpt.as_deref()));
+        self.error.push(storable_opt(outcome.error.as_deref()));
+        self.trace_id
+            .push(storable_opt(outcome.trace_id.as_deref()));
         self.replay_of.push(outcome.replay_of.map(|j| j.0));
         self.request.push(request);
         Ok(())
@@ -221,7 +229,7 @@ pub async fn record_batch(db: &PgPool, outcomes: &[Outcome]) -> Result<Vec<bool>
                  ORDER BY position)",
         )
         .bind(minute)
-        .bind(clean(&service))
+        .bind(storable(&service).into_owned())
         .bind(rule_key)
         .bind(inc.delivered)
         .bind(inc.failed_retryable)

@@ -8,8 +8,9 @@
 //! committed; a redelivery (crash between commit and ack, two replicas racing after an ack
 //! timeout, the same outcome published twice) finds its row and changes nothing, so the
 //! rollups count every attempt exactly once. A batch the database refuses for its content is
-//! recorded again one outcome at a time, so one bad outcome is terminated alone; unreadable
-//! messages are terminated, never retried, and never hold up the others.
+//! recorded again one outcome at a time, so one bad outcome is set aside alone: after a few
+//! refusals it is parked ([`mih_shared::parking`]), as is an unreadable message, and never
+//! holds up the others.
 
 mod batch;
 pub mod histogram;
@@ -27,6 +28,7 @@ use mih_shared::Shutdown;
 use mih_shared::circuit::Circuit;
 use mih_shared::messages::{self, Outcome};
 use mih_shared::names::Names;
+use mih_shared::parking::{self, Failure, Next};
 
 use crate::state::AppState;
 
@@ -47,8 +49,6 @@ pub const BATCH: usize = 256;
 /// Most batches recorded at once; more would only queue on the same rollup rows.
 const MAX_PARALLEL_BATCHES: usize = 4;
 const ACK_WAIT: Duration = Duration::from_secs(30);
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-const MAX_RETRY: Duration = Duration::from_secs(30);
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
 fn describe() {
@@ -56,7 +56,8 @@ fn describe() {
         OUTCOMES,
         Unit::Count,
         "Outcomes taken from RESULTS, by result: recorded, duplicate (already recorded), \
-         unreadable and rejected (terminated), retry (database unavailable; redelivered later)"
+         unreadable (parked), parked (refused by the database several times), retry \
+         (redelivered later)"
     );
     describe_histogram!(
         RECORD_SECONDS,
@@ -100,6 +101,7 @@ pub fn consumer_config(names: &Names, parallel_batches: usize) -> pull::Config {
 /// Runs the outcome consumer and the circuit follower until shutdown.
 pub async fn run(state: AppState, shutdown: Shutdown) {
     describe();
+    parking::describe();
     tokio::join!(
         outcomes(state.clone(), shutdown.clone()),
         circuits(state, shutdown)
@@ -206,8 +208,9 @@ async fn handle_batch(db: &PgPool, pulled: Vec<Pulled>) {
                 outcomes.push(outcome);
             }
             Err(error) => {
-                tracing::error!(%error, subject = %message.subject, "outcome is not readable; dropped");
-                settle(&message, AckKind::Term, "unreadable").await;
+                let error = format!("not readable: {error}");
+                let kind = park(db, &message, &error).await;
+                settle(&message, kind, "unreadable").await;
             }
         }
     }
@@ -234,7 +237,7 @@ async fn handle_batch(db: &PgPool, pulled: Vec<Pulled>) {
                 settle(message, AckKind::Ack, result).await;
             }
         }
-        Err(error) if is_permanent(&error) => {
+        Err(error) if Failure::of(&error) == Failure::Refused => {
             tracing::warn!(%error, outcomes = outcomes.len(),
                 "a batch of outcomes was refused; recording them one at a time");
             for (message, outcome) in received.iter().zip(&outcomes) {
@@ -245,7 +248,8 @@ async fn handle_batch(db: &PgPool, pulled: Vec<Pulled>) {
         Err(error) => {
             tracing::warn!(%error, outcomes = outcomes.len(), "outcomes not recorded yet; retrying");
             for message in &received {
-                settle(message, AckKind::Nak(Some(retry_delay(message))), "retry").await;
+                let delay = parking::retry_delay(parking::delivered(message));
+                settle(message, AckKind::Nak(Some(delay)), "retry").await;
             }
         }
     }
@@ -268,35 +272,26 @@ async fn record_one(
     match record(db, outcome).await {
         Ok(true) => (AckKind::Ack, "recorded"),
         Ok(false) => (AckKind::Ack, "duplicate"),
-        Err(error) if is_permanent(&error) => {
-            tracing::error!(%error, job_id = %outcome.job_id, attempt = outcome.attempt,
-                "outcome cannot be stored; dropped");
-            (AckKind::Term, "rejected")
-        }
         Err(error) => {
-            tracing::warn!(%error, job_id = %outcome.job_id, "outcome not recorded yet; retrying");
-            (AckKind::Nak(Some(retry_delay(message))), "retry")
+            tracing::warn!(%error, job_id = %outcome.job_id, attempt = outcome.attempt,
+                "outcome not recorded");
+            match parking::after(Failure::of(&error), parking::delivered(message)) {
+                Next::Retry(delay) => (AckKind::Nak(Some(delay)), "retry"),
+                Next::Park => (park(db, message, &error.to_string()).await, "parked"),
+            }
         }
     }
 }
 
-/// A database error that retrying the same outcome cannot fix: bad data (SQLSTATE class 22)
-/// or a violated constraint (23), or a value that cannot be encoded.
-fn is_permanent(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
-        sqlx::Error::Encode(_) => true,
-        _ => false,
+/// Parks a message; how to acknowledge it (handed back if it could not be parked yet).
+async fn park(db: &PgPool, message: &jetstream::Message, error: &str) -> AckKind {
+    match parking::park(db, CONSUMER, message, error).await {
+        Ok(()) => AckKind::Ack,
+        Err(park_error) => {
+            tracing::warn!(error = %park_error, "cannot park an outcome yet; retrying it");
+            AckKind::Nak(Some(parking::retry_delay(parking::delivered(message))))
+        }
     }
-}
-
-/// 0.5 s doubling per delivery, at most 30 s.
-fn retry_delay(message: &jetstream::Message) -> Duration {
-    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
-    (FIRST_RETRY * 2u32.pow(exponent)).min(MAX_RETRY)
 }
 
 /// Follows every write to the circuits bucket (history included) into `circuit_changes`,

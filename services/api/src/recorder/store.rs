@@ -2,40 +2,13 @@
 //! statement (`mih rebuild-projections`, and the recorder's fallback when a batch is refused).
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use serde_json::Value;
 use sqlx::PgPool;
 
 use mih_shared::circuit::Circuit;
 use mih_shared::messages::{Origin, Outcome, OutcomeStatus};
+use mih_shared::pgtext::{make_storable, storable, storable_opt};
 
 use super::histogram;
-
-/// PostgreSQL refuses NUL in `text` and `jsonb`; a target's binary response must not make an
-/// outcome unstorable, so NUL becomes U+FFFD.
-pub(super) fn clean(text: &str) -> String {
-    text.replace('\0', "\u{FFFD}")
-}
-
-pub(super) fn clean_opt(text: Option<&str>) -> Option<String> {
-    text.map(clean)
-}
-
-pub(super) fn clean_json(value: &mut Value) {
-    match value {
-        Value::String(s) if s.contains('\0') => *s = clean(s),
-        Value::Array(items) => items.iter_mut().for_each(clean_json),
-        Value::Object(map) => {
-            let dirty: Vec<String> = map.keys().filter(|k| k.contains('\0')).cloned().collect();
-            for key in dirty {
-                if let Some(v) = map.remove(&key) {
-                    map.insert(clean(&key), v);
-                }
-            }
-            map.values_mut().for_each(clean_json);
-        }
-        _ => {}
-    }
-}
 
 pub(super) fn origin_str(origin: Origin) -> &'static str {
     match origin {
@@ -66,7 +39,7 @@ pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error>
         Some(request) => {
             let mut value =
                 serde_json::to_value(request).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            clean_json(&mut value);
+            make_storable(&mut value);
             Some(value)
         }
         None => None,
@@ -112,16 +85,16 @@ pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error>
     .bind(outcome.service.as_str())
     .bind(outcome.rule_id.map(|r| r.0))
     .bind(outcome.event_id.map(|e| e.0))
-    .bind(outcome.source.as_ref().map(|s| clean(s.as_str())))
-    .bind(clean_opt(outcome.eventname.as_deref()))
+    .bind(outcome.source.as_ref().map(|s| storable(s.as_str()).into_owned()))
+    .bind(storable_opt(outcome.eventname.as_deref()))
     .bind(origin_str(outcome.origin))
     .bind(outcome.status.as_str())
     .bind(outcome.started_at)
     .bind(duration)
     .bind(outcome.response_status.map(i32::from))
-    .bind(clean_opt(outcome.response_excerpt.as_deref()))
-    .bind(clean_opt(outcome.error.as_deref()))
-    .bind(clean_opt(outcome.trace_id.as_deref()))
+    .bind(storable_opt(outcome.response_excerpt.as_deref()))
+    .bind(storable_opt(outcome.error.as_deref()))
+    .bind(storable_opt(outcome.trace_id.as_deref()))
     .bind(outcome.replay_of.map(|j| j.0))
     .bind(request)
     .bind(minute_of(outcome.started_at))
@@ -153,12 +126,12 @@ pub async fn record_circuit(
          consecutive_failures, last_error) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (service, revision) DO NOTHING",
     )
-    .bind(clean(service))
+    .bind(storable(service).into_owned())
     .bind(i64::try_from(revision).unwrap_or(i64::MAX))
     .bind(circuit.state.as_str())
     .bind(circuit.changed_at)
     .bind(i32::try_from(circuit.consecutive_failures).unwrap_or(i32::MAX))
-    .bind(clean_opt(circuit.last_error.as_deref()))
+    .bind(storable_opt(circuit.last_error.as_deref()))
     .execute(db)
     .await?
     .rows_affected()
@@ -177,17 +150,6 @@ pub async fn last_circuit_revision(db: &PgPool) -> Result<u64, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nul_characters_become_replacement_characters() {
-        let mut value = serde_json::json!({"a\u{0}": ["x\u{0}y", 1], "b": "ok"});
-        clean_json(&mut value);
-        assert_eq!(
-            value,
-            serde_json::json!({"a\u{FFFD}": ["x\u{FFFD}y", 1], "b": "ok"})
-        );
-        assert_eq!(clean("\0"), "\u{FFFD}");
-    }
 
     #[test]
     fn minutes_are_truncated_in_utc() {

@@ -19,7 +19,7 @@ use mih_shared::telemetry;
 use super::filter::DeadLetterFilter;
 use crate::audit;
 use crate::error::{ApiFailure, ApiResult};
-use crate::extract::Page;
+use crate::extract::{Page, parse_time_cursor, time_cursor};
 use crate::resources::config_row::ConfigRow;
 use crate::resources::rules::RuleRow;
 use crate::resources::{not_found, services};
@@ -68,7 +68,8 @@ pub struct DeadLetterSummary {
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct AttemptView {
     pub attempt: i32,
-    /// delivered, failed_retryable, failed_permanent, timeout or circuit_open.
+    /// delivered, failed_retryable, failed_permanent, timeout, or circuit_open (a facade call
+    /// the open circuit refused: queued jobs are never refused, they wait).
     pub status: String,
     pub started_at: DateTime<Utc>,
     pub duration_ms: i64,
@@ -120,22 +121,7 @@ pub struct Replayed {
 
 /// A keyset cursor: the sort key (dead_lettered_at, job_id) of the last item of a page.
 fn cursor_of(item: &DeadLetterSummary) -> String {
-    format!(
-        "{}_{}",
-        item.dead_lettered_at.timestamp_micros(),
-        item.job_id
-    )
-}
-
-fn parse_cursor(raw: &str) -> ApiResult<(DateTime<Utc>, Uuid)> {
-    let bad = || ApiFailure::invalid("cursor", "is not a cursor this API issued");
-    let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
-    let at = micros
-        .parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(bad)?;
-    Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
+    time_cursor(item.dead_lettered_at, item.job_id)
 }
 
 /// One page of the dead letters matching `filter`, newest first.
@@ -145,7 +131,7 @@ pub async fn list(
     cursor: Option<&str>,
     limit: i64,
 ) -> ApiResult<Page<DeadLetterSummary>> {
-    let after = cursor.map(parse_cursor).transpose()?;
+    let after = cursor.map(parse_time_cursor).transpose()?;
     let mut sql =
         QueryBuilder::<Postgres>::new(format!("SELECT {SUMMARY} FROM dead_letters d WHERE TRUE"));
     filter.push_conditions(&mut sql);
@@ -216,6 +202,26 @@ struct ReplayRow {
     stage: String,
     job: Value,
     event: Option<Value>,
+    /// The dead letter exactly as published, when its job or event carried what jsonb cannot
+    /// hold (NUL): it wins over the stored copies.
+    exact: Option<String>,
+}
+
+impl ReplayRow {
+    /// Takes the job and event from the exact message, if the row kept one.
+    fn exactly(mut self) -> ApiResult<Self> {
+        if let Some(exact) = self.exact.take() {
+            let mut dead: Value = serde_json::from_str(&exact).map_err(|e| {
+                ApiFailure::Internal(format!(
+                    "the exact copy of dead letter {} is unreadable: {e}",
+                    self.job_id
+                ))
+            })?;
+            self.job = dead["job"].take();
+            self.event = Some(dead["event"].take()).filter(|event| !event.is_null());
+        }
+        Ok(self)
+    }
 }
 
 /// Replays one dead letter (see [`republish`]) and records who did it in the audit log.
@@ -255,13 +261,14 @@ pub async fn replay(state: &AppState, id: &str, actor: &str) -> ApiResult<Replay
 /// it when the new job is delivered; if that fails too, the new job's own dead letter arrives,
 /// linked by `replay_of`.
 pub async fn republish(state: &AppState, job_id: Uuid, actor: &str) -> ApiResult<Replayed> {
-    let row: ReplayRow = sqlx::query_as(
-        "SELECT job_id, service, stage, job, event FROM dead_letters WHERE job_id = $1",
+    let row = sqlx::query_as::<_, ReplayRow>(
+        "SELECT job_id, service, stage, job, event, exact FROM dead_letters WHERE job_id = $1",
     )
     .bind(job_id)
     .fetch_optional(&state.db)
     .await?
-    .ok_or_else(|| not_found("dead letter", job_id.to_string()))?;
+    .ok_or_else(|| not_found("dead letter", job_id.to_string()))?
+    .exactly()?;
     let stored: Job = serde_json::from_value(row.job.clone()).map_err(|e| {
         ApiFailure::Internal(format!("stored dead letter {job_id} is unreadable: {e}"))
     })?;

@@ -172,6 +172,16 @@ pub async fn create<R: ConfigRow>(
     caller: &Caller,
     row: R,
 ) -> ApiResult<Response> {
+    let stored = insert(state, caller, row).await?;
+    Ok(with_etag(
+        StatusCode::CREATED,
+        stored.version(),
+        &stored.view(),
+    ))
+}
+
+/// Stores a validated new row (409 when one with its id exists); returns it as stored.
+pub async fn insert<R: ConfigRow>(state: &AppState, caller: &Caller, row: R) -> ApiResult<R> {
     let mut tx = state.db.begin().await?;
     let id = row.id();
     if R::load(&mut tx, &id, true).await?.is_some() {
@@ -180,10 +190,5 @@ pub async fn create<R: ConfigRow>(
             R::KIND
         )));
     }
-    let stored = commit(state, tx, &caller.actor(), "create", None, &row, true).await?;
-    Ok(with_etag(
-        StatusCode::CREATED,
-        stored.version(),
-        &stored.view(),
-    ))
+    commit(state, tx, &caller.actor(), "create", None, &row, true).await
 }

@@ -43,7 +43,8 @@ pub struct DeliveryAttempt {
     pub eventname: Option<String>,
     /// rule, facade, replay or backfill.
     pub origin: String,
-    /// delivered, failed_retryable, failed_permanent, timeout or circuit_open.
+    /// delivered, failed_retryable, failed_permanent, timeout, or circuit_open (a facade call
+    /// the open circuit refused: queued jobs are never refused, they wait).
     pub status: String,
     pub started_at: DateTime<Utc>,
     pub duration_ms: i64,
@@ -62,7 +63,8 @@ pub struct DeliveryAttempt {
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct AttemptView {
     pub attempt: i32,
-    /// delivered, failed_retryable, failed_permanent, timeout or circuit_open.
+    /// delivered, failed_retryable, failed_permanent, timeout, or circuit_open (a facade call
+    /// the open circuit refused: queued jobs are never refused, they wait).
     pub status: String,
     pub started_at: DateTime<Utc>,
     pub duration_ms: i64,
@@ -105,7 +107,8 @@ pub struct DeliveryFilter {
     pub service: Option<String>,
     /// Attempts of jobs made by this rule (UUID).
     pub rule_id: Option<String>,
-    /// delivered, failed_retryable, failed_permanent, timeout or circuit_open.
+    /// delivered, failed_retryable, failed_permanent, timeout, or circuit_open (a facade call
+    /// the open circuit refused: queued jobs are never refused, they wait).
     pub status: Option<String>,
     /// Attempts delivering this Moodle event (UUID).
     pub event_id: Option<String>,

@@ -15,7 +15,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use mih_shared::messages::{self, FacadeRequest, FacadeResponse, Header, HttpMethod, Version};
+use mih_shared::live::Transport;
+use mih_shared::messages::{
+    self, FacadeRequest, FacadeResponse, Header, HttpMethod, JobId, Version,
+};
 use mih_shared::names::ServiceSlug;
 
 use super::{Problems, check_header_name, not_found, services};
@@ -57,12 +60,16 @@ pub struct CallAnswer {
     /// The target's HTTP status (last attempt).
     pub status: Option<u16>,
     pub headers: BTreeMap<String, String>,
-    /// The response body (up to 1 MiB).
+    /// The response body, up to `dispatcher.facade_max_body_bytes` (512 KiB by default).
     pub body: Option<String>,
-    pub attempts: u32,
+    /// The target's body was longer than `body`, which holds its start.
+    pub body_truncated: bool,
+    /// Attempts made; `null` when the hub cannot tell (no dispatcher answered in time: the
+    /// call may have been made — look `call_id` up in the delivery log before calling again).
+    pub attempts: Option<u32>,
     pub duration_ms: u64,
     pub error: Option<String>,
-    /// closed, open (nothing was sent) or half_open.
+    /// closed, open (nothing was sent), half_open, or unknown (no dispatcher answered).
     pub circuit: String,
     /// Id of the call in the delivery log (also its `Idempotency-Key`).
     pub call_id: Option<String>,
@@ -79,7 +86,8 @@ impl From<FacadeResponse> for CallAnswer {
                 .map(|h| (h.name, h.value))
                 .collect(),
             body: answer.body,
-            attempts: answer.attempts,
+            body_truncated: answer.body_truncated,
+            attempts: Some(answer.attempts),
             duration_ms: answer.duration_ms,
             error: answer.error,
             circuit: answer.circuit,
@@ -91,16 +99,22 @@ impl From<FacadeResponse> for CallAnswer {
 /// Extra time api waits for a dispatcher beyond the call's own deadline.
 const REPLY_MARGIN: Duration = Duration::from_secs(2);
 
+/// Room in the request message for everything but the call's body.
+const REQUEST_ROOM: usize = 64 * 1024;
+
 /// Call a registered service synchronously.
 ///
 /// 200 whenever a dispatcher handled the call (`ok` says whether the target succeeded); 503
 /// with the same shape when nothing was sent: the service's circuit is open (with
-/// `Retry-After`) or no dispatcher is running (`circuit: "unknown"`); 404 for an unknown
-/// service, 409 for a disabled one.
+/// `Retry-After`) or no dispatcher is running (`circuit: "unknown"`); 504 with `attempts: null`
+/// when no dispatcher answered within the call's deadline, so the call may have been made (look
+/// up `call_id` in the delivery log); 404 for an unknown service, 409 for a disabled one, 413
+/// for a body too large to pass to a dispatcher.
 #[utoipa::path(post, path = "/{name}/request", tag = "services", params(("name" = String, Path)),
     request_body = CallInput,
     responses((status = 200, body = CallAnswer), (status = 401), (status = 403), (status = 404),
-              (status = 409), (status = 422), (status = 503, body = CallAnswer)))]
+              (status = 409), (status = 413), (status = 422), (status = 503, body = CallAnswer),
+              (status = 504, body = CallAnswer)))]
 async fn call(
     State(state): State<AppState>,
     caller: Caller,
@@ -118,36 +132,72 @@ async fn call(
             "service `{name}` is disabled; enable it to call it"
         )));
     }
+    if matches!(service.transport, Transport::Rest(_))
+        && let Some(refusal) = mih_shared::urlpath::refusal(&input.path)
+    {
+        return Err(ApiFailure::invalid("path", refusal));
+    }
     let request = build(&state, slug, input, &caller)?;
+    let call_id = request.call_id.map(|id| id.to_string());
     let wait = Duration::from_millis(request.timeout_ms) + REPLY_MARGIN;
     let payload = messages::encode(&request).map_err(|e| ApiFailure::Internal(e.to_string()))?;
     let nats = state.js.client();
-    let reply = tokio::time::timeout(wait, nats.request(state.names.rpc_request(), payload)).await;
-    let unavailable = |error: String| -> ApiResult<Response> {
-        let answer = CallAnswer {
-            ok: false,
-            status: None,
-            headers: BTreeMap::new(),
-            body: None,
-            attempts: 0,
-            duration_ms: 0,
-            error: Some(error),
-            circuit: "unknown".to_owned(),
-            call_id: None,
+    let max_payload = nats.server_info().max_payload;
+    if payload.len() > max_payload {
+        return Err(ApiFailure::PayloadTooLarge(format!(
+            "the call is {} bytes; at most {} fit in one message to a dispatcher \
+             (the NATS server's max_payload, less room for the envelope)",
+            payload.len(),
+            max_payload.saturating_sub(REQUEST_ROOM)
+        )));
+    }
+    // The NATS client's own request timeout is shorter than a call may take; this call waits
+    // for its whole deadline.
+    let reply = nats
+        .send_request(
+            state.names.rpc_request(),
+            async_nats::Request::new()
+                .payload(payload)
+                .timeout(Some(wait)),
+        )
+        .await;
+    let no_answer =
+        |status: StatusCode, error: String, attempts: Option<u32>| -> ApiResult<Response> {
+            let answer = CallAnswer {
+                ok: false,
+                status: None,
+                headers: BTreeMap::new(),
+                body: None,
+                body_truncated: false,
+                attempts,
+                duration_ms: 0,
+                error: Some(error),
+                circuit: "unknown".to_owned(),
+                call_id: call_id.clone(),
+            };
+            Ok((status, Json(answer)).into_response())
         };
-        Ok((StatusCode::SERVICE_UNAVAILABLE, Json(answer)).into_response())
-    };
     let message = match reply {
-        Ok(Ok(message)) => message,
-        Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
-            return unavailable("no dispatcher is running to make the call".into());
+        Ok(message) => message,
+        Err(error) if error.kind() == async_nats::RequestErrorKind::NoResponders => {
+            return no_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no dispatcher is running to make the call; nothing was sent".into(),
+                Some(0),
+            );
         }
-        Ok(Err(error)) => return unavailable(format!("the call failed: {error}")),
-        Err(_) => {
-            return unavailable(format!(
-                "no dispatcher answered within {} ms",
-                wait.as_millis()
-            ));
+        Err(error) => {
+            // Timed out, or the connection failed after the request went out: a dispatcher
+            // may be making the call. Saying "not sent" would invite a duplicate.
+            return no_answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "no dispatcher answered within {} ms ({error}); the call may have been made: \
+                     look up call_id in the delivery log before calling again",
+                    wait.as_millis()
+                ),
+                None,
+            );
         }
     };
     let answer: FacadeResponse = messages::decode(&message.payload)
@@ -228,6 +278,7 @@ fn build(
         content_type,
         timeout_ms,
         caller: Some(caller.actor()),
+        call_id: Some(JobId::new_v7()),
     })
 }
 

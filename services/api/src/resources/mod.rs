@@ -8,6 +8,7 @@ pub mod config_row;
 pub mod dead_letters;
 pub mod deliveries;
 pub mod facade;
+pub mod parked;
 pub mod preview;
 pub mod rules;
 pub mod services;

@@ -1,7 +1,13 @@
 //! `POST /api/v1/rules/preview`: what a rule — saved, or a draft — does with an event: which
 //! check decided, and the request it renders. Nothing is saved or sent.
+//!
+//! Any viewer may preview, so a preview is as costly as a rule can be: a condition over the
+//! cost limit is refused with 422 like a rule being saved, and the rule is tried off the async
+//! workers, within its budget, by one of [`EVALUATORS`].
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -12,9 +18,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use mih_matcher::engine::CompiledRule;
+use mih_matcher::engine::budget::{self, Evaluators, OffloadError};
+use mih_shared::live::LiveService;
 use mih_shared::messages::{Event, EventId, Version};
 use mih_shared::moodle::EventName;
-use mih_shared::names::SourceId;
+use mih_shared::names::{ServiceSlug, SourceId};
 
 use super::config_row::ConfigRow;
 use super::rules::{RuleInput, RuleRow};
@@ -26,6 +34,16 @@ use crate::recent::recent_events;
 use crate::state::AppState;
 
 const MAX_RECENT: u32 = 50;
+
+/// Where api evaluates rules (previews, backfills): on the blocking pool, at most half the cores
+/// at a time (at least one), so that a flood of costly previews takes neither the async workers
+/// (the admin API, health checks, the recorder and, in `mih run`, ingest) nor all of the CPU
+/// from them. Further previews wait for a free evaluator without holding a thread.
+pub(crate) static EVALUATORS: LazyLock<Evaluators> =
+    LazyLock::new(|| Evaluators::new(budget::cores().div_ceil(2)));
+
+/// Longest a preview waits for a free evaluator before answering 503.
+const EVALUATOR_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -107,7 +125,7 @@ pub async fn preview(
     };
     drop(conn);
     let (_, live) = row.live()?;
-    let rule = CompiledRule::compile(Arc::new(live));
+    let rule = CompiledRule::compile(Arc::new(live)).limit_request(state.max_request_bytes);
     let services = services::load_live(&state.db).await?;
 
     let (events, stored) = match (input.event, input.recent) {
@@ -127,31 +145,50 @@ pub async fn preview(
         }
         (None, None) => return Err(ApiFailure::invalid("event", "is required")),
     };
-    let results = events
-        .iter()
-        .map(|event| {
-            let explanation = rule.explain(event, &services);
-            PreviewResult {
-                event_id: stored.then(|| event.id.to_string()),
-                eventname: event
-                    .data
-                    .get("eventname")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                source: event.source.to_string(),
-                matched: explanation.matched,
-                checks: serde_json::to_value(&explanation.checks).unwrap_or_default(),
-                request: explanation
-                    .request
-                    .as_ref()
-                    .and_then(|r| serde_json::to_value(r).ok()),
-                ordering_key: explanation.ordering_key,
-                render_error: explanation.render_error,
-            }
-        })
-        .collect();
+    let explain = move || {
+        events
+            .iter()
+            .map(|event| explain_one(&rule, &services, event, stored))
+            .collect::<Vec<_>>()
+    };
+    let results = EVALUATORS
+        .run(EVALUATOR_WAIT, explain)
+        .await
+        .map_err(|error| match error {
+            OffloadError::Busy(_) => ApiFailure::Unavailable(
+                "every rule evaluator is busy with other previews; try again shortly".into(),
+            ),
+            OffloadError::Panicked(_) => ApiFailure::Internal(error.to_string()),
+        })?;
     Ok(Json(PreviewAnswer { results }))
+}
+
+/// One event's explanation, as the answer shows it.
+fn explain_one(
+    rule: &CompiledRule,
+    services: &BTreeMap<ServiceSlug, Arc<LiveService>>,
+    event: &Event,
+    stored: bool,
+) -> PreviewResult {
+    let explanation = rule.explain(event, services);
+    PreviewResult {
+        event_id: stored.then(|| event.id.to_string()),
+        eventname: event
+            .data
+            .get("eventname")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        source: event.source.to_string(),
+        matched: explanation.matched,
+        checks: serde_json::to_value(&explanation.checks).unwrap_or_default(),
+        request: explanation
+            .request
+            .as_ref()
+            .and_then(|r| serde_json::to_value(r).ok()),
+        ordering_key: explanation.ordering_key,
+        render_error: explanation.render_error,
+    }
 }
 
 /// An inline event as the matcher would see it: `eventname` normalised, the rest as given.

@@ -434,6 +434,9 @@ fn target_for(
         (Transport::Rest(_), Some(TargetInput::Rest { method, path })) => {
             let path = path.unwrap_or_else(|| "/".into());
             check_text(problems, "target.path", &path, 1, 2048);
+            if let Some(refusal) = mih_shared::urlpath::refusal(&path) {
+                problems.add("target.path", refusal);
+            }
             let method = match method.as_deref().map(str::to_ascii_uppercase).as_deref() {
                 None | Some("POST") => HttpMethod::Post,
                 Some("GET") => HttpMethod::Get,

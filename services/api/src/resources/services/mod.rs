@@ -1,8 +1,10 @@
 //! `/api/v1/services`: the external systems mih delivers to.
 
 mod apply;
+mod reach;
 
 use apply::apply;
+pub use reach::Warning;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -241,6 +243,10 @@ pub struct ServiceView {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// In the answer to a create or update only: what will not work as configured (an address
+    /// the dispatcher's SSRF guard refuses, a host that does not resolve).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -377,6 +383,7 @@ impl ConfigRow for ServiceRow {
             version: self.version,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            warnings: Vec::new(),
         }
     }
 
@@ -562,7 +569,13 @@ async fn create(
 ) -> ApiResult<Response> {
     caller.require(Role::Admin)?;
     let row = apply(&state, None, input)?;
-    config_row::create(&state, &caller, row).await
+    let warnings = reach::warnings(&state.ssrf, &row.transport.0).await;
+    let stored = config_row::insert(&state, &caller, row).await?;
+    let view = ServiceView {
+        warnings,
+        ..stored.view()
+    };
+    Ok(with_etag(StatusCode::CREATED, stored.version, &view))
 }
 
 /// Get one service.
@@ -616,7 +629,12 @@ async fn update(
         false,
     )
     .await?;
-    Ok(with_etag(StatusCode::OK, stored.version, &stored.view()))
+    // After the commit: resolving a name must not hold the row's lock.
+    let view = ServiceView {
+        warnings: reach::warnings(&state.ssrf, &stored.transport.0).await,
+        ..stored.view()
+    };
+    Ok(with_etag(StatusCode::OK, stored.version, &view))
 }
 
 /// Enable a service.

@@ -129,6 +129,6 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     });
     let app = routes::router(state).merge(ops::router(ctx.readiness.clone(), ctx.metrics.clone()));
     ctx.readiness.mark_started();
-    ops::serve(ctx.listener, app, shutdown).await?;
+    ops::serve(ctx.listener, app, ctx.service, ctx.config.http, shutdown).await?;
     Ok(())
 }

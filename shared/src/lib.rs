@@ -1,7 +1,6 @@
 //! mih's shared crate: the contracts between services (messages, names, topology) and the
 //! plumbing every service uses (config, telemetry, errors, readiness, shutdown).
 
-pub mod canonical;
 pub mod circuit;
 pub mod config;
 pub mod connect;

@@ -2,6 +2,7 @@
 //! event, stores it in `<NS>_EVENTS` and answers 202 only once JetStream acknowledged it.
 
 mod auth;
+mod canonical;
 mod decode;
 mod error;
 mod metrics;

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use mih_shared::canonical;
+use crate::canonical;
 use mih_shared::config::IngestConfig;
 use mih_shared::error::{ErrorKind, FieldError, HasErrorKind};
 use mih_shared::messages::{self, Event, EventId, Version};

@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 
 use mih_shared::names::Names;
 use mih_testkit::sign::TEST_TOKEN;
-use mih_testkit::{eventually, free_port, unique_namespace};
+use mih_testkit::{eventually, free_ports, unique_namespace};
 
 /// Every service of the hub, in the order they are started.
 pub const SERVICES: [&str; 5] = ["api", "ingest", "matcher", "dispatcher", "dlq"];
@@ -71,8 +71,8 @@ impl Hub {
             ("MIH_MATCHER_ACK_WAIT".to_owned(), "3s".to_owned()),
             ("MIH_DISPATCHER_ACK_WAIT_MARGIN".to_owned(), "2s".to_owned()),
         ];
-        for service in SERVICES {
-            let port = free_port().expect("a free port");
+        let free = free_ports(SERVICES.len()).expect("free ports");
+        for (service, port) in SERVICES.into_iter().zip(free) {
             ports.insert(service, port);
             env.push((
                 format!("MIH_{}_LISTEN", service.to_uppercase()),

@@ -6,11 +6,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
 
-use crate::config::HttpConfig;
 use crate::readiness::Readiness;
-use crate::service::ServiceName;
 use crate::shutdown::Shutdown;
 
 #[derive(Clone)]
@@ -51,17 +48,8 @@ async fn render_metrics(State(state): State<OpsState>) -> impl IntoResponse {
     )
 }
 
-/// Serves `router` on `listener` with the `[http]` limits until `shutdown`, then lets
-/// in-flight requests finish. See [`crate::server`].
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    service: ServiceName,
-    limits: HttpConfig,
-    shutdown: Shutdown,
-) -> std::io::Result<()> {
-    crate::server::serve(listener, router, service, limits, shutdown).await
-}
+/// Serves a service's router with the `[http]` limits; see [`crate::server`].
+pub use crate::server::serve;
 
 /// The whole life of a service whose work is still to come: provision what it uses, report
 /// ready, serve the operational routes until shutdown.

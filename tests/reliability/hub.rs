@@ -177,9 +177,22 @@ impl Hub {
         }
     }
 
-    /// Starts the service again (same port, same environment) and waits until it is ready.
+    /// Starts the service again (same environment, same port unless another process took it
+    /// while the service was down) and waits until it is ready.
     pub async fn restart(&mut self, service: &'static str) {
         self.kill(service).await;
+        if std::net::TcpListener::bind(("127.0.0.1", self.ports[service])).is_err() {
+            // Seen in CI: a killed matcher's port was reused by another test's connection
+            // and the restarted matcher could not listen.
+            let port = free_ports(1).expect("a free port")[0];
+            self.ports.insert(service, port);
+            let key = format!("MIH_{}_LISTEN", service.to_uppercase());
+            for (name, value) in &mut self.env {
+                if *name == key {
+                    *value = format!("127.0.0.1:{port}");
+                }
+            }
+        }
         self.spawn(service);
         self.wait_ready(service).await;
     }

@@ -19,9 +19,9 @@ use mih_shared::messages::{
     self, AmqpRequest, HttpMethod, HttpRequest, Job, JobId, Origin, Request, Version,
 };
 use mih_shared::names::ServiceSlug;
-use mih_testkit::{HttpSink, Reply};
+use mih_testkit::{ADMIN_TOKEN, HttpSink, Reply};
 
-use crate::hub::{BENCH_ADMIN_TOKEN, BenchHub};
+use crate::hub::BenchHub;
 use crate::process;
 use crate::report::{Row, quantile};
 
@@ -76,7 +76,7 @@ async fn hub() -> anyhow::Result<BenchHub> {
 async fn post(hub: &BenchHub, path: &str, body: Value) -> anyhow::Result<Value> {
     let answer = reqwest::Client::new()
         .post(hub.api_url(path))
-        .bearer_auth(BENCH_ADMIN_TOKEN)
+        .bearer_auth(ADMIN_TOKEN)
         .json(&body)
         .send()
         .await?;

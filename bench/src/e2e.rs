@@ -16,9 +16,9 @@ use tokio::process::Child;
 use tokio::sync::Semaphore;
 
 use mih_testkit::sign::TEST_TOKEN;
-use mih_testkit::{HttpSink, fixtures};
+use mih_testkit::{ADMIN_TOKEN, HttpSink, fixtures};
 
-use crate::hub::{BENCH_ADMIN_TOKEN, BenchHub};
+use crate::hub::BenchHub;
 use crate::process;
 use crate::report::{Row, ServiceUsage, quantile};
 
@@ -123,7 +123,7 @@ impl Pipeline {
         let http = reqwest::Client::new();
         let admin = |path: &str, body: Value| {
             http.post(hub.api_url(path))
-                .bearer_auth(BENCH_ADMIN_TOKEN)
+                .bearer_auth(ADMIN_TOKEN)
                 .json(&body)
                 .send()
         };

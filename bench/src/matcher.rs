@@ -16,9 +16,10 @@ use serde_json::{Map, Value, json};
 use mih_shared::messages::{self, Event, EventId, Version};
 use mih_shared::moodle::EventName;
 use mih_shared::names::SourceId;
+use mih_testkit::ADMIN_TOKEN;
 use mih_testkit::fixtures;
 
-use crate::hub::{BENCH_ADMIN_TOKEN, BenchHub};
+use crate::hub::BenchHub;
 use crate::process;
 use crate::report::Row;
 
@@ -148,7 +149,7 @@ async fn create_rules(hub: &BenchHub, rules: usize, names: &[&String]) -> anyhow
     let http = reqwest::Client::new();
     let post = |path: &str, body: Value| {
         http.post(hub.api_url(path))
-            .bearer_auth(BENCH_ADMIN_TOKEN)
+            .bearer_auth(ADMIN_TOKEN)
             .json(&body)
             .send()
     };
@@ -184,14 +185,14 @@ async fn explain_first_rule(hub: &BenchHub) -> anyhow::Result<String> {
     let http = reqwest::Client::new();
     let rules: Value = http
         .get(hub.api_url("/api/v1/rules?limit=1"))
-        .bearer_auth(BENCH_ADMIN_TOKEN)
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await?
         .json()
         .await?;
     let preview: Value = http
         .post(hub.api_url("/api/v1/rules/preview"))
-        .bearer_auth(BENCH_ADMIN_TOKEN)
+        .bearer_auth(ADMIN_TOKEN)
         .json(&json!({"rule_id": rules["items"][0]["id"], "recent": {"source": "moodle", "last": 40}}))
         .send()
         .await?

@@ -7,11 +7,13 @@
 //!   answers with a settable status and delay.
 //! - [`eventually`]: wait for a fact instead of sleeping.
 //! - [`fixtures`]: real Moodle events; [`sign`]: Standard Webhooks headers for requests.
+//! - [`MihProcesses`]: a hub run as separate `mih` processes (reliability suite, benchmarks).
 
 pub mod fixtures;
 mod nats;
 mod postgres;
 pub mod private_postgres;
+mod processes;
 pub mod rabbitmq;
 pub mod sign;
 mod sink;
@@ -20,6 +22,7 @@ mod wait;
 
 pub use nats::NatsServer;
 pub use postgres::TestDatabase;
+pub use processes::{ADMIN_TOKEN, MihProcesses, Output};
 pub use sink::{HttpSink, Recorded, Reply};
 pub use wait::{Timeout, eventually, wait_until_ok};
 

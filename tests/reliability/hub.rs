@@ -3,24 +3,20 @@
 //! failing scenario can show what each service said.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use mih_shared::names::Names;
 use mih_testkit::sign::TEST_TOKEN;
-use mih_testkit::{eventually, free_ports, unique_namespace};
+use mih_testkit::{ADMIN_TOKEN, MihProcesses, Output};
 
 /// Every service of the hub, in the order they are started.
 pub const SERVICES: [&str; 5] = ["api", "ingest", "matcher", "dispatcher", "dlq"];
 
-pub const ADMIN_TOKEN: &str = "reliability-admin-token-0123456789abcdef";
-const SECRET_KEY: &str = "q2Vp2Nv5rPfBk0pO2Kq7pZbJm0Ck4YqZp0dJmQ8v3Xo=";
 const READY_WAIT: Duration = Duration::from_secs(60);
 
 /// Where the reports and logs go: `$CARGO_TARGET_DIR/reliability` or `target/reliability`.
@@ -32,9 +28,7 @@ pub fn output_dir() -> PathBuf {
 }
 
 pub struct Hub {
-    pub namespace: String,
-    env: Vec<(String, String)>,
-    ports: BTreeMap<&'static str, u16>,
+    mih: MihProcesses,
     processes: BTreeMap<&'static str, Child>,
     logs: PathBuf,
     pub http: reqwest::Client,
@@ -43,49 +37,29 @@ pub struct Hub {
 impl Hub {
     /// Starts every service as its own process and waits until each is ready.
     pub async fn start(scenario: &str, nats_url: &str, database_url: &str) -> Self {
-        let namespace = unique_namespace();
-        let mut ports = BTreeMap::new();
-        let mut env = vec![
-            ("MIH_NAMESPACE".to_owned(), namespace.clone()),
-            ("MIH_NATS_URL".to_owned(), nats_url.to_owned()),
-            ("MIH_DATABASE_URL".to_owned(), database_url.to_owned()),
-            ("MIH_SECRET_KEY".to_owned(), SECRET_KEY.to_owned()),
-            (
-                "MIH_BOOTSTRAP_ADMIN_TOKEN".to_owned(),
-                ADMIN_TOKEN.to_owned(),
-            ),
-            (
-                "MIH_TELEMETRY_LOG_LEVEL".to_owned(),
-                std::env::var("MIH_RELIABILITY_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
-            ),
-            (
-                "MIH_DISPATCHER_ALLOW_NETWORKS".to_owned(),
-                "[\"127.0.0.0/8\"]".to_owned(),
-            ),
-            (
-                "MIH_SOURCES__MOODLE__BEARER_TOKENS".to_owned(),
+        let log_level =
+            std::env::var("MIH_RELIABILITY_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
+        let mut mih = MihProcesses::new(
+            env!("CARGO_BIN_EXE_mih"),
+            nats_url,
+            database_url,
+            &log_level,
+        );
+        mih.set("MIH_DISPATCHER_ALLOW_NETWORKS", "[\"127.0.0.0/8\"]")
+            .set(
+                "MIH_SOURCES__MOODLE__BEARER_TOKENS",
                 format!("[\"{TEST_TOKEN}\"]"),
-            ),
+            )
             // A killed matcher's or dispatcher's unacknowledged messages come back after the
             // ack wait; the defaults (30 s, timeout + 30 s) would outlast a short scenario.
-            ("MIH_MATCHER_ACK_WAIT".to_owned(), "3s".to_owned()),
-            ("MIH_DISPATCHER_ACK_WAIT_MARGIN".to_owned(), "2s".to_owned()),
-        ];
-        let free = free_ports(SERVICES.len()).expect("free ports");
-        for (service, port) in SERVICES.into_iter().zip(free) {
-            ports.insert(service, port);
-            env.push((
-                format!("MIH_{}_LISTEN", service.to_uppercase()),
-                format!("127.0.0.1:{port}"),
-            ));
-        }
+            .set("MIH_MATCHER_ACK_WAIT", "3s")
+            .set("MIH_DISPATCHER_ACK_WAIT_MARGIN", "2s");
+        mih.listen(&SERVICES).expect("free ports");
         let logs = output_dir().join("logs").join(scenario);
         let _ = std::fs::remove_dir_all(&logs);
         std::fs::create_dir_all(&logs).expect("log directory");
         let mut hub = Self {
-            namespace,
-            env,
-            ports,
+            mih,
             processes: BTreeMap::new(),
             logs,
             http: reqwest::Client::builder()
@@ -103,23 +77,13 @@ impl Hub {
     }
 
     pub fn names(&self) -> Names {
-        Names::new(self.namespace.parse().expect("namespace"))
+        self.mih.names()
     }
 
     fn spawn(&mut self, service: &'static str) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(service))
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_mih"))
-            .args(["run", "--service", service])
-            .env_clear()
-            .envs(self.env.iter().map(|(name, value)| (name, value)))
-            .stdout(Stdio::from(log.try_clone().expect("log file")))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
+        let child = self
+            .mih
+            .spawn(&[service], &Output::File(self.log_path(service)))
             .expect("mih starts");
         self.processes.insert(service, child);
     }
@@ -151,7 +115,7 @@ impl Hub {
     }
 
     pub fn url(&self, service: &str, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.ports[service])
+        self.mih.url(service, path)
     }
 
     pub fn ingest_url(&self) -> String {
@@ -159,8 +123,8 @@ impl Hub {
     }
 
     pub async fn wait_ready(&self, service: &str) {
-        let url = self.url(service, "/readyz");
-        mih_testkit::wait_until_ok(&url, READY_WAIT)
+        self.mih
+            .wait_ready(service, READY_WAIT)
             .await
             .unwrap_or_else(|e| {
                 panic!(
@@ -181,18 +145,7 @@ impl Hub {
     /// while the service was down) and waits until it is ready.
     pub async fn restart(&mut self, service: &'static str) {
         self.kill(service).await;
-        if std::net::TcpListener::bind(("127.0.0.1", self.ports[service])).is_err() {
-            // Seen in CI: a killed matcher's port was reused by another test's connection
-            // and the restarted matcher could not listen.
-            let port = free_ports(1).expect("a free port")[0];
-            self.ports.insert(service, port);
-            let key = format!("MIH_{}_LISTEN", service.to_uppercase());
-            for (name, value) in &mut self.env {
-                if *name == key {
-                    *value = format!("127.0.0.1:{port}");
-                }
-            }
-        }
+        self.mih.relisten_if_taken(service).expect("a free port");
         self.spawn(service);
         self.wait_ready(service).await;
     }
@@ -254,26 +207,11 @@ impl Hub {
         }
     }
 
-    /// Waits until ingest knows the seeded source (an empty batch is 400, not 401).
+    /// Waits until ingest knows the seeded source.
     pub async fn wait_source_known(&self) {
-        let url = self.ingest_url();
-        eventually(READY_WAIT, || {
-            let request = self
-                .http
-                .post(&url)
-                .bearer_auth(TEST_TOKEN)
-                .header("content-type", "application/json")
-                .body("[]")
-                .send();
-            async move {
-                match request.await {
-                    Ok(r) if r.status() == StatusCode::BAD_REQUEST => Ok(()),
-                    Ok(r) => Err(r.status().to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("ingest never learnt the source: {e}"));
+        self.mih
+            .wait_source_known(READY_WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("ingest never learnt the source: {e}"));
     }
 }

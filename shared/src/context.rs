@@ -40,15 +40,49 @@ impl ServiceContext {
             .ensure(&self.jetstream, Resource::used_by(self.service))
             .await
     }
+
+    /// The service's PostgreSQL pool; an error naming the setting when none is configured.
+    pub fn database(&self) -> Result<&PgPool, RunError> {
+        self.db.as_ref().ok_or(RunError::NoDatabase {
+            service: self.service,
+        })
+    }
 }
 
-/// Why a service stopped with an error.
+/// Any error, kept with its type for whoever inspects it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a service stopped with an error. Each cause is kept as a typed field and printed in the
+/// message rather than exposed as a `#[source]`, so that a chain printed with `{:#}` (the
+/// supervisor's `HubError` does the same) shows each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Topology(#[from] TopologyError),
     #[error("serving HTTP failed: {0}")]
     Serve(#[from] std::io::Error),
-    #[error("{0}")]
-    Other(String),
+    #[error("{service} needs PostgreSQL: set `database.url` (MIH_DATABASE_URL)")]
+    NoDatabase { service: ServiceName },
+    #[error("database migration failed: {cause}")]
+    Migrate { cause: sqlx::migrate::MigrateError },
+    /// A setting that cannot work as given; `problem` says what to change.
+    #[error("setting `{setting}`: {problem}")]
+    Setting {
+        setting: &'static str,
+        problem: BoxError,
+    },
+    #[error("cannot open {what}: {cause}")]
+    Open { what: String, cause: BoxError },
+    #[error("cannot create the {consumer} consumer on stream {stream}: {cause}")]
+    Consumer {
+        consumer: String,
+        stream: String,
+        cause: BoxError,
+    },
+    /// A task the service cannot run without panicked or was aborted.
+    #[error("{what} ended abnormally: {cause}")]
+    Task {
+        what: &'static str,
+        cause: tokio::task::JoinError,
+    },
 }

@@ -27,6 +27,6 @@ pub mod telemetry;
 pub mod topology;
 pub mod urlpath;
 
-pub use context::{RunError, ServiceContext};
+pub use context::{BoxError, RunError, ServiceContext};
 pub use service::ServiceName;
 pub use shutdown::Shutdown;

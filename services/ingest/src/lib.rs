@@ -68,17 +68,20 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     let config = ctx.config.ingest.clone();
     let max_payload = ctx.nats.server_info().max_payload;
     if config.max_event_bytes + HEADER_ROOM > max_payload {
-        return Err(RunError::Other(format!(
-            "ingest.max_event_bytes ({}) does not fit the NATS server's max_payload ({max_payload}); \
-             lower the setting (MIH_INGEST_MAX_EVENT_BYTES) or raise max_payload on the server",
-            config.max_event_bytes
-        )));
+        return Err(RunError::Setting {
+            setting: "ingest.max_event_bytes (MIH_INGEST_MAX_EVENT_BYTES)",
+            problem: format!(
+                "{} does not fit the NATS server's max_payload ({max_payload}); lower the \
+                 setting or raise max_payload on the server",
+                config.max_event_bytes
+            )
+            .into(),
+        });
     }
-    let keyring = Arc::new(
-        ctx.config
-            .keyring()
-            .map_err(|e| RunError::Other(format!("secret_key: {e}")))?,
-    );
+    let keyring = Arc::new(ctx.config.keyring().map_err(|e| RunError::Setting {
+        setting: "secret_key (MIH_SECRET_KEY)",
+        problem: e.into(),
+    })?);
     let snapshot = ConfigSnapshot::start(
         &ctx.jetstream,
         &ctx.names.config_bucket(),
@@ -86,15 +89,19 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         shutdown.clone(),
     )
     .await
-    .map_err(|e| RunError::Other(e.to_string()))?;
+    .map_err(|e| RunError::Open {
+        what: format!("the live configuration ({})", ctx.names.config_bucket()),
+        cause: e.into(),
+    })?;
     let sources = SourceDirectory::default();
     // At start an unreadable source is fatal (a missing or wrong secret_key); later it is
     // logged and that source refused until fixed, while the others keep working.
     let problems = refresh_sources(&sources, &snapshot, &keyring);
     if let Some(first) = problems.into_iter().next() {
-        return Err(RunError::Other(format!(
-            "{first}; set secret_key (MIH_SECRET_KEY) to the key api uses"
-        )));
+        return Err(RunError::Setting {
+            setting: "secret_key (MIH_SECRET_KEY)",
+            problem: format!("{first}; it must be the key api uses").into(),
+        });
     }
     if sources.is_empty() {
         tracing::warn!(
@@ -115,11 +122,9 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         .jetstream
         .get_stream(ctx.names.events_stream())
         .await
-        .map_err(|e| {
-            RunError::Other(format!(
-                "cannot open stream {}: {e}",
-                ctx.names.events_stream()
-            ))
+        .map_err(|e| RunError::Open {
+            what: format!("stream {}", ctx.names.events_stream()),
+            cause: e.into(),
         })?;
     let state = Arc::new(routes::IngestState {
         config,

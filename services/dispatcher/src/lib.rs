@@ -28,19 +28,27 @@ use crate::uncounted::Uncounted;
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
     metrics::describe();
     ctx.ensure_topology().await?;
-    let other = |e: &dyn std::fmt::Display| RunError::Other(e.to_string());
     let settings = &ctx.config.dispatcher;
-    let keyring = ctx.config.keyring().map_err(|e| other(&e))?;
+    let keyring = ctx.config.keyring().map_err(|e| RunError::Setting {
+        setting: "secret_key (MIH_SECRET_KEY)",
+        problem: e.into(),
+    })?;
     let env = TransportEnv {
         keyring: Arc::new(keyring),
         guard: Arc::new(SsrfGuard::new(settings.allow_networks.clone())),
     };
     let circuits = CircuitStore::open(&ctx.jetstream, &ctx.names.circuits_bucket())
         .await
-        .map_err(|e| other(&e))?;
+        .map_err(|e| RunError::Open {
+            what: format!("bucket {}", ctx.names.circuits_bucket()),
+            cause: e.into(),
+        })?;
     let uncounted = Uncounted::open(&ctx.jetstream, &ctx.names.attempts_bucket())
         .await
-        .map_err(|e| other(&e))?;
+        .map_err(|e| RunError::Open {
+            what: format!("bucket {}", ctx.names.attempts_bucket()),
+            cause: e.into(),
+        })?;
     let snapshot = ConfigSnapshot::start(
         &ctx.jetstream,
         &ctx.names.config_bucket(),
@@ -48,7 +56,10 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         shutdown.clone(),
     )
     .await
-    .map_err(|e| other(&e))?;
+    .map_err(|e| RunError::Open {
+        what: format!("the live configuration ({})", ctx.names.config_bucket()),
+        cause: e.into(),
+    })?;
     let fleet = Fleet::new(
         ctx.jetstream.clone(),
         ctx.nats.clone(),
@@ -81,8 +92,9 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     if let Err(error) = facade.await {
         tracing::warn!(%error, "facade responder ended abnormally");
     }
-    serving
-        .await
-        .map_err(|e| RunError::Other(format!("operational endpoints: {e}")))??;
+    serving.await.map_err(|cause| RunError::Task {
+        what: "the operational endpoints",
+        cause,
+    })??;
     Ok(())
 }

@@ -23,7 +23,6 @@ pub use consumer::{CONSUMER, consumer_config};
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
     metrics::describe();
     ctx.ensure_topology().await?;
-    let other = |e: &dyn std::fmt::Display| RunError::Other(e.to_string());
     let snapshot = ConfigSnapshot::start(
         &ctx.jetstream,
         &ctx.names.config_bucket(),
@@ -31,7 +30,10 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         shutdown.clone(),
     )
     .await
-    .map_err(|e| other(&e))?;
+    .map_err(|e| RunError::Open {
+        what: format!("the live configuration ({})", ctx.names.config_bucket()),
+        cause: e.into(),
+    })?;
     let max_request_bytes = ctx.config.matcher.max_request_bytes;
     let rules = Arc::new(ArcSwap::from_pointee(
         RuleSet::build(&snapshot.current()).limit_requests(max_request_bytes),
@@ -44,13 +46,19 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     ));
     let dedup = dedup::Dedup::open(&ctx.jetstream, &ctx.names.dedup_bucket())
         .await
-        .map_err(|e| other(&e))?;
+        .map_err(|e| RunError::Open {
+            what: format!("bucket {}", ctx.names.dedup_bucket()),
+            cause: e.into(),
+        })?;
     let settings = &ctx.config.matcher;
     let events = ctx
         .jetstream
         .get_stream(ctx.names.events_stream())
         .await
-        .map_err(|e| other(&e))?;
+        .map_err(|e| RunError::Open {
+            what: format!("stream {}", ctx.names.events_stream()),
+            cause: e.into(),
+        })?;
     let consumer = events
         .create_consumer(consumer_config(
             &ctx.names,
@@ -58,7 +66,11 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
             settings.ack_wait,
         ))
         .await
-        .map_err(|e| RunError::Other(format!("cannot create the {CONSUMER} consumer: {e}")))?;
+        .map_err(|e| RunError::Consumer {
+            consumer: CONSUMER.to_owned(),
+            stream: ctx.names.events_stream(),
+            cause: e.into(),
+        })?;
     let matcher = Arc::new(Matcher {
         js: ctx.jetstream.clone(),
         names: ctx.names.clone(),
@@ -78,9 +90,10 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     matcher
         .run(consumer, settings.max_in_flight, shutdown)
         .await;
-    serving
-        .await
-        .map_err(|e| RunError::Other(format!("operational endpoints: {e}")))??;
+    serving.await.map_err(|cause| RunError::Task {
+        what: "the operational endpoints",
+        cause,
+    })??;
     Ok(())
 }
 

@@ -1,11 +1,13 @@
 //! dlq: keeps dead letters. It projects `<NS>_DLQ` into PostgreSQL's `dead_letters` (one row
 //! per job, idempotent), and follows the replay outcomes in `<NS>_RESULTS` to remove a dead
 //! letter once a replay of it is delivered. Replaying and deleting are the api's (and the
-//! CLI's): they change rows this service wrote, and publish jobs the dispatcher delivers.
+//! CLI's): they publish jobs the dispatcher delivers, and change the rows through [`store`],
+//! which holds every statement on this crate's tables (`dead_letters`,
+//! `dead_letter_operations`).
 
 mod consumer;
 mod metrics;
-mod store;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -13,7 +15,6 @@ use mih_shared::topology::Resource;
 use mih_shared::{RunError, ServiceContext, Shutdown, db, ops};
 
 pub use consumer::{DEAD_LETTERS, Kind, REPLAYS, consumer_config};
-pub use store::{resolve, store};
 
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
     metrics::describe();

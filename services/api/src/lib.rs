@@ -35,6 +35,7 @@ pub use resources::tokens::{IssuedToken, issue as issue_token};
 pub use routes::openapi_json;
 pub use secrets::reencrypt as reencrypt_secrets;
 pub use state::AppState;
+use state::StateError;
 
 /// The delivery log (`deliveries`, `delivery_rollups`, `circuit_changes`) written as the
 /// recorder writes it: for `mih rebuild-projections`, and for tests that seed it.
@@ -44,40 +45,57 @@ pub mod delivery_log {
 
 /// Opens what the API works with: the keyring and the live config writer.
 async fn state(ctx: &ServiceContext) -> Result<AppState, RunError> {
-    let Some(pool) = ctx.db.clone() else {
-        return Err(RunError::Other(
-            "api needs PostgreSQL (database.url)".into(),
-        ));
-    };
+    let pool = ctx.database()?.clone();
     AppState::open(&ctx.config, pool, ctx.jetstream.clone())
         .await
-        .map_err(|e| RunError::Other(e.to_string()))
+        .map_err(|e| match e {
+            StateError::Keyring(e) => RunError::Setting {
+                setting: "secret_key (MIH_SECRET_KEY)",
+                problem: e.into(),
+            },
+            other => RunError::Open {
+                what: "the api's buckets".into(),
+                cause: other.into(),
+            },
+        })
 }
 
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
-    let pool = ctx
-        .db
-        .clone()
-        .ok_or_else(|| RunError::Other("api needs PostgreSQL (database.url)".into()))?;
+    let pool = ctx.database()?.clone();
     let applied = db::migrate(&pool)
         .await
-        .map_err(|e| RunError::Other(format!("database migration failed: {e}")))?;
+        .map_err(|cause| RunError::Migrate { cause })?;
     tracing::info!(migrations = applied, "database schema up to date");
     ctx.ensure_topology().await?;
     let state = state(&ctx).await?;
-    let start_error = |e: ApiFailure| RunError::Other(e.to_string());
-    let secrets = secrets::check_openable(&state).await.map_err(start_error)?;
+    let secrets = secrets::check_openable(&state)
+        .await
+        .map_err(|e| RunError::Setting {
+            setting: "secret_key (MIH_SECRET_KEY)",
+            problem: e.into(),
+        })?;
     if let Some(token) = &ctx.config.bootstrap_admin_token {
         match resources::tokens::ensure_bootstrap(&state.db, token.expose()).await {
             Ok(true) => tracing::info!("bootstrap admin token created"),
             Ok(false) | Err(ApiFailure::Conflict(_)) => {}
-            Err(e) => return Err(start_error(e)),
+            Err(e) => {
+                return Err(RunError::Setting {
+                    setting: "bootstrap_admin_token (MIH_BOOTSTRAP_ADMIN_TOKEN)",
+                    problem: e.into(),
+                });
+            }
         }
     }
     let seeded = resources::sources::import_seeds(&state, &ctx.config)
         .await
-        .map_err(start_error)?;
-    let report = reconcile::once(&state).await.map_err(start_error)?;
+        .map_err(|e| RunError::Setting {
+            setting: "sources",
+            problem: e.into(),
+        })?;
+    let report = reconcile::once(&state).await.map_err(|e| RunError::Open {
+        what: format!("the live configuration ({})", state.names.config_bucket()),
+        cause: e.into(),
+    })?;
     tracing::info!(
         secrets,
         seeded_sources = seeded,

@@ -39,9 +39,10 @@ pub(crate) use operations::get as get_operation;
 /// without the rest of the api.
 #[derive(Debug, Clone)]
 pub struct Replayer {
+    /// Also for reading dead letters with [`mih_dlq::store::letters`].
     pub db: PgPool,
-    pub js: async_nats::jetstream::Context,
-    pub names: Names,
+    js: async_nats::jetstream::Context,
+    names: Names,
 }
 
 impl Replayer {
@@ -104,7 +105,7 @@ pub(crate) async fn runner(replayer: Replayer, shutdown: Shutdown) {
     }
 }
 
-/// How a call to [`run_operation`] ended.
+/// How a call to [`Replayer::run_operation`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunEnd {
     /// The operation is no longer running (completed here, or ended before).

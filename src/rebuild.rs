@@ -55,8 +55,8 @@ pub async fn rebuild(
         .context("emptying the dead letters")?;
     let mut rebuilt = Rebuilt::default();
     // Dead letters first, so a delivered replay found in RESULTS can resolve its original.
-    let mut dead_letters = StreamReader::open(js, &names.dlq_stream()).await?;
-    while let Some(payload) = dead_letters.next().await? {
+    let mut dlq = StreamReader::open(js, &names.dlq_stream()).await?;
+    while let Some(payload) = dlq.next().await? {
         match messages::decode::<DeadLetter>(&payload) {
             Ok(dead) => {
                 if dead_letters::store(pool, &dead).await? {

@@ -13,13 +13,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::{Caller, Role};
-use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiQuery, Page, PageQuery};
 use mih_dlq::store::filter::DeadLetterFilter;
 use mih_dlq::store::letters::DeadLetterSummary;
 use mih_dlq::store::operations::Operation;
 
+use crate::auth::{Caller, Role};
+use crate::error::ApiResult;
+use crate::extract::{ApiJson, ApiQuery, Page, PageQuery};
 use crate::replay::{self, DeadLetterDetail, Replayed};
 use crate::state::AppState;
 

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use mih_api::auth::Role;
-use mih_api::{AppState, IssuedToken};
+use mih_api::{AppState, IssuedToken, Role};
 use mih_shared::config::Config;
 use mih_shared::names::Names;
 use mih_shared::topology::{Resource, Topology};
@@ -42,7 +41,7 @@ pub async fn reencrypt(config: Config) -> anyhow::Result<usize> {
         .ensure(&js, &[Resource::ConfigKv, Resource::CircuitsKv])
         .await?;
     let state = AppState::open(&config, pool, js).await?;
-    let moved = mih_api::secrets::reencrypt(&state, CLI_ACTOR).await?;
+    let moved = mih_api::reencrypt_secrets(&state, CLI_ACTOR).await?;
     nats.flush().await.context("flushing NATS")?;
     Ok(moved)
 }

@@ -1,5 +1,6 @@
 //! `mih dlq …`: dead letters from the command line, straight on PostgreSQL and NATS, through
-//! the same functions as the admin API (so both validate, replay, delete and audit alike).
+//! the same functions as the admin API (so both validate, replay, delete and audit alike):
+//! the dlq crate's queries to read, api's [`Replayer`] to change.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -9,8 +10,10 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 
-use mih_api::AppState;
-use mih_api::replay::{self, DeadLetterFilter, DeadLetterSummary, RunEnd};
+use mih_api::{Replayer, RunEnd};
+use mih_dlq::store::filter::DeadLetterFilter;
+use mih_dlq::store::letters::{self, DeadLetterSummary};
+use mih_dlq::store::operations::{self, Operation};
 use mih_shared::config::Config;
 use mih_shared::names::Names;
 use mih_shared::topology::{Resource, Topology};
@@ -162,25 +165,25 @@ fn split_pairs(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 pub async fn execute(config: Config, command: DlqCommand) -> anyhow::Result<ExitCode> {
-    let (state, nats) = open(&config).await?;
-    let result = run(&state, command).await;
+    let (replayer, nats) = open(&config).await?;
+    let result = run(&replayer, command).await;
     nats.flush().await.context("flushing NATS")?;
     result
 }
 
-async fn run(state: &AppState, command: DlqCommand) -> anyhow::Result<ExitCode> {
+async fn run(replayer: &Replayer, command: DlqCommand) -> anyhow::Result<ExitCode> {
     match command {
         DlqCommand::List { filter, limit } => {
             let filter = filter.to_filter(false)?.validated()?;
             if !(1..=500).contains(&limit) {
                 anyhow::bail!("--limit must be between 1 and 500");
             }
-            let page = replay::list(&state.db, &filter, None, limit).await?;
-            let total = replay::count(&state.db, &filter).await?;
-            print_table(&page.items, total)?;
+            let items = letters::list(&replayer.db, &filter, None, limit).await?;
+            let total = letters::count(&replayer.db, &filter).await?;
+            print_table(&items, total)?;
         }
         DlqCommand::Replay { id: Some(id), .. } => {
-            let replayed = replay::replay(state, &id, CLI_ACTOR).await?;
+            let replayed = replayer.replay(&id, CLI_ACTOR).await?;
             eprintln!(
                 "dead letter {} replayed as job {} to {}; it is removed once that job is delivered",
                 replayed.job_id, replayed.replay_job_id, replayed.service
@@ -192,12 +195,12 @@ async fn run(state: &AppState, command: DlqCommand) -> anyhow::Result<ExitCode> 
             all,
         } => {
             let filter = filter.to_filter(all)?;
-            let operation = replay::start_replay(state, filter, CLI_ACTOR).await?;
+            let operation = replayer.start_replay(filter, CLI_ACTOR).await?;
             eprintln!(
                 "replaying {} dead letter(s) as operation {}",
                 operation.total, operation.id
             );
-            let finished = follow(state, operation.id).await?;
+            let finished = follow(replayer, operation.id).await?;
             eprintln!(
                 "operation {} {}: {} replayed, {} failed of {}{}",
                 finished.id,
@@ -216,7 +219,7 @@ async fn run(state: &AppState, command: DlqCommand) -> anyhow::Result<ExitCode> 
             }
         }
         DlqCommand::Delete { id: Some(id), .. } => {
-            replay::delete(state, &id, CLI_ACTOR).await?;
+            replayer.delete(&id, CLI_ACTOR).await?;
             eprintln!("dead letter {id} deleted");
         }
         DlqCommand::Delete {
@@ -224,7 +227,9 @@ async fn run(state: &AppState, command: DlqCommand) -> anyhow::Result<ExitCode> 
             filter,
             all,
         } => {
-            let deleted = replay::delete_matching(state, filter.to_filter(all)?, CLI_ACTOR).await?;
+            let deleted = replayer
+                .delete_matching(filter.to_filter(all)?, CLI_ACTOR)
+                .await?;
             eprintln!("{deleted} dead letter(s) deleted");
         }
     }
@@ -232,14 +237,16 @@ async fn run(state: &AppState, command: DlqCommand) -> anyhow::Result<ExitCode> 
 }
 
 /// Runs the operation here, or waits for the process that runs it, until it ends.
-async fn follow(state: &AppState, id: sqlx::types::Uuid) -> anyhow::Result<replay::Operation> {
+async fn follow(replayer: &Replayer, id: sqlx::types::Uuid) -> anyhow::Result<Operation> {
     let shutdown = Shutdown::new();
     loop {
-        match replay::run_operation(state, id, &shutdown).await? {
+        match replayer.run_operation(id, &shutdown).await? {
             RunEnd::Ended | RunEnd::Stopped => {}
             RunEnd::Busy => tokio::time::sleep(FOLLOW_EVERY).await,
         }
-        let operation = replay::operations::get(&state.db, &id.to_string()).await?;
+        let operation = operations::get(&replayer.db, id)
+            .await?
+            .with_context(|| format!("dead-letter operation `{id}` does not exist"))?;
         if operation.status != "running" {
             return Ok(operation);
         }
@@ -281,21 +288,17 @@ fn clip(text: &str, max: usize) -> String {
     }
 }
 
-/// What the api would have: the database (migrated), NATS, the streams and buckets it writes.
-async fn open(config: &Config) -> anyhow::Result<(AppState, async_nats::Client)> {
+/// What replaying needs: the database (migrated), NATS and the stream replays are queued on.
+async fn open(config: &Config) -> anyhow::Result<(Replayer, async_nats::Client)> {
     let pool = connect::connect_database(&config.database).await?;
     db::migrate(&pool).await.context("migrating the database")?;
     let nats = connect::connect_nats(&config.nats, "mih-cli").await?;
     let js = async_nats::jetstream::new(nats.clone());
     let names = Names::new(config.namespace.clone());
     Topology::new(names.clone(), config)
-        .ensure(
-            &js,
-            &[Resource::Jobs, Resource::ConfigKv, Resource::CircuitsKv],
-        )
+        .ensure(&js, &[Resource::Jobs])
         .await?;
-    let state = AppState::open(config, pool, js).await?;
-    Ok((state, nats))
+    Ok((Replayer::new(pool, js, names), nats))
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ use async_nats::jetstream::{self, consumer::pull, kv};
 use futures::{StreamExt, TryStreamExt};
 use sqlx::PgPool;
 
+use mih_api::delivery_log;
+use mih_dlq::store as dead_letters;
 use mih_shared::circuit::Circuit;
 use mih_shared::config::Config;
 use mih_shared::messages::{self, DeadLetter, Outcome, OutcomeStatus};
@@ -45,17 +47,19 @@ pub async fn rebuild(
     js: &jetstream::Context,
     names: &Names,
 ) -> anyhow::Result<Rebuilt> {
-    sqlx::query("TRUNCATE deliveries, delivery_rollups, dead_letters, circuit_changes")
-        .execute(pool)
+    delivery_log::truncate(pool)
         .await
-        .context("emptying the projections")?;
+        .context("emptying the delivery log")?;
+    dead_letters::truncate(pool)
+        .await
+        .context("emptying the dead letters")?;
     let mut rebuilt = Rebuilt::default();
     // Dead letters first, so a delivered replay found in RESULTS can resolve its original.
-    let mut dead_letters = StreamReader::open(js, &names.dlq_stream()).await?;
-    while let Some(payload) = dead_letters.next().await? {
+    let mut dlq = StreamReader::open(js, &names.dlq_stream()).await?;
+    while let Some(payload) = dlq.next().await? {
         match messages::decode::<DeadLetter>(&payload) {
             Ok(dead) => {
-                if mih_dlq::store(pool, &dead).await? {
+                if dead_letters::store(pool, &dead).await? {
                     rebuilt.dead_letters += 1;
                 }
             }
@@ -71,24 +75,15 @@ pub async fn rebuild(
                 continue;
             }
         };
-        if mih_api::recorder::record(pool, &outcome).await? {
+        if delivery_log::record(pool, &outcome).await? {
             rebuilt.deliveries += 1;
         }
-        if let Some(original) = outcome.replay_of {
-            if mih_dlq::resolve(pool, &outcome).await? {
+        if outcome.replay_of.is_some() {
+            if dead_letters::resolve(pool, &outcome).await? {
                 rebuilt.resolved += 1;
             } else if outcome.status != OutcomeStatus::Delivered {
                 // A replay that has not succeeded (yet): its original is being replayed.
-                sqlx::query(
-                    "UPDATE dead_letters SET status = 'replaying', replay_job_id = $2,
-                            replayed_at = coalesce(replayed_at, $3)
-                     WHERE job_id = $1",
-                )
-                .bind(original.0)
-                .bind(outcome.job_id.0)
-                .bind(outcome.started_at)
-                .execute(pool)
-                .await?;
+                dead_letters::mark_replaying(pool, &outcome).await?;
             }
         }
     }
@@ -157,7 +152,7 @@ async fn circuits(pool: &PgPool, js: &jetstream::Context, names: &Names) -> anyh
             let Ok(circuit) = serde_json::from_slice::<Circuit>(&entry.value) else {
                 continue;
             };
-            if mih_api::recorder::record_circuit(pool, &key, entry.revision, &circuit).await? {
+            if delivery_log::record_circuit(pool, &key, entry.revision, &circuit).await? {
                 recorded += 1;
             }
         }

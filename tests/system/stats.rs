@@ -92,8 +92,11 @@ async fn publish(hub: &TestHub, outcome: &Outcome) {
 /// Waits until the recorder acknowledged (recorded, or terminated) everything in RESULTS:
 /// acknowledgement follows the commit, so the tables hold it all.
 async fn wait_for_recorder(hub: &TestHub) {
-    hub.wait_for_consumer(&hub.names().results_stream(), mih_api::recorder::CONSUMER)
-        .await;
+    hub.wait_for_consumer(
+        &hub.names().results_stream(),
+        mih_api::delivery_log::CONSUMER,
+    )
+    .await;
 }
 
 async fn stats(hub: &TestHub, query: &str) -> Value {
@@ -499,8 +502,16 @@ async fn record_is_idempotent_on_job_and_attempt() {
         42,
         OutcomeStatus::Delivered,
     );
-    assert!(mih_api::recorder::record(&db, &o).await.expect("recorded"));
-    assert!(!mih_api::recorder::record(&db, &o).await.expect("no error"));
+    assert!(
+        mih_api::delivery_log::record(&db, &o)
+            .await
+            .expect("recorded")
+    );
+    assert!(
+        !mih_api::delivery_log::record(&db, &o)
+            .await
+            .expect("no error")
+    );
     let (rows, delivered, sum): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*), sum(delivered)::bigint, sum(latency_sum_ms)::bigint \
          FROM delivery_rollups WHERE service = 'delta'",
@@ -518,12 +529,12 @@ async fn record_is_idempotent_on_job_and_attempt() {
 
     let open = circuit(CircuitState::Open, 3, "2026-02-02T09:01:00Z");
     assert!(
-        mih_api::recorder::record_circuit(&db, "delta", 7, &open)
+        mih_api::delivery_log::record_circuit(&db, "delta", 7, &open)
             .await
             .expect("recorded")
     );
     assert!(
-        !mih_api::recorder::record_circuit(&db, "delta", 7, &open)
+        !mih_api::delivery_log::record_circuit(&db, "delta", 7, &open)
             .await
             .expect("no error")
     );
@@ -590,7 +601,11 @@ async fn batches_record_what_one_at_a_time_records_and_count_each_attempt_once()
         })
         .collect();
     for o in &single {
-        assert!(mih_api::recorder::record(&db, o).await.expect("recorded"));
+        assert!(
+            mih_api::delivery_log::record(&db, o)
+                .await
+                .expect("recorded")
+        );
     }
     let batched: Vec<Outcome> = single
         .iter()
@@ -602,13 +617,13 @@ async fn batches_record_what_one_at_a_time_records_and_count_each_attempt_once()
         .collect();
     // First 128, then the rest with ten of the first again and one of its own twice: as after
     // a redelivery, and as two copies of one outcome pulled together.
-    let first = mih_api::recorder::record_batch(&db, &batched[..128])
+    let first = mih_api::delivery_log::record_batch(&db, &batched[..128])
         .await
         .expect("first batch");
     assert_eq!(first, vec![true; 128]);
     let mut second: Vec<Outcome> = batched[118..].to_vec();
     second.push(batched[200].clone());
-    let fresh = mih_api::recorder::record_batch(&db, &second)
+    let fresh = mih_api::delivery_log::record_batch(&db, &second)
         .await
         .expect("second batch");
     let expected: Vec<bool> = (0..second.len()).map(|i| (10..182).contains(&i)).collect();
@@ -617,7 +632,7 @@ async fn batches_record_what_one_at_a_time_records_and_count_each_attempt_once()
         "only first copies of unseen attempts are new"
     );
     // Everything again: nothing is new, nothing changes.
-    let again = mih_api::recorder::record_batch(&db, &batched)
+    let again = mih_api::delivery_log::record_batch(&db, &batched)
         .await
         .expect("third batch");
     assert!(again.iter().all(|new| !new));
@@ -658,7 +673,7 @@ async fn an_outcome_the_database_refuses_is_set_aside_alone() {
     );
     let mut mixed = good[..2].to_vec();
     mixed.push(refused.clone());
-    let error = mih_api::recorder::record_batch(&db, &mixed)
+    let error = mih_api::delivery_log::record_batch(&db, &mixed)
         .await
         .expect_err("a time PostgreSQL cannot store");
     let code = error

@@ -1,70 +1,101 @@
 //! api: the admin REST API (`/api/v1/*`, OpenAPI at `/api/v1/openapi.json`). PostgreSQL holds
 //! the configuration; after each committed change the materialised object goes to the
 //! `<ns>_config` KV bucket that ingest, matcher and dispatcher follow.
+//!
+//! Its public face is what the `mih` binary's commands and the tests need: [`run`], the OpenAPI
+//! document, the state the admin commands open, token issuing and secret re-encryption,
+//! dead-letter replays ([`Replayer`]), the delivery log's writes ([`delivery_log`]) and the
+//! retention purge. Everything else stays inside.
 
 mod advisory;
 mod audit;
-pub mod auth;
+mod auth;
 mod backfill;
 mod error;
 mod extract;
 mod live;
 mod recent;
 mod reconcile;
-pub mod recorder;
-pub mod replay;
+mod recorder;
+mod replay;
 pub mod retention;
 // utoipa's `path` macro expands to fully qualified paths.
 #[allow(unused_qualifications)]
 mod resources;
 mod routes;
-pub mod secrets;
+mod secrets;
 mod state;
 
 use mih_shared::{RunError, ServiceContext, Shutdown, db, ops};
 
+pub use auth::Role;
 pub use error::ApiFailure;
-pub use live::LiveWriter;
+pub use replay::{Replayed, Replayer, RunEnd};
 pub use resources::tokens::{IssuedToken, issue as issue_token};
 pub use routes::openapi_json;
+pub use secrets::reencrypt as reencrypt_secrets;
 pub use state::AppState;
+use state::StateError;
+
+/// The delivery log (`deliveries`, `delivery_rollups`, `circuit_changes`) written as the
+/// recorder writes it: for `mih rebuild-projections`, and for tests that seed it.
+pub mod delivery_log {
+    pub use crate::recorder::{CONSUMER, record, record_batch, record_circuit, truncate};
+}
 
 /// Opens what the API works with: the keyring and the live config writer.
-pub async fn state(ctx: &ServiceContext) -> Result<AppState, RunError> {
-    let Some(pool) = ctx.db.clone() else {
-        return Err(RunError::Other(
-            "api needs PostgreSQL (database.url)".into(),
-        ));
-    };
+async fn state(ctx: &ServiceContext) -> Result<AppState, RunError> {
+    let pool = ctx.database()?.clone();
     AppState::open(&ctx.config, pool, ctx.jetstream.clone())
         .await
-        .map_err(|e| RunError::Other(e.to_string()))
+        .map_err(|e| match e {
+            StateError::Keyring(e) => RunError::Setting {
+                setting: "secret_key (MIH_SECRET_KEY)",
+                problem: e.into(),
+            },
+            other => RunError::Open {
+                what: "the api's buckets".into(),
+                cause: other.into(),
+            },
+        })
 }
 
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
-    let pool = ctx
-        .db
-        .clone()
-        .ok_or_else(|| RunError::Other("api needs PostgreSQL (database.url)".into()))?;
+    let pool = ctx.database()?.clone();
     let applied = db::migrate(&pool)
         .await
-        .map_err(|e| RunError::Other(format!("database migration failed: {e}")))?;
+        .map_err(|cause| RunError::Migrate { cause })?;
     tracing::info!(migrations = applied, "database schema up to date");
     ctx.ensure_topology().await?;
     let state = state(&ctx).await?;
-    let start_error = |e: ApiFailure| RunError::Other(e.to_string());
-    let secrets = secrets::check_openable(&state).await.map_err(start_error)?;
+    let secrets = secrets::check_openable(&state)
+        .await
+        .map_err(|e| RunError::Setting {
+            setting: "secret_key (MIH_SECRET_KEY)",
+            problem: e.into(),
+        })?;
     if let Some(token) = &ctx.config.bootstrap_admin_token {
         match resources::tokens::ensure_bootstrap(&state.db, token.expose()).await {
             Ok(true) => tracing::info!("bootstrap admin token created"),
             Ok(false) | Err(ApiFailure::Conflict(_)) => {}
-            Err(e) => return Err(start_error(e)),
+            Err(e) => {
+                return Err(RunError::Setting {
+                    setting: "bootstrap_admin_token (MIH_BOOTSTRAP_ADMIN_TOKEN)",
+                    problem: e.into(),
+                });
+            }
         }
     }
     let seeded = resources::sources::import_seeds(&state, &ctx.config)
         .await
-        .map_err(start_error)?;
-    let report = reconcile::once(&state).await.map_err(start_error)?;
+        .map_err(|e| RunError::Setting {
+            setting: "sources",
+            problem: e.into(),
+        })?;
+    let report = reconcile::once(&state).await.map_err(|e| RunError::Open {
+        what: format!("the live configuration ({})", state.names.config_bucket()),
+        cause: e.into(),
+    })?;
     tracing::info!(
         secrets,
         seeded_sources = seeded,
@@ -80,7 +111,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     ));
     tokio::spawn(backfill::runner(state.clone(), shutdown.clone()));
     tokio::spawn(recorder::run(state.clone(), shutdown.clone()));
-    tokio::spawn(replay::runner(state.clone(), shutdown.clone()));
+    tokio::spawn(replay::runner(state.replayer(), shutdown.clone()));
     tokio::spawn(retention::periodically(
         state.db.clone(),
         ctx.config.retention.clone(),

@@ -2,50 +2,24 @@
 //! circuit changes lose rows older than their maximum age and, beyond their maximum row count,
 //! their oldest rows. One api replica purges at a time (a PostgreSQL advisory lock), every
 //! `retention.interval`, deleting at most `retention.batch_size` rows per statement so no purge
-//! holds a table for long. Nothing is lost for good that the streams still hold:
+//! holds a table for long. Each table's owner declares how it is pruned (its
+//! [`RetentionSpec`]). Nothing is lost for good that the streams still hold:
 //! `mih rebuild-projections` restores what they keep.
 
 use std::time::Duration;
 
 use chrono::Utc;
-// Statements are built from this module's constant table and column names, never from input.
+// Statements are built from the owners' constant table and column names, never from input.
 use sqlx::{AssertSqlSafe, PgPool};
 
 use mih_shared::Shutdown;
 use mih_shared::config::RetentionConfig;
+use mih_shared::db::RetentionSpec;
+
+use crate::recorder;
 
 /// Advisory lock key of the purge ("mihp"), distinct from the backfill and replay runners.
 const LOCK_KEY: i64 = 0x6d69_6870;
-
-/// One pruned table: its name and the column that says how old a row is.
-#[derive(Debug, Clone, Copy)]
-struct Table {
-    name: &'static str,
-    age_column: &'static str,
-    /// The columns that identify a row, for batched deletes.
-    key: &'static str,
-}
-
-const DELIVERIES: Table = Table {
-    name: "deliveries",
-    age_column: "started_at",
-    key: "job_id, attempt",
-};
-const ROLLUPS: Table = Table {
-    name: "delivery_rollups",
-    age_column: "minute",
-    key: "minute, service, rule_key",
-};
-const DEAD_LETTERS: Table = Table {
-    name: "dead_letters",
-    age_column: "dead_lettered_at",
-    key: "job_id",
-};
-const CIRCUIT_CHANGES: Table = Table {
-    name: "circuit_changes",
-    age_column: "changed_at",
-    key: "service, revision",
-};
 
 /// Rows deleted by one purge, by table.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -60,7 +34,7 @@ impl Purged {
 }
 
 /// Purges every `retention.interval` until shutdown.
-pub async fn periodically(db: PgPool, settings: RetentionConfig, shutdown: Shutdown) {
+pub(crate) async fn periodically(db: PgPool, settings: RetentionConfig, shutdown: Shutdown) {
     loop {
         tokio::select! {
             () = shutdown.triggered() => return,
@@ -79,7 +53,7 @@ pub async fn periodically(db: PgPool, settings: RetentionConfig, shutdown: Shutd
 }
 
 /// Purges unless another replica is purging right now (then `None`).
-pub async fn purge_if_leader(
+async fn purge_if_leader(
     db: &PgPool,
     settings: &RetentionConfig,
 ) -> Result<Option<Purged>, sqlx::Error> {
@@ -104,37 +78,46 @@ pub async fn purge_if_leader(
 pub async fn purge(db: &PgPool, settings: &RetentionConfig) -> Result<Purged, sqlx::Error> {
     let batch = i64::from(settings.batch_size.max(1));
     let mut purged = Purged::default();
+    // What each table's owner says to prune it by; how long to keep it is configuration.
     let plan = [
         (
-            DELIVERIES,
+            recorder::DELIVERIES_RETENTION,
             settings.deliveries_max_age,
             settings.deliveries_max_rows,
         ),
-        (ROLLUPS, settings.rollups_max_age, settings.rollups_max_rows),
         (
-            DEAD_LETTERS,
+            recorder::ROLLUPS_RETENTION,
+            settings.rollups_max_age,
+            settings.rollups_max_rows,
+        ),
+        (
+            mih_dlq::store::RETENTION,
             settings.dead_letters_max_age,
             settings.dead_letters_max_rows,
         ),
-        (CIRCUIT_CHANGES, settings.circuit_changes_max_age, 0),
+        (
+            recorder::CIRCUIT_CHANGES_RETENTION,
+            settings.circuit_changes_max_age,
+            0,
+        ),
     ];
     for (table, max_age, max_rows) in plan {
         let by_age = purge_by_age(db, table, max_age, batch).await?;
         let by_rows = purge_by_rows(db, table, max_rows, batch).await?;
         for (reason, rows) in [("age", by_age), ("rows", by_rows)] {
             if rows > 0 {
-                metrics::counter!("mih_retention_deleted_total", "table" => table.name, "reason" => reason)
+                metrics::counter!("mih_retention_deleted_total", "table" => table.table, "reason" => reason)
                     .increment(rows);
             }
         }
-        purged.by_table.push((table.name, by_age + by_rows));
+        purged.by_table.push((table.table, by_age + by_rows));
     }
     Ok(purged)
 }
 
 async fn purge_by_age(
     db: &PgPool,
-    table: Table,
+    table: RetentionSpec,
     max_age: Duration,
     batch: i64,
 ) -> Result<u64, sqlx::Error> {
@@ -148,7 +131,7 @@ async fn purge_by_age(
     let statement = format!(
         "DELETE FROM {name} WHERE ({key}) IN \
          (SELECT {key} FROM {name} WHERE {age} < $1 LIMIT $2)",
-        name = table.name,
+        name = table.table,
         key = table.key,
         age = table.age_column,
     );
@@ -169,14 +152,14 @@ async fn purge_by_age(
 
 async fn purge_by_rows(
     db: &PgPool,
-    table: Table,
+    table: RetentionSpec,
     max_rows: u64,
     batch: i64,
 ) -> Result<u64, sqlx::Error> {
     if max_rows == 0 {
         return Ok(0);
     }
-    let count_rows = format!("SELECT count(*) FROM {}", table.name);
+    let count_rows = format!("SELECT count(*) FROM {}", table.table);
     let count: i64 = sqlx::query_scalar(AssertSqlSafe(count_rows.as_str()))
         .fetch_one(db)
         .await?;
@@ -184,7 +167,7 @@ async fn purge_by_rows(
     let statement = format!(
         "DELETE FROM {name} WHERE ({key}) IN \
          (SELECT {key} FROM {name} ORDER BY {age} ASC LIMIT $1)",
-        name = table.name,
+        name = table.table,
         key = table.key,
         age = table.age_column,
     );

@@ -9,6 +9,7 @@ use mih_shared::crypto::Keyring;
 use mih_shared::names::Names;
 
 use crate::live::LiveWriter;
+use crate::replay::Replayer;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -66,5 +67,10 @@ impl AppState {
             names,
             js,
         })
+    }
+
+    /// What replaying dead letters needs of the state.
+    pub(crate) fn replayer(&self) -> Replayer {
+        Replayer::new(self.db.clone(), self.js.clone(), self.names.clone())
     }
 }

@@ -1,11 +1,13 @@
 //! dlq: keeps dead letters. It projects `<NS>_DLQ` into PostgreSQL's `dead_letters` (one row
 //! per job, idempotent), and follows the replay outcomes in `<NS>_RESULTS` to remove a dead
 //! letter once a replay of it is delivered. Replaying and deleting are the api's (and the
-//! CLI's): they change rows this service wrote, and publish jobs the dispatcher delivers.
+//! CLI's): they publish jobs the dispatcher delivers, and change the rows through [`store`],
+//! which holds every statement on this crate's tables (`dead_letters`,
+//! `dead_letter_operations`).
 
 mod consumer;
 mod metrics;
-mod store;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -13,35 +15,32 @@ use mih_shared::topology::Resource;
 use mih_shared::{RunError, ServiceContext, Shutdown, db, ops};
 
 pub use consumer::{DEAD_LETTERS, Kind, REPLAYS, consumer_config};
-pub use store::{resolve, store};
 
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
     metrics::describe();
     mih_shared::parking::describe();
-    let pool = ctx
-        .db
-        .clone()
-        .ok_or_else(|| RunError::Other("dlq needs PostgreSQL (database.url)".into()))?;
+    let pool = ctx.database()?.clone();
     // The dlq may start before api: the schema is whoever's first.
     let applied = db::migrate(&pool)
         .await
-        .map_err(|e| RunError::Other(format!("database migration failed: {e}")))?;
+        .map_err(|cause| RunError::Migrate { cause })?;
     tracing::info!(migrations = applied, "database schema up to date");
     ctx.ensure_topology().await?;
     // RESULTS is read too (resolving), so it must exist even if no dispatcher ran yet.
     ctx.topology()
         .ensure(&ctx.jetstream, &[Resource::Results])
         .await?;
-    let other = |e: &dyn std::fmt::Display| RunError::Other(e.to_string());
     let mut workers = Vec::new();
-    for (kind, stream, subject) in [
+    for (kind, durable, stream, subject) in [
         (
             Kind::DeadLetters,
+            DEAD_LETTERS,
             ctx.names.dlq_stream(),
             ctx.names.dlq_all(),
         ),
         (
             Kind::Replays,
+            REPLAYS,
             ctx.names.results_stream(),
             ctx.names.replay_results_all(),
         ),
@@ -50,10 +49,17 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
             .jetstream
             .get_stream(&stream)
             .await
-            .map_err(|e| other(&e))?
+            .map_err(|e| RunError::Open {
+                what: format!("stream {stream}"),
+                cause: e.into(),
+            })?
             .create_consumer(consumer_config(kind, subject))
             .await
-            .map_err(|e| RunError::Other(format!("cannot create the consumer on {stream}: {e}")))?;
+            .map_err(|e| RunError::Consumer {
+                consumer: durable.to_owned(),
+                stream: stream.clone(),
+                cause: e.into(),
+            })?;
         let projector = Arc::new(consumer::Projector {
             db: pool.clone(),
             kind,
@@ -70,12 +76,14 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     ctx.readiness.mark_started();
     tracing::info!("projecting dead letters");
     for worker in workers {
-        worker
-            .await
-            .map_err(|e| RunError::Other(format!("dlq consumer: {e}")))?;
+        worker.await.map_err(|cause| RunError::Task {
+            what: "a dlq consumer",
+            cause,
+        })?;
     }
-    serving
-        .await
-        .map_err(|e| RunError::Other(format!("operational endpoints: {e}")))??;
+    serving.await.map_err(|cause| RunError::Task {
+        what: "the operational endpoints",
+        cause,
+    })??;
     Ok(())
 }

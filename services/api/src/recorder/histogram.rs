@@ -97,6 +97,8 @@ impl Histogram {
         self.max_ms = self.max_ms.max(max_ms);
     }
 
+    // The recorder adds whole buckets from the rollups; one sample at a time is for tests.
+    #[cfg(test)]
     pub fn record(&mut self, duration_ms: u64) {
         self.add_bucket(bucket_of(duration_ms), 1);
         self.add_max(duration_ms);

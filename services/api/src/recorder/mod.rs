@@ -33,7 +33,10 @@ use mih_shared::parking::{self, Failure, Next};
 use crate::state::AppState;
 
 pub use batch::record_batch;
-pub use store::{minute_of, record, record_circuit};
+pub use store::{
+    CIRCUIT_CHANGES_RETENTION, DELIVERIES_RETENTION, ROLLUPS_RETENTION, record, record_circuit,
+    truncate,
+};
 
 /// The durable consumer's name, shared by every api replica.
 pub const CONSUMER: &str = "recorder";

@@ -5,6 +5,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::PgPool;
 
 use mih_shared::circuit::Circuit;
+use mih_shared::db::RetentionSpec;
 use mih_shared::messages::{Origin, Outcome, OutcomeStatus};
 use mih_shared::pgtext::{make_storable, storable, storable_opt};
 
@@ -146,6 +147,36 @@ pub async fn last_circuit_revision(db: &PgPool) -> Result<u64, sqlx::Error> {
         .await?;
     Ok(last.and_then(|r| u64::try_from(r).ok()).unwrap_or(0))
 }
+
+/// Empties the delivery log, its rollups and the circuit changes, for a rebuild from the
+/// streams (`mih rebuild-projections`).
+pub async fn truncate(db: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("TRUNCATE deliveries, delivery_rollups, circuit_changes")
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// How retention prunes the delivery log: by when each attempt started.
+pub const DELIVERIES_RETENTION: RetentionSpec = RetentionSpec {
+    table: "deliveries",
+    age_column: "started_at",
+    key: "job_id, attempt",
+};
+
+/// How retention prunes the rollups: by their minute.
+pub const ROLLUPS_RETENTION: RetentionSpec = RetentionSpec {
+    table: "delivery_rollups",
+    age_column: "minute",
+    key: "minute, service, rule_key",
+};
+
+/// How retention prunes the circuit changes: by when the circuit changed state.
+pub const CIRCUIT_CHANGES_RETENTION: RetentionSpec = RetentionSpec {
+    table: "circuit_changes",
+    age_column: "changed_at",
+    key: "service, revision",
+};
 
 #[cfg(test)]
 mod tests {

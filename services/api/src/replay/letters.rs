@@ -1,5 +1,6 @@
-//! Dead letters as stored by the dlq service: reading them, replaying one, deleting. The API
-//! handlers and `mih dlq` both call these, so both behave the same.
+//! Dead letters for the API and `mih dlq`: one read with its attempts, one replayed, one or
+//! a filtered set deleted, each change with its audit entry. The rows are read and changed
+//! through [`mih_dlq::store::letters`].
 
 use std::sync::Arc;
 
@@ -8,61 +9,23 @@ use async_nats::jetstream::message::PublishMessage;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use mih_dlq::store::filter::DeadLetterFilter;
+use mih_dlq::store::letters::{self as dead_letters, DeadLetterSummary, ReadError, Replayable};
 use mih_matcher::engine::CompiledRule;
 use mih_shared::messages::{self, Event, Job, JobId, Origin};
 use mih_shared::telemetry;
 
-use super::filter::DeadLetterFilter;
+use super::Replayer;
 use crate::audit;
 use crate::error::{ApiFailure, ApiResult};
 use crate::extract::{Page, parse_time_cursor, time_cursor};
 use crate::resources::config_row::ConfigRow;
 use crate::resources::rules::RuleRow;
 use crate::resources::{not_found, services};
-use crate::state::AppState;
-
-/// The columns of [`DeadLetterSummary`], on the table aliased `d`.
-const SUMMARY: &str = "d.job_id, d.service, d.rule_id, d.event_id, d.source, d.eventname, \
-    d.origin, d.stage, d.reason, d.attempts, d.dead_lettered_at, d.status, d.replay_of, \
-    d.replay_job_id, d.replayed_at, d.replayed_by, d.last_outcome->>'error' AS last_error, \
-    (d.last_outcome->>'response_status')::int AS last_response_status";
-
-/// One dead letter in a list.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
-pub struct DeadLetterSummary {
-    /// The job given up on (also the `Idempotency-Key` the target saw).
-    pub job_id: Uuid,
-    pub service: String,
-    pub rule_id: Option<Uuid>,
-    pub event_id: Option<Uuid>,
-    pub source: Option<String>,
-    pub eventname: Option<String>,
-    /// rule, facade, replay or backfill.
-    pub origin: String,
-    /// render (never sent: the request could not be rendered) or delivery.
-    pub stage: String,
-    /// Why the job was given up on.
-    pub reason: String,
-    /// Delivery attempts made.
-    pub attempts: i32,
-    pub dead_lettered_at: DateTime<Utc>,
-    /// dead, or replaying: replayed as `replay_job_id`, kept until that job is delivered.
-    pub status: String,
-    /// When this job was itself a replay: the dead letter it retried.
-    pub replay_of: Option<Uuid>,
-    /// The newest replay of this dead letter.
-    pub replay_job_id: Option<Uuid>,
-    pub replayed_at: Option<DateTime<Utc>>,
-    pub replayed_by: Option<String>,
-    /// The last attempt's error.
-    pub last_error: Option<String>,
-    /// The last attempt's HTTP status, when there was one.
-    pub last_response_status: Option<i32>,
-}
 
 /// One attempt, from the delivery log.
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -100,15 +63,6 @@ pub struct DeadLetterDetail {
     pub deliveries: Vec<AttemptView>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct DetailRow {
-    #[sqlx(flatten)]
-    summary: DeadLetterSummary,
-    job: Value,
-    last_outcome: Option<Value>,
-    event: Option<Value>,
-}
-
 /// What replaying one dead letter did.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Replayed {
@@ -132,36 +86,8 @@ pub async fn list(
     limit: i64,
 ) -> ApiResult<Page<DeadLetterSummary>> {
     let after = cursor.map(parse_time_cursor).transpose()?;
-    let mut sql =
-        QueryBuilder::<Postgres>::new(format!("SELECT {SUMMARY} FROM dead_letters d WHERE TRUE"));
-    filter.push_conditions(&mut sql);
-    if let Some((at, id)) = after {
-        sql.push(" AND (d.dead_lettered_at, d.job_id) < (")
-            .push_bind(at)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
-    }
-    sql.push(" ORDER BY d.dead_lettered_at DESC, d.job_id DESC LIMIT ")
-        .push_bind(limit + 1);
-    let rows: Vec<DeadLetterSummary> = sql.build_query_as().fetch_all(db).await?;
+    let rows = dead_letters::list(db, filter, after, limit + 1).await?;
     Ok(Page::from_rows(rows, limit, cursor_of))
-}
-
-/// How many dead letters match `filter`.
-pub async fn count(db: &PgPool, filter: &DeadLetterFilter) -> ApiResult<i64> {
-    let mut sql = QueryBuilder::<Postgres>::new("SELECT count(*) FROM dead_letters d WHERE TRUE");
-    filter.push_conditions(&mut sql);
-    Ok(sql.build_query_scalar().fetch_one(db).await?)
-}
-
-async fn summary(db: &PgPool, job_id: Uuid) -> ApiResult<Option<DeadLetterSummary>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SUMMARY} FROM dead_letters d WHERE d.job_id = $1"
-    )))
-    .bind(job_id)
-    .fetch_optional(db)
-    .await?)
 }
 
 fn parse_id(id: &str) -> ApiResult<Uuid> {
@@ -171,13 +97,10 @@ fn parse_id(id: &str) -> ApiResult<Uuid> {
 /// One dead letter with its request, last outcome and every logged attempt.
 pub async fn get(db: &PgPool, id: &str) -> ApiResult<DeadLetterDetail> {
     let job_id = parse_id(id)?;
-    let row: DetailRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {SUMMARY}, d.job, d.last_outcome, d.event FROM dead_letters d WHERE d.job_id = $1"
-    )))
-    .bind(job_id)
-    .fetch_optional(db)
-    .await?
-    .ok_or_else(|| not_found("dead letter", id))?;
+    let stored = dead_letters::get(db, job_id)
+        .await?
+        .ok_or_else(|| not_found("dead letter", id))?;
+    // The delivery log is this crate's (the recorder's): read here, beside the dead letter.
     let deliveries: Vec<AttemptView> = sqlx::query_as(
         "SELECT attempt, status, started_at, duration_ms, response_status, response_excerpt, \
          error, trace_id FROM deliveries WHERE job_id = $1 ORDER BY attempt",
@@ -186,270 +109,231 @@ pub async fn get(db: &PgPool, id: &str) -> ApiResult<DeadLetterDetail> {
     .fetch_all(db)
     .await?;
     Ok(DeadLetterDetail {
-        request: row.job.get("request").cloned().unwrap_or(Value::Null),
-        summary: row.summary,
-        job: row.job,
-        last_outcome: row.last_outcome,
-        event: row.event,
+        request: stored.job.get("request").cloned().unwrap_or(Value::Null),
+        summary: stored.summary,
+        job: stored.job,
+        last_outcome: stored.last_outcome,
+        event: stored.event,
         deliveries,
     })
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct ReplayRow {
-    job_id: Uuid,
-    service: String,
-    stage: String,
-    job: Value,
-    event: Option<Value>,
-    /// The dead letter exactly as published, when its job or event carried what jsonb cannot
-    /// hold (NUL): it wins over the stored copies.
-    exact: Option<String>,
-}
-
-impl ReplayRow {
-    /// Takes the job and event from the exact message, if the row kept one.
-    fn exactly(mut self) -> ApiResult<Self> {
-        if let Some(exact) = self.exact.take() {
-            let mut dead: Value = serde_json::from_str(&exact).map_err(|e| {
-                ApiFailure::Internal(format!(
-                    "the exact copy of dead letter {} is unreadable: {e}",
-                    self.job_id
-                ))
-            })?;
-            self.job = dead["job"].take();
-            self.event = Some(dead["event"].take()).filter(|event| !event.is_null());
+impl From<ReadError> for ApiFailure {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Database(error) => error.into(),
+            unreadable @ ReadError::Unreadable { .. } => {
+                ApiFailure::Internal(unreadable.to_string())
+            }
         }
-        Ok(self)
     }
 }
 
-/// Replays one dead letter (see [`republish`]) and records who did it in the audit log.
-pub async fn replay(state: &AppState, id: &str, actor: &str) -> ApiResult<Replayed> {
-    let job_id = parse_id(id)?;
-    let before = summary(&state.db, job_id)
-        .await?
-        .ok_or_else(|| not_found("dead letter", id))?;
-    let replayed = republish(state, job_id, actor).await?;
-    // Built, not read back: a fast delivery may have resolved the row already.
-    let after = DeadLetterSummary {
-        status: "replaying".into(),
-        replay_job_id: Some(replayed.replay_job_id),
-        replayed_at: Some(Utc::now()),
-        replayed_by: Some(actor.to_owned()),
-        ..before.clone()
-    };
-    let mut conn = state.db.acquire().await?;
-    audit::record(
-        &mut conn,
-        actor,
-        "replay",
-        "dead_letter",
-        &job_id.to_string(),
-        serde_json::to_value(&before).ok(),
-        serde_json::to_value(&after).ok(),
-    )
-    .await?;
-    Ok(replayed)
-}
+impl Replayer {
+    /// Replays one dead letter (see [`Replayer::republish`]) and records who did it in the
+    /// audit log.
+    pub async fn replay(&self, id: &str, actor: &str) -> ApiResult<Replayed> {
+        let job_id = parse_id(id)?;
+        let before = dead_letters::summary(&self.db, job_id)
+            .await?
+            .ok_or_else(|| not_found("dead letter", id))?;
+        let replayed = self.republish(job_id, actor).await?;
+        // Built, not read back: a fast delivery may have resolved the row already.
+        let after = DeadLetterSummary {
+            status: "replaying".into(),
+            replay_job_id: Some(replayed.replay_job_id),
+            replayed_at: Some(Utc::now()),
+            replayed_by: Some(actor.to_owned()),
+            ..before.clone()
+        };
+        let mut conn = self.db.acquire().await?;
+        audit::record(
+            &mut conn,
+            actor,
+            "replay",
+            "dead_letter",
+            &job_id.to_string(),
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
+        Ok(replayed)
+    }
 
-/// Publishes the dead job again as a new job and marks the dead letter `replaying`.
-///
-/// The new job has a fresh id, origin `replay`, `replay_of` = the dead job and a new attempt
-/// budget; its request is the stored one, byte for byte, or for a render failure the stored
-/// event rendered by the rule as it is now. The dead letter is kept: the dlq service removes
-/// it when the new job is delivered; if that fails too, the new job's own dead letter arrives,
-/// linked by `replay_of`.
-pub async fn republish(state: &AppState, job_id: Uuid, actor: &str) -> ApiResult<Replayed> {
-    let row = sqlx::query_as::<_, ReplayRow>(
-        "SELECT job_id, service, stage, job, event, exact FROM dead_letters WHERE job_id = $1",
-    )
-    .bind(job_id)
-    .fetch_optional(&state.db)
-    .await?
-    .ok_or_else(|| not_found("dead letter", job_id.to_string()))?
-    .exactly()?;
-    let stored: Job = serde_json::from_value(row.job.clone()).map_err(|e| {
-        ApiFailure::Internal(format!("stored dead letter {job_id} is unreadable: {e}"))
-    })?;
-    let job = if row.stage == "render" {
-        rerender(state, &row, &stored).await?
-    } else {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM services WHERE name = $1)")
-                .bind(&row.service)
-                .fetch_one(&state.db)
-                .await?;
-        if !exists {
-            return Err(ApiFailure::Conflict(format!(
-                "service `{}` no longer exists; create it again to replay, or delete the dead letter",
-                row.service
-            )));
+    /// Publishes the dead job again as a new job and marks the dead letter `replaying`.
+    ///
+    /// The new job has a fresh id, origin `replay`, `replay_of` = the dead job and a new
+    /// attempt budget; its request is the stored one, byte for byte, or for a render failure
+    /// the stored event rendered by the rule as it is now. The dead letter is kept: the dlq
+    /// service removes it when the new job is delivered; if that fails too, the new job's own
+    /// dead letter arrives, linked by `replay_of`.
+    pub(super) async fn republish(&self, job_id: Uuid, actor: &str) -> ApiResult<Replayed> {
+        let row = dead_letters::replayable(&self.db, job_id)
+            .await?
+            .ok_or_else(|| not_found("dead letter", job_id.to_string()))?;
+        let stored: Job = serde_json::from_value(row.job.clone()).map_err(|e| {
+            ApiFailure::Internal(format!("stored dead letter {job_id} is unreadable: {e}"))
+        })?;
+        let job = if row.stage == "render" {
+            self.rerender(&row, &stored).await?
+        } else {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM services WHERE name = $1)")
+                    .bind(&row.service)
+                    .fetch_one(&self.db)
+                    .await?;
+            if !exists {
+                return Err(ApiFailure::Conflict(format!(
+                    "service `{}` no longer exists; create it again to replay, or delete the dead letter",
+                    row.service
+                )));
+            }
+            Job {
+                id: JobId::new_v7(),
+                origin: Origin::Replay,
+                replay_of: Some(JobId(row.job_id)),
+                created_at: Utc::now(),
+                ..stored
+            }
+        };
+        self.publish(&job).await?;
+        dead_letters::mark_replayed(&self.db, row.job_id, job.id.0, actor).await?;
+        metrics::counter!("mih_api_dead_letter_replays_total", "service" => job.service.to_string())
+            .increment(1);
+        Ok(Replayed {
+            job_id: row.job_id,
+            replay_job_id: job.id.0,
+            service: job.service.to_string(),
+        })
+    }
+
+    /// The job a render failure becomes with the rule as it is now.
+    async fn rerender(&self, row: &Replayable, stored: &Job) -> ApiResult<Job> {
+        let conflict = |why: String| ApiFailure::Conflict(why);
+        let Some(rule_id) = stored.rule_id else {
+            return Err(conflict(
+                "the dead letter names no rule to render with".into(),
+            ));
+        };
+        let Some(event) = &row.event else {
+            return Err(conflict(
+                "the dead letter carries no event to render again".into(),
+            ));
+        };
+        let event: Event = serde_json::from_value(event.clone()).map_err(|e| {
+            ApiFailure::Internal(format!(
+                "stored event of dead letter {} is unreadable: {e}",
+                row.job_id
+            ))
+        })?;
+        let mut conn = self.db.acquire().await?;
+        let rule = RuleRow::load(&mut conn, &rule_id.to_string(), false)
+            .await?
+            .ok_or_else(|| {
+                conflict(format!(
+                    "rule {rule_id} no longer exists; the event cannot be rendered again"
+                ))
+            })?;
+        drop(conn);
+        let (_, live) = rule.live()?;
+        let compiled = CompiledRule::compile(Arc::new(live));
+        let services = services::load_live(&self.db).await?;
+        let explanation = compiled.explain(&event, &services);
+        if let Some(error) = explanation.render_error {
+            return Err(ApiFailure::invalid(
+                "rule",
+                format!("the rule still cannot render the request: {error}"),
+            ));
         }
-        Job {
+        let Some(request) = explanation.request else {
+            let why = explanation.checks.iter().find(|c| !c.passed).map_or_else(
+                || "the rule no longer matches".to_owned(),
+                |c| c.detail.clone(),
+            );
+            return Err(conflict(format!(
+                "rule `{}` no longer takes this event: {why}",
+                rule.name
+            )));
+        };
+        Ok(Job {
             id: JobId::new_v7(),
+            service: compiled.live.service.clone(),
+            request,
+            ordering_key: explanation.ordering_key,
             origin: Origin::Replay,
             replay_of: Some(JobId(row.job_id)),
             created_at: Utc::now(),
-            ..stored
+            ..stored.clone()
+        })
+    }
+
+    /// Publishes a job to its service's subject and waits until JetStream stored it.
+    async fn publish(&self, job: &Job) -> ApiResult<()> {
+        let unavailable = |e: &dyn std::fmt::Display| {
+            ApiFailure::Unavailable(format!("cannot queue the replay: {e}"))
+        };
+        let payload = messages::encode(job).map_err(|e| ApiFailure::Internal(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        telemetry::inject_current(&mut headers);
+        if let Some(event) = job.event_id {
+            headers.insert("Mih-Event-Id", event.to_string().as_str());
         }
-    };
-    publish(state, &job).await?;
-    sqlx::query(
-        "UPDATE dead_letters SET status = 'replaying', replay_job_id = $2, replayed_at = now(), \
-         replayed_by = $3 WHERE job_id = $1",
-    )
-    .bind(row.job_id)
-    .bind(job.id.0)
-    .bind(actor)
-    .execute(&state.db)
-    .await?;
-    metrics::counter!("mih_api_dead_letter_replays_total", "service" => job.service.to_string())
-        .increment(1);
-    Ok(Replayed {
-        job_id: row.job_id,
-        replay_job_id: job.id.0,
-        service: job.service.to_string(),
-    })
-}
-
-/// The job a render failure becomes with the rule as it is now.
-async fn rerender(state: &AppState, row: &ReplayRow, stored: &Job) -> ApiResult<Job> {
-    let conflict = |why: String| ApiFailure::Conflict(why);
-    let Some(rule_id) = stored.rule_id else {
-        return Err(conflict(
-            "the dead letter names no rule to render with".into(),
-        ));
-    };
-    let Some(event) = &row.event else {
-        return Err(conflict(
-            "the dead letter carries no event to render again".into(),
-        ));
-    };
-    let event: Event = serde_json::from_value(event.clone()).map_err(|e| {
-        ApiFailure::Internal(format!(
-            "stored event of dead letter {} is unreadable: {e}",
-            row.job_id
-        ))
-    })?;
-    let mut conn = state.db.acquire().await?;
-    let rule = RuleRow::load(&mut conn, &rule_id.to_string(), false)
-        .await?
-        .ok_or_else(|| {
-            conflict(format!(
-                "rule {rule_id} no longer exists; the event cannot be rendered again"
-            ))
-        })?;
-    drop(conn);
-    let (_, live) = rule.live()?;
-    let compiled = CompiledRule::compile(Arc::new(live));
-    let services = services::load_live(&state.db).await?;
-    let explanation = compiled.explain(&event, &services);
-    if let Some(error) = explanation.render_error {
-        return Err(ApiFailure::invalid(
-            "rule",
-            format!("the rule still cannot render the request: {error}"),
-        ));
+        if let Some(rule) = job.rule_id {
+            headers.insert("Mih-Rule-Id", rule.to_string().as_str());
+        }
+        let message = PublishMessage::build()
+            .payload(payload)
+            .headers(headers)
+            .message_id(job.id.to_string());
+        self.js
+            .send_publish(self.names.job_subject(&job.service), message)
+            .await
+            .map_err(|e| unavailable(&e))?
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(())
     }
-    let Some(request) = explanation.request else {
-        let why = explanation.checks.iter().find(|c| !c.passed).map_or_else(
-            || "the rule no longer matches".to_owned(),
-            |c| c.detail.clone(),
-        );
-        return Err(conflict(format!(
-            "rule `{}` no longer takes this event: {why}",
-            rule.name
-        )));
-    };
-    Ok(Job {
-        id: JobId::new_v7(),
-        service: compiled.live.service.clone(),
-        request,
-        ordering_key: explanation.ordering_key,
-        origin: Origin::Replay,
-        replay_of: Some(JobId(row.job_id)),
-        created_at: Utc::now(),
-        ..stored.clone()
-    })
-}
 
-/// Publishes a job to its service's subject and waits until JetStream stored it.
-async fn publish(state: &AppState, job: &Job) -> ApiResult<()> {
-    let unavailable = |e: &dyn std::fmt::Display| {
-        ApiFailure::Unavailable(format!("cannot queue the replay: {e}"))
-    };
-    let payload = messages::encode(job).map_err(|e| ApiFailure::Internal(e.to_string()))?;
-    let mut headers = HeaderMap::new();
-    telemetry::inject_current(&mut headers);
-    if let Some(event) = job.event_id {
-        headers.insert("Mih-Event-Id", event.to_string().as_str());
+    /// Deletes one dead letter, with an audit entry.
+    pub async fn delete(&self, id: &str, actor: &str) -> ApiResult<()> {
+        let job_id = parse_id(id)?;
+        let mut tx = self.db.begin().await?;
+        let before = dead_letters::delete(&mut tx, job_id)
+            .await?
+            .ok_or_else(|| not_found("dead letter", id))?;
+        audit::record(
+            &mut tx,
+            actor,
+            "delete",
+            "dead_letter",
+            &job_id.to_string(),
+            serde_json::to_value(&before).ok(),
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        metrics::counter!("mih_api_dead_letters_deleted_total").increment(1);
+        Ok(())
     }
-    if let Some(rule) = job.rule_id {
-        headers.insert("Mih-Rule-Id", rule.to_string().as_str());
+
+    /// Deletes every dead letter matching `filter` (which must name a condition or `all`),
+    /// with one audit entry naming the filter and the count.
+    pub async fn delete_matching(&self, filter: DeadLetterFilter, actor: &str) -> ApiResult<u64> {
+        let filter = filter.validated_for_bulk()?;
+        let mut tx = self.db.begin().await?;
+        let deleted = dead_letters::delete_matching(&mut tx, &filter).await?;
+        audit::record(
+            &mut tx,
+            actor,
+            "delete",
+            "dead_letters",
+            "filter",
+            serde_json::to_value(&filter).ok(),
+            Some(serde_json::json!({ "deleted": deleted })),
+        )
+        .await?;
+        tx.commit().await?;
+        metrics::counter!("mih_api_dead_letters_deleted_total").increment(deleted);
+        Ok(deleted)
     }
-    let message = PublishMessage::build()
-        .payload(payload)
-        .headers(headers)
-        .message_id(job.id.to_string());
-    state
-        .js
-        .send_publish(state.names.job_subject(&job.service), message)
-        .await
-        .map_err(|e| unavailable(&e))?
-        .await
-        .map_err(|e| unavailable(&e))?;
-    Ok(())
-}
-
-/// Deletes one dead letter, with an audit entry.
-pub async fn delete(state: &AppState, id: &str, actor: &str) -> ApiResult<()> {
-    let job_id = parse_id(id)?;
-    let mut tx = state.db.begin().await?;
-    let before: Option<DeadLetterSummary> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "DELETE FROM dead_letters d WHERE d.job_id = $1 RETURNING {SUMMARY}"
-    )))
-    .bind(job_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let before = before.ok_or_else(|| not_found("dead letter", id))?;
-    audit::record(
-        &mut tx,
-        actor,
-        "delete",
-        "dead_letter",
-        &job_id.to_string(),
-        serde_json::to_value(&before).ok(),
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    metrics::counter!("mih_api_dead_letters_deleted_total").increment(1);
-    Ok(())
-}
-
-/// Deletes every dead letter matching `filter` (which must name a condition or `all`), with
-/// one audit entry naming the filter and the count.
-pub async fn delete_matching(
-    state: &AppState,
-    filter: DeadLetterFilter,
-    actor: &str,
-) -> ApiResult<u64> {
-    let filter = filter.validated_for_bulk()?;
-    let mut tx = state.db.begin().await?;
-    let mut sql = QueryBuilder::<Postgres>::new("DELETE FROM dead_letters d WHERE TRUE");
-    filter.push_conditions(&mut sql);
-    let deleted = sql.build().execute(&mut *tx).await?.rows_affected();
-    audit::record(
-        &mut tx,
-        actor,
-        "delete",
-        "dead_letters",
-        "filter",
-        serde_json::to_value(&filter).ok(),
-        Some(serde_json::json!({ "deleted": deleted })),
-    )
-    .await?;
-    tx.commit().await?;
-    metrics::counter!("mih_api_dead_letters_deleted_total").increment(deleted);
-    Ok(deleted)
 }

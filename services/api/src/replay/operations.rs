@@ -1,233 +1,71 @@
-//! Bulk replays: a `dead_letter_operations` row holds the filter, counts, status and a
-//! checkpoint, so any api replica (or `mih dlq replay --filter`) can run, follow, cancel or
-//! resume it.
+//! Bulk replays for the API and `mih dlq`: started and cancelled with their audit entries; the
+//! rows are [`mih_dlq::store::operations`]'. Running one is [`super::Replayer::run_operation`].
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::Value;
-use sqlx::{PgPool, Postgres, QueryBuilder};
-use utoipa::ToSchema;
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::filter::DeadLetterFilter;
+use mih_dlq::store::filter::DeadLetterFilter;
+use mih_dlq::store::operations::{self as stored, Operation};
+
+use super::Replayer;
 use crate::audit;
 use crate::error::{ApiFailure, ApiResult};
 use crate::resources::not_found;
-use crate::state::AppState;
-
-/// A tracked bulk operation on dead letters.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
-pub struct Operation {
-    pub id: Uuid,
-    /// replay.
-    pub kind: String,
-    /// The dead letters it acts on.
-    #[schema(value_type = Object)]
-    pub filter: Value,
-    /// running, completed, cancelled or failed.
-    pub status: String,
-    /// Dead letters that matched when it was created.
-    pub total: i64,
-    /// Replayed so far.
-    pub done: i64,
-    /// Could not be replayed (service gone, rule still failing to render…).
-    pub failed: i64,
-    /// The last failure, or why the operation failed.
-    pub error: Option<String>,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-const COLUMNS: &str = "id, kind, filter, status, total, done, failed, error, created_by, \
-    created_at, updated_at, finished_at";
-
-/// Starts a bulk replay of the dead letters matching `filter` (a condition or `all` is
-/// required). Dead letters arriving after this moment are not part of it.
-pub async fn start_replay(
-    state: &AppState,
-    filter: DeadLetterFilter,
-    actor: &str,
-) -> ApiResult<Operation> {
-    let filter = filter.validated_for_bulk()?;
-    let filter_json =
-        serde_json::to_value(&filter).map_err(|e| ApiFailure::Internal(e.to_string()))?;
-    let mut tx = state.db.begin().await?;
-    // now() is the transaction's start: the same instant bounds the count and, through
-    // created_at, the set the runner walks.
-    let mut count = QueryBuilder::<Postgres>::new(
-        "SELECT count(*) FROM dead_letters d WHERE d.recorded_at <= now()",
-    );
-    filter.push_conditions(&mut count);
-    let total: i64 = count.build_query_scalar().fetch_one(&mut *tx).await?;
-    let operation: Operation = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO dead_letter_operations (id, kind, filter, total, created_by) \
-         VALUES ($1, 'replay', $2, $3, $4) RETURNING {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(filter_json)
-    .bind(total)
-    .bind(actor)
-    .fetch_one(&mut *tx)
-    .await?;
-    audit::record(
-        &mut tx,
-        actor,
-        "create",
-        "dead_letter_operation",
-        &operation.id.to_string(),
-        None,
-        serde_json::to_value(&operation).ok(),
-    )
-    .await?;
-    tx.commit().await?;
-    super::wake();
-    Ok(operation)
-}
 
 pub async fn get(db: &PgPool, id: &str) -> ApiResult<Operation> {
     let missing = || not_found("dead-letter operation", id);
     let uuid = Uuid::parse_str(id).map_err(|_| missing())?;
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM dead_letter_operations WHERE id = $1"
-    )))
-    .bind(uuid)
-    .fetch_optional(db)
-    .await?
-    .ok_or_else(missing)
+    stored::get(db, uuid).await?.ok_or_else(missing)
 }
 
-/// Cancels a running operation; dead letters replayed so far stay replayed.
-pub async fn cancel(state: &AppState, id: &str, actor: &str) -> ApiResult<Operation> {
-    let before = get(&state.db, id).await?;
-    let cancelled = sqlx::query(
-        "UPDATE dead_letter_operations SET status = 'cancelled', finished_at = now(), \
-         updated_at = now() WHERE id = $1 AND status = 'running'",
-    )
-    .bind(before.id)
-    .execute(&state.db)
-    .await?
-    .rows_affected();
-    if cancelled == 0 {
-        let now = get(&state.db, id).await?;
-        return Err(ApiFailure::Conflict(format!(
-            "the operation is {} already",
-            now.status
-        )));
+impl Replayer {
+    /// Starts a bulk replay of the dead letters matching `filter` (a condition or `all` is
+    /// required). Dead letters arriving after this moment are not part of it.
+    pub async fn start_replay(
+        &self,
+        filter: DeadLetterFilter,
+        actor: &str,
+    ) -> ApiResult<Operation> {
+        let filter = filter.validated_for_bulk()?;
+        let mut tx = self.db.begin().await?;
+        let operation = stored::create_replay(&mut tx, &filter, actor).await?;
+        audit::record(
+            &mut tx,
+            actor,
+            "create",
+            "dead_letter_operation",
+            &operation.id.to_string(),
+            None,
+            serde_json::to_value(&operation).ok(),
+        )
+        .await?;
+        tx.commit().await?;
+        super::wake();
+        Ok(operation)
     }
-    let after = get(&state.db, id).await?;
-    let mut conn = state.db.acquire().await?;
-    audit::record(
-        &mut conn,
-        actor,
-        "cancel",
-        "dead_letter_operation",
-        id,
-        serde_json::to_value(&before).ok(),
-        serde_json::to_value(&after).ok(),
-    )
-    .await?;
-    Ok(after)
-}
 
-/// Ids of the operations still running.
-pub(super) async fn running(db: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT id FROM dead_letter_operations WHERE status = 'running' ORDER BY created_at",
-    )
-    .fetch_all(db)
-    .await
-}
-
-/// What the runner needs to continue an operation.
-#[derive(Debug, sqlx::FromRow)]
-pub(super) struct Progress {
-    pub filter: Value,
-    pub status: String,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub position: Option<Uuid>,
-}
-
-pub(super) async fn progress(db: &PgPool, id: Uuid) -> Result<Option<Progress>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT filter, status, created_by, created_at, position FROM dead_letter_operations \
-         WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
-
-/// One dead letter of the set, as the runner walks it.
-#[derive(Debug, sqlx::FromRow)]
-pub(super) struct Item {
-    pub job_id: Uuid,
-    /// Replayed since the operation started (by it, before a crash, or by hand).
-    pub already: bool,
-}
-
-/// The next dead letters of the set after `position`, by job id.
-pub(super) async fn next_batch(
-    db: &PgPool,
-    filter: &DeadLetterFilter,
-    created_at: DateTime<Utc>,
-    position: Option<Uuid>,
-    size: i64,
-) -> Result<Vec<Item>, sqlx::Error> {
-    let mut sql = QueryBuilder::<Postgres>::new("SELECT d.job_id, COALESCE(d.replayed_at >= ");
-    sql.push_bind(created_at)
-        .push(", false) AS already FROM dead_letters d WHERE d.recorded_at <= ")
-        .push_bind(created_at);
-    filter.push_conditions(&mut sql);
-    if let Some(position) = position {
-        sql.push(" AND d.job_id > ").push_bind(position);
+    /// Cancels a running operation; dead letters replayed so far stay replayed.
+    pub async fn cancel(&self, id: &str, actor: &str) -> ApiResult<Operation> {
+        let before = get(&self.db, id).await?;
+        if !stored::cancel(&self.db, before.id).await? {
+            let now = get(&self.db, id).await?;
+            return Err(ApiFailure::Conflict(format!(
+                "the operation is {} already",
+                now.status
+            )));
+        }
+        let after = get(&self.db, id).await?;
+        let mut conn = self.db.acquire().await?;
+        audit::record(
+            &mut conn,
+            actor,
+            "cancel",
+            "dead_letter_operation",
+            id,
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
+        Ok(after)
     }
-    sql.push(" ORDER BY d.job_id LIMIT ").push_bind(size);
-    sql.build_query_as().fetch_all(db).await
-}
-
-/// Adds a batch's counts and moves the checkpoint; `false` when the operation is no longer
-/// running (cancelled meanwhile).
-pub(super) async fn checkpoint(
-    db: &PgPool,
-    id: Uuid,
-    done: i64,
-    failed: i64,
-    position: Uuid,
-    last_error: Option<&str>,
-) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE dead_letter_operations SET done = done + $2, failed = failed + $3, \
-         position = $4, error = COALESCE($5, error), updated_at = now() \
-         WHERE id = $1 AND status = 'running'",
-    )
-    .bind(id)
-    .bind(done)
-    .bind(failed)
-    .bind(position)
-    .bind(last_error)
-    .execute(db)
-    .await?;
-    Ok(updated.rows_affected() > 0)
-}
-
-/// Ends a running operation; `false` if it had ended already.
-pub(super) async fn finish(
-    db: &PgPool,
-    id: Uuid,
-    status: &str,
-    error: Option<&str>,
-) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE dead_letter_operations SET status = $2, error = COALESCE($3, error), \
-         finished_at = now(), updated_at = now() WHERE id = $1 AND status = 'running'",
-    )
-    .bind(id)
-    .bind(status)
-    .bind(error)
-    .execute(db)
-    .await?;
-    Ok(updated.rows_affected() > 0)
 }

@@ -1,6 +1,6 @@
 //! `/api/v1/dead-letters`: jobs given up on. Search them, read one with its request and
 //! attempts, replay one or a filtered set (a tracked operation), delete one or a filtered set.
-//! The work is `crate::replay`, shared with `mih dlq`.
+//! The work is `crate::replay` (the rows `mih_dlq::store`'s), shared with `mih dlq`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,12 +13,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use mih_dlq::store::filter::DeadLetterFilter;
+use mih_dlq::store::letters::DeadLetterSummary;
+use mih_dlq::store::operations::Operation;
+
 use crate::auth::{Caller, Role};
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiQuery, Page, PageQuery};
-use crate::replay::{
-    self, DeadLetterDetail, DeadLetterFilter, DeadLetterSummary, Operation, Replayed,
-};
+use crate::replay::{self, DeadLetterDetail, Replayed};
 use crate::state::AppState;
 
 /// The list's query: the filter's fields (see `DeadLetterFilter`) and paging.
@@ -124,7 +126,7 @@ async fn replay_one(
     Path(job_id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Replayed>)> {
     caller.require(Role::Operator)?;
-    let replayed = replay::replay(&state, &job_id, &caller.actor()).await?;
+    let replayed = state.replayer().replay(&job_id, &caller.actor()).await?;
     Ok((StatusCode::ACCEPTED, Json(replayed)))
 }
 
@@ -137,7 +139,7 @@ async fn delete_one(
     Path(job_id): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require(Role::Operator)?;
-    replay::delete(&state, &job_id, &caller.actor()).await?;
+    state.replayer().delete(&job_id, &caller.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -153,7 +155,10 @@ async fn replay_matching(
     ApiJson(filter): ApiJson<DeadLetterFilter>,
 ) -> ApiResult<Response> {
     caller.require(Role::Operator)?;
-    let operation = replay::start_replay(&state, filter, &caller.actor()).await?;
+    let operation = state
+        .replayer()
+        .start_replay(filter, &caller.actor())
+        .await?;
     let mut response = (StatusCode::ACCEPTED, Json(&operation)).into_response();
     if let Ok(location) =
         HeaderValue::from_str(&format!("/api/v1/dead-letters/operations/{}", operation.id))
@@ -172,7 +177,10 @@ async fn delete_matching(
     ApiJson(filter): ApiJson<DeadLetterFilter>,
 ) -> ApiResult<Json<Deleted>> {
     caller.require(Role::Operator)?;
-    let deleted = replay::delete_matching(&state, filter, &caller.actor()).await?;
+    let deleted = state
+        .replayer()
+        .delete_matching(filter, &caller.actor())
+        .await?;
     Ok(Json(Deleted { deleted }))
 }
 
@@ -185,7 +193,7 @@ async fn get_operation(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Operation>> {
     caller.require(Role::Viewer)?;
-    Ok(Json(replay::operations::get(&state.db, &id).await?))
+    Ok(Json(replay::get_operation(&state.db, &id).await?))
 }
 
 /// Cancel a running bulk operation. Dead letters replayed so far stay replayed.
@@ -197,7 +205,7 @@ async fn cancel_operation(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Operation>> {
     caller.require(Role::Operator)?;
-    Ok(Json(replay::cancel(&state, &id, &caller.actor()).await?))
+    Ok(Json(state.replayer().cancel(&id, &caller.actor()).await?))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

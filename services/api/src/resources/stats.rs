@@ -391,20 +391,14 @@ async fn get_stats(
             .add_bucket(index, u64::try_from(count).unwrap_or(0));
     }
 
-    let dead: Vec<(DateTime<Utc>, i64)> = sqlx::query_as(concat!(
-        "SELECT ",
-        bucket_of!("dead_lettered_at"),
-        " AS at, count(*) FROM dead_letters \
-         WHERE dead_lettered_at >= $2 AND dead_lettered_at < $3 \
-         AND ($4::text IS NULL OR service = $4) AND ($5::uuid IS NULL OR rule_id = $5) \
-         GROUP BY 1"
-    ))
-    .bind(width)
-    .bind(from)
-    .bind(to)
-    .bind(&query.service)
-    .bind(rule_id)
-    .fetch_all(&state.db)
+    let dead = mih_dlq::store::letters::per_bucket(
+        &state.db,
+        width,
+        from,
+        to,
+        query.service.as_deref(),
+        rule_id,
+    )
     .await?;
     for (at, n) in dead {
         buckets.entry(at).or_default().dead_letters += n;

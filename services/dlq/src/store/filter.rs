@@ -7,14 +7,54 @@ use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use mih_shared::error::FieldError;
 use mih_shared::moodle::EventName;
 use mih_shared::names::{ServiceSlug, SourceId};
 
-use crate::error::{ApiFailure, ApiResult};
-use crate::resources::Problems;
-
 /// Longest text search accepted.
 const MAX_QUERY: usize = 200;
+
+/// Why a filter was refused: every bad field, named (the API answers 422 with them).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the filter is invalid: {}", summary(.errors))]
+pub struct InvalidFilter {
+    pub errors: Vec<FieldError>,
+}
+
+fn summary(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| match &e.field {
+            Some(field) => format!("{field}: {}", e.message),
+            None => e.message.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The problems found so far, field by field.
+#[derive(Debug, Default)]
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(FieldError::new(None, Some(field), message));
+    }
+
+    fn check(&mut self, ok: bool, field: &str, message: impl Into<String>) {
+        if !ok {
+            self.add(field, message);
+        }
+    }
+
+    fn into_result(self) -> Result<(), InvalidFilter> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(InvalidFilter { errors: self.0 })
+        }
+    }
+}
 
 /// A set of dead letters. Every given field must match; text fields match exactly except `q`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -55,9 +95,9 @@ pub struct DeadLetterFilter {
 }
 
 impl DeadLetterFilter {
-    /// Checks every field (422 naming each bad one) and returns the filter normalised: event
+    /// Checks every field (naming each bad one) and returns the filter normalised: event
     /// names with their leading `\`, blank text as absent.
-    pub fn validated(self) -> ApiResult<DeadLetterFilter> {
+    pub fn validated(self) -> Result<DeadLetterFilter, InvalidFilter> {
         let mut problems = Problems::default();
         let blank_is_none =
             |value: Option<String>| value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
@@ -132,14 +172,15 @@ impl DeadLetterFilter {
     }
 
     /// For acting on a set: validated, and either some condition or an explicit `all`.
-    pub fn validated_for_bulk(self) -> ApiResult<DeadLetterFilter> {
+    pub fn validated_for_bulk(self) -> Result<DeadLetterFilter, InvalidFilter> {
         let filter = self.validated()?;
-        if !filter.all && !filter.has_conditions() {
-            return Err(ApiFailure::invalid(
-                "all",
-                "give at least one filter, or all: true to select every dead letter",
-            ));
-        }
+        let mut problems = Problems::default();
+        problems.check(
+            filter.all || filter.has_conditions(),
+            "all",
+            "give at least one filter, or all: true to select every dead letter",
+        );
+        problems.into_result()?;
         Ok(filter)
     }
 
@@ -170,7 +211,7 @@ impl DeadLetterFilter {
 
     /// Appends ` AND …` for every condition, on the table aliased `d`. Values are bound, never
     /// spliced into the SQL.
-    pub fn push_conditions(&self, sql: &mut QueryBuilder<Postgres>) {
+    pub(crate) fn push_conditions(&self, sql: &mut QueryBuilder<Postgres>) {
         let mut equals = |column: &str, value: &Option<String>| {
             if let Some(value) = value {
                 sql.push(format_args!(" AND d.{column} = "))
@@ -220,12 +261,10 @@ fn like_escaped(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn fields(result: ApiResult<DeadLetterFilter>) -> Vec<String> {
+    fn fields(result: Result<DeadLetterFilter, InvalidFilter>) -> Vec<String> {
         match result {
-            Err(ApiFailure::Invalid(errors)) => {
-                errors.into_iter().filter_map(|e| e.field).collect()
-            }
-            other => panic!("expected 422, got {other:?}"),
+            Err(invalid) => invalid.errors.into_iter().filter_map(|e| e.field).collect(),
+            Ok(filter) => panic!("expected a refusal, got {filter:?}"),
         }
     }
 

@@ -1,6 +1,8 @@
 //! The `dead_letters` projection: written from DLQ, resolved from RESULTS. Both functions are
 //! idempotent, so a redelivered message, or `mih rebuild-projections` reading the streams from
-//! the start, leaves the table as one pass would.
+//! the start, leaves the table as one pass would. The rebuild also empties the table
+//! ([`truncate`]) and marks what its replays' outcomes say is being replayed
+//! ([`mark_replaying`]).
 
 use serde_json::Value;
 use sqlx::PgPool;
@@ -59,6 +61,10 @@ pub async fn store(db: &PgPool, dead: &DeadLetter) -> Result<bool, sqlx::Error> 
         .and_then(Value::as_str)
         .unwrap_or("rule")
         .to_owned();
+    // The one read of a table this crate does not own: `deliveries` is the api recorder's. It
+    // stays a sub-select, because asking the recorder instead would make this crate depend on
+    // api, which depends on this crate for every dead-letter query; and in one statement the
+    // check and the insert cannot be separated by a delivered replay.
     let inserted = sqlx::query(
         "INSERT INTO dead_letters (job_id, service, rule_id, event_id, source, eventname, origin, \
              stage, reason, attempts, job, last_outcome, event, replay_of, dead_lettered_at, exact) \
@@ -122,4 +128,30 @@ async fn remove_chain(db: &PgPool, job_id: Uuid) -> Result<u64, sqlx::Error> {
     .execute(db)
     .await?;
     Ok(removed.rows_affected())
+}
+
+/// A replay whose outcome was not a delivery (yet): the dead letter it retried is being
+/// replayed, by that job. `Ok(true)` if such a dead letter was there to mark.
+pub async fn mark_replaying(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error> {
+    let Some(original) = outcome.replay_of else {
+        return Ok(false);
+    };
+    let marked = sqlx::query(
+        "UPDATE dead_letters SET status = 'replaying', replay_job_id = $2,
+                replayed_at = coalesce(replayed_at, $3)
+         WHERE job_id = $1",
+    )
+    .bind(original.0)
+    .bind(outcome.job_id.0)
+    .bind(outcome.started_at)
+    .execute(db)
+    .await?;
+    Ok(marked.rows_affected() > 0)
+}
+
+/// Empties the projection, for a rebuild from the streams. Bulk operations are kept: they
+/// are the operators' own records, not a projection.
+pub async fn truncate(db: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("TRUNCATE dead_letters").execute(db).await?;
+    Ok(())
 }

@@ -269,7 +269,12 @@ mod tests {
     fn the_route_table_mounts_each_handler_at_its_documented_path() {
         // `Table::at` asserts it; building the table is the test.
         let (_, document) = super::api().split_for_parts();
-        assert!(document.paths.paths.contains_key("/api/v1/rules/{id}/backfill"));
+        assert!(
+            document
+                .paths
+                .paths
+                .contains_key("/api/v1/rules/{id}/backfill")
+        );
     }
 
     #[test]

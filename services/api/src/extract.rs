@@ -237,6 +237,18 @@ impl<T> Page<T> {
         };
         Page { items, next_cursor }
     }
+
+    /// The same page with each item converted; the first failure fails the page.
+    pub fn try_map<U, E>(self, convert: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
+        Ok(Page {
+            items: self
+                .items
+                .into_iter()
+                .map(convert)
+                .collect::<Result<_, _>>()?,
+            next_cursor: self.next_cursor,
+        })
+    }
 }
 
 /// A keyset cursor for lists ordered by (time, id), newest first: the last item's key.

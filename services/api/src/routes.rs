@@ -5,11 +5,11 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 use mih_shared::error::{ApiError, ErrorKind};
 
-use crate::resources;
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -135,19 +135,78 @@ impl Modify for CommonResponses {
     }
 }
 
+/// The whole HTTP surface, one path a line.
+#[rustfmt::skip] // a table: one line each, however long
 fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1/sources", resources::sources::router())
-        .nest("/api/v1/services", resources::services::router())
-        .nest("/api/v1/rules", resources::rules::router())
-        .nest("/api/v1/tokens", resources::tokens::router())
-        .nest("/api/v1/audit", resources::audit::router())
-        .nest("/api/v1/backfills", resources::backfills::router())
-        .nest("/api/v1/circuits", resources::circuits::router())
-        .nest("/api/v1/dead-letters", resources::dead_letters::router())
-        .nest("/api/v1/deliveries", resources::deliveries::router())
-        .nest("/api/v1/stats", resources::stats::router())
-        .nest("/api/v1/parked", resources::parked::router())
+    use crate::resources::rules::handlers as rules;
+    use crate::resources::services::handlers as services;
+    use crate::resources::sources::handlers as sources;
+    use crate::resources::tokens::handlers as tokens;
+    use crate::resources::{audit, backfills, circuits, facade, parked, preview};
+    // Being reworked by their owners: their handlers still document paths relative to a router.
+    use crate::resources::{dead_letters, deliveries, stats};
+
+    Table::new(ApiDoc::openapi())
+        .at("/api/v1/sources",                   routes!(sources::list, sources::create))
+        .at("/api/v1/sources/{id}",              routes!(sources::get_one, sources::update, sources::delete))
+        .at("/api/v1/sources/{id}/enable",       routes!(sources::enable))
+        .at("/api/v1/sources/{id}/disable",      routes!(sources::disable))
+        .at("/api/v1/services",                  routes!(services::list, services::create))
+        .at("/api/v1/services/{name}",           routes!(services::get_one, services::update, services::delete))
+        .at("/api/v1/services/{name}/enable",    routes!(services::enable))
+        .at("/api/v1/services/{name}/disable",   routes!(services::disable))
+        .at("/api/v1/services/{name}/request",   routes!(facade::call))
+        .at("/api/v1/rules",                     routes!(rules::list, rules::create))
+        .at("/api/v1/rules/preview",             routes!(preview::preview))
+        .at("/api/v1/rules/{id}",                routes!(rules::get_one, rules::update, rules::delete))
+        .at("/api/v1/rules/{id}/enable",         routes!(rules::enable))
+        .at("/api/v1/rules/{id}/disable",        routes!(rules::disable))
+        .at("/api/v1/rules/{id}/backfill",       routes!(backfills::start))
+        .at("/api/v1/tokens",                    routes!(tokens::list, tokens::create))
+        .at("/api/v1/tokens/{id}",               routes!(tokens::get_one, tokens::update, tokens::revoke))
+        .at("/api/v1/audit",                     routes!(audit::list))
+        .at("/api/v1/backfills",                 routes!(backfills::list))
+        .at("/api/v1/backfills/{id}",            routes!(backfills::get_one))
+        .at("/api/v1/backfills/{id}/cancel",     routes!(backfills::cancel))
+        .at("/api/v1/circuits",                  routes!(circuits::list))
+        .at("/api/v1/circuits/{service}",        routes!(circuits::get_one))
+        .at("/api/v1/circuits/{service}/reset",  routes!(circuits::reset))
+        .at("/api/v1/parked",                    routes!(parked::list))
+        .at("/api/v1/parked/{id}",               routes!(parked::get_one, parked::delete_one))
+        .at("/api/v1/parked/{id}/retry",         routes!(parked::retry))
+        .nest("/api/v1/dead-letters",            dead_letters::router())
+        .nest("/api/v1/deliveries",              deliveries::router())
+        .nest("/api/v1/stats",                   stats::router())
+        .into_router()
+}
+
+/// Builds the route table. Each [`Table::at`] mounts the handlers of one path and checks that
+/// it is the path their `#[utoipa::path]` documents, so the table and the OpenAPI document
+/// cannot drift apart.
+struct Table(OpenApiRouter<AppState>);
+
+impl Table {
+    fn new(document: utoipa::openapi::OpenApi) -> Self {
+        Table(OpenApiRouter::with_openapi(document))
+    }
+
+    fn at(self, path: &str, handlers: UtoipaMethodRouter<AppState>) -> Self {
+        let documented: Vec<&String> = handlers.1.paths.keys().collect();
+        debug_assert!(
+            documented.iter().all(|documented| *documented == path),
+            "the route table mounts {path} where the handlers document {documented:?}"
+        );
+        Table(self.0.routes(handlers))
+    }
+
+    /// A resource that still brings its own router, its paths relative to `prefix`.
+    fn nest(self, prefix: &str, router: OpenApiRouter<AppState>) -> Self {
+        Table(self.0.nest(prefix, router))
+    }
+
+    fn into_router(self) -> OpenApiRouter<AppState> {
+        self.0
+    }
 }
 
 /// The OpenAPI document, pretty-printed (served, committed as `services/api/openapi.json`).
@@ -206,6 +265,18 @@ async fn refuse_nul(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_route_table_mounts_each_handler_at_its_documented_path() {
+        // `Table::at` asserts it; building the table is the test.
+        let (_, document) = super::api().split_for_parts();
+        assert!(
+            document
+                .paths
+                .paths
+                .contains_key("/api/v1/rules/{id}/backfill")
+        );
+    }
+
     #[test]
     fn the_committed_openapi_document_is_current() {
         let committed = include_str!("../openapi.json");

@@ -5,7 +5,8 @@ use mih_shared::crypto::{Keyring, Sealed};
 use mih_shared::live::{Auth, Transport};
 
 use crate::error::{ApiFailure, ApiResult};
-use crate::resources::config_row::{self, ConfigRow};
+use crate::resources::config_row;
+use crate::resources::crud::Resource;
 use crate::resources::{services, sources};
 use crate::state::AppState;
 
@@ -82,7 +83,7 @@ pub async fn reencrypt(state: &AppState, actor: &str) -> ApiResult<usize> {
         .map(|r| r.id)
     {
         let mut tx = state.db.begin().await?;
-        let Some(current) = <sources::SourceRow as ConfigRow>::load(&mut tx, &id, true).await?
+        let Some(current) = <sources::SourceRow as Resource>::load(&mut tx, &id, true).await?
         else {
             continue;
         };
@@ -109,7 +110,7 @@ pub async fn reencrypt(state: &AppState, actor: &str) -> ApiResult<usize> {
         .map(|r| r.name)
     {
         let mut tx = state.db.begin().await?;
-        let Some(current) = <services::ServiceRow as ConfigRow>::load(&mut tx, &name, true).await?
+        let Some(current) = <services::ServiceRow as Resource>::load(&mut tx, &name, true).await?
         else {
             continue;
         };

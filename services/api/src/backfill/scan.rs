@@ -23,6 +23,7 @@ use mih_shared::messages::{self, Event, Origin};
 
 use super::store::{self, Backfill, Counts};
 use crate::resources::config_row::ConfigRow;
+use crate::resources::crud::Resource;
 use crate::resources::preview::EVALUATORS;
 use crate::resources::{rules::RuleRow, services};
 use crate::state::AppState;

@@ -24,6 +24,7 @@ use crate::audit;
 use crate::error::{ApiFailure, ApiResult};
 use crate::extract::{Page, parse_time_cursor, time_cursor};
 use crate::resources::config_row::ConfigRow;
+use crate::resources::crud::Resource;
 use crate::resources::rules::RuleRow;
 use crate::resources::{not_found, services};
 

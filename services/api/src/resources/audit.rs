@@ -4,8 +4,6 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::auth::{Caller, Role};
 use crate::error::{ApiFailure, ApiResult};
@@ -40,9 +38,9 @@ pub struct AuditFilter {
 }
 
 /// List configuration changes, newest first.
-#[utoipa::path(get, path = "", tag = "audit", params(AuditFilter, PageQuery),
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditFilter, PageQuery),
     responses((status = 200, body = Page<AuditEntry>), (status = 401), (status = 403), (status = 422)))]
-async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(filter): ApiQuery<AuditFilter>,
@@ -75,8 +73,4 @@ async fn list(
         limit,
         |e: &AuditEntry| e.id.to_string(),
     )))
-}
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list))
 }

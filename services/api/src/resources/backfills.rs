@@ -8,11 +8,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::config_row::ConfigRow;
+use super::crud::Resource;
 use super::rules::RuleRow;
 use super::{Problems, not_found};
 use crate::audit;
@@ -48,11 +46,11 @@ pub struct BackfillFilter {
 /// match becomes a job with origin `backfill` (same job id as a live match of that event, so
 /// nothing already queued is queued twice). Runs in the background; follow it at
 /// `/api/v1/backfills/{id}`. One running backfill per rule.
-#[utoipa::path(post, path = "/{id}/backfill", tag = "rules", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/rules/{id}/backfill", tag = "rules", params(("id" = String, Path)),
     request_body = BackfillInput,
     responses((status = 202, body = Backfill), (status = 401), (status = 403), (status = 404),
               (status = 409), (status = 422)))]
-pub async fn start(
+pub(crate) async fn start(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -136,9 +134,9 @@ async fn last_event_sequence(state: &AppState) -> ApiResult<i64> {
 }
 
 /// List backfills, newest first.
-#[utoipa::path(get, path = "", tag = "backfills", params(BackfillFilter, PageQuery),
+#[utoipa::path(get, path = "/api/v1/backfills", tag = "backfills", params(BackfillFilter, PageQuery),
     responses((status = 200, body = Page<Backfill>), (status = 401), (status = 403), (status = 422)))]
-async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(filter): ApiQuery<BackfillFilter>,
@@ -181,9 +179,9 @@ async fn find(state: &AppState, id: &str) -> ApiResult<Backfill> {
 }
 
 /// Get one backfill: its status and counts.
-#[utoipa::path(get, path = "/{id}", tag = "backfills", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/backfills/{id}", tag = "backfills", params(("id" = String, Path)),
     responses((status = 200, body = Backfill), (status = 401), (status = 403), (status = 404)))]
-async fn get_one(
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -193,9 +191,9 @@ async fn get_one(
 }
 
 /// Cancel a running backfill. Jobs already queued stay queued.
-#[utoipa::path(post, path = "/{id}/cancel", tag = "backfills", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/backfills/{id}/cancel", tag = "backfills", params(("id" = String, Path)),
     responses((status = 200, body = Backfill), (status = 401), (status = 403), (status = 404), (status = 409)))]
-async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -222,11 +220,4 @@ async fn cancel(
     )
     .await?;
     Ok(Json(after))
-}
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(get_one))
-        .routes(routes!(cancel))
 }

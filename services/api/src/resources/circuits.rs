@@ -9,8 +9,6 @@ use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use mih_shared::circuit::{Circuit, CircuitState};
 use mih_shared::live::LiveService;
@@ -80,9 +78,12 @@ async fn service(state: &AppState, name: &str) -> ApiResult<Arc<LiveService>> {
 }
 
 /// Every service's circuit (a service that never failed is closed).
-#[utoipa::path(get, path = "", tag = "circuits",
+#[utoipa::path(get, path = "/api/v1/circuits", tag = "circuits",
     responses((status = 200, body = CircuitList), (status = 401), (status = 403)))]
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<CircuitList>> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<CircuitList>> {
     caller.require(Role::Viewer)?;
     let services = services::load_live(&state.db).await?;
     let stored: std::collections::HashMap<String, Circuit> = state
@@ -106,9 +107,9 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<C
 }
 
 /// One service's circuit.
-#[utoipa::path(get, path = "/{service}", tag = "circuits", params(("service" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/circuits/{service}", tag = "circuits", params(("service" = String, Path)),
     responses((status = 200, body = CircuitView), (status = 401), (status = 403), (status = 404)))]
-async fn get_one(
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
@@ -125,9 +126,9 @@ async fn get_one(
 
 /// Close a service's circuit now: held jobs are delivered at once, without waiting for the
 /// cooldown and a successful probe.
-#[utoipa::path(post, path = "/{service}/reset", tag = "circuits", params(("service" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/circuits/{service}/reset", tag = "circuits", params(("service" = String, Path)),
     responses((status = 200, body = CircuitView), (status = 401), (status = 403), (status = 404)))]
-async fn reset(
+pub(crate) async fn reset(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
@@ -161,11 +162,4 @@ async fn reset(
     )
     .await?;
     Ok(Json(view(&service, &after)))
-}
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(get_one))
-        .routes(routes!(reset))
 }

@@ -1,42 +1,43 @@
-//! What sources, services and rules have in common: versioned rows that are audited on every
-//! change and materialised into the live config. The handlers' shared steps are written once
-//! here; each resource keeps only its own validation and checks.
+//! What sources, services and rules have in common beyond [`Resource`]: versioned rows that
+//! are audited on every change and materialised into the live config. Create, update,
+//! enable/disable and delete are written once here; each resource keeps only its input
+//! (`apply`) and its SQL.
 
 use std::future::Future;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 
-use super::{not_found, publish_live, remove_live, with_etag};
+use super::crud::{Resource, load_for_change};
+use super::{publish_live, remove_live, with_etag};
 use crate::audit;
-use crate::auth::{Caller, Role};
-use crate::error::ApiResult;
-use crate::extract::{IfMatch, check_version};
+use crate::auth::Caller;
+use crate::error::{ApiFailure, ApiResult};
+use crate::extract::IfMatch;
 use crate::state::AppState;
 
-pub trait ConfigRow: Clone + Send + Sync + Sized + 'static {
-    /// `source`, `service`, `rule`: in errors and the audit log.
-    const KIND: &'static str;
-    /// The role that may change rows of this kind.
-    const WRITE_ROLE: Role;
-    type View: Serialize + Send;
+pub trait ConfigRow: Resource + Clone {
+    /// The request body of a create or an update.
+    type Input: DeserializeOwned + Send;
     type Live: Serialize + Send + Sync;
 
-    fn id(&self) -> String;
-    fn version(&self) -> i64;
-    fn view(&self) -> Self::View;
     /// The live-config key and value.
     fn live(&self) -> ApiResult<(String, Self::Live)>;
     fn with_enabled(&self, enabled: bool) -> Self;
 
-    /// The row with this id (as given in a URL); `None` when it does not exist.
-    fn load(
+    /// The `version` field of an input (the alternative to `If-Match`).
+    fn input_version(input: &Self::Input) -> Option<i64>;
+    /// Applies an input to the current row (none when creating), validating everything.
+    fn apply(
+        state: &AppState,
         db: &mut PgConnection,
-        id: &str,
-        for_update: bool,
-    ) -> impl Future<Output = ApiResult<Option<Self>>> + Send;
+        current: Option<&Self>,
+        input: Self::Input,
+    ) -> impl Future<Output = ApiResult<Self>> + Send;
+
     /// Inserts or updates, taking a new version; returns the stored row.
     fn save(
         db: &mut PgConnection,
@@ -46,9 +47,31 @@ pub trait ConfigRow: Clone + Send + Sync + Sized + 'static {
     /// Deletes the row.
     fn delete(db: &mut PgConnection, row: &Self) -> impl Future<Output = ApiResult<()>> + Send;
 
-    fn view_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.view()).unwrap_or_default()
+    /// The answer to a create or an update (a service adds what will not work as configured).
+    fn present(&self, _state: &AppState) -> impl Future<Output = ApiResult<Self::View>> + Send {
+        async move { self.view() }
     }
+}
+
+/// What other rows that name a row ask of its changes: a delete is refused while they exist,
+/// or takes them along; a change may be refused that they would not survive.
+pub trait Referenced: ConfigRow {
+    type Referrer: ConfigRow;
+
+    /// Inside the delete's transaction, with the row locked: the referrers to delete with it,
+    /// or a refusal.
+    fn referrers(
+        db: &mut PgConnection,
+        row: &Self,
+        cascade: bool,
+    ) -> impl Future<Output = ApiResult<Vec<Self::Referrer>>> + Send;
+
+    /// Inside the update's transaction: refuses a change the referrers would not survive.
+    fn check_change(
+        db: &mut PgConnection,
+        before: &Self,
+        after: &Self,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
 }
 
 /// Saves a row and audits it in one transaction, then publishes it to the live config.
@@ -79,34 +102,54 @@ pub async fn commit<R: ConfigRow>(
     Ok(stored)
 }
 
-/// `GET /{id}`.
-pub async fn get_one<R: ConfigRow>(
+/// `POST` of a collection: a validated new row, 409 when one with its id exists, else 201.
+pub async fn create<R: ConfigRow>(
+    state: &AppState,
+    caller: &Caller,
+    input: R::Input,
+) -> ApiResult<Response> {
+    caller.require(R::WRITE_ROLE)?;
+    let mut tx = state.db.begin().await?;
+    let row = R::apply(state, &mut tx, None, input).await?;
+    let id = row.id();
+    if R::load(&mut tx, &id, true).await?.is_some() {
+        return Err(ApiFailure::Conflict(format!(
+            "{} `{id}` already exists",
+            R::KIND
+        )));
+    }
+    let stored = commit(state, tx, &caller.actor(), "create", None, &row, true).await?;
+    let view = stored.present(state).await?;
+    Ok(with_etag(StatusCode::CREATED, stored.version(), &view))
+}
+
+/// `PATCH /{id}`: fields left out keep their value.
+pub async fn update<R: Referenced>(
     state: &AppState,
     caller: &Caller,
     id: &str,
-) -> ApiResult<Response> {
-    caller.require(Role::Viewer)?;
-    let mut conn = state.db.acquire().await?;
-    let row = R::load(&mut conn, id, false)
-        .await?
-        .ok_or_else(|| not_found(R::KIND, id))?;
-    Ok(with_etag(StatusCode::OK, row.version(), &row.view()))
-}
-
-/// Loads a row for a change, checking the caller's role and the expected version.
-pub async fn load_for_change<R: ConfigRow>(
-    tx: &mut PgConnection,
-    caller: &Caller,
-    id: &str,
     if_match: IfMatch,
-    body_version: Option<i64>,
-) -> ApiResult<R> {
-    caller.require(R::WRITE_ROLE)?;
-    let current = R::load(tx, id, true)
-        .await?
-        .ok_or_else(|| not_found(R::KIND, id))?;
-    check_version(current.version(), if_match, body_version)?;
-    Ok(current)
+    input: R::Input,
+) -> ApiResult<Response> {
+    let mut tx = state.db.begin().await?;
+    let version = R::input_version(&input);
+    let current: R = load_for_change(&mut tx, caller, id, if_match, version).await?;
+    let row = R::apply(state, &mut tx, Some(&current), input).await?;
+    R::check_change(&mut tx, &current, &row).await?;
+    let stored = commit(
+        state,
+        tx,
+        &caller.actor(),
+        "update",
+        Some(&current),
+        &row,
+        false,
+    )
+    .await?;
+    // After the commit: presenting may take time (a service resolves its host names) and must
+    // not hold the row's lock.
+    let view = stored.present(state).await?;
+    Ok(with_etag(StatusCode::OK, stored.version(), &view))
 }
 
 /// `POST /{id}/enable` and `/disable`.
@@ -131,15 +174,35 @@ pub async fn set_enabled<R: ConfigRow>(
         false,
     )
     .await?;
-    Ok(with_etag(StatusCode::OK, stored.version(), &stored.view()))
+    Ok(with_etag(StatusCode::OK, stored.version(), &stored.view()?))
+}
+
+/// `DELETE /{id}`, with the referrers `cascade` takes along.
+pub async fn delete<R: Referenced>(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    if_match: IfMatch,
+    cascade: bool,
+) -> ApiResult<Response> {
+    let mut tx = state.db.begin().await?;
+    let current: R = load_for_change(&mut tx, caller, id, if_match, None).await?;
+    let referrers = R::referrers(&mut tx, &current, cascade).await?;
+    let actor = caller.actor();
+    for referrer in &referrers {
+        delete_row(&mut tx, &actor, referrer).await?;
+    }
+    delete_row(&mut tx, &actor, &current).await?;
+    tx.commit().await?;
+    for referrer in &referrers {
+        forget(state, referrer).await?;
+    }
+    forget(state, &current).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Deletes a loaded row and audits it inside `tx`; the caller commits, then [`forget`]s it.
-pub async fn delete_row<R: ConfigRow>(
-    tx: &mut PgConnection,
-    actor: &str,
-    row: &R,
-) -> ApiResult<()> {
+async fn delete_row<R: ConfigRow>(tx: &mut PgConnection, actor: &str, row: &R) -> ApiResult<()> {
     R::delete(tx, row).await?;
     audit::record(
         tx,
@@ -155,40 +218,8 @@ pub async fn delete_row<R: ConfigRow>(
 }
 
 /// Removes a deleted row from the live config.
-pub async fn forget<R: ConfigRow>(state: &AppState, row: &R) -> ApiResult<()> {
+async fn forget<R: ConfigRow>(state: &AppState, row: &R) -> ApiResult<()> {
     let (key, _) = row.live()?;
     remove_live(state, &key).await;
     Ok(())
-}
-
-/// The answer of a successful delete.
-pub fn deleted() -> Response {
-    StatusCode::NO_CONTENT.into_response()
-}
-
-/// `POST` of a validated new row: 409 when one with its id exists, else stored and 201.
-pub async fn create<R: ConfigRow>(
-    state: &AppState,
-    caller: &Caller,
-    row: R,
-) -> ApiResult<Response> {
-    let stored = insert(state, caller, row).await?;
-    Ok(with_etag(
-        StatusCode::CREATED,
-        stored.version(),
-        &stored.view(),
-    ))
-}
-
-/// Stores a validated new row (409 when one with its id exists); returns it as stored.
-pub async fn insert<R: ConfigRow>(state: &AppState, caller: &Caller, row: R) -> ApiResult<R> {
-    let mut tx = state.db.begin().await?;
-    let id = row.id();
-    if R::load(&mut tx, &id, true).await?.is_some() {
-        return Err(crate::error::ApiFailure::Conflict(format!(
-            "{} `{id}` already exists",
-            R::KIND
-        )));
-    }
-    commit(state, tx, &caller.actor(), "create", None, &row, true).await
 }

@@ -12,8 +12,6 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use mih_shared::live::Transport;
 use mih_shared::messages::{
@@ -110,12 +108,12 @@ const REQUEST_ROOM: usize = 64 * 1024;
 /// when no dispatcher answered within the call's deadline, so the call may have been made (look
 /// up `call_id` in the delivery log); 404 for an unknown service, 409 for a disabled one, 413
 /// for a body too large to pass to a dispatcher.
-#[utoipa::path(post, path = "/{name}/request", tag = "services", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/services/{name}/request", tag = "services", params(("name" = String, Path)),
     request_body = CallInput,
     responses((status = 200, body = CallAnswer), (status = 401), (status = 403), (status = 404),
               (status = 409), (status = 413), (status = 422), (status = 503, body = CallAnswer),
               (status = 504, body = CallAnswer)))]
-async fn call(
+pub(crate) async fn call(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
@@ -280,8 +278,4 @@ fn build(
         caller: Some(caller.actor()),
         call_id: Some(JobId::new_v7()),
     })
-}
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(call))
 }

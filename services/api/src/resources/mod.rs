@@ -1,10 +1,15 @@
-//! The configuration resources: sources, services, rules, tokens, and the audit log.
-//! Each file holds its API shapes, validation, SQL and handlers, and ends with its `router()`.
+//! The API's resources: their request and response shapes, validation, SQL and handlers.
+//! `routes.rs` mounts every handler. The configuration resources (sources, services, rules,
+//! tokens) are folders — `input` (request shapes, validation), `store` (SQL), `view` (response
+//! shapes), `handlers` — whose shared list/get/create/update/delete shells are [`crud`] and
+//! [`config_row`]. Imports run one way: stores import no other resource; rules name sources
+//! and services, never the reverse (`rules/references.rs` holds what rules ask of them).
 
 pub mod audit;
 pub mod backfills;
 pub mod circuits;
 pub mod config_row;
+pub mod crud;
 pub mod dead_letters;
 pub mod deliveries;
 pub mod facade;

@@ -8,8 +8,6 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use mih_shared::parking::{self, Parked};
@@ -83,9 +81,9 @@ fn parse_id(id: &str) -> ApiResult<Uuid> {
 }
 
 /// List parked messages, newest first.
-#[utoipa::path(get, path = "", tag = "parked", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/parked", tag = "parked", params(ListQuery),
     responses((status = 200, body = Page<ParkedView>), (status = 401), (status = 403), (status = 422)))]
-async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -105,9 +103,9 @@ async fn list(
 }
 
 /// One parked message.
-#[utoipa::path(get, path = "/{id}", tag = "parked", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/parked/{id}", tag = "parked", params(("id" = String, Path)),
     responses((status = 200, body = ParkedView), (status = 401), (status = 403), (status = 404)))]
-async fn get_one(
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -121,10 +119,10 @@ async fn get_one(
 
 /// Retry a parked message: publish it again to its subject (its consumer takes it as new) and
 /// remove it from the parked list. If the database still refuses it, it is parked again.
-#[utoipa::path(post, path = "/{id}/retry", tag = "parked", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/parked/{id}/retry", tag = "parked", params(("id" = String, Path)),
     responses((status = 202, body = Retried), (status = 401), (status = 403), (status = 404),
               (status = 503, description = "NATS did not store the message; it stays parked")))]
-async fn retry(
+pub(crate) async fn retry(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -152,9 +150,9 @@ async fn retry(
 }
 
 /// Delete a parked message for good.
-#[utoipa::path(delete, path = "/{id}", tag = "parked", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/parked/{id}", tag = "parked", params(("id" = String, Path)),
     responses((status = 204), (status = 401), (status = 403), (status = 404)))]
-async fn delete_one(
+pub(crate) async fn delete_one(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -165,11 +163,4 @@ async fn delete_one(
     } else {
         Err(not_found("parked message", &id))
     }
-}
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(get_one, delete_one))
-        .routes(routes!(retry))
 }

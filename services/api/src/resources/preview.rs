@@ -25,7 +25,8 @@ use mih_shared::moodle::EventName;
 use mih_shared::names::{ServiceSlug, SourceId};
 
 use super::config_row::ConfigRow;
-use super::rules::{RuleInput, RuleRow};
+use super::crud::Resource;
+use super::rules::{self, RuleInput, RuleRow};
 use super::{Problems, services};
 use crate::auth::{Caller, Role};
 use crate::error::{ApiFailure, ApiResult};
@@ -94,9 +95,9 @@ pub struct PreviewAnswer {
 }
 
 /// Preview a rule against an event.
-#[utoipa::path(post, path = "/preview", tag = "rules", request_body = PreviewInput,
+#[utoipa::path(post, path = "/api/v1/rules/preview", tag = "rules", request_body = PreviewInput,
     responses((status = 200, body = PreviewAnswer), (status = 401), (status = 403), (status = 404), (status = 422)))]
-pub async fn preview(
+pub(crate) async fn preview(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(input): ApiJson<PreviewInput>,
@@ -120,7 +121,7 @@ pub async fn preview(
         (Some(id), _) => RuleRow::load(&mut conn, &id.to_string(), false)
             .await?
             .ok_or_else(|| super::not_found("rule", id.to_string()))?,
-        (None, Some(draft)) => super::rules::apply(&mut conn, None, draft).await?,
+        (None, Some(draft)) => rules::apply(&mut conn, None, draft).await?,
         (None, None) => return Err(ApiFailure::invalid("rule_id", "is required")),
     };
     drop(conn);

@@ -1,21 +1,187 @@
-//! Turning a service input into a validated row: URLs, AMQP names, auth secrets (kept when
-//! left out), and the ranges of the delivery policy.
+//! What a client writes for a service, turned into a validated row: URLs, AMQP names, auth
+//! secrets (kept when left out), and the ranges of the delivery policy.
+
+use std::collections::BTreeMap;
 
 use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json as SqlJson;
+use utoipa::{IntoParams, ToSchema};
+
 use mih_shared::crypto::Sealed;
 use mih_shared::live::{
     AmqpTransport, Auth, BreakerPolicy, RestTransport, RetryPolicy, SoapTransport, SoapVersion,
     Transport,
 };
 use mih_shared::names::ServiceSlug;
-use sqlx::types::Json as SqlJson;
 
-use super::{
-    AuthInput, ServiceInput, ServiceRow, TransportInput, defaults, i32_of, i64_of, u32_of, u64_of,
-};
+use super::store::{ServiceRow, i32_of, i64_of, u32_of, u64_of};
 use crate::error::ApiResult;
 use crate::resources::{Problems, Tri, check_header_name, check_text, seal};
 use crate::state::AppState;
+
+/// Defaults for the delivery policy of a new service.
+mod defaults {
+    pub const TIMEOUT_MS: u64 = 5_000;
+    pub const MAX_RETRIES: u32 = 5;
+    pub const BACKOFF_BASE_MS: u64 = 1_000;
+    pub const BACKOFF_CAP_MS: u64 = 300_000;
+    pub const FAILURE_THRESHOLD: u32 = 5;
+    pub const COOLDOWN_MS: u64 = 30_000;
+    pub const HALF_OPEN_PROBES: u32 = 1;
+    pub const CONCURRENCY: u32 = 10;
+    pub const MAX_JOB_AGE_MS: u64 = 24 * 3600 * 1000;
+    pub const API_KEY_HEADER: &str = "X-API-Key";
+}
+
+/// How the service is reached. Secrets (`password`) are write-only.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TransportInput {
+    /// REST/HTTP: rules' paths are joined to `base_url`.
+    Rest { base_url: String },
+    /// RabbitMQ (AMQP 0-9-1).
+    Amqp {
+        host: String,
+        /// Default 5672, or 5671 with `tls`.
+        port: Option<u16>,
+        /// Default `/`.
+        vhost: Option<String>,
+        /// Default `guest`.
+        username: Option<String>,
+        #[serde(default)]
+        #[schema(value_type = Option<String>)]
+        password: Tri<String>,
+        /// amqps with the certificate verified (default false).
+        tls: Option<bool>,
+        /// Default: the default exchange (`""`), where the routing key names a queue.
+        exchange: Option<String>,
+        /// Used when a rule gives none.
+        routing_key: Option<String>,
+        /// A durable queue to declare before publishing.
+        queue_declare: Option<String>,
+    },
+    /// SOAP 1.1 or 1.2 over HTTP.
+    Soap {
+        endpoint: String,
+        wsdl_url: Option<String>,
+        /// `1.1` (default) or `1.2`.
+        version: Option<String>,
+        /// The service's target namespace: the default namespace of an unqualified body, and
+        /// the prefix of the SOAP action (`<namespace>/<operation>`).
+        namespace: Option<String>,
+        /// Send basic auth's credentials as a WS-Security UsernameToken (PasswordText) in the
+        /// envelope instead of an HTTP `Authorization` header. Needs `auth.type` `basic`.
+        /// Default false.
+        ws_security: Option<bool>,
+    },
+}
+
+/// How mih authenticates to the service. Secrets are write-only: on update, leaving one out
+/// keeps it (when the type stays the same).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthInput {
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        token: Option<String>,
+    },
+    /// `<header>: <key>` (header default `X-API-Key`).
+    ApiKey {
+        header: Option<String>,
+        key: Option<String>,
+    },
+    /// HTTP Basic.
+    Basic {
+        username: String,
+        password: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Retries after the first attempt (default 5).
+    #[schema(maximum = 100)]
+    pub max_retries: Option<u32>,
+    /// First retry delay; doubles each retry with full jitter (default 1000).
+    #[schema(minimum = 10, maximum = 3600000)]
+    pub backoff_base_ms: Option<u64>,
+    /// Longest retry delay (default 300000).
+    #[schema(minimum = 10, maximum = 86400000)]
+    pub backoff_cap_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the circuit (default 5).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub failure_threshold: Option<u32>,
+    /// How long the circuit stays open before probing (default 30000).
+    #[schema(minimum = 100, maximum = 3600000)]
+    pub cooldown_ms: Option<u64>,
+    /// Probes admitted while half-open (default 1).
+    #[schema(minimum = 1, maximum = 100)]
+    pub half_open_probes: Option<u32>,
+}
+
+/// A service as written by a client. On update, fields left out keep their value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceInput {
+    /// The slug rules and facade callers use. Required on create; fixed afterwards.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// Required on create.
+    pub transport: Option<TransportInput>,
+    /// Default `{"type": "none"}`.
+    pub auth: Option<AuthInput>,
+    /// Standard Webhooks secret (`whsec_…`) to sign each delivery, independent of `auth`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub signing_secret: Tri<String>,
+    /// Static headers sent with every request.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Per-attempt timeout (default 5000).
+    #[schema(minimum = 1, maximum = 300000)]
+    pub timeout_ms: Option<u64>,
+    pub retry: Option<RetrySettings>,
+    pub breaker: Option<BreakerSettings>,
+    /// Most deliveries in flight at once (default 10).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub concurrency: Option<u32>,
+    /// Most deliveries started per second; `null` for no limit.
+    #[serde(default)]
+    #[schema(value_type = Option<u32>)]
+    pub rate_limit_per_sec: Tri<u32>,
+    /// A job older than this is dead-lettered instead of attempted (default 86400000).
+    #[schema(minimum = 60000, maximum = 2592000000_u64)]
+    pub max_job_age_ms: Option<u64>,
+    /// The version this update is based on (alternative to `If-Match`).
+    pub version: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ServiceFilter {
+    /// `rest`, `amqp` or `soap`.
+    pub kind: Option<String>,
+    pub enabled: Option<bool>,
+    /// Part of the name or description, case-insensitive.
+    pub q: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteOptions {
+    /// Also delete the rules that target the service (otherwise they make the delete fail).
+    pub cascade: Option<bool>,
+}
 
 /// An absolute http(s) URL without credentials.
 fn check_http_url(problems: &mut Problems, field: &str, value: &str) {

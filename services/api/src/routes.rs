@@ -142,41 +142,46 @@ fn api() -> OpenApiRouter<AppState> {
     use crate::resources::services::handlers as services;
     use crate::resources::sources::handlers as sources;
     use crate::resources::tokens::handlers as tokens;
-    use crate::resources::{audit, backfills, circuits, facade, parked, preview};
-    // Being reworked by their owners: their handlers still document paths relative to a router.
-    use crate::resources::{dead_letters, deliveries, stats};
+    use crate::resources::{audit, backfills, circuits, dead_letters, deliveries, facade, parked, preview, stats};
 
     Table::new(ApiDoc::openapi())
-        .at("/api/v1/sources",                   routes!(sources::list, sources::create))
-        .at("/api/v1/sources/{id}",              routes!(sources::get_one, sources::update, sources::delete))
-        .at("/api/v1/sources/{id}/enable",       routes!(sources::enable))
-        .at("/api/v1/sources/{id}/disable",      routes!(sources::disable))
-        .at("/api/v1/services",                  routes!(services::list, services::create))
-        .at("/api/v1/services/{name}",           routes!(services::get_one, services::update, services::delete))
-        .at("/api/v1/services/{name}/enable",    routes!(services::enable))
-        .at("/api/v1/services/{name}/disable",   routes!(services::disable))
-        .at("/api/v1/services/{name}/request",   routes!(facade::call))
-        .at("/api/v1/rules",                     routes!(rules::list, rules::create))
-        .at("/api/v1/rules/preview",             routes!(preview::preview))
-        .at("/api/v1/rules/{id}",                routes!(rules::get_one, rules::update, rules::delete))
-        .at("/api/v1/rules/{id}/enable",         routes!(rules::enable))
-        .at("/api/v1/rules/{id}/disable",        routes!(rules::disable))
-        .at("/api/v1/rules/{id}/backfill",       routes!(backfills::start))
-        .at("/api/v1/tokens",                    routes!(tokens::list, tokens::create))
-        .at("/api/v1/tokens/{id}",               routes!(tokens::get_one, tokens::update, tokens::revoke))
-        .at("/api/v1/audit",                     routes!(audit::list))
-        .at("/api/v1/backfills",                 routes!(backfills::list))
-        .at("/api/v1/backfills/{id}",            routes!(backfills::get_one))
-        .at("/api/v1/backfills/{id}/cancel",     routes!(backfills::cancel))
-        .at("/api/v1/circuits",                  routes!(circuits::list))
-        .at("/api/v1/circuits/{service}",        routes!(circuits::get_one))
-        .at("/api/v1/circuits/{service}/reset",  routes!(circuits::reset))
-        .at("/api/v1/parked",                    routes!(parked::list))
-        .at("/api/v1/parked/{id}",               routes!(parked::get_one, parked::delete_one))
-        .at("/api/v1/parked/{id}/retry",         routes!(parked::retry))
-        .nest("/api/v1/dead-letters",            dead_letters::router())
-        .nest("/api/v1/deliveries",              deliveries::router())
-        .nest("/api/v1/stats",                   stats::router())
+        .at("/api/v1/sources",                             routes!(sources::list, sources::create))
+        .at("/api/v1/sources/{id}",                        routes!(sources::get_one, sources::update, sources::delete))
+        .at("/api/v1/sources/{id}/enable",                 routes!(sources::enable))
+        .at("/api/v1/sources/{id}/disable",                routes!(sources::disable))
+        .at("/api/v1/services",                            routes!(services::list, services::create))
+        .at("/api/v1/services/{name}",                     routes!(services::get_one, services::update, services::delete))
+        .at("/api/v1/services/{name}/enable",              routes!(services::enable))
+        .at("/api/v1/services/{name}/disable",             routes!(services::disable))
+        .at("/api/v1/services/{name}/request",             routes!(facade::call))
+        .at("/api/v1/rules",                               routes!(rules::list, rules::create))
+        .at("/api/v1/rules/preview",                       routes!(preview::preview))
+        .at("/api/v1/rules/{id}",                          routes!(rules::get_one, rules::update, rules::delete))
+        .at("/api/v1/rules/{id}/enable",                   routes!(rules::enable))
+        .at("/api/v1/rules/{id}/disable",                  routes!(rules::disable))
+        .at("/api/v1/rules/{id}/backfill",                 routes!(backfills::start))
+        .at("/api/v1/tokens",                              routes!(tokens::list, tokens::create))
+        .at("/api/v1/tokens/{id}",                         routes!(tokens::get_one, tokens::update, tokens::revoke))
+        .at("/api/v1/audit",                               routes!(audit::list))
+        .at("/api/v1/backfills",                           routes!(backfills::list))
+        .at("/api/v1/backfills/{id}",                      routes!(backfills::get_one))
+        .at("/api/v1/backfills/{id}/cancel",               routes!(backfills::cancel))
+        .at("/api/v1/circuits",                            routes!(circuits::list))
+        .at("/api/v1/circuits/{service}",                  routes!(circuits::get_one))
+        .at("/api/v1/circuits/{service}/reset",            routes!(circuits::reset))
+        .at("/api/v1/parked",                              routes!(parked::list))
+        .at("/api/v1/parked/{id}",                         routes!(parked::get_one, parked::delete_one))
+        .at("/api/v1/parked/{id}/retry",                   routes!(parked::retry))
+        .at("/api/v1/dead-letters",                        routes!(dead_letters::list))
+        .at("/api/v1/dead-letters/replay",                 routes!(dead_letters::replay_matching))
+        .at("/api/v1/dead-letters/delete",                 routes!(dead_letters::delete_matching))
+        .at("/api/v1/dead-letters/operations/{id}",        routes!(dead_letters::get_operation))
+        .at("/api/v1/dead-letters/operations/{id}/cancel", routes!(dead_letters::cancel_operation))
+        .at("/api/v1/dead-letters/{job_id}",               routes!(dead_letters::get_one, dead_letters::delete_one))
+        .at("/api/v1/dead-letters/{job_id}/replay",        routes!(dead_letters::replay_one))
+        .at("/api/v1/deliveries",                          routes!(deliveries::list))
+        .at("/api/v1/deliveries/{job_id}",                 routes!(deliveries::get_one))
+        .at("/api/v1/stats",                               routes!(stats::get_stats))
         .into_router()
 }
 
@@ -197,11 +202,6 @@ impl Table {
             "the route table mounts {path} where the handlers document {documented:?}"
         );
         Table(self.0.routes(handlers))
-    }
-
-    /// A resource that still brings its own router, its paths relative to `prefix`.
-    fn nest(self, prefix: &str, router: OpenApiRouter<AppState>) -> Self {
-        Table(self.0.nest(prefix, router))
     }
 
     fn into_router(self) -> OpenApiRouter<AppState> {

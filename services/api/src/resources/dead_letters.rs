@@ -9,8 +9,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use mih_dlq::store::filter::DeadLetterFilter;
@@ -81,9 +79,9 @@ pub struct Deleted {
 }
 
 /// List dead letters, newest first.
-#[utoipa::path(get, path = "", tag = "dead-letters", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/dead-letters", tag = "dead-letters", params(ListQuery),
     responses((status = 200, body = Page<DeadLetterSummary>), (status = 401), (status = 403), (status = 422)))]
-async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -98,9 +96,9 @@ async fn list(
 }
 
 /// One dead letter: the exact request, the last outcome, every logged attempt, and its replay.
-#[utoipa::path(get, path = "/{job_id}", tag = "dead-letters", params(("job_id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/dead-letters/{job_id}", tag = "dead-letters", params(("job_id" = String, Path)),
     responses((status = 200, body = DeadLetterDetail), (status = 401), (status = 403), (status = 404)))]
-async fn get_one(
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
     Path(job_id): Path<String>,
@@ -115,12 +113,12 @@ async fn get_one(
 /// job, a new attempt budget); a render failure is rendered again from its event with the rule
 /// as it is now. The dead letter becomes `replaying` and is removed once the new job is
 /// delivered; if the new job fails for good, its own dead letter appears with `replay_of` set.
-#[utoipa::path(post, path = "/{job_id}/replay", tag = "dead-letters", params(("job_id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/dead-letters/{job_id}/replay", tag = "dead-letters", params(("job_id" = String, Path)),
     responses((status = 202, body = Replayed), (status = 401), (status = 403), (status = 404),
               (status = 409, description = "The service, or the rule of a render failure, no longer exists or no longer takes the event"),
               (status = 422, description = "The rule still cannot render the request"),
               (status = 503, description = "NATS did not store the new job")))]
-async fn replay_one(
+pub(crate) async fn replay_one(
     State(state): State<AppState>,
     caller: Caller,
     Path(job_id): Path<String>,
@@ -131,9 +129,9 @@ async fn replay_one(
 }
 
 /// Delete one dead letter.
-#[utoipa::path(delete, path = "/{job_id}", tag = "dead-letters", params(("job_id" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/dead-letters/{job_id}", tag = "dead-letters", params(("job_id" = String, Path)),
     responses((status = 204), (status = 401), (status = 403), (status = 404)))]
-async fn delete_one(
+pub(crate) async fn delete_one(
     State(state): State<AppState>,
     caller: Caller,
     Path(job_id): Path<String>,
@@ -147,9 +145,9 @@ async fn delete_one(
 ///
 /// An empty filter must say `"all": true`. Dead letters arriving after the request are not
 /// part of it. Follow it at `/api/v1/dead-letters/operations/{id}`.
-#[utoipa::path(post, path = "/replay", tag = "dead-letters", request_body = DeadLetterFilter,
+#[utoipa::path(post, path = "/api/v1/dead-letters/replay", tag = "dead-letters", request_body = DeadLetterFilter,
     responses((status = 202, body = Operation), (status = 401), (status = 403), (status = 422)))]
-async fn replay_matching(
+pub(crate) async fn replay_matching(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(filter): ApiJson<DeadLetterFilter>,
@@ -169,9 +167,9 @@ async fn replay_matching(
 }
 
 /// Delete every dead letter matching a filter. An empty filter must say `"all": true`.
-#[utoipa::path(post, path = "/delete", tag = "dead-letters", request_body = DeadLetterFilter,
+#[utoipa::path(post, path = "/api/v1/dead-letters/delete", tag = "dead-letters", request_body = DeadLetterFilter,
     responses((status = 200, body = Deleted), (status = 401), (status = 403), (status = 422)))]
-async fn delete_matching(
+pub(crate) async fn delete_matching(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(filter): ApiJson<DeadLetterFilter>,
@@ -185,9 +183,9 @@ async fn delete_matching(
 }
 
 /// A bulk operation: status and counts.
-#[utoipa::path(get, path = "/operations/{id}", tag = "dead-letters", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/dead-letters/operations/{id}", tag = "dead-letters", params(("id" = String, Path)),
     responses((status = 200, body = Operation), (status = 401), (status = 403), (status = 404)))]
-async fn get_operation(
+pub(crate) async fn get_operation(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -197,24 +195,13 @@ async fn get_operation(
 }
 
 /// Cancel a running bulk operation. Dead letters replayed so far stay replayed.
-#[utoipa::path(post, path = "/operations/{id}/cancel", tag = "dead-letters", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/dead-letters/operations/{id}/cancel", tag = "dead-letters", params(("id" = String, Path)),
     responses((status = 200, body = Operation), (status = 401), (status = 403), (status = 404), (status = 409)))]
-async fn cancel_operation(
+pub(crate) async fn cancel_operation(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Operation>> {
     caller.require(Role::Operator)?;
     Ok(Json(state.replayer().cancel(&id, &caller.actor()).await?))
-}
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(replay_matching))
-        .routes(routes!(delete_matching))
-        .routes(routes!(get_operation))
-        .routes(routes!(cancel_operation))
-        .routes(routes!(get_one, delete_one))
-        .routes(routes!(replay_one))
 }

@@ -7,8 +7,6 @@ use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{Problems, not_found};
@@ -61,7 +59,7 @@ pub struct DeliveryAttempt {
 
 /// One attempt of a job, in the job's detail.
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct AttemptView {
+pub struct JobAttemptView {
     pub attempt: i32,
     /// delivered, failed_retryable, failed_permanent, timeout, or circuit_open (a facade call
     /// the open circuit refused: queued jobs are never refused, they wait).
@@ -97,7 +95,7 @@ pub struct DeliveryDetail {
     #[schema(value_type = Option<Object>)]
     pub request: Option<serde_json::Value>,
     /// Every attempt recorded, in order.
-    pub attempts: Vec<AttemptView>,
+    pub attempts: Vec<JobAttemptView>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -175,10 +173,10 @@ fn parse_cursor(raw: &str) -> Option<(DateTime<Utc>, Uuid, i32)> {
 }
 
 /// Search the delivery log: one item per attempt, newest first.
-#[utoipa::path(get, path = "", tag = "deliveries", params(DeliveryFilter, PageQuery),
+#[utoipa::path(get, path = "/api/v1/deliveries", tag = "deliveries", params(DeliveryFilter, PageQuery),
     responses((status = 200, body = Page<DeliveryAttempt>), (status = 401), (status = 403),
               (status = 422)))]
-async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(filter): ApiQuery<DeliveryFilter>,
@@ -284,10 +282,10 @@ struct JobRow {
 }
 
 /// One job of the delivery log: the request sent and every attempt, in order.
-#[utoipa::path(get, path = "/{job_id}", tag = "deliveries", params(("job_id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/deliveries/{job_id}", tag = "deliveries", params(("job_id" = String, Path)),
     responses((status = 200, body = DeliveryDetail), (status = 401), (status = 403),
               (status = 404)))]
-async fn get_one(
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
@@ -307,7 +305,7 @@ async fn get_one(
     .fetch_optional(&state.db)
     .await?
     .ok_or_else(missing)?;
-    let attempts: Vec<AttemptView> = sqlx::query_as(
+    let attempts: Vec<JobAttemptView> = sqlx::query_as(
         "SELECT attempt, status, started_at, duration_ms, response_status, response_excerpt, \
          error, trace_id, recorded_at FROM deliveries WHERE job_id = $1 ORDER BY attempt",
     )
@@ -339,12 +337,6 @@ async fn get_one(
         request: job.request,
         attempts,
     }))
-}
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(get_one))
 }
 
 #[cfg(test)]

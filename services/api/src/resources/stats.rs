@@ -14,8 +14,6 @@ use axum::extract::State;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::Problems;
@@ -313,9 +311,9 @@ macro_rules! bucket_of {
 }
 
 /// Delivery figures over a window: totals and a time series.
-#[utoipa::path(get, path = "", tag = "stats", params(StatsQuery),
+#[utoipa::path(get, path = "/api/v1/stats", tag = "stats", params(StatsQuery),
     responses((status = 200, body = Stats), (status = 401), (status = 403), (status = 422)))]
-async fn get_stats(
+pub(crate) async fn get_stats(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<StatsQuery>,
@@ -474,10 +472,6 @@ async fn get_stats(
         totals: totals.figures(passed(from, to)),
         series,
     }))
-}
-
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_stats))
 }
 
 #[cfg(test)]

@@ -33,14 +33,22 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// What a consumer does with the message whose processing failed.
+/// What a consumer does with a message it handled: the answer of a
+/// [`crate::consumer::Handler`], which the consumer loop carries out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
     /// Done with it (processed, or a harmless duplicate).
     Ack,
-    /// Let JetStream redeliver it later; `None` lets the consumer's backoff decide.
+    /// Let JetStream redeliver it after `after`; `None` takes the growing
+    /// [`crate::consumer::retry_delay`] of its delivery count, `Some(Duration::ZERO)` hands it
+    /// back at once.
     Retry { after: Option<Duration> },
-    /// Retrying cannot help: record it as dead and move on.
+    /// The message itself failed (the database refused its content): retried like
+    /// `Retry { after: None }` until the consumer's `give_up_after`th delivery, then given up
+    /// on like `DeadLetter`.
+    Refused { reason: String },
+    /// Retrying cannot help: give it up now, as the consumer's
+    /// [`crate::consumer::DeadLetters`] says (terminate or park).
     DeadLetter { reason: String },
 }
 

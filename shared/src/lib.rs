@@ -4,6 +4,7 @@
 pub mod circuit;
 pub mod config;
 pub mod connect;
+pub mod consumer;
 pub mod context;
 pub mod crypto;
 pub mod db;

@@ -2,12 +2,12 @@
 //! recorder): a message PostgreSQL refuses for its content is tried a few times, then *parked*
 //! — kept in `parked_messages` with why — and acknowledged, so it never holds up the messages
 //! behind it, even across restarts. A database that cannot be reached is not the message's
-//! fault: such messages are retried for as long as it takes and never parked.
+//! fault: such messages are retried for as long as it takes and never parked. The consumer
+//! loop ([`crate::consumer`], with [`crate::consumer::DeadLetters::Park`]) carries the policy
+//! out; this module says which failures are whose ([`disposition`]) and keeps what is parked.
 //!
 //! This module is the only one with SQL for `parked_messages`; the api lists, retries and
 //! deletes parked messages through it.
-
-use std::time::Duration;
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
@@ -15,9 +15,8 @@ use metrics::{Unit, counter, describe_counter};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Deliveries of a message the database refused before it is parked: a refusal can come
-/// from a passing state (a row another transaction was changing), rarely twice in a row.
-pub const PARK_AFTER: u64 = 5;
+use crate::consumer::delivered;
+use crate::error::Disposition;
 
 pub const PARKED: &str = "mih_projection_parked_total";
 
@@ -67,38 +66,15 @@ impl Failure {
     }
 }
 
-/// What to do with a message that could not be stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Hand it back to JetStream, to come again after the delay.
-    Retry(Duration),
-    /// Park it and acknowledge it.
-    Park,
-}
-
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-const MAX_RETRY: Duration = Duration::from_secs(30);
-
-/// 0.5 s doubling per delivery, at most 30 s.
-pub fn retry_delay(delivered: u64) -> Duration {
-    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
-    (FIRST_RETRY * 2u32.pow(exponent)).min(MAX_RETRY)
-}
-
-/// The poison policy: a refused message is parked at its [`PARK_AFTER`]th delivery.
-pub fn after(failure: Failure, delivered: u64) -> Next {
-    match failure {
-        Failure::Refused if delivered >= PARK_AFTER => Next::Park,
-        _ => Next::Retry(retry_delay(delivered)),
+/// The disposition of a message whose storing failed with `error`: retried for as long as
+/// the database is away, given up on (parked) after a few refusals of its content.
+pub fn disposition(error: &sqlx::Error) -> Disposition {
+    match Failure::of(error) {
+        Failure::Transient => Disposition::Retry { after: None },
+        Failure::Refused => Disposition::Refused {
+            reason: error.to_string(),
+        },
     }
-}
-
-/// How many times JetStream has delivered `message` (1 the first time).
-pub fn delivered(message: &jetstream::Message) -> u64 {
-    message
-        .info()
-        .map(|info| u64::try_from(info.delivered).unwrap_or(1))
-        .unwrap_or(1)
 }
 
 /// Parks `message`: stores it with why `consumer` could not take it. Idempotent per stream
@@ -219,17 +195,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refused_messages_are_parked_at_the_fifth_delivery_and_outages_never() {
-        assert_eq!(
-            after(Failure::Refused, 1),
-            Next::Retry(Duration::from_millis(500))
-        );
-        assert_eq!(
-            after(Failure::Refused, PARK_AFTER - 1),
-            Next::Retry(Duration::from_secs(4))
-        );
-        assert_eq!(after(Failure::Refused, PARK_AFTER), Next::Park);
-        assert_eq!(after(Failure::Transient, 10_000), Next::Retry(MAX_RETRY));
+    fn refused_content_is_retried_then_parked_and_outages_only_retried() {
         assert_eq!(Failure::of(&sqlx::Error::PoolTimedOut), Failure::Transient);
+        assert_eq!(
+            disposition(&sqlx::Error::PoolTimedOut),
+            Disposition::Retry { after: None }
+        );
+        let refused = sqlx::Error::Decode("not a number".into());
+        assert!(matches!(disposition(&refused), Disposition::Refused { .. }));
     }
 }

@@ -11,7 +11,7 @@ use mih_shared::messages::{self, DeadLetter, FailureStage, Job, Outcome, Outcome
 use mih_shared::names::Names;
 use mih_shared::telemetry;
 
-use crate::transport::{Attempt, EXCERPT_LIMIT};
+use crate::transport::{Attempt, EXCERPT_LIMIT, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 #[error("publishing the {what} of job {job} failed: {cause}")]
@@ -42,7 +42,7 @@ impl Recorder {
         elapsed: Duration,
         result: &Attempt,
     ) -> Outcome {
-        let status = crate::worker::outcome_status(result.verdict);
+        let status = outcome_status(result.verdict);
         let outcome = Outcome {
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             response_status: result.status,
@@ -171,5 +171,15 @@ impl Recorder {
             .await
             .map_err(|e| fail(e.to_string()))?;
         Ok(())
+    }
+}
+
+/// How an attempt's verdict reads in the deliveries log.
+pub fn outcome_status(verdict: Verdict) -> OutcomeStatus {
+    match verdict {
+        Verdict::Delivered => OutcomeStatus::Delivered,
+        Verdict::Retryable { .. } => OutcomeStatus::FailedRetryable,
+        Verdict::Timeout => OutcomeStatus::Timeout,
+        Verdict::Permanent => OutcomeStatus::FailedPermanent,
     }
 }

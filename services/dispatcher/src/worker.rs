@@ -13,16 +13,16 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use chrono::Utc;
-use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use metrics::{counter, gauge, histogram};
 use rand::Rng;
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use mih_shared::circuit::{Admission, Health};
+use mih_shared::consumer::{DeadLetters, Handler, Settings};
+use mih_shared::error::Disposition;
 use mih_shared::live::LiveService;
-use mih_shared::messages::{self, Job, OutcomeStatus};
+use mih_shared::messages::{self, Job};
 use mih_shared::names::Names;
 use mih_shared::{Shutdown, telemetry};
 
@@ -32,8 +32,8 @@ use crate::record::Recorder;
 use crate::transport::{Attempt, AttemptMeta, EXCERPT_LIMIT, Target, Verdict};
 use crate::uncounted::Uncounted;
 
-/// Pause before re-subscribing after the consumer could not be read.
-const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+/// When a job whose dead letter could not be published comes again, to try again.
+const DEAD_LETTER_AGAIN: Duration = Duration::from_secs(5);
 
 pub struct Worker {
     pub service: Arc<LiveService>,
@@ -105,72 +105,23 @@ impl Worker {
         shutdown: Shutdown,
     ) {
         let concurrency = usize::try_from(self.service.concurrency.max(1)).unwrap_or(1);
-        let permits = Arc::new(Semaphore::new(concurrency));
-        let mut tasks = tokio::task::JoinSet::new();
-        while !shutdown.is_triggered() {
-            let messages = match consumer
-                .stream()
-                .max_messages_per_batch(concurrency.min(256))
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await
-            {
-                Ok(messages) => messages,
-                Err(error) => {
-                    tracing::warn!(%error, service = %self.service.name, "cannot pull jobs yet");
-                    tokio::select! {
-                        () = shutdown.triggered() => break,
-                        () = tokio::time::sleep(RESUBSCRIBE_DELAY) => continue,
-                    }
-                }
-            };
-            let mut messages = std::pin::pin!(messages.take_until(shutdown.triggered_owned()));
-            while let Some(message) = messages.next().await {
-                let message = match message {
-                    Ok(message) => message,
-                    Err(error) => {
-                        tracing::warn!(%error, service = %self.service.name, "pulling jobs failed");
-                        continue;
-                    }
-                };
-                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                    break;
-                };
-                if let Some(limiter) = &self.limiter {
-                    limiter.until_ready().await;
-                }
-                let this = Arc::clone(&self);
-                let stop = shutdown.clone();
-                tasks.spawn(async move {
-                    this.handle(message, stop).await;
-                    drop(permit);
-                });
-                while tasks.try_join_next().is_some() {}
-            }
-        }
-        while tasks.join_next().await.is_some() {}
+        // The worker dead-letters what it gives up on itself (to DLQ); the loop only drops
+        // what cannot be read.
+        let settings = Settings::new(
+            self.service.name.to_string(),
+            concurrency,
+            DeadLetters::Terminate,
+        )
+        .pull_batch(concurrency.min(256))
+        .expires(Duration::from_secs(30), Duration::from_secs(5));
+        let jobs = Arc::new(Jobs {
+            worker: self,
+            shutdown: shutdown.clone(),
+        });
+        mih_shared::consumer::run(consumer, settings, jobs, shutdown).await;
     }
 
-    async fn handle(&self, message: jetstream::Message, shutdown: Shutdown) {
-        let span = tracing::info_span!(
-            "dispatcher.job",
-            service = %self.service.name,
-            job_id = tracing::field::Empty,
-            attempt = tracing::field::Empty,
-        );
-        telemetry::set_parent_from(&span, message.headers.as_ref());
-        let done = self.process(&message, shutdown).instrument(span).await;
-        if let Some(kind) = done
-            && let Err(error) = message.ack_with(kind).await
-        {
-            // JetStream redelivers after the ack wait; the job id lets the target see the repeat.
-            tracing::warn!(%error, "could not acknowledge a job");
-        }
-    }
-
-    /// Returns how to acknowledge the message (`None`: leave it to the ack wait).
-    async fn process(&self, message: &jetstream::Message, shutdown: Shutdown) -> Option<AckKind> {
+    async fn process(&self, message: &jetstream::Message, shutdown: &Shutdown) -> Disposition {
         let attempt = message
             .info()
             .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
@@ -180,7 +131,9 @@ impl Worker {
             Err(error) => {
                 counter!(m::DEAD_LETTERS, "service" => self.service.name.to_string(), "reason" => "unreadable").increment(1);
                 tracing::error!(%error, subject = %message.subject, "job is not readable; dropped");
-                return Some(AckKind::Term);
+                return Disposition::DeadLetter {
+                    reason: format!("not readable: {error}"),
+                };
             }
         };
         let span = tracing::Span::current();
@@ -201,11 +154,13 @@ impl Worker {
                 .await;
         }
 
-        let Some(probe) = self.wait_for_circuit(message, &shutdown).await else {
-            // Shutting down while paused: hand the job back untouched for another replica. That
-            // redelivery is not an attempt.
+        let Some(probe) = self.wait_for_circuit(message, shutdown).await else {
+            // Shutting down while paused: hand the job back untouched, at once, for another
+            // replica. That redelivery is not an attempt.
             self.spare(&job).await;
-            return Some(AckKind::Nak(None));
+            return Disposition::Retry {
+                after: Some(Duration::ZERO),
+            };
         };
 
         let meta = AttemptMeta {
@@ -239,7 +194,7 @@ impl Worker {
             "attempt finished"
         );
         let retry_after = match result.verdict {
-            Verdict::Delivered => return Some(AckKind::Ack),
+            Verdict::Delivered => return Disposition::Ack,
             Verdict::Permanent => {
                 let reason = format!("permanent failure: {}", describe(&result));
                 return self
@@ -260,7 +215,9 @@ impl Worker {
                 Err(error) => {
                     // Without the count the job could be given up on too early: try later.
                     tracing::warn!(%error, "cannot read the job's uncounted deliveries; retrying it later");
-                    return Some(AckKind::Nak(Some(self.retry_delay(attempt, retry_after))));
+                    return Disposition::Retry {
+                        after: Some(self.retry_delay(attempt, retry_after)),
+                    };
                 }
             }
         } else {
@@ -280,7 +237,9 @@ impl Worker {
                 .dead_letter(&job, Some(outcome), attempt, &reason, "exhausted")
                 .await;
         }
-        Some(AckKind::Nak(Some(self.retry_delay(counted, retry_after))))
+        Disposition::Retry {
+            after: Some(self.retry_delay(counted, retry_after)),
+        }
     }
 
     /// Records that this delivery of `job` does not count against its retries; returns how
@@ -361,7 +320,7 @@ impl Worker {
         attempts: u32,
         reason: &str,
         label: &'static str,
-    ) -> Option<AckKind> {
+    ) -> Disposition {
         match self
             .recorder
             .dead_letter(job, outcome, attempts, reason)
@@ -370,13 +329,44 @@ impl Worker {
             Ok(()) => {
                 counter!(m::DEAD_LETTERS, "service" => self.service.name.to_string(), "reason" => label).increment(1);
                 tracing::warn!(%reason, "job dead-lettered");
-                Some(AckKind::Ack)
+                Disposition::Ack
             }
             Err(error) => {
                 // Not acknowledged: the job comes back and is dead-lettered then.
                 tracing::warn!(%error, "dead letter not stored; the job will come back");
-                Some(AckKind::Nak(Some(RESUBSCRIBE_DELAY * 5)))
+                Disposition::Retry {
+                    after: Some(DEAD_LETTER_AGAIN),
+                }
             }
+        }
+    }
+}
+
+/// The consumer loop's view of a worker: one job at a time, within the service's rate limit.
+struct Jobs {
+    worker: Arc<Worker>,
+    /// Lets a job held behind an open circuit go back when the worker stops.
+    shutdown: Shutdown,
+}
+
+impl Handler for Jobs {
+    async fn handle(&self, message: &jetstream::Message) -> Disposition {
+        let span = tracing::info_span!(
+            "dispatcher.job",
+            service = %self.worker.service.name,
+            job_id = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+        );
+        telemetry::set_parent_from(&span, message.headers.as_ref());
+        self.worker
+            .process(message, &self.shutdown)
+            .instrument(span)
+            .await
+    }
+
+    async fn ready(&self) {
+        if let Some(limiter) = &self.worker.limiter {
+            limiter.until_ready().await;
         }
     }
 }
@@ -405,15 +395,6 @@ fn describe(result: &Attempt) -> String {
         (Some(error), _) => error.clone(),
         (None, Some(status)) => format!("HTTP {status}"),
         (None, None) => "failed".to_owned(),
-    }
-}
-
-pub fn outcome_status(verdict: Verdict) -> OutcomeStatus {
-    match verdict {
-        Verdict::Delivered => OutcomeStatus::Delivered,
-        Verdict::Retryable { .. } => OutcomeStatus::FailedRetryable,
-        Verdict::Timeout => OutcomeStatus::Timeout,
-        Verdict::Permanent => OutcomeStatus::FailedPermanent,
     }
 }
 

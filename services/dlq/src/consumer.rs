@@ -8,11 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, AckKind, consumer::pull};
-use futures::StreamExt;
+use async_nats::jetstream::{self, consumer::pull};
 use metrics::counter;
 use sqlx::PgPool;
 
+use mih_shared::consumer::{DeadLetters, Handler, Settings, Settled};
+use mih_shared::error::Disposition;
 use mih_shared::messages::{self, DeadLetter, Outcome};
 use mih_shared::{Shutdown, parking};
 
@@ -26,7 +27,6 @@ pub const REPLAYS: &str = "dlq-replays";
 
 const MAX_IN_FLIGHT: usize = 64;
 const ACK_WAIT: Duration = Duration::from_secs(60);
-const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
 /// Which stream a consumer reads, and therefore what its messages are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,13 +71,6 @@ pub fn consumer_config(kind: Kind, filter_subject: String) -> pull::Config {
     }
 }
 
-enum Done {
-    Ack,
-    Retry(Duration),
-    /// Keep it aside with why, and acknowledge it.
-    Park(String),
-}
-
 #[derive(Debug)]
 pub struct Projector {
     pub db: PgPool,
@@ -85,73 +78,21 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// Processes messages until shutdown.
+    /// Processes messages until shutdown; the messages in hand are finished first.
     pub async fn run(
         self: Arc<Self>,
         consumer: jetstream::consumer::Consumer<pull::Config>,
         shutdown: Shutdown,
     ) {
-        while !shutdown.is_triggered() {
-            let messages = match consumer
-                .stream()
-                .max_messages_per_batch(MAX_IN_FLIGHT)
-                .messages()
-                .await
-            {
-                Ok(messages) => messages,
-                Err(error) => {
-                    tracing::warn!(%error, stream = self.kind.label(), "cannot pull messages yet");
-                    tokio::select! {
-                        () = shutdown.triggered() => return,
-                        () = tokio::time::sleep(RESUBSCRIBE_DELAY) => continue,
-                    }
-                }
-            };
-            messages
-                .take_until(shutdown.triggered_owned())
-                .for_each_concurrent(MAX_IN_FLIGHT, |message| {
-                    let this = Arc::clone(&self);
-                    async move {
-                        match message {
-                            Ok(message) => this.handle(message).await,
-                            Err(error) => {
-                                tracing::warn!(%error, stream = this.kind.label(), "pulling messages failed")
-                            }
-                        }
-                    }
-                })
-                .await;
-        }
+        let park = DeadLetters::Park {
+            db: self.db.clone(),
+            consumer: self.kind.consumer().to_owned(),
+        };
+        let settings = Settings::new(self.kind.consumer(), MAX_IN_FLIGHT, park);
+        mih_shared::consumer::run(consumer, settings, self, shutdown).await;
     }
 
-    async fn handle(&self, message: jetstream::Message) {
-        let done = match self.kind {
-            Kind::DeadLetters => self.store(&message).await,
-            Kind::Replays => self.resolve(&message).await,
-        };
-        let kind = match done {
-            Done::Ack => AckKind::Ack,
-            Done::Retry(delay) => {
-                counter!(m::RETRIES, "stream" => self.kind.label()).increment(1);
-                AckKind::Nak(Some(delay))
-            }
-            Done::Park(error) => {
-                match parking::park(&self.db, self.kind.consumer(), &message, &error).await {
-                    Ok(()) => AckKind::Ack,
-                    Err(park_error) => {
-                        tracing::warn!(error = %park_error, "cannot park a message yet; retrying it");
-                        AckKind::Nak(Some(parking::retry_delay(parking::delivered(&message))))
-                    }
-                }
-            }
-        };
-        if let Err(error) = message.ack_with(kind).await {
-            // Redelivered after ack_wait; storing and resolving are idempotent.
-            tracing::warn!(%error, stream = self.kind.label(), "could not acknowledge a message");
-        }
-    }
-
-    async fn store(&self, message: &jetstream::Message) -> Done {
+    async fn store(&self, message: &jetstream::Message) -> Disposition {
         let dead: DeadLetter = match messages::decode(&message.payload) {
             Ok(dead) => dead,
             Err(error) => return unreadable(self.kind, message, &error),
@@ -171,26 +112,26 @@ impl Projector {
                     reason = %dead.reason,
                     "dead letter stored"
                 );
-                Done::Ack
+                Disposition::Ack
             }
             Ok(false) => {
                 counter!(m::DUPLICATES).increment(1);
-                Done::Ack
+                Disposition::Ack
             }
             Err(error) => {
                 tracing::warn!(%error, job_id = %dead.job.id, "cannot store a dead letter");
-                after_failure(&error, message)
+                parking::disposition(&error)
             }
         }
     }
 
-    async fn resolve(&self, message: &jetstream::Message) -> Done {
+    async fn resolve(&self, message: &jetstream::Message) -> Disposition {
         let outcome: Outcome = match messages::decode(&message.payload) {
             Ok(outcome) => outcome,
             Err(error) => return unreadable(self.kind, message, &error),
         };
         if outcome.replay_of.is_none() {
-            return Done::Ack;
+            return Disposition::Ack;
         }
         match projection::resolve(&self.db, &outcome).await {
             Ok(true) => {
@@ -200,28 +141,36 @@ impl Projector {
                     replay_of = ?outcome.replay_of.map(|r| r.to_string()),
                     "replay delivered; dead letter resolved"
                 );
-                Done::Ack
+                Disposition::Ack
             }
-            Ok(false) => Done::Ack,
+            Ok(false) => Disposition::Ack,
             Err(error) => {
                 tracing::warn!(%error, job_id = %outcome.job_id, "cannot resolve a dead letter");
-                after_failure(&error, message)
+                parking::disposition(&error)
             }
         }
     }
 }
 
-fn unreadable(kind: Kind, message: &jetstream::Message, error: &serde_json::Error) -> Done {
-    counter!(m::UNREADABLE, "stream" => kind.label()).increment(1);
-    tracing::error!(%error, subject = %message.subject, stream = kind.label(), "message is not readable");
-    Done::Park(format!("not readable: {error}"))
+impl Handler for Projector {
+    async fn handle(&self, message: &jetstream::Message) -> Disposition {
+        match self.kind {
+            Kind::DeadLetters => self.store(message).await,
+            Kind::Replays => self.resolve(message).await,
+        }
+    }
+
+    fn settled(&self, _message: &jetstream::Message, settled: Settled) {
+        if settled == Settled::Retried {
+            counter!(m::RETRIES, "stream" => self.kind.label()).increment(1);
+        }
+    }
 }
 
-/// The poison policy: retried while the database is away, parked once it refused the message
-/// a few times.
-fn after_failure(error: &sqlx::Error, message: &jetstream::Message) -> Done {
-    match parking::after(parking::Failure::of(error), parking::delivered(message)) {
-        parking::Next::Retry(delay) => Done::Retry(delay),
-        parking::Next::Park => Done::Park(error.to_string()),
+fn unreadable(kind: Kind, message: &jetstream::Message, error: &serde_json::Error) -> Disposition {
+    counter!(m::UNREADABLE, "stream" => kind.label()).increment(1);
+    tracing::error!(%error, subject = %message.subject, stream = kind.label(), "message is not readable");
+    Disposition::DeadLetter {
+        reason: format!("not readable: {error}"),
     }
 }

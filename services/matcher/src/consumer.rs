@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use async_nats::jetstream::{self, AckKind, consumer::pull};
-use futures::StreamExt;
+use async_nats::jetstream::{self, consumer::pull};
 use metrics::{counter, histogram};
 use tracing::Instrument;
 
+use mih_shared::consumer::{DeadLetters, Handler, Settings, Settled};
+use mih_shared::error::Disposition;
 use mih_shared::messages::{self, Event, Origin};
 use mih_shared::names::Names;
 use mih_shared::{Shutdown, telemetry};
@@ -34,9 +35,9 @@ use crate::publish;
 
 /// The durable consumer's name, shared by all replicas.
 pub const CONSUMER: &str = "matcher";
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-const MAX_RETRY: Duration = Duration::from_secs(30);
-const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+/// Every failure of the matcher's own (a busy evaluator, the dedup bucket or JOBS away) is
+/// retried after the consumer loop's growing delay; the event is never lost.
+const RETRY: Disposition = Disposition::Retry { after: None };
 /// Events larger than this are matched off the async workers whatever their rules: a rule
 /// without loops is linear in the event's size, and this keeps it well under a millisecond.
 const INLINE_EVENT_BYTES: usize = 64 * 1024;
@@ -70,86 +71,30 @@ pub fn consumer_config(names: &Names, max_in_flight: usize, ack_wait: Duration) 
     }
 }
 
-/// How the processing of one event ended.
-enum Done {
-    Ack,
-    /// Hand back to JetStream, to try again after the delay.
-    Retry(Duration),
-    /// Unusable for good: tell JetStream never to redeliver it.
-    Terminate,
-}
-
 impl Matcher {
-    /// Processes events until shutdown, `max_in_flight` at a time.
+    /// Processes events until shutdown, `max_in_flight` at a time; the events in hand are
+    /// finished first.
     pub async fn run(
         self: Arc<Self>,
         consumer: jetstream::consumer::Consumer<pull::Config>,
         max_in_flight: usize,
         shutdown: Shutdown,
     ) {
-        while !shutdown.is_triggered() {
-            let messages = match consumer
-                .stream()
-                .max_messages_per_batch(max_in_flight.min(500))
-                .messages()
-                .await
-            {
-                Ok(messages) => messages,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot pull events yet");
-                    tokio::select! {
-                        () = shutdown.triggered() => return,
-                        () = tokio::time::sleep(RESUBSCRIBE_DELAY) => continue,
-                    }
-                }
-            };
-            messages
-                .take_until(shutdown.triggered_owned())
-                .for_each_concurrent(max_in_flight, |message| {
-                    let this = Arc::clone(&self);
-                    async move {
-                        match message {
-                            Ok(message) => this.handle(message).await,
-                            Err(error) => tracing::warn!(%error, "pulling events failed"),
-                        }
-                    }
-                })
-                .await;
-        }
+        // An unusable event is of no use to anyone later either: JetStream forgets it.
+        let settings = Settings::new(CONSUMER, max_in_flight, DeadLetters::Terminate)
+            .pull_batch(max_in_flight.min(500));
+        mih_shared::consumer::run(consumer, settings, self, shutdown).await;
     }
 
-    async fn handle(&self, message: jetstream::Message) {
-        let started = Instant::now();
-        let span = tracing::info_span!(
-            "matcher.event",
-            event_id = tracing::field::Empty,
-            jobs = tracing::field::Empty
-        );
-        telemetry::set_parent_from(&span, message.headers.as_ref());
-        let done = self.process(&message).instrument(span).await;
-        let (kind, label) = match done {
-            Done::Ack => (AckKind::Ack, None),
-            Done::Retry(delay) => (AckKind::Nak(Some(delay)), Some("retry")),
-            Done::Terminate => (AckKind::Term, None),
-        };
-        if label.is_some() {
-            counter!(m::RETRIES).increment(1);
-        }
-        if let Err(error) = message.ack_with(kind).await {
-            // Not acknowledged: JetStream redelivers after ack_wait; claims and message ids
-            // make that harmless.
-            tracing::warn!(%error, "could not acknowledge an event");
-        }
-        histogram!(m::PROCESS_SECONDS).record(started.elapsed().as_secs_f64());
-    }
-
-    async fn process(&self, message: &jetstream::Message) -> Done {
+    async fn process(&self, message: &jetstream::Message) -> Disposition {
         let event: Event = match messages::decode(&message.payload) {
             Ok(event) => event,
             Err(error) => {
                 counter!(m::EVENTS, "outcome" => "unreadable").increment(1);
                 tracing::error!(%error, subject = %message.subject, "event is not readable; dropped");
-                return Done::Terminate;
+                return Disposition::DeadLetter {
+                    reason: format!("not readable: {error}"),
+                };
             }
         };
         tracing::Span::current().record("event_id", tracing::field::display(event.id));
@@ -171,12 +116,12 @@ impl Matcher {
             Ok(matched) => matched,
             Err(error @ OffloadError::Busy(_)) => {
                 tracing::warn!(%error, "no evaluator free; retrying the event");
-                return Done::Retry(retry_delay(message));
+                return RETRY;
             }
             Err(error @ OffloadError::Panicked(_)) => {
                 // A bug: handed back rather than dropped, so a fixed matcher still gets it.
                 tracing::error!(%error, "matching an event panicked; retrying it");
-                return Done::Retry(retry_delay(message));
+                return RETRY;
             }
         };
         let matches = match matches {
@@ -184,23 +129,25 @@ impl Matcher {
             Err(reason) => {
                 counter!(m::EVENTS, "outcome" => "unreadable").increment(1);
                 tracing::error!(event_id = %event.id, %reason, "event cannot be matched; dropped");
-                return Done::Terminate;
+                return Disposition::DeadLetter {
+                    reason: reason.to_string(),
+                };
             }
         };
         if matches.is_empty() {
             counter!(m::EVENTS, "outcome" => "unmatched").increment(1);
-            return Done::Ack;
+            return Disposition::Ack;
         }
         match self.dedup.claim(&event).await {
             Ok(Claim::Claimed | Claim::Ours) => {}
             Ok(Claim::Duplicate(holder)) => {
                 counter!(m::EVENTS, "outcome" => "duplicate").increment(1);
                 tracing::info!(event_id = %event.id, original = %holder, dedup_key = %event.dedup_key, "duplicate event dropped");
-                return Done::Ack;
+                return Disposition::Ack;
             }
             Err(error) => {
                 tracing::warn!(%error, event_id = %event.id, "cannot claim the dedup key; retrying");
-                return Done::Retry(retry_delay(message));
+                return RETRY;
             }
         }
         match publish::publish(&self.js, &self.names, &event, matches).await {
@@ -213,19 +160,33 @@ impl Matcher {
                     "event matched; jobs queued"
                 );
                 counter!(m::EVENTS, "outcome" => "matched").increment(1);
-                Done::Ack
+                Disposition::Ack
             }
             Err(error) => {
                 tracing::warn!(%error, event_id = %event.id, "jobs not stored; retrying the event");
-                Done::Retry(retry_delay(message))
+                RETRY
             }
         }
     }
 }
 
-/// 0.5 s doubling per delivery, at most 30 s.
-fn retry_delay(message: &jetstream::Message) -> Duration {
-    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
-    (FIRST_RETRY * 2u32.pow(exponent)).min(MAX_RETRY)
+impl Handler for Matcher {
+    async fn handle(&self, message: &jetstream::Message) -> Disposition {
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "matcher.event",
+            event_id = tracing::field::Empty,
+            jobs = tracing::field::Empty
+        );
+        telemetry::set_parent_from(&span, message.headers.as_ref());
+        let disposition = self.process(message).instrument(span).await;
+        histogram!(m::PROCESS_SECONDS).record(started.elapsed().as_secs_f64());
+        disposition
+    }
+
+    fn settled(&self, _message: &jetstream::Message, settled: Settled) {
+        if settled == Settled::Retried {
+            counter!(m::RETRIES).increment(1);
+        }
+    }
 }

@@ -19,16 +19,18 @@ mod store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, AckKind, consumer::pull, kv};
-use futures::{FutureExt, StreamExt};
+use async_nats::jetstream::{self, consumer::pull, kv};
+use futures::StreamExt;
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use sqlx::PgPool;
 
 use mih_shared::Shutdown;
 use mih_shared::circuit::Circuit;
+use mih_shared::consumer::{self, BatchHandler, DeadLetters, Settings, Settled};
+use mih_shared::error::Disposition;
 use mih_shared::messages::{self, Outcome};
 use mih_shared::names::Names;
-use mih_shared::parking::{self, Failure, Next};
+use mih_shared::parking::{self, Failure};
 
 use crate::state::AppState;
 
@@ -142,157 +144,106 @@ async fn outcomes(state: AppState, shutdown: Shutdown) {
             }
         }
     };
-    let db = Arc::new(state.db.clone());
-    while !shutdown.is_triggered() {
-        let messages = match consumer
-            .stream()
-            .max_messages_per_batch(BATCH)
-            .messages()
-            .await
-        {
-            Ok(messages) => messages,
-            Err(error) => {
-                tracing::warn!(%error, "cannot pull outcomes yet");
-                if !pause(&shutdown, RESUBSCRIBE_DELAY).await {
-                    return;
+    let settings = Settings::new(
+        CONSUMER,
+        parallel,
+        DeadLetters::Park {
+            db: state.db.clone(),
+            consumer: CONSUMER.to_owned(),
+        },
+    )
+    .pull_batch(BATCH);
+    let handler = Arc::new(Outcomes { db: state.db });
+    consumer::run_batches(consumer, settings, BATCH, handler, shutdown).await;
+}
+
+/// Records the outcomes of a batch: one transaction for all, one statement for a lone one.
+#[derive(Debug)]
+struct Outcomes {
+    db: PgPool,
+}
+
+impl BatchHandler for Outcomes {
+    async fn handle(&self, messages: &[jetstream::Message]) -> Vec<Disposition> {
+        let started = Instant::now();
+        let mut dispositions = Vec::with_capacity(messages.len());
+        let mut readable = Vec::with_capacity(messages.len());
+        let mut outcomes = Vec::with_capacity(messages.len());
+        for (i, message) in messages.iter().enumerate() {
+            match messages::decode::<Outcome>(&message.payload) {
+                Ok(outcome) => {
+                    readable.push(i);
+                    outcomes.push(outcome);
+                    dispositions.push(Disposition::Ack);
                 }
-                continue;
-            }
-        };
-        batches(
-            Box::pin(messages.take_until(shutdown.triggered_owned())),
-            BATCH,
-        )
-        .for_each_concurrent(parallel, |pulled| {
-            let db = Arc::clone(&db);
-            async move { handle_batch(&db, pulled).await }
-        })
-        .await;
-    }
-}
-
-/// Groups a stream into what is ready at once, up to `max`: a lone outcome is recorded at once,
-/// a backlog in full batches. (`ready_chunks` would do, but it allocates room for `max` items
-/// for every chunk, which at low rates means a large allocation per outcome.)
-fn batches<S>(stream: S, max: usize) -> impl futures::Stream<Item = Vec<S::Item>>
-where
-    S: futures::Stream + Unpin,
-{
-    futures::stream::unfold(stream, move |mut stream| async move {
-        let first = stream.next().await?;
-        let mut batch = vec![first];
-        while batch.len() < max {
-            match stream.next().now_or_never() {
-                Some(Some(item)) => batch.push(item),
-                _ => break,
+                Err(error) => dispositions.push(Disposition::DeadLetter {
+                    reason: format!("not readable: {error}"),
+                }),
             }
         }
-        Some((batch, stream))
-    })
-}
-
-type Pulled = Result<jetstream::Message, async_nats::error::Error<pull::MessagesErrorKind>>;
-
-async fn handle_batch(db: &PgPool, pulled: Vec<Pulled>) {
-    let started = Instant::now();
-    let mut received = Vec::with_capacity(pulled.len());
-    let mut outcomes = Vec::with_capacity(pulled.len());
-    for item in pulled {
-        let message = match item {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(%error, "pulling outcomes failed");
-                continue;
-            }
+        let Some(&last) = readable.last() else {
+            return dispositions;
         };
-        match messages::decode::<Outcome>(&message.payload) {
-            Ok(outcome) => {
-                received.push(message);
-                outcomes.push(outcome);
+        if let Ok(info) = messages[last].info() {
+            let waited = time::OffsetDateTime::now_utc() - info.published;
+            gauge!(LAG_SECONDS).set(waited.as_seconds_f64().max(0.0));
+        }
+        metrics::histogram!(BATCH_SIZE).record(outcomes.len() as f64);
+        if let ([i], [outcome]) = (readable.as_slice(), outcomes.as_slice()) {
+            // Alone (the usual case below a few hundred outcomes/s), one statement is one round
+            // trip where a transaction would be four.
+            dispositions[*i] = record_one(&self.db, outcome).await;
+            metrics::histogram!(RECORD_SECONDS).record(started.elapsed().as_secs_f64());
+            return dispositions;
+        }
+        match record_batch(&self.db, &outcomes).await {
+            Ok(fresh) => {
+                for new in fresh {
+                    let result = if new { "recorded" } else { "duplicate" };
+                    counter!(OUTCOMES, "result" => result).increment(1);
+                }
+            }
+            Err(error) if Failure::of(&error) == Failure::Refused => {
+                tracing::warn!(%error, outcomes = outcomes.len(),
+                    "a batch of outcomes was refused; recording them one at a time");
+                for (&i, outcome) in readable.iter().zip(&outcomes) {
+                    dispositions[i] = record_one(&self.db, outcome).await;
+                }
             }
             Err(error) => {
-                let error = format!("not readable: {error}");
-                let kind = park(db, &message, &error).await;
-                settle(&message, kind, "unreadable").await;
+                tracing::warn!(%error, outcomes = outcomes.len(), "outcomes not recorded yet; retrying");
+                for &i in &readable {
+                    dispositions[i] = Disposition::Retry { after: None };
+                }
             }
         }
-    }
-    let Some(last) = received.last() else {
-        return;
-    };
-    if let Ok(info) = last.info() {
-        let waited = time::OffsetDateTime::now_utc() - info.published;
-        gauge!(LAG_SECONDS).set(waited.as_seconds_f64().max(0.0));
-    }
-    metrics::histogram!(BATCH_SIZE).record(outcomes.len() as f64);
-    if let ([message], [outcome]) = (received.as_slice(), outcomes.as_slice()) {
-        // Alone (the usual case below a few hundred outcomes/s), one statement is one round
-        // trip where a transaction would be four.
-        let (kind, result) = record_one(db, message, outcome).await;
-        settle(message, kind, result).await;
         metrics::histogram!(RECORD_SECONDS).record(started.elapsed().as_secs_f64());
-        return;
+        dispositions
     }
-    match record_batch(db, &outcomes).await {
-        Ok(fresh) => {
-            for (message, new) in received.iter().zip(fresh) {
-                let result = if new { "recorded" } else { "duplicate" };
-                settle(message, AckKind::Ack, result).await;
-            }
-        }
-        Err(error) if Failure::of(&error) == Failure::Refused => {
-            tracing::warn!(%error, outcomes = outcomes.len(),
-                "a batch of outcomes was refused; recording them one at a time");
-            for (message, outcome) in received.iter().zip(&outcomes) {
-                let (kind, result) = record_one(db, message, outcome).await;
-                settle(message, kind, result).await;
-            }
-        }
-        Err(error) => {
-            tracing::warn!(%error, outcomes = outcomes.len(), "outcomes not recorded yet; retrying");
-            for message in &received {
-                let delay = parking::retry_delay(parking::delivered(message));
-                settle(message, AckKind::Nak(Some(delay)), "retry").await;
-            }
-        }
-    }
-    metrics::histogram!(RECORD_SECONDS).record(started.elapsed().as_secs_f64());
-}
 
-async fn settle(message: &jetstream::Message, kind: AckKind, result: &'static str) {
-    counter!(OUTCOMES, "result" => result).increment(1);
-    if let Err(error) = message.ack_with(kind).await {
-        // JetStream redelivers after ack_wait; recording is idempotent.
-        tracing::warn!(%error, "could not acknowledge an outcome");
+    /// Counts what was not counted when recording: retries, parked and unreadable outcomes.
+    fn settled(&self, _message: &jetstream::Message, settled: Settled) {
+        let result = match settled {
+            Settled::Acked => return,
+            Settled::Retried => "retry",
+            Settled::GaveUp => "parked",
+            Settled::DeadLettered => "unreadable",
+        };
+        counter!(OUTCOMES, "result" => result).increment(1);
     }
 }
 
-async fn record_one(
-    db: &PgPool,
-    message: &jetstream::Message,
-    outcome: &Outcome,
-) -> (AckKind, &'static str) {
+async fn record_one(db: &PgPool, outcome: &Outcome) -> Disposition {
     match record(db, outcome).await {
-        Ok(true) => (AckKind::Ack, "recorded"),
-        Ok(false) => (AckKind::Ack, "duplicate"),
+        Ok(new) => {
+            let result = if new { "recorded" } else { "duplicate" };
+            counter!(OUTCOMES, "result" => result).increment(1);
+            Disposition::Ack
+        }
         Err(error) => {
             tracing::warn!(%error, job_id = %outcome.job_id, attempt = outcome.attempt,
                 "outcome not recorded");
-            match parking::after(Failure::of(&error), parking::delivered(message)) {
-                Next::Retry(delay) => (AckKind::Nak(Some(delay)), "retry"),
-                Next::Park => (park(db, message, &error.to_string()).await, "parked"),
-            }
-        }
-    }
-}
-
-/// Parks a message; how to acknowledge it (handed back if it could not be parked yet).
-async fn park(db: &PgPool, message: &jetstream::Message, error: &str) -> AckKind {
-    match parking::park(db, CONSUMER, message, error).await {
-        Ok(()) => AckKind::Ack,
-        Err(park_error) => {
-            tracing::warn!(error = %park_error, "cannot park an outcome yet; retrying it");
-            AckKind::Nak(Some(parking::retry_delay(parking::delivered(message))))
+            parking::disposition(&error)
         }
     }
 }
@@ -361,28 +312,5 @@ async fn follow(db: &PgPool, kv: &kv::Store, from: u64, shutdown: &Shutdown) -> 
             .map_err(|e| format!("recording a circuit state: {e}"))?;
         let result = if new { "recorded" } else { "duplicate" };
         counter!(CIRCUIT_STATES, "result" => result).increment(1);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn batches_take_what_is_ready_up_to_the_limit() {
-        let ready = futures::stream::iter(1..=7);
-        let got: Vec<Vec<i32>> = batches(ready, 3).collect().await;
-        assert_eq!(got, vec![vec![1, 2, 3], vec![4, 5, 6], vec![7]]);
-
-        // An item that is not ready yet ends the batch instead of being waited for.
-        let (tx, rx) = futures::channel::mpsc::unbounded();
-        tx.unbounded_send(1).expect("open");
-        tx.unbounded_send(2).expect("open");
-        let mut grouped = Box::pin(batches(rx, 10));
-        assert_eq!(grouped.next().await, Some(vec![1, 2]));
-        tx.unbounded_send(3).expect("open");
-        drop(tx);
-        assert_eq!(grouped.next().await, Some(vec![3]));
-        assert_eq!(grouped.next().await, None);
     }
 }

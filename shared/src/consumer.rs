@@ -1,0 +1,485 @@
+//! The one pull loop of every JetStream consumer in mih (the matcher, the dlq projections, the
+//! recorder, the dispatcher's workers).
+//!
+//! The loop pulls from a durable pull consumer, hands each message (or each batch, for
+//! [`run_batches`]) to a handler, and does what the handler's [`Disposition`] says: ack, `nak`
+//! with a delay, or give the message up — terminate it or park it, as the consumer's
+//! [`DeadLetters`] policy says. At most `max_in_flight` messages (batches) are being handled at
+//! once; the loop stops pulling while that many are, so a slow handler is never buried under
+//! messages whose ack wait runs out. On shutdown it stops pulling, lets the handlers it started
+//! finish and settle their messages, and returns; messages pulled but not started are left
+//! unacknowledged and come again after their ack wait.
+//!
+//! A handler never acks itself: the loop settles every message exactly once, after the handler
+//! returned, so "ack only after the effect is stored" holds by construction.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use futures::{FutureExt, Stream, StreamExt};
+use sqlx::PgPool;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::Shutdown;
+use crate::error::Disposition;
+use crate::parking;
+
+/// Deliveries of a message its handler keeps refusing ([`Disposition::Refused`]) before it is
+/// given up on: a refusal can come from a passing state (a row another transaction was
+/// changing), rarely twice in a row.
+pub const GIVE_UP_AFTER: u64 = 5;
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Pause before pulling again after the consumer could not be read.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a message handed back without a delay of its own waits before it comes again:
+/// 0.5 s doubling per delivery, at most 30 s.
+pub fn retry_delay(delivered: u64) -> Duration {
+    let exponent = u32::try_from(delivered.clamp(1, 7) - 1).unwrap_or(0);
+    (FIRST_RETRY * 2u32.pow(exponent)).min(MAX_RETRY)
+}
+
+/// How many times JetStream has delivered `message` (1 the first time).
+pub fn delivered(message: &jetstream::Message) -> u64 {
+    message
+        .info()
+        .map(|info| u64::try_from(info.delivered).unwrap_or(1))
+        .unwrap_or(1)
+}
+
+/// What happens to a message given up on ([`Disposition::DeadLetter`], or
+/// [`Disposition::Refused`] once too often).
+#[derive(Debug, Clone)]
+pub enum DeadLetters {
+    /// Tell JetStream never to deliver it again (`term`): for messages nobody can use, such as
+    /// an event or a job that cannot be read.
+    Terminate,
+    /// Keep it in `parked_messages` with why, under `consumer`, then acknowledge it: the
+    /// projections' poison policy ([`crate::parking`]). A message that cannot be parked yet
+    /// (the database is away) is handed back and parked when it comes again.
+    Park { db: PgPool, consumer: String },
+}
+
+/// How a consumer loop runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Names the consumer in log lines.
+    pub name: String,
+    /// Most messages ([`run`]) or batches ([`run_batches`]) handled at once.
+    pub max_in_flight: usize,
+    /// Most messages one pull request asks for.
+    pub pull_batch: usize,
+    /// Pull request expiry and idle heartbeat; `None` keeps async-nats' defaults.
+    pub expires: Option<Duration>,
+    pub heartbeat: Option<Duration>,
+    /// The delivery at which a message still [`Disposition::Refused`] is given up on.
+    pub give_up_after: u64,
+    pub dead_letters: DeadLetters,
+}
+
+impl Settings {
+    pub fn new(name: impl Into<String>, max_in_flight: usize, dead_letters: DeadLetters) -> Self {
+        let max_in_flight = max_in_flight.max(1);
+        Settings {
+            name: name.into(),
+            max_in_flight,
+            pull_batch: max_in_flight,
+            expires: None,
+            heartbeat: None,
+            give_up_after: GIVE_UP_AFTER,
+            dead_letters,
+        }
+    }
+
+    pub fn pull_batch(mut self, messages: usize) -> Self {
+        self.pull_batch = messages.max(1);
+        self
+    }
+
+    pub fn expires(mut self, expires: Duration, heartbeat: Duration) -> Self {
+        self.expires = Some(expires);
+        self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    pub fn give_up_after(mut self, deliveries: u64) -> Self {
+        self.give_up_after = deliveries.max(1);
+        self
+    }
+}
+
+/// What the loop did with a message, for the handler's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Acked,
+    /// Handed back to come again later.
+    Retried,
+    /// Refused once too often, then dead-lettered.
+    GaveUp,
+    /// Dead-lettered as the handler asked.
+    DeadLettered,
+}
+
+/// Handles one message at a time (several at once, up to the loop's `max_in_flight`).
+pub trait Handler: Send + Sync + 'static {
+    /// What to do with `message`. Must not acknowledge it: the loop does, after this returns.
+    fn handle(&self, message: &jetstream::Message) -> impl Future<Output = Disposition> + Send;
+
+    /// Waits until another message may start (a rate limit), with an in-flight slot held.
+    fn ready(&self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    /// Told what became of each message, once it is settled.
+    fn settled(&self, _message: &jetstream::Message, _settled: Settled) {}
+}
+
+/// Handles the messages that are ready together as one batch (one transaction, say).
+pub trait BatchHandler: Send + Sync + 'static {
+    /// One disposition per message, in the same order. A message left without one is handed
+    /// back.
+    fn handle(
+        &self,
+        messages: &[jetstream::Message],
+    ) -> impl Future<Output = Vec<Disposition>> + Send;
+
+    /// Told what became of each message, once it is settled.
+    fn settled(&self, _message: &jetstream::Message, _settled: Settled) {}
+}
+
+/// Runs `handler` on the consumer's messages until `shutdown`; returns once the messages being
+/// handled are settled.
+pub async fn run<H: Handler>(
+    consumer: PullConsumer,
+    settings: Settings,
+    handler: Arc<H>,
+    shutdown: Shutdown,
+) {
+    let settings = Arc::new(settings);
+    let slots = Arc::new(Semaphore::new(settings.max_in_flight));
+    let mut tasks = JoinSet::new();
+    while let Some(messages) = subscribe(&consumer, &settings, &shutdown).await {
+        let mut messages = pin!(messages.take_until(shutdown.triggered_owned()));
+        while let Some(message) = messages.next().await {
+            let Some(message) = pulled(message, &settings) else {
+                continue;
+            };
+            let Some(slot) = slot(&slots, &shutdown).await else {
+                break;
+            };
+            handler.ready().await;
+            let (handler, shared) = (Arc::clone(&handler), Arc::clone(&settings));
+            tasks.spawn(async move {
+                let disposition = handler.handle(&message).await;
+                let settled = settle(&shared, &message, disposition).await;
+                handler.settled(&message, settled);
+                drop(slot);
+            });
+            reap(&mut tasks, &settings);
+        }
+    }
+    drain(tasks, &settings).await;
+}
+
+/// Like [`run`], for batches: whatever the pull has ready at once, up to `max_batch` messages,
+/// goes to `handler` together (a lone message at once, a backlog in full batches), at most
+/// `max_in_flight` batches at a time.
+pub async fn run_batches<H: BatchHandler>(
+    consumer: PullConsumer,
+    settings: Settings,
+    max_batch: usize,
+    handler: Arc<H>,
+    shutdown: Shutdown,
+) {
+    let settings = Arc::new(settings);
+    let slots = Arc::new(Semaphore::new(settings.max_in_flight));
+    let mut tasks = JoinSet::new();
+    while let Some(messages) = subscribe(&consumer, &settings, &shutdown).await {
+        let messages = messages
+            .take_until(shutdown.triggered_owned())
+            .filter_map(|message| std::future::ready(pulled(message, &settings)));
+        let mut batches = pin!(ready_batches(Box::pin(messages), max_batch.max(1)));
+        while let Some(batch) = batches.next().await {
+            let Some(slot) = slot(&slots, &shutdown).await else {
+                break;
+            };
+            let (handler, shared) = (Arc::clone(&handler), Arc::clone(&settings));
+            tasks.spawn(async move {
+                let mut dispositions = handler.handle(&batch).await.into_iter();
+                for message in &batch {
+                    let disposition = dispositions
+                        .next()
+                        .unwrap_or(Disposition::Retry { after: None });
+                    let settled = settle(&shared, message, disposition).await;
+                    handler.settled(message, settled);
+                }
+                drop(slot);
+            });
+            reap(&mut tasks, &settings);
+        }
+    }
+    drain(tasks, &settings).await;
+}
+
+/// A fresh pull subscription, retried until it opens; `None` on shutdown.
+async fn subscribe(
+    consumer: &PullConsumer,
+    settings: &Settings,
+    shutdown: &Shutdown,
+) -> Option<jetstream::consumer::pull::Stream> {
+    while !shutdown.is_triggered() {
+        let mut pull = consumer
+            .stream()
+            .max_messages_per_batch(settings.pull_batch);
+        if let Some(heartbeat) = settings.heartbeat {
+            pull = pull.heartbeat(heartbeat);
+        }
+        if let Some(expires) = settings.expires {
+            pull = pull.expires(expires);
+        }
+        match pull.messages().await {
+            Ok(messages) => return Some(messages),
+            Err(error) => {
+                tracing::warn!(%error, consumer = %settings.name, "cannot pull messages yet");
+                tokio::select! {
+                    () = shutdown.triggered() => return None,
+                    () = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+                }
+            }
+        }
+    }
+    None
+}
+
+fn pulled(
+    message: Result<jetstream::Message, jetstream::consumer::pull::MessagesError>,
+    settings: &Settings,
+) -> Option<jetstream::Message> {
+    match message {
+        Ok(message) => Some(message),
+        Err(error) => {
+            tracing::warn!(%error, consumer = %settings.name, "pulling messages failed");
+            None
+        }
+    }
+}
+
+/// An in-flight slot, waiting for one to free up; `None` when shutdown comes first (the pulled
+/// message is then left to its ack wait).
+async fn slot(slots: &Arc<Semaphore>, shutdown: &Shutdown) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        biased;
+        () = shutdown.triggered() => None,
+        permit = Arc::clone(slots).acquire_owned() => permit.ok(),
+    }
+}
+
+/// Forgets finished handlers, so the set does not grow with every message.
+fn reap(tasks: &mut JoinSet<()>, settings: &Settings) {
+    while let Some(finished) = tasks.try_join_next() {
+        report_panic(finished, settings);
+    }
+}
+
+async fn drain(mut tasks: JoinSet<()>, settings: &Settings) {
+    while let Some(finished) = tasks.join_next().await {
+        report_panic(finished, settings);
+    }
+}
+
+fn report_panic(finished: Result<(), tokio::task::JoinError>, settings: &Settings) {
+    if let Err(error) = finished {
+        // The message is not settled: JetStream delivers it again after its ack wait.
+        tracing::error!(%error, consumer = %settings.name, "a message handler panicked");
+    }
+}
+
+/// What the loop does with a message, before it does it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    Ack,
+    Nak(Option<Duration>),
+    GiveUp(String),
+}
+
+/// The one place a disposition becomes an action: retries without a delay of their own take
+/// [`retry_delay`], refusals turn into dead letters at the `give_up_after`th delivery.
+fn decide(disposition: Disposition, delivered: u64, give_up_after: u64) -> (Action, Settled) {
+    match disposition {
+        Disposition::Ack => (Action::Ack, Settled::Acked),
+        // Zero: at once, as a plain `nak` does.
+        Disposition::Retry {
+            after: Some(Duration::ZERO),
+        } => (Action::Nak(None), Settled::Retried),
+        Disposition::Retry { after } => (
+            Action::Nak(Some(after.unwrap_or_else(|| retry_delay(delivered)))),
+            Settled::Retried,
+        ),
+        Disposition::Refused { reason } if delivered >= give_up_after => {
+            (Action::GiveUp(reason), Settled::GaveUp)
+        }
+        Disposition::Refused { .. } => {
+            (Action::Nak(Some(retry_delay(delivered))), Settled::Retried)
+        }
+        Disposition::DeadLetter { reason } => (Action::GiveUp(reason), Settled::DeadLettered),
+    }
+}
+
+async fn settle(
+    settings: &Settings,
+    message: &jetstream::Message,
+    disposition: Disposition,
+) -> Settled {
+    let delivered = delivered(message);
+    let (action, settled) = decide(disposition, delivered, settings.give_up_after);
+    let kind = match action {
+        Action::Ack => AckKind::Ack,
+        Action::Nak(delay) => AckKind::Nak(delay),
+        Action::GiveUp(reason) => give_up(settings, message, delivered, &reason).await,
+    };
+    if let Err(error) = message.ack_with(kind).await {
+        // JetStream delivers it again after the ack wait; every handler is idempotent.
+        tracing::warn!(%error, consumer = %settings.name, "could not acknowledge a message");
+    }
+    settled
+}
+
+async fn give_up(
+    settings: &Settings,
+    message: &jetstream::Message,
+    delivered: u64,
+    reason: &str,
+) -> AckKind {
+    match &settings.dead_letters {
+        DeadLetters::Terminate => {
+            tracing::debug!(consumer = %settings.name, subject = %message.subject, delivered,
+                %reason, "message terminated");
+            AckKind::Term
+        }
+        DeadLetters::Park { db, consumer } => {
+            match parking::park(db, consumer, message, reason).await {
+                Ok(()) => AckKind::Ack,
+                Err(error) => {
+                    tracing::warn!(%error, consumer = %settings.name,
+                        "cannot park a message yet; retrying it");
+                    AckKind::Nak(Some(retry_delay(delivered)))
+                }
+            }
+        }
+    }
+}
+
+/// Groups a stream into what is ready at once, up to `max`. (`ready_chunks` would do, but it
+/// allocates room for `max` items for every chunk, which at low rates means a large allocation
+/// per message.)
+fn ready_batches<S>(stream: S, max: usize) -> impl Stream<Item = Vec<S::Item>>
+where
+    S: Stream + Unpin,
+{
+    futures::stream::unfold(stream, move |mut stream| async move {
+        let first = stream.next().await?;
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match stream.next().now_or_never() {
+                Some(Some(item)) => batch.push(item),
+                _ => break,
+            }
+        }
+        Some((batch, stream))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_messages_are_given_up_at_the_fifth_delivery_and_retries_never() {
+        let refused = || Disposition::Refused {
+            reason: "bad row".into(),
+        };
+        assert_eq!(
+            decide(refused(), 1, GIVE_UP_AFTER),
+            (
+                Action::Nak(Some(Duration::from_millis(500))),
+                Settled::Retried
+            )
+        );
+        assert_eq!(
+            decide(refused(), GIVE_UP_AFTER - 1, GIVE_UP_AFTER),
+            (Action::Nak(Some(Duration::from_secs(4))), Settled::Retried)
+        );
+        assert_eq!(
+            decide(refused(), GIVE_UP_AFTER, GIVE_UP_AFTER),
+            (Action::GiveUp("bad row".into()), Settled::GaveUp)
+        );
+        assert_eq!(
+            decide(Disposition::Retry { after: None }, 10_000, GIVE_UP_AFTER),
+            (Action::Nak(Some(MAX_RETRY)), Settled::Retried)
+        );
+        assert_eq!(
+            decide(
+                Disposition::Retry {
+                    after: Some(Duration::ZERO)
+                },
+                3,
+                GIVE_UP_AFTER
+            ),
+            (Action::Nak(None), Settled::Retried)
+        );
+        assert_eq!(
+            decide(
+                Disposition::DeadLetter {
+                    reason: "unreadable".into()
+                },
+                1,
+                GIVE_UP_AFTER
+            ),
+            (Action::GiveUp("unreadable".into()), Settled::DeadLettered)
+        );
+    }
+
+    #[test]
+    fn the_retry_delay_doubles_from_half_a_second_to_thirty() {
+        let delays: Vec<Duration> = (0..=9).map(retry_delay).collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(
+            delays,
+            [
+                ms(500),
+                ms(500),
+                ms(1000),
+                ms(2000),
+                ms(4000),
+                ms(8000),
+                ms(16000),
+                ms(30000),
+                ms(30000),
+                ms(30000)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn batches_take_what_is_ready_up_to_the_limit() {
+        let ready = futures::stream::iter(1..=7);
+        let got: Vec<Vec<i32>> = ready_batches(ready, 3).collect().await;
+        assert_eq!(got, vec![vec![1, 2, 3], vec![4, 5, 6], vec![7]]);
+
+        // An item that is not ready yet ends the batch instead of being waited for.
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        tx.unbounded_send(1).expect("open");
+        tx.unbounded_send(2).expect("open");
+        let mut grouped = Box::pin(ready_batches(rx, 10));
+        assert_eq!(grouped.next().await, Some(vec![1, 2]));
+        tx.unbounded_send(3).expect("open");
+        drop(tx);
+        assert_eq!(grouped.next().await, Some(vec![3]));
+        assert_eq!(grouped.next().await, None);
+    }
+}

@@ -22,18 +22,16 @@ use futures::StreamExt;
 use metrics::{counter, histogram};
 use tracing::Instrument;
 
+use mih_rules::RuleSet;
+use mih_rules::budget::{Evaluators, OffloadError};
+use mih_rules::dedup::{Claim, Dedup};
+use mih_rules::publish;
 use mih_shared::messages::{self, Event, Origin};
-use mih_shared::names::Names;
+use mih_shared::names::{MATCHER_CONSUMER as CONSUMER, Names};
 use mih_shared::{Shutdown, telemetry};
 
-use crate::dedup::{Claim, Dedup};
-use crate::engine::RuleSet;
-use crate::engine::budget::{Evaluators, OffloadError};
 use crate::metrics as m;
-use crate::publish;
 
-/// The durable consumer's name, shared by all replicas.
-pub const CONSUMER: &str = "matcher";
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);

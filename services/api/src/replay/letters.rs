@@ -12,7 +12,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use mih_matcher::engine::CompiledRule;
+use mih_rules::CompiledRule;
 use mih_shared::messages::{self, Event, Job, JobId, Origin};
 use mih_shared::telemetry;
 

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use mih_matcher::engine::CompiledRule;
+use mih_rules::CompiledRule;
 use mih_shared::live::{self, LiveRule, RuleTarget, Transport};
 use mih_shared::messages::{HttpMethod, RuleId, Version};
 use mih_shared::moodle::EventPattern;

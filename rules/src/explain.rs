@@ -127,6 +127,8 @@ impl CompiledRule {
                 "source `{}` is one of the rule's sources",
                 event.event.source
             ),
+            // `decide` passed this step with the same test, so a pattern is found; the
+            // fallback only keeps a wording should the two ever part.
             Step::Event => match rule.events.iter().find(|p| p.matches(&event.name)) {
                 Some(pattern) => format!("`{}` matches pattern `{pattern}`", event.name),
                 None => format!("`{}` matches one of the rule's patterns", event.name),

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use mih_shared::messages::{self, Event, EventId, Version};
 use mih_shared::moodle::EventName;
-use mih_shared::names::SourceId;
+use mih_shared::names::{MATCHER_CONSUMER, SourceId};
 use mih_testkit::ADMIN_TOKEN;
 use mih_testkit::fixtures;
 
@@ -85,7 +85,7 @@ async fn scenario(rules: usize, total: usize, max_in_flight: usize) -> anyhow::R
         if let Ok(Some(status)) = matcher.try_wait() {
             bail!("{name}: the matcher exited: {status}");
         }
-        let consumer: Result<PullConsumer, _> = stream.get_consumer(mih_matcher::CONSUMER).await;
+        let consumer: Result<PullConsumer, _> = stream.get_consumer(MATCHER_CONSUMER).await;
         let acked = match consumer {
             Ok(mut consumer) => consumer
                 .info()

@@ -137,6 +137,9 @@ pub fn subject_token(raw: &str) -> String {
         .collect()
 }
 
+/// The matcher's durable consumer of `<NS>_EVENTS`, shared by all its replicas.
+pub const MATCHER_CONSUMER: &str = "matcher";
+
 /// The names of one hub's streams, subjects, buckets and consumers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {

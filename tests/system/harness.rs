@@ -452,8 +452,11 @@ impl TestHub {
     /// Waits until the matcher has acknowledged every event stored so far: whatever it was
     /// going to publish for them is published.
     pub async fn wait_for_matcher_idle(&self) {
-        self.wait_for_consumer(&self.names().events_stream(), mih_matcher::CONSUMER)
-            .await;
+        self.wait_for_consumer(
+            &self.names().events_stream(),
+            mih_shared::names::MATCHER_CONSUMER,
+        )
+        .await;
     }
 
     /// Waits until the durable `consumer` has acknowledged (done with, for good or not)

@@ -196,7 +196,7 @@ async fn unmatched_events_are_acknowledged_and_produce_nothing() {
             .await
             .map_err(|e| e.to_string())?;
         let info = stream
-            .consumer_info(mih_matcher::CONSUMER)
+            .consumer_info(mih_shared::names::MATCHER_CONSUMER)
             .await
             .map_err(|e| e.to_string())?;
         if info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence >= 1
@@ -349,7 +349,7 @@ async fn a_crash_between_publishing_jobs_and_acknowledging_publishes_them_once()
     )
     .await
     .expect("snapshot");
-    let rules = mih_matcher::engine::RuleSet::build(&snapshot.current());
+    let rules = mih_rules::RuleSet::build(&snapshot.current());
     let matches = rules.matches(&event, Origin::Rule).expect("usable");
     assert_eq!(matches.len(), 2);
     // What a matcher does at start: provision its bucket.
@@ -357,14 +357,14 @@ async fn a_crash_between_publishing_jobs_and_acknowledging_publishes_them_once()
         .ensure(&hub.js, &[mih_shared::topology::Resource::DedupKv])
         .await
         .expect("dedup bucket");
-    let dedup = mih_matcher::dedup::Dedup::open(&hub.js, &hub.names().dedup_bucket())
+    let dedup = mih_rules::dedup::Dedup::open(&hub.js, &hub.names().dedup_bucket())
         .await
         .expect("bucket");
     assert_eq!(
         dedup.claim(&event).await.expect("claim"),
-        mih_matcher::dedup::Claim::Claimed
+        mih_rules::dedup::Claim::Claimed
     );
-    let published = mih_matcher::publish::publish(&hub.js, &hub.names(), &event, matches)
+    let published = mih_rules::publish::publish(&hub.js, &hub.names(), &event, matches)
         .await
         .expect("published");
     assert_eq!(published.jobs, 2);
@@ -382,7 +382,7 @@ async fn a_crash_between_publishing_jobs_and_acknowledging_publishes_them_once()
         .expect("stream");
     mih_testkit::eventually(Duration::from_secs(15), || async {
         let info = stream
-            .consumer_info(mih_matcher::CONSUMER)
+            .consumer_info(mih_shared::names::MATCHER_CONSUMER)
             .await
             .map_err(|e| e.to_string())?;
         if info.num_ack_pending == 0

@@ -21,20 +21,18 @@ use async_nats::jetstream::{self, consumer::pull};
 use metrics::{counter, histogram};
 use tracing::Instrument;
 
+use mih_rules::RuleSet;
+use mih_rules::budget::{Evaluators, OffloadError};
+use mih_rules::dedup::{Claim, Dedup};
+use mih_rules::publish;
 use mih_shared::consumer::{DeadLetters, Handler, Settings, Settled};
 use mih_shared::error::Disposition;
 use mih_shared::messages::{self, Event, Origin};
-use mih_shared::names::Names;
+use mih_shared::names::{MATCHER_CONSUMER as CONSUMER, Names};
 use mih_shared::{Shutdown, telemetry};
 
-use crate::dedup::{Claim, Dedup};
-use crate::engine::RuleSet;
-use crate::engine::budget::{Evaluators, OffloadError};
 use crate::metrics as m;
-use crate::publish;
 
-/// The durable consumer's name, shared by all replicas.
-pub const CONSUMER: &str = "matcher";
 /// Every failure of the matcher's own (a busy evaluator, the dedup bucket or JOBS away) is
 /// retried after the consumer loop's growing delay; the event is never lost.
 const RETRY: Disposition = Disposition::Retry { after: None };

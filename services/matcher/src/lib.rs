@@ -1,24 +1,25 @@
 //! matcher: turns events into jobs. Each event is matched against the rules of the live
 //! configuration (no database on the hot path), deduplicated, and every matching rule's request
-//! is rendered and published to `<NS>_JOBS` before the event is acknowledged.
+//! is rendered and published to `<NS>_JOBS` before the event is acknowledged. Matching, dedup and
+//! publishing are `mih_rules`'; this crate is the EVENTS consumer that runs them, with its metrics.
 
 mod consumer;
-pub mod dedup;
-pub mod engine;
 mod metrics;
-pub mod publish;
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use mih_rules::RuleSet;
+use mih_rules::budget::Evaluators;
+use mih_rules::dedup::Dedup;
 use mih_shared::live::ConfigSnapshot;
+use mih_shared::names::MATCHER_CONSUMER;
 use mih_shared::{RunError, ServiceContext, Shutdown, ops};
 
 use crate::consumer::Matcher;
-use crate::engine::RuleSet;
 
-pub use consumer::{CONSUMER, consumer_config};
+pub use consumer::consumer_config;
 
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
     metrics::describe();
@@ -44,7 +45,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         max_request_bytes,
         shutdown.clone(),
     ));
-    let dedup = dedup::Dedup::open(&ctx.jetstream, &ctx.names.dedup_bucket())
+    let dedup = Dedup::open(&ctx.jetstream, &ctx.names.dedup_bucket())
         .await
         .map_err(|e| RunError::Open {
             what: format!("bucket {}", ctx.names.dedup_bucket()),
@@ -67,7 +68,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         ))
         .await
         .map_err(|e| RunError::Consumer {
-            consumer: CONSUMER.to_owned(),
+            consumer: MATCHER_CONSUMER.to_owned(),
             stream: ctx.names.events_stream(),
             cause: e.into(),
         })?;
@@ -76,7 +77,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         names: ctx.names.clone(),
         rules,
         dedup,
-        evaluators: engine::budget::Evaluators::per_core(),
+        evaluators: Evaluators::per_core(),
     });
     let serving = tokio::spawn(ops::serve(
         ctx.listener,

@@ -1,11 +1,10 @@
-//! The matcher's metrics, named and described in one place.
+//! The matcher's metrics, named and described in one place; the rule engine's own
+//! (`mih_rules::metrics`: jobs published, render failures, condition errors) are described
+//! with them.
 
 use metrics::{Unit, describe_counter, describe_histogram};
 
 pub const EVENTS: &str = "mih_matcher_events_total";
-pub const JOBS: &str = "mih_matcher_jobs_published_total";
-pub const RENDER_FAILURES: &str = "mih_matcher_render_failures_total";
-pub const CONDITION_ERRORS: &str = "mih_matcher_condition_errors_total";
 pub const RETRIES: &str = "mih_matcher_retries_total";
 pub const PROCESS_SECONDS: &str = "mih_matcher_event_duration_seconds";
 
@@ -15,17 +14,7 @@ pub fn describe() {
         Unit::Count,
         "Events handled, by outcome: matched, unmatched, duplicate (another event with the same dedup key), unreadable"
     );
-    describe_counter!(JOBS, Unit::Count, "Jobs published to JOBS, by service");
-    describe_counter!(
-        RENDER_FAILURES,
-        Unit::Count,
-        "Matches whose request could not be rendered (dead-lettered), by service"
-    );
-    describe_counter!(
-        CONDITION_ERRORS,
-        Unit::Count,
-        "Conditions that could not be decided for an event (the rule did not match), by reason: error (a missing field, a type mismatch), budget (the rule's evaluation budget ran out)"
-    );
+    mih_rules::metrics::describe();
     describe_counter!(
         RETRIES,
         Unit::Count,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use mih_matcher::dedup::Dedup;
+use mih_rules::dedup::Dedup;
 use mih_shared::Shutdown;
 
 use crate::advisory::AdvisoryLock;

@@ -14,9 +14,9 @@ use futures::StreamExt;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use mih_matcher::dedup::Dedup;
-use mih_matcher::engine::budget::OffloadError;
-use mih_matcher::engine::{Match, RuleSet};
+use mih_rules::budget::OffloadError;
+use mih_rules::dedup::Dedup;
+use mih_rules::{Match, RuleSet};
 use mih_shared::Shutdown;
 use mih_shared::live::LiveConfig;
 use mih_shared::messages::{self, Event, Origin};
@@ -325,7 +325,7 @@ async fn handle_one(
         counts.skipped_duplicates = 1;
         return Ok(counts);
     }
-    let published = mih_matcher::publish::publish(&state.js, &state.names, &event, matches)
+    let published = mih_rules::publish::publish(&state.js, &state.names, &event, matches)
         .await
         .map_err(|e| transient("publishing jobs")(&e))?;
     counts.jobs = i64::try_from(published.jobs).unwrap_or(i64::MAX);

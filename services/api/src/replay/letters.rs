@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use mih_dlq::store::filter::DeadLetterFilter;
 use mih_dlq::store::letters::{self as dead_letters, DeadLetterSummary, ReadError, Replayable};
-use mih_matcher::engine::CompiledRule;
+use mih_rules::CompiledRule;
 use mih_shared::messages::{self, Event, Job, JobId, Origin};
 use mih_shared::telemetry;
 

@@ -17,8 +17,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use mih_matcher::engine::CompiledRule;
-use mih_matcher::engine::budget::{self, Evaluators, OffloadError};
+use mih_rules::CompiledRule;
+use mih_rules::budget::{self, Evaluators, OffloadError};
 use mih_shared::live::LiveService;
 use mih_shared::messages::{Event, EventId, Version};
 use mih_shared::moodle::EventName;

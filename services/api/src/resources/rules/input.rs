@@ -10,7 +10,7 @@ use sqlx::types::Json as SqlJson;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use mih_matcher::engine::CompiledRule;
+use mih_rules::CompiledRule;
 use mih_shared::live::{RuleTarget, Transport};
 use mih_shared::messages::HttpMethod;
 use mih_shared::moodle::EventPattern;

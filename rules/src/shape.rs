@@ -11,7 +11,7 @@
 
 use handlebars::template::{Template, TemplateElement};
 
-use super::template::{Mode, TemplateError};
+use crate::template::{Mode, TemplateError};
 
 /// Most skeletons tried. A template with more combinations of blocks is accepted when none of
 /// these parse: the combinations left out might.

@@ -23,7 +23,7 @@ use std::rc::Rc;
 use cel::IdedExpr;
 use cel::common::ast::{ComprehensionExpr, EntryExpr, Expr, LiteralValue, operators};
 
-use super::budget::thousands;
+use crate::budget::thousands;
 
 /// Highest estimated cost accepted, in steps.
 ///

@@ -244,7 +244,7 @@ pub fn register(
         });
     }
     refuse_partials(&original)?;
-    super::shape::check(&original, mode)?;
+    crate::shape::check(&original, mode)?;
     drop(original);
     hb.register_template_string(name, rewrite(source, mode))
         .map_err(|e| template_error(&e))
@@ -538,7 +538,7 @@ impl HelperDef for BudgetedEach {
         rc.push_block(block);
         let last = items.len().saturating_sub(1);
         for (i, (key, value)) in items.into_iter().enumerate() {
-            super::budget::spend(1)
+            crate::budget::spend(1)
                 .map_err(|e| RenderErrorReason::Other(format!("the template {e}")))?;
             if let Some(block) = rc.block_mut() {
                 block.set_local_var("first", Value::Bool(i == 0));
@@ -828,8 +828,8 @@ mod tests {
         let mut hb = registry();
         register(&mut hb, "t", silent, Mode::Text).expect("compiles");
         let context = Context::wraps(&data).expect("context");
-        let outcome = super::super::budget::within(
-            super::super::budget::Budget::new(10_000, std::time::Duration::from_secs(60)),
+        let outcome = crate::budget::within(
+            crate::budget::Budget::new(10_000, std::time::Duration::from_secs(60)),
             || render(&hb, "t", &context),
         );
         assert!(

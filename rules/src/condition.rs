@@ -17,7 +17,7 @@
 //!
 //! What a condition may cost is bounded twice: [`Condition::compile`] refuses a condition whose
 //! static estimate (see `cost`) exceeds [`MAX_CONDITION_COST`], and evaluation spends from the
-//! thread's [`budget`](super::budget), in the estimate's steps: every comprehension charges its
+//! thread's [`budget`](crate::budget), in the estimate's steps: every comprehension charges its
 //! range's size times its loop's estimated work per element, and every `+` that may build a
 //! string or list the size of what it built, through functions the compiled expression calls
 //! (user conditions cannot call them).
@@ -31,10 +31,10 @@ use cel::common::value::{CowVal, Val};
 use cel::{Context, ExecutionError, FunctionContext, IdedExpr, Program, Value};
 use serde_json::Map;
 
-use super::budget::{self, Exhausted};
-use super::cost;
+use crate::budget::{self, Exhausted};
+use crate::cost;
 
-pub use super::cost::{ASSUMED_EVENT_SIZE, MAX_COST as MAX_CONDITION_COST};
+pub use crate::cost::{ASSUMED_EVENT_SIZE, MAX_COST as MAX_CONDITION_COST};
 
 /// A condition that does not parse, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -942,7 +942,7 @@ mod cost_tests {
     use serde_json::{Value as Json, json};
 
     use super::*;
-    use crate::engine::budget::Budget;
+    use crate::budget::Budget;
 
     /// `[0, 1, …, n-1]`.
     fn list(n: usize) -> String {
@@ -1173,7 +1173,7 @@ mod cost_tests {
 
 /// Calibration of [`MAX_CONDITION_COST`] and of the budget: how long cel-rust takes per
 /// estimated step, and per step charged at runtime, on this machine. Run in release:
-/// `cargo test --release -p mih-matcher --lib measure_ -- --ignored --nocapture`.
+/// `cargo test --release -p mih-rules --lib measure_ -- --ignored --nocapture`.
 #[cfg(test)]
 mod calibration {
     use std::time::{Duration, Instant};
@@ -1181,7 +1181,7 @@ mod calibration {
     use serde_json::{Value as Json, json};
 
     use super::*;
-    use crate::engine::budget::Budget;
+    use crate::budget::Budget;
 
     fn list(n: usize) -> String {
         let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();

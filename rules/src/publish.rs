@@ -10,7 +10,7 @@ use mih_shared::messages::{self, DeadLetter, Event, FailureStage, Job, Request, 
 use mih_shared::names::Names;
 use mih_shared::telemetry;
 
-use crate::engine::Match;
+use crate::decision::Match;
 
 #[derive(Debug, thiserror::Error)]
 #[error("publishing {what} failed: {message}")]

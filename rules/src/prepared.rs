@@ -1,0 +1,68 @@
+//! An event made ready for rules once, whatever the number of rules that look at it: its name
+//! parsed, its fields as conditions and templates see them.
+
+use serde_json::{Map, Value};
+
+use mih_shared::messages::Event;
+use mih_shared::moodle::{EventName, EventNameError};
+
+/// Top-level fields Moodle may send as numeric strings; conditions and templates see numbers.
+const NUMERIC_FIELDS: &[&str] = &[
+    "objectid",
+    "contextid",
+    "contextinstanceid",
+    "userid",
+    "courseid",
+    "relateduserid",
+    "edulevel",
+    "contextlevel",
+    "anonymous",
+    "timecreated",
+];
+
+/// An event no rule can match: its name is missing or not a Moodle event name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the event's name is not usable: {0}")]
+pub struct UnusableEvent(#[from] EventNameError);
+
+/// An event ready for rules.
+#[derive(Debug)]
+pub(crate) struct Prepared<'e> {
+    pub(crate) event: &'e Event,
+    pub(crate) name: EventName,
+    pub(crate) fields: Map<String, Value>,
+}
+
+impl<'e> Prepared<'e> {
+    pub(crate) fn new(event: &'e Event) -> Result<Self, UnusableEvent> {
+        Ok(Self {
+            name: event.name()?,
+            fields: template_context(event),
+            event,
+        })
+    }
+}
+
+/// The variables of conditions and templates: the event's fields (numeric-string ids as
+/// numbers) and `event` (id, source, received_at, dedup_key), which wins over a shim field of
+/// that name.
+fn template_context(event: &Event) -> Map<String, Value> {
+    let mut fields = event.data.clone();
+    for name in NUMERIC_FIELDS {
+        if let Some(Value::String(text)) = fields.get(*name)
+            && let Ok(number) = text.parse::<i64>()
+        {
+            fields.insert((*name).to_owned(), Value::from(number));
+        }
+    }
+    fields.insert(
+        "event".into(),
+        serde_json::json!({
+            "id": event.id,
+            "source": event.source,
+            "received_at": event.received_at,
+            "dedup_key": event.dedup_key,
+        }),
+    );
+    fields
+}

@@ -34,12 +34,12 @@ use serde_json::Map;
 use crate::budget::{self, Exhausted};
 use crate::cost;
 
-pub use crate::cost::{ASSUMED_EVENT_SIZE, MAX_COST as MAX_CONDITION_COST};
+pub(crate) use crate::cost::MAX_COST as MAX_CONDITION_COST;
 
 /// A condition that does not parse, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} (line {line}, column {column})")]
-pub struct ConditionError {
+pub(crate) struct ConditionError {
     pub message: String,
     pub line: usize,
     pub column: usize,
@@ -47,7 +47,7 @@ pub struct ConditionError {
 
 /// Why a condition could not be decided for an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Undecided {
+pub(crate) enum Undecided {
     /// A missing field, a type mismatch, an overflow…: CEL's message.
     #[error("{0}")]
     Error(String),
@@ -58,7 +58,7 @@ pub enum Undecided {
 
 impl Undecided {
     /// The `reason` label of the condition-error metric.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Undecided::Error(_) => "error",
             Undecided::Budget(_) => "budget",
@@ -67,7 +67,7 @@ impl Undecided {
 }
 
 #[derive(Debug)]
-pub struct Condition {
+pub(crate) struct Condition {
     /// The parsed condition, rewritten to charge the budget (see [`meter`]).
     expression: IdedExpr,
     /// Whether it loops or builds strings and lists (see [`Condition::may_be_costly`]).
@@ -81,20 +81,20 @@ const INLINE_STEPS: f64 = 10_000.0;
 /// Longest condition accepted, in bytes. The CEL parser recurses once per operator of a chain
 /// like `a + a + a …`, and a few thousand of them overflow a worker thread's stack: an abort of
 /// the whole process, not an error. 4 KiB holds at most about 2,000 such operators.
-pub const MAX_CONDITION_LEN: usize = 4096;
+pub(crate) const MAX_CONDITION_LEN: usize = 4096;
 
 /// Deepest expression tree accepted. Evaluation recurses once per level too; the parser
 /// already refuses brackets and calls nested more than 96 deep, but not long operator chains.
-pub const MAX_CONDITION_DEPTH: usize = 128;
+pub(crate) const MAX_CONDITION_DEPTH: usize = 128;
 
 /// Names the compiled expression calls to charge the budget; conditions may not use any name
 /// starting with [`RESERVED_PREFIX`].
 const RANGE_FN: &str = "__mih_range";
 const BUILT_FN: &str = "__mih_built";
-pub const RESERVED_PREFIX: &str = "__mih";
+pub(crate) const RESERVED_PREFIX: &str = "__mih";
 
 impl Condition {
-    pub fn compile(source: &str) -> Result<Self, ConditionError> {
+    pub(crate) fn compile(source: &str) -> Result<Self, ConditionError> {
         if source.len() > MAX_CONDITION_LEN {
             return Err(ConditionError {
                 message: format!(
@@ -166,13 +166,13 @@ impl Condition {
     /// Whether evaluating it may take long on a large event: it has a comprehension, builds
     /// strings or lists with `+`, or is costly even on an ordinary event. Anything else does a
     /// fixed number of operations, each at most linear in the event's size.
-    pub fn may_be_costly(&self) -> bool {
+    pub(crate) fn may_be_costly(&self) -> bool {
         self.costly
     }
 
     /// True when the condition holds; why not decided otherwise. Spends from the thread's budget
     /// (see [`budget::within`]); without one, nothing bounds it.
-    pub fn evaluate(&self, variables: &Context<'_, '_>) -> Result<bool, Undecided> {
+    pub(crate) fn evaluate(&self, variables: &Context<'_, '_>) -> Result<bool, Undecided> {
         let outcome = variables.resolve(&self.expression);
         // An exhausted budget is the answer whatever CEL made of it: `all()` and `exists()`
         // absorb errors (`error || true` is true), so it may have become a plain boolean.
@@ -189,7 +189,7 @@ impl Condition {
 
 /// The root context conditions are evaluated in: CEL's standard library and the functions
 /// that charge the budget. Built once per rule set; each event's variables go in a scope of it.
-pub fn root() -> Context<'static, 'static> {
+pub(crate) fn root() -> Context<'static, 'static> {
     let mut root = Context::default();
     for name in [RANGE_FN, BUILT_FN] {
         let charge: MeterFn = Box::new(metered);
@@ -422,7 +422,7 @@ fn position(source: &str, offset: u32) -> (usize, usize) {
 
 /// The variables of one event, in a scope of the shared root context (which holds the
 /// standard functions, built once).
-pub fn variables<'p>(
+pub(crate) fn variables<'p>(
     root: &'p Context<'static, 'static>,
     fields: &Map<String, serde_json::Value>,
 ) -> Context<'p, 'static> {
@@ -1191,7 +1191,7 @@ mod calibration {
     #[test]
     #[ignore = "a measurement, not a test: run in release with --ignored --nocapture"]
     fn measure_evaluation_speed_per_estimated_step() {
-        let n = usize::try_from(cost::whole(ASSUMED_EVENT_SIZE)).unwrap_or(1_000);
+        let n = usize::try_from(cost::whole(cost::ASSUMED_EVENT_SIZE)).unwrap_or(1_000);
         let items: Vec<Json> = (0..n)
             .map(|i| json!({"grade": i, "kind": "quiz", "name": "n".repeat(20)}))
             .collect();

@@ -36,24 +36,24 @@ use crate::budget::thousands;
 /// an event of the assumed size. The probe's three levels of `.all()` over 100-element lists
 /// estimate 1.8e7 steps (0.4–1.6 s), four levels 2.0e9: both are refused; two levels over
 /// 100-element lists estimate 1.6e5 (3.6 ms measured).
-pub const MAX_COST: f64 = 1_000_000.0;
+pub(crate) const MAX_COST: f64 = 1_000_000.0;
 
 /// Elements (of a list or map) or characters (of a string) assumed of any value read from the
 /// event, and of any field of it. An ordinary Moodle event holds a few dozen fields, `other` a
 /// handful, rarely a list; a list of 1,000 is generous. A comprehension over such a list with a
 /// cheap body is accepted; one nested in another over an event list (a million iterations) is
 /// not.
-pub const ASSUMED_EVENT_SIZE: f64 = 1_000.0;
+pub(crate) const ASSUMED_EVENT_SIZE: f64 = 1_000.0;
 
 /// Elements or characters assumed of each element of a list or map read from the event (a
 /// thousand elements of a thousand each would be far beyond the largest event ingest takes).
-pub const ASSUMED_ELEMENT_SIZE: f64 = 100.0;
+pub(crate) const ASSUMED_ELEMENT_SIZE: f64 = 100.0;
 
 /// Steps per list or map element built, copied or compared.
 const PER_ELEMENT: f64 = 1.0;
 
 /// Characters copied, compared or scanned per step (measured: about 0.15 ns a character).
-pub const CHARS_PER_STEP: u64 = 100;
+pub(crate) const CHARS_PER_STEP: u64 = 100;
 const PER_CHAR: f64 = 1.0 / CHARS_PER_STEP as f64;
 
 /// Steps per comprehension iteration beyond its loop condition and step: binding the loop
@@ -81,7 +81,7 @@ fn add(a: f64, b: f64) -> f64 {
 }
 
 /// A bound as a whole number of steps, rounded up.
-pub fn whole(x: f64) -> u64 {
+pub(crate) fn whole(x: f64) -> u64 {
     // `as` saturates (and maps NaN to 0); estimates are never negative nor NaN.
     #[allow(clippy::cast_possible_truncation)]
     let whole = sat(x).ceil() as u64;
@@ -236,7 +236,7 @@ impl Shape {
 
 /// The part of a condition its cost mostly comes from, to say where to look.
 #[derive(Debug, Clone)]
-pub struct Hotspot {
+pub(crate) struct Hotspot {
     /// The node, for its position in the source.
     pub id: u64,
     /// What it is, in words: "`.all()` over a 100-element list nested 4 deep".
@@ -245,7 +245,7 @@ pub struct Hotspot {
 
 /// A condition's estimate.
 #[derive(Debug, Clone)]
-pub struct Cost {
+pub(crate) struct Cost {
     pub steps: f64,
     pub hotspot: Option<Hotspot>,
     /// Comprehensions (by node id) and the steps each element of their range must be charged
@@ -257,7 +257,7 @@ pub struct Cost {
 }
 
 /// Estimates `expr`, a parsed (macro-expanded) condition.
-pub fn estimate(expr: &IdedExpr) -> Cost {
+pub(crate) fn estimate(expr: &IdedExpr) -> Cost {
     let mut estimator = Estimator::default();
     let estimate = estimator.node(expr);
     Cost {

@@ -4,7 +4,7 @@
 //! preview them, backfill and replay.
 
 pub mod budget;
-pub mod condition;
+mod condition;
 mod cost;
 mod decision;
 pub mod dedup;
@@ -16,7 +16,7 @@ mod request;
 mod rule;
 mod rule_set;
 mod shape;
-pub mod template;
+mod template;
 
 pub use decision::{Match, Rejection, Step};
 pub use explain::{Check, Explanation};

@@ -18,7 +18,7 @@ use crate::template::{Mode, TemplateError};
 const MAX_SKELETONS: usize = 32;
 
 /// Checks that `template` (compiled from the text as written) can render a valid document.
-pub fn check(template: &Template, mode: Mode) -> Result<(), TemplateError> {
+pub(crate) fn check(template: &Template, mode: Mode) -> Result<(), TemplateError> {
     if !matches!(mode, Mode::Json | Mode::Xml) || has_raw_output(template) {
         return Ok(());
     }

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 /// Where a template's output goes, which decides how values are escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// A JSON document; the result must parse as JSON.
     Json,
     /// XML text (SOAP bodies, XML content types).
@@ -34,7 +34,7 @@ pub enum Mode {
 
 impl Mode {
     /// The body mode for a content type.
-    pub fn for_content_type(content_type: &str) -> Mode {
+    pub(crate) fn for_content_type(content_type: &str) -> Mode {
         let essence = content_type
             .split(';')
             .next()
@@ -78,14 +78,14 @@ const CDATA_CLOSE: &str = "]]>";
 /// A template that does not compile, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} (line {line}, column {column})")]
-pub struct TemplateError {
+pub(crate) struct TemplateError {
     pub message: String,
     pub line: usize,
     pub column: usize,
 }
 
 /// Wraps each expression in the output helper its position calls for.
-pub fn rewrite(source: &str, mode: Mode) -> String {
+pub(crate) fn rewrite(source: &str, mode: Mode) -> String {
     let mut out = String::with_capacity(source.len() + 32);
     let mut inside = Inside::Plain;
     let mut rest = source;
@@ -180,7 +180,7 @@ fn wrap(inner: &str, mode: Mode, inside: Inside) -> String {
 }
 
 /// Every helper a template may use, and strict mode.
-pub fn registry() -> Handlebars<'static> {
+pub(crate) fn registry() -> Handlebars<'static> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
     hb.set_prevent_indent(true);
@@ -222,13 +222,14 @@ pub fn registry() -> Handlebars<'static> {
 }
 
 /// Checks that a template compiles; positions refer to the text as written.
+#[cfg(test)]
 pub fn check(source: &str, mode: Mode) -> Result<(), TemplateError> {
     let mut hb = registry();
     register(&mut hb, "check", source, mode)
 }
 
 /// Compiles `source` under `name`.
-pub fn register(
+pub(crate) fn register(
     hb: &mut Handlebars<'static>,
     name: &str,
     source: &str,
@@ -253,7 +254,7 @@ pub fn register(
 /// Deepest nesting of blocks (`{{#if}}`, `{{#each}}`, `{{else if}}` chains) accepted. Rendering
 /// recurses once per level, and about 2,000 nested blocks overflow a worker thread's stack: an
 /// abort of the whole process, not an error.
-pub const MAX_BLOCK_DEPTH: usize = 64;
+pub(crate) const MAX_BLOCK_DEPTH: usize = 64;
 
 /// Partials and decorators have no use in a rule (nothing registers a partial), and an inline
 /// partial that includes itself recurses until the thread's stack overflows: an abort of the
@@ -326,6 +327,7 @@ fn template_error(error: &handlebars::TemplateError) -> TemplateError {
 }
 
 /// Renders a registered template against a prepared context.
+#[cfg(test)]
 pub fn render(hb: &Handlebars<'static>, name: &str, context: &Context) -> Result<String, String> {
     hb.render_with_context(name, context)
         .map_err(|e| describe(&e))
@@ -334,7 +336,7 @@ pub fn render(hb: &Handlebars<'static>, name: &str, context: &Context) -> Result
 /// Renders like [`render`], writing at most `room` bytes and taking what it wrote from it. A
 /// template that would write more is stopped there — a nested `{{#each}}` can render
 /// megabytes from a small event — instead of allocating its whole output first.
-pub fn render_within(
+pub(crate) fn render_within(
     hb: &Handlebars<'static>,
     name: &str,
     context: &Context,
@@ -357,7 +359,7 @@ pub fn render_within(
 
 /// Why a template could not be rendered for an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RenderFailure {
+pub(crate) enum RenderFailure {
     /// The output would pass the room it was given.
     TooLarge,
     /// A missing variable, a helper's error: the message says which, and where.

@@ -16,7 +16,7 @@ use mih_shared::names::{Names, ServiceSlug};
 use crate::metrics as m;
 
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     store: CircuitStore,
     service: ServiceSlug,
     policy: BreakerPolicy,
@@ -27,7 +27,7 @@ pub struct Breaker {
 
 impl Breaker {
     /// Loads the service's circuit and follows it until `shutdown`.
-    pub async fn start(
+    pub(crate) async fn start(
         store: CircuitStore,
         service: ServiceSlug,
         policy: BreakerPolicy,
@@ -50,17 +50,17 @@ impl Breaker {
         Ok(breaker)
     }
 
-    pub fn current(&self) -> Circuit {
+    pub(crate) fn current(&self) -> Circuit {
         self.cached.borrow().clone()
     }
 
     /// Wakes whoever waits for the circuit to change (a paused worker).
-    pub fn changes(&self) -> watch::Receiver<Circuit> {
+    pub(crate) fn changes(&self) -> watch::Receiver<Circuit> {
         self.cached.subscribe()
     }
 
     /// May an attempt go out now? Taking a half-open probe slot is a shared write.
-    pub async fn admit(&self) -> Result<Admission, CircuitError> {
+    pub(crate) async fn admit(&self) -> Result<Admission, CircuitError> {
         if self.cached.borrow().state == CircuitState::Closed {
             return Ok(Admission::Admit { probe: false });
         }
@@ -78,7 +78,7 @@ impl Breaker {
     }
 
     /// Takes an attempt's result into account.
-    pub async fn record(&self, health: Health) -> Result<(), CircuitError> {
+    pub(crate) async fn record(&self, health: Health) -> Result<(), CircuitError> {
         {
             let cached = self.cached.borrow();
             let nothing_to_change = cached.state == CircuitState::Closed

@@ -28,7 +28,7 @@ const REPLY_ROOM: usize = 64 * 1024;
 
 /// How facade calls are served: the most of a response body an answer carries.
 #[derive(Debug, Clone, Copy)]
-pub struct FacadeLimits {
+pub(crate) struct FacadeLimits {
     /// `dispatcher.facade_max_body_bytes`, lowered to what fits in one NATS message.
     pub body_bytes: usize,
     /// The server's `max_payload`: no reply may be larger.
@@ -36,7 +36,7 @@ pub struct FacadeLimits {
 }
 
 impl FacadeLimits {
-    pub fn new(configured_body_bytes: usize, max_payload: usize) -> Self {
+    pub(crate) fn new(configured_body_bytes: usize, max_payload: usize) -> Self {
         FacadeLimits {
             body_bytes: configured_body_bytes.min(max_payload.saturating_sub(REPLY_ROOM)),
             max_payload,
@@ -45,7 +45,7 @@ impl FacadeLimits {
 }
 
 /// Serves facade calls until `shutdown`.
-pub async fn serve(
+pub(crate) async fn serve(
     nats: async_nats::Client,
     names: Names,
     fleet: Fleet,

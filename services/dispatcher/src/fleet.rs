@@ -23,14 +23,14 @@ use crate::worker::{self, Worker};
 
 /// What a facade call needs of a running service.
 #[derive(Debug, Clone)]
-pub struct Running {
+pub(crate) struct Running {
     pub worker: Arc<Worker>,
     stop: Shutdown,
     done: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Fleet {
+pub(crate) struct Fleet {
     inner: Arc<Inner>,
 }
 
@@ -50,7 +50,7 @@ struct Inner {
 }
 
 impl Fleet {
-    pub fn new(
+    pub(crate) fn new(
         js: jetstream::Context,
         nats: async_nats::Client,
         names: Names,
@@ -75,12 +75,12 @@ impl Fleet {
         }
     }
 
-    pub fn recorder(&self) -> &Recorder {
+    pub(crate) fn recorder(&self) -> &Recorder {
         &self.inner.recorder
     }
 
     /// The running worker of `service`, if it is enabled and started.
-    pub async fn get(&self, service: &ServiceSlug) -> Option<Arc<Worker>> {
+    pub(crate) async fn get(&self, service: &ServiceSlug) -> Option<Arc<Worker>> {
         self.inner
             .running
             .read()
@@ -91,7 +91,11 @@ impl Fleet {
 
     /// The worker of `service`, waiting up to `patience` for one that is starting (a service
     /// enabled a moment ago).
-    pub async fn wait_for(&self, service: &ServiceSlug, patience: Duration) -> Option<Arc<Worker>> {
+    pub(crate) async fn wait_for(
+        &self,
+        service: &ServiceSlug,
+        patience: Duration,
+    ) -> Option<Arc<Worker>> {
         let mut applied = self.inner.applied.subscribe();
         let deadline = tokio::time::Instant::now() + patience;
         loop {
@@ -106,7 +110,7 @@ impl Fleet {
     }
 
     /// Follows the live configuration until `shutdown`, then stops every worker.
-    pub async fn follow(self, snapshot: ConfigSnapshot, shutdown: Shutdown) {
+    pub(crate) async fn follow(self, snapshot: ConfigSnapshot, shutdown: Shutdown) {
         let mut changes = snapshot.changes();
         self.apply(&snapshot.current(), &shutdown).await;
         loop {

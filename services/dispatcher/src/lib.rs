@@ -3,16 +3,16 @@
 //! retries by delayed redelivery, a circuit breaker per service shared by every replica, an
 //! Outcome for every attempt and a DeadLetter for every job given up on.
 
-pub mod breaker;
-pub mod facade;
-pub mod fleet;
+mod breaker;
+mod facade;
+mod fleet;
 mod metrics;
-pub mod record;
-pub mod redact;
+mod record;
+mod redact;
 pub mod ssrf;
 pub mod transport;
-pub mod uncounted;
-pub mod worker;
+mod uncounted;
+mod worker;
 
 use std::sync::Arc;
 

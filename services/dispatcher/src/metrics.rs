@@ -2,15 +2,15 @@
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
-pub const ATTEMPTS: &str = "mih_dispatcher_attempts_total";
-pub const ATTEMPT_SECONDS: &str = "mih_dispatcher_attempt_duration_seconds";
-pub const DEAD_LETTERS: &str = "mih_dispatcher_dead_letters_total";
-pub const CIRCUIT_STATE: &str = "mih_dispatcher_circuit_state";
-pub const CIRCUIT_TRANSITIONS: &str = "mih_dispatcher_circuit_transitions_total";
-pub const HELD: &str = "mih_dispatcher_jobs_held";
-pub const PROBES_FAILED: &str = "mih_dispatcher_probes_failed_total";
+pub(crate) const ATTEMPTS: &str = "mih_dispatcher_attempts_total";
+pub(crate) const ATTEMPT_SECONDS: &str = "mih_dispatcher_attempt_duration_seconds";
+pub(crate) const DEAD_LETTERS: &str = "mih_dispatcher_dead_letters_total";
+pub(crate) const CIRCUIT_STATE: &str = "mih_dispatcher_circuit_state";
+pub(crate) const CIRCUIT_TRANSITIONS: &str = "mih_dispatcher_circuit_transitions_total";
+pub(crate) const HELD: &str = "mih_dispatcher_jobs_held";
+pub(crate) const PROBES_FAILED: &str = "mih_dispatcher_probes_failed_total";
 
-pub fn describe() {
+pub(crate) fn describe() {
     describe_counter!(
         ATTEMPTS,
         Unit::Count,

@@ -15,26 +15,26 @@ use crate::transport::{Attempt, EXCERPT_LIMIT, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 #[error("publishing the {what} of job {job} failed: {cause}")]
-pub struct RecordError {
+pub(crate) struct RecordError {
     what: &'static str,
     job: String,
     cause: String,
 }
 
 #[derive(Debug, Clone)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     js: jetstream::Context,
     names: Names,
 }
 
 impl Recorder {
-    pub fn new(js: jetstream::Context, names: Names) -> Self {
+    pub(crate) fn new(js: jetstream::Context, names: Names) -> Self {
         Recorder { js, names }
     }
 
     /// Publishes the outcome of one attempt. A lost outcome costs a line in the log, not a
     /// delivery, so failures are logged and the outcome returned all the same.
-    pub async fn outcome(
+    pub(crate) async fn outcome(
         &self,
         job: &Job,
         attempt: u32,
@@ -60,7 +60,7 @@ impl Recorder {
 
     /// Records a facade call the open circuit refused: nothing was sent. (Queued jobs are
     /// never refused: they wait in JOBS until the circuit lets them through.)
-    pub async fn circuit_open(&self, job: &Job, attempt: u32, error: String) -> Outcome {
+    pub(crate) async fn circuit_open(&self, job: &Job, attempt: u32, error: String) -> Outcome {
         let outcome = Outcome {
             error: Some(error),
             ..self.base(job, attempt, Utc::now(), OutcomeStatus::CircuitOpen)
@@ -112,7 +112,7 @@ impl Recorder {
         outcome
     }
 
-    pub async fn dead_letter(
+    pub(crate) async fn dead_letter(
         &self,
         job: &Job,
         last_outcome: Option<Outcome>,
@@ -175,7 +175,7 @@ impl Recorder {
 }
 
 /// How an attempt's verdict reads in the deliveries log.
-pub fn outcome_status(verdict: Verdict) -> OutcomeStatus {
+pub(crate) fn outcome_status(verdict: Verdict) -> OutcomeStatus {
     match verdict {
         Verdict::Delivered => OutcomeStatus::Delivered,
         Verdict::Retryable { .. } => OutcomeStatus::FailedRetryable,

@@ -13,14 +13,14 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use crate::transport::Attempt;
 
 /// What a secret is replaced by.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Secrets shorter than this are not looked for: replacing every occurrence of two or three
 /// characters would garble the text beyond use, and such a secret protects nothing anyway.
-pub const MIN_SECRET_LEN: usize = 4;
+pub(crate) const MIN_SECRET_LEN: usize = 4;
 
 #[derive(Debug, Default, Clone)]
-pub struct Redactor {
+pub(crate) struct Redactor {
     /// `None` when the service has no secret long enough to look for.
     finder: Option<AhoCorasick>,
     patterns: Vec<String>,
@@ -29,7 +29,7 @@ pub struct Redactor {
 impl Redactor {
     /// Looks for each secret and the forms it takes on the wire. `basic` is a Basic auth
     /// username and password, whose pair travels base64-encoded.
-    pub fn new<'a>(
+    pub(crate) fn new<'a>(
         secrets: impl IntoIterator<Item = &'a str>,
         basic: Option<(&str, &str)>,
     ) -> Self {
@@ -65,7 +65,7 @@ impl Redactor {
     }
 
     /// `text` with every secret replaced.
-    pub fn text(&self, text: &str) -> String {
+    pub(crate) fn text(&self, text: &str) -> String {
         match &self.finder {
             Some(finder) if finder.is_match(text) => {
                 finder.replace_all(text, &vec![REDACTED; finder.patterns_len()])
@@ -101,7 +101,7 @@ impl Redactor {
     }
 
     /// The attempt with every secret removed from its body, headers and error.
-    pub fn attempt(&self, mut attempt: Attempt) -> Attempt {
+    pub(crate) fn attempt(&self, mut attempt: Attempt) -> Attempt {
         if self.finder.is_none() {
             return attempt;
         }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use mih_shared::messages::JobId;
 
 #[derive(Debug, thiserror::Error)]
-pub enum UncountedError {
+pub(crate) enum UncountedError {
     #[error("attempts bucket: {0}")]
     Store(String),
     #[error("the uncounted deliveries of job {0} kept changing under concurrent writers")]
@@ -26,12 +26,15 @@ pub enum UncountedError {
 const CAS_ATTEMPTS: usize = 8;
 
 #[derive(Debug, Clone)]
-pub struct Uncounted {
+pub(crate) struct Uncounted {
     kv: kv::Store,
 }
 
 impl Uncounted {
-    pub async fn open(js: &jetstream::Context, bucket: &str) -> Result<Self, UncountedError> {
+    pub(crate) async fn open(
+        js: &jetstream::Context,
+        bucket: &str,
+    ) -> Result<Self, UncountedError> {
         let kv = js
             .get_key_value(bucket)
             .await
@@ -40,12 +43,12 @@ impl Uncounted {
     }
 
     /// How many of the job's deliveries did not count (0 when none was recorded).
-    pub async fn count(&self, job: JobId) -> Result<u32, UncountedError> {
+    pub(crate) async fn count(&self, job: JobId) -> Result<u32, UncountedError> {
         Ok(self.read(job).await?.0)
     }
 
     /// Records one more delivery of `job` that does not count; returns the new total.
-    pub async fn add(&self, job: JobId) -> Result<u32, UncountedError> {
+    pub(crate) async fn add(&self, job: JobId) -> Result<u32, UncountedError> {
         let key = job.to_string();
         for _ in 0..CAS_ATTEMPTS {
             let (count, revision) = self.read(job).await?;

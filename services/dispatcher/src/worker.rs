@@ -35,7 +35,7 @@ use crate::uncounted::Uncounted;
 /// When a job whose dead letter could not be published comes again, to try again.
 const DEAD_LETTER_AGAIN: Duration = Duration::from_secs(5);
 
-pub struct Worker {
+pub(crate) struct Worker {
     pub service: Arc<LiveService>,
     pub target: Arc<Target>,
     pub breaker: Arc<Breaker>,
@@ -54,7 +54,11 @@ impl std::fmt::Debug for Worker {
 }
 
 /// The durable consumer of one service's jobs.
-pub fn consumer_config(names: &Names, service: &LiveService, ack_wait: Duration) -> pull::Config {
+pub(crate) fn consumer_config(
+    names: &Names,
+    service: &LiveService,
+    ack_wait: Duration,
+) -> pull::Config {
     pull::Config {
         durable_name: Some(names.dispatch_consumer(&service.name)),
         description: Some(format!("mih dispatcher: jobs of {}", service.name)),
@@ -70,12 +74,12 @@ pub fn consumer_config(names: &Names, service: &LiveService, ack_wait: Duration)
 }
 
 /// The ack wait of a service's consumer: its timeout plus a margin.
-pub fn ack_wait(service: &LiveService, margin: Duration) -> Duration {
+pub(crate) fn ack_wait(service: &LiveService, margin: Duration) -> Duration {
     Duration::from_millis(service.timeout_ms) + margin
 }
 
 impl Worker {
-    pub fn new(
+    pub(crate) fn new(
         service: Arc<LiveService>,
         target: Arc<Target>,
         breaker: Arc<Breaker>,
@@ -99,7 +103,7 @@ impl Worker {
     }
 
     /// Delivers the service's jobs until `shutdown`; in-flight deliveries finish first.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         consumer: jetstream::consumer::PullConsumer,
         shutdown: Shutdown,
@@ -373,7 +377,7 @@ impl Handler for Jobs {
 
 /// Full jitter (AWS architecture blog): uniform in [0, min(cap, base·2^(attempt-1))], so
 /// retries of many jobs that failed together spread out instead of returning together.
-pub fn backoff(base_ms: u64, cap_ms: u64, attempt: u32, rng: &mut impl Rng) -> Duration {
+pub(crate) fn backoff(base_ms: u64, cap_ms: u64, attempt: u32, rng: &mut impl Rng) -> Duration {
     let exponent = attempt.saturating_sub(1).min(32);
     let ceiling = base_ms
         .max(1)
@@ -382,7 +386,7 @@ pub fn backoff(base_ms: u64, cap_ms: u64, attempt: u32, rng: &mut impl Rng) -> D
     Duration::from_millis(rng.random_range(0..=ceiling))
 }
 
-pub fn health(result: &Attempt) -> Health {
+pub(crate) fn health(result: &Attempt) -> Health {
     match result.verdict {
         Verdict::Delivered => Health::Up,
         Verdict::Permanent => Health::Answered,

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use mih_shared::topology::Resource;
 use mih_shared::{RunError, ServiceContext, Shutdown, db, ops};
 
-pub use consumer::{DEAD_LETTERS, Kind, REPLAYS, consumer_config};
+pub use consumer::DEAD_LETTERS;
+use consumer::{Kind, REPLAYS, consumer_config};
 
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
     metrics::describe();

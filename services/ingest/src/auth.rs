@@ -17,13 +17,13 @@ use crate::error::IngestError;
 pub const SOURCE_HEADER: &str = "mih-source";
 
 #[derive(Debug)]
-pub struct Authenticated {
+pub(crate) struct Authenticated {
     pub source: Arc<Source>,
     /// The `webhook-id` of a verified signature: the sender's idempotency key.
     pub webhook_id: Option<String>,
 }
 
-pub fn authenticate(
+pub(crate) fn authenticate(
     directory: &SourceDirectory,
     headers: &HeaderMap,
     body: &[u8],

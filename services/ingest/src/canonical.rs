@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 /// SHA-256 (hex) of the canonical form of `value`: object keys sorted, no whitespace, strings and
 /// numbers as serde_json writes them.
-pub fn hash(value: &Value) -> String {
+pub(crate) fn hash(value: &Value) -> String {
     let mut hasher = HashWriter(Sha256::new());
     write_canonical(&mut hasher, value);
     hex::encode(hasher.0.finalize())

@@ -7,13 +7,13 @@ use crate::error::IngestError;
 use mih_shared::error::FieldError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Json,
     Ndjson,
 }
 
 /// Reads the body format from `Content-Type`; a missing header means JSON.
-pub fn format_of(content_type: Option<&str>) -> Result<Format, IngestError> {
+pub(crate) fn format_of(content_type: Option<&str>) -> Result<Format, IngestError> {
     let Some(raw) = content_type else {
         return Ok(Format::Json);
     };
@@ -37,20 +37,20 @@ pub fn format_of(content_type: Option<&str>) -> Result<Format, IngestError> {
 
 /// One item of the request, with its position.
 #[derive(Debug)]
-pub struct Item {
+pub(crate) struct Item {
     pub index: usize,
     pub value: Value,
 }
 
 /// Whether the request body held a single event or a batch (array or NDJSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
+pub(crate) enum Shape {
     Single,
     Batch,
 }
 
 /// Splits the body into items, refusing malformed JSON and batches over `max_events`.
-pub fn decode(
+pub(crate) fn decode(
     format: Format,
     body: &[u8],
     max_events: usize,

@@ -8,7 +8,7 @@ use mih_shared::signature::SignatureError;
 use crate::publish::ItemReport;
 
 #[derive(Debug, thiserror::Error)]
-pub enum IngestError {
+pub(crate) enum IngestError {
     #[error("the request body is larger than {max} bytes (ingest.max_body_bytes)")]
     BodyTooLarge { max: usize },
     #[error("the request body could not be read: {0}")]
@@ -99,7 +99,7 @@ impl HasErrorKind for IngestError {
 
 impl IngestError {
     /// The reason label of `mih_ingest_rejected_total`.
-    pub fn metric_reason(&self) -> &'static str {
+    pub(crate) fn metric_reason(&self) -> &'static str {
         use IngestError::*;
         match self {
             BodyTooLarge { .. } | BatchTooLarge { .. } | EventsTooLarge { .. } => "too_large",
@@ -121,7 +121,7 @@ impl IngestError {
 
 /// The JSON body of a refusal: which items failed and why, or which were stored.
 #[derive(Debug, serde::Serialize)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     #[serde(flatten)]
     pub error: ApiError,
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -2,14 +2,14 @@
 
 use metrics::{Unit, describe_counter, describe_histogram};
 
-pub const ACCEPTED: &str = "mih_ingest_events_accepted_total";
-pub const DUPLICATES: &str = "mih_ingest_events_duplicate_total";
-pub const UNCONFIRMED: &str = "mih_ingest_events_unconfirmed_total";
-pub const REJECTED: &str = "mih_ingest_rejected_total";
-pub const PUBLISH_SECONDS: &str = "mih_ingest_publish_duration_seconds";
-pub const BATCH_SIZE: &str = "mih_ingest_batch_events";
+pub(crate) const ACCEPTED: &str = "mih_ingest_events_accepted_total";
+pub(crate) const DUPLICATES: &str = "mih_ingest_events_duplicate_total";
+pub(crate) const UNCONFIRMED: &str = "mih_ingest_events_unconfirmed_total";
+pub(crate) const REJECTED: &str = "mih_ingest_rejected_total";
+pub(crate) const PUBLISH_SECONDS: &str = "mih_ingest_publish_duration_seconds";
+pub(crate) const BATCH_SIZE: &str = "mih_ingest_batch_events";
 
-pub fn describe() {
+pub(crate) fn describe() {
     describe_counter!(ACCEPTED, Unit::Count, "Events stored in EVENTS, by source");
     describe_counter!(
         DUPLICATES,

@@ -13,7 +13,7 @@ use mih_shared::messages::{self, Event, EventId};
 
 /// One event ready to go.
 #[derive(Debug)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub index: usize,
     pub id: EventId,
     pub dedup_key: String,
@@ -24,7 +24,7 @@ pub struct Prepared {
 
 /// What happened to one item of the request.
 #[derive(Debug, Clone, Serialize)]
-pub struct ItemReport {
+pub(crate) struct ItemReport {
     pub index: usize,
     /// The stored event's id; for a duplicate, the id of the event stored first.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -35,7 +35,7 @@ pub struct ItemReport {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ItemStatus {
+pub(crate) enum ItemStatus {
     /// Stored, acknowledged by JetStream.
     Accepted,
     /// Already stored from an earlier request.
@@ -45,18 +45,18 @@ pub enum ItemStatus {
 }
 
 #[derive(Debug, Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     js: jetstream::Context,
     events: jetstream::stream::Stream,
 }
 
 impl Publisher {
-    pub fn new(js: jetstream::Context, events: jetstream::stream::Stream) -> Self {
+    pub(crate) fn new(js: jetstream::Context, events: jetstream::stream::Stream) -> Self {
         Self { js, events }
     }
 
     /// Publishes every event with the given trace headers and waits for all acknowledgements.
-    pub async fn publish(&self, items: Vec<Prepared>, trace: &HeaderMap) -> Vec<ItemReport> {
+    pub(crate) async fn publish(&self, items: Vec<Prepared>, trace: &HeaderMap) -> Vec<ItemReport> {
         let mut pending = Vec::with_capacity(items.len());
         for item in items {
             let mut headers = trace.clone();

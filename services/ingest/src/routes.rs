@@ -35,7 +35,7 @@ use crate::validate::{self, ValidEvent};
 /// Most field errors listed in one answer; the message says how many items failed overall.
 const MAX_REPORTED_ERRORS: usize = 100;
 
-pub struct IngestState {
+pub(crate) struct IngestState {
     pub config: IngestConfig,
     pub names: Names,
     pub sources: SourceDirectory,
@@ -43,7 +43,7 @@ pub struct IngestState {
     pub publisher: Publisher,
 }
 
-pub fn router(state: Arc<IngestState>) -> Router {
+pub(crate) fn router(state: Arc<IngestState>) -> Router {
     let limit = state.config.max_body_bytes;
     Router::new()
         .route("/v1/events", post(post_events))
@@ -52,7 +52,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     pub accepted: usize,
     pub duplicates: usize,
     pub events: Vec<ItemReport>,

@@ -11,7 +11,7 @@ use mih_shared::moodle::EventName;
 
 /// An item that passed validation.
 #[derive(Debug, Clone)]
-pub struct ValidEvent {
+pub(crate) struct ValidEvent {
     pub name: EventName,
     pub data: Map<String, Value>,
 }
@@ -21,7 +21,7 @@ const IDS: &[&str] = &["contextid", "contextinstanceid", "userid", "courseid"];
 const NULLABLE_IDS: &[&str] = &["objectid", "relateduserid"];
 const STRINGS: &[&str] = &["component", "action", "target"];
 
-pub fn validate(index: usize, value: Value) -> Result<ValidEvent, Vec<FieldError>> {
+pub(crate) fn validate(index: usize, value: Value) -> Result<ValidEvent, Vec<FieldError>> {
     let Value::Object(mut data) = value else {
         return Err(vec![FieldError::new(
             Some(index),
@@ -154,7 +154,7 @@ fn check_integer(
 }
 
 /// An integer given as a JSON number or a numeric string, within i64 (ids above 2^31 are fine).
-pub fn as_integer(value: &Value) -> Option<i64> {
+pub(crate) fn as_integer(value: &Value) -> Option<i64> {
     match value {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => {

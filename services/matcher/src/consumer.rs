@@ -44,7 +44,7 @@ const INLINE_EVENT_BYTES: usize = 64 * 1024;
 /// stream, than held past `ack_wait`).
 const EVALUATOR_WAIT: Duration = Duration::from_secs(10);
 
-pub struct Matcher {
+pub(crate) struct Matcher {
     pub js: jetstream::Context,
     pub names: Names,
     pub rules: Arc<ArcSwap<RuleSet>>,
@@ -72,7 +72,7 @@ pub fn consumer_config(names: &Names, max_in_flight: usize, ack_wait: Duration) 
 impl Matcher {
     /// Processes events until shutdown, `max_in_flight` at a time; the events in hand are
     /// finished first.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         consumer: jetstream::consumer::Consumer<pull::Config>,
         max_in_flight: usize,

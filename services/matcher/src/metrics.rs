@@ -4,11 +4,11 @@
 
 use metrics::{Unit, describe_counter, describe_histogram};
 
-pub const EVENTS: &str = "mih_matcher_events_total";
-pub const RETRIES: &str = "mih_matcher_retries_total";
-pub const PROCESS_SECONDS: &str = "mih_matcher_event_duration_seconds";
+pub(crate) const EVENTS: &str = "mih_matcher_events_total";
+pub(crate) const RETRIES: &str = "mih_matcher_retries_total";
+pub(crate) const PROCESS_SECONDS: &str = "mih_matcher_event_duration_seconds";
 
-pub fn describe() {
+pub(crate) fn describe() {
     describe_counter!(
         EVENTS,
         Unit::Count,

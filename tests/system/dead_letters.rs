@@ -55,6 +55,23 @@ async fn publish_job(hub: &TestHub, job: &Job) {
         .expect("stored");
 }
 
+/// Asks for a replay of the dead letter of job `id`.
+async fn replay(hub: &TestHub, id: &str) -> Answer {
+    hub.api()
+        .post(&format!("{BASE}/{id}/replay"), &json!({}))
+        .await
+}
+
+/// Replays the dead letter of job `id`, asserting it was accepted; the replay's job id.
+async fn replayed(hub: &TestHub, id: &str) -> String {
+    let answer = replay(hub, id).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    answer.body["replay_job_id"]
+        .as_str()
+        .expect("new job")
+        .to_owned()
+}
+
 async fn publish_dead(hub: &TestHub, dead: &DeadLetter, message_id: &str) {
     let message = async_nats::jetstream::message::PublishMessage::build()
         .payload(messages::encode(dead).expect("encodes"))
@@ -172,15 +189,7 @@ async fn a_permanent_failure_is_listed_and_a_replay_after_the_fix_resolves_it() 
     }
 
     sink.set_reply(Reply::status(200));
-    let replayed = hub
-        .api()
-        .post(&format!("{BASE}/{id}/replay"), &json!({}))
-        .await;
-    assert_eq!(replayed.status, StatusCode::ACCEPTED, "{}", replayed.body);
-    let replay_job = replayed.body["replay_job_id"]
-        .as_str()
-        .expect("new job")
-        .to_owned();
+    let replay_job = replayed(&hub, &id).await;
     assert_ne!(replay_job, id);
     let received = sink.wait_for(2, WAIT).await.expect("the replay delivered");
     let again = &received[1];
@@ -214,15 +223,7 @@ async fn a_replay_that_fails_again_keeps_the_original_and_links_the_new_one() {
     wait_for_list(&hub, "service=strict", 1).await;
     let id = failing.id.to_string();
 
-    let replayed = hub
-        .api()
-        .post(&format!("{BASE}/{id}/replay"), &json!({}))
-        .await;
-    assert_eq!(replayed.status, StatusCode::ACCEPTED, "{}", replayed.body);
-    let replay_job = replayed.body["replay_job_id"]
-        .as_str()
-        .expect("new job")
-        .to_owned();
+    let replay_job = replayed(&hub, &id).await;
     let items = wait_for_list(&hub, "service=strict", 2).await;
     let original = items
         .iter()
@@ -248,10 +249,7 @@ async fn a_replay_that_fails_again_keeps_the_original_and_links_the_new_one() {
 
     // Replaying the replay once the target is fixed resolves the whole chain.
     sink.set_reply(Reply::status(200));
-    let again = hub
-        .api()
-        .post(&format!("{BASE}/{replay_job}/replay"), &json!({}))
-        .await;
+    let again = replay(&hub, &replay_job).await;
     assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
     wait_until_gone(&hub, &replay_job).await;
     wait_until_gone(&hub, &id).await;
@@ -535,10 +533,7 @@ async fn the_same_dead_letter_twice_is_one_row_and_a_gone_service_cannot_be_repl
         "{metrics}"
     );
 
-    let replay = hub
-        .api()
-        .post(&format!("{BASE}/{}/replay", letter.job.id), &json!({}))
-        .await;
+    let replay = replay(&hub, &letter.job.id.to_string()).await;
     assert_eq!(replay.status, StatusCode::CONFLICT, "{}", replay.body);
     assert!(
         replay.body.to_string().contains("no longer exists"),
@@ -583,10 +578,7 @@ async fn a_render_failure_is_replayed_after_fixing_the_rule() {
         one.body
     );
 
-    let still = hub
-        .api()
-        .post(&format!("{BASE}/{id}/replay"), &json!({}))
-        .await;
+    let still = replay(&hub, &id).await;
     assert_eq!(
         still.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -613,10 +605,7 @@ async fn a_render_failure_is_replayed_after_fixing_the_rule() {
         )
         .await;
     assert_eq!(fixed.status, StatusCode::OK, "{}", fixed.body);
-    let replayed = hub
-        .api()
-        .post(&format!("{BASE}/{id}/replay"), &json!({}))
-        .await;
+    let replayed = replay(&hub, &id).await;
     assert_eq!(replayed.status, StatusCode::ACCEPTED, "{}", replayed.body);
     let received = sink.wait_for(1, WAIT).await.expect("delivered");
     assert_eq!(received[0].uri.path(), "/api/grades/12");
@@ -748,10 +737,7 @@ async fn a_dead_letter_with_nul_is_kept_and_replayed_exactly() {
         "shown with U+FFFD in place of NUL"
     );
     sink.set_reply(Reply::status(200));
-    let replayed = hub
-        .api()
-        .post(&format!("{BASE}/{}/replay", nul_job.id), &json!({}))
-        .await;
+    let replayed = replay(&hub, &nul_job.id.to_string()).await;
     assert_eq!(replayed.status, StatusCode::ACCEPTED, "{}", replayed.body);
     let received = sink.wait_for(2, WAIT).await.expect("the replay");
     assert_eq!(

@@ -161,29 +161,26 @@ pub async fn run<H: Handler>(
     shutdown: Shutdown,
 ) {
     let settings = Arc::new(settings);
-    let slots = Arc::new(Semaphore::new(settings.max_in_flight));
-    let mut tasks = JoinSet::new();
+    let mut in_flight = InFlight::new(&settings);
     while let Some(messages) = subscribe(&consumer, &settings, &shutdown).await {
         let mut messages = pin!(messages.take_until(shutdown.triggered_owned()));
         while let Some(message) = messages.next().await {
             let Some(message) = pulled(message, &settings) else {
                 continue;
             };
-            let Some(slot) = slot(&slots, &shutdown).await else {
+            let Some(slot) = in_flight.slot(&shutdown).await else {
                 break;
             };
             handler.ready().await;
             let (handler, shared) = (Arc::clone(&handler), Arc::clone(&settings));
-            tasks.spawn(async move {
+            in_flight.spawn(slot, async move {
                 let disposition = handler.handle(&message).await;
                 let settled = settle(&shared, &message, disposition).await;
                 handler.settled(&message, settled);
-                drop(slot);
             });
-            reap(&mut tasks, &settings);
         }
     }
-    drain(tasks, &settings).await;
+    in_flight.drain().await;
 }
 
 /// Like [`run`], for batches: whatever the pull has ready at once, up to `max_batch` messages,
@@ -197,19 +194,18 @@ pub async fn run_batches<H: BatchHandler>(
     shutdown: Shutdown,
 ) {
     let settings = Arc::new(settings);
-    let slots = Arc::new(Semaphore::new(settings.max_in_flight));
-    let mut tasks = JoinSet::new();
+    let mut in_flight = InFlight::new(&settings);
     while let Some(messages) = subscribe(&consumer, &settings, &shutdown).await {
         let messages = messages
             .take_until(shutdown.triggered_owned())
             .filter_map(|message| std::future::ready(pulled(message, &settings)));
         let mut batches = pin!(ready_batches(Box::pin(messages), max_batch.max(1)));
         while let Some(batch) = batches.next().await {
-            let Some(slot) = slot(&slots, &shutdown).await else {
+            let Some(slot) = in_flight.slot(&shutdown).await else {
                 break;
             };
             let (handler, shared) = (Arc::clone(&handler), Arc::clone(&settings));
-            tasks.spawn(async move {
+            in_flight.spawn(slot, async move {
                 let mut dispositions = handler.handle(&batch).await.into_iter();
                 for message in &batch {
                     let disposition = dispositions
@@ -218,12 +214,10 @@ pub async fn run_batches<H: BatchHandler>(
                     let settled = settle(&shared, message, disposition).await;
                     handler.settled(message, settled);
                 }
-                drop(slot);
             });
-            reap(&mut tasks, &settings);
         }
     }
-    drain(tasks, &settings).await;
+    in_flight.drain().await;
 }
 
 /// A fresh pull subscription, retried until it opens; `None` on shutdown.
@@ -269,26 +263,54 @@ fn pulled(
     }
 }
 
-/// An in-flight slot, waiting for one to free up; `None` when shutdown comes first (the pulled
-/// message is then left to its ack wait).
-async fn slot(slots: &Arc<Semaphore>, shutdown: &Shutdown) -> Option<OwnedSemaphorePermit> {
-    tokio::select! {
-        biased;
-        () = shutdown.triggered() => None,
-        permit = Arc::clone(slots).acquire_owned() => permit.ok(),
-    }
+/// The handlers running now: at most `max_in_flight`, each holding a slot until it has
+/// settled its messages.
+struct InFlight {
+    settings: Arc<Settings>,
+    slots: Arc<Semaphore>,
+    tasks: JoinSet<()>,
 }
 
-/// Forgets finished handlers, so the set does not grow with every message.
-fn reap(tasks: &mut JoinSet<()>, settings: &Settings) {
-    while let Some(finished) = tasks.try_join_next() {
-        report_panic(finished, settings);
+impl InFlight {
+    fn new(settings: &Arc<Settings>) -> Self {
+        InFlight {
+            settings: Arc::clone(settings),
+            slots: Arc::new(Semaphore::new(settings.max_in_flight)),
+            tasks: JoinSet::new(),
+        }
     }
-}
 
-async fn drain(mut tasks: JoinSet<()>, settings: &Settings) {
-    while let Some(finished) = tasks.join_next().await {
-        report_panic(finished, settings);
+    /// A slot, waiting for one to free up; `None` when shutdown comes first (the pulled
+    /// message is then left to its ack wait).
+    async fn slot(&self, shutdown: &Shutdown) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
+            biased;
+            () = shutdown.triggered() => None,
+            permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
+        }
+    }
+
+    /// Runs `work` in `slot`, and forgets the handlers that have finished, so the set does not
+    /// grow with every message.
+    fn spawn(
+        &mut self,
+        slot: OwnedSemaphorePermit,
+        work: impl Future<Output = ()> + Send + 'static,
+    ) {
+        self.tasks.spawn(async move {
+            work.await;
+            drop(slot);
+        });
+        while let Some(finished) = self.tasks.try_join_next() {
+            report_panic(finished, &self.settings);
+        }
+    }
+
+    /// Waits for every running handler.
+    async fn drain(mut self) {
+        while let Some(finished) = self.tasks.join_next().await {
+            report_panic(finished, &self.settings);
+        }
     }
 }
 

@@ -138,6 +138,18 @@ impl FieldError {
             message: message.into(),
         }
     }
+
+    /// Every problem on one line, `field: message; …`, for an error's `Display`.
+    pub fn summary(errors: &[FieldError]) -> String {
+        errors
+            .iter()
+            .map(|e| match &e.field {
+                Some(field) => format!("{field}: {}", e.message),
+                None => e.message.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// The JSON error body every mih HTTP endpoint answers with:
@@ -265,5 +277,14 @@ mod tests {
             .into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+    }
+
+    #[test]
+    fn a_summary_names_the_fields_it_can() {
+        let errors = [
+            FieldError::new(None, Some("service"), "unknown"),
+            FieldError::new(Some(0), None, "not JSON"),
+        ];
+        assert_eq!(FieldError::summary(&errors), "service: unknown; not JSON");
     }
 }

@@ -145,6 +145,48 @@ where
     }
 }
 
+/// A consumer loop running in the background until [`Running::stop`].
+struct Running {
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn messages<H: Handler>(pulled: &PullConsumer, settings: Settings, handler: &Arc<H>) -> Self {
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(consumer::run(
+            pulled.clone(),
+            settings,
+            Arc::clone(handler),
+            shutdown.clone(),
+        ));
+        Running { shutdown, task }
+    }
+
+    fn batches<H: BatchHandler>(
+        pulled: &PullConsumer,
+        settings: Settings,
+        max_batch: usize,
+        handler: &Arc<H>,
+    ) -> Self {
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(consumer::run_batches(
+            pulled.clone(),
+            settings,
+            max_batch,
+            Arc::clone(handler),
+            shutdown.clone(),
+        ));
+        Running { shutdown, task }
+    }
+
+    /// Shuts the loop down and waits until it has returned.
+    async fn stop(self) {
+        self.shutdown.trigger();
+        self.task.await.expect("loop ends");
+    }
+}
+
 fn terminate(max_in_flight: usize) -> Settings {
     Settings::new("test", max_in_flight, DeadLetters::Terminate)
 }
@@ -154,17 +196,10 @@ async fn handled_messages_are_acknowledged_once() {
     let setup = Setup::start().await;
     let mut pulled = setup.consumer(64).await;
     let handler = Scripted::new(|_| Disposition::Ack);
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(consumer::run(
-        pulled.clone(),
-        terminate(8),
-        Arc::clone(&handler),
-        shutdown.clone(),
-    ));
+    let running = Running::messages(&pulled, terminate(8), &handler);
     setup.publish(5).await;
     all_settled(&mut pulled).await;
-    shutdown.trigger();
-    running.await.expect("loop ends");
+    running.stop().await;
     let mut seen: Vec<String> = handler.deliveries().into_iter().map(|d| d.0).collect();
     seen.sort();
     assert_eq!(seen, ["0", "1", "2", "3", "4"]);
@@ -182,13 +217,7 @@ async fn a_retried_message_comes_again_after_the_retry_delay() {
             Disposition::Ack
         }
     });
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(consumer::run(
-        pulled.clone(),
-        terminate(8),
-        Arc::clone(&handler),
-        shutdown.clone(),
-    ));
+    let running = Running::messages(&pulled, terminate(8), &handler);
     setup.publish(1).await;
     eventually(WAIT, || async {
         let n = handler.settled().len();
@@ -201,8 +230,7 @@ async fn a_retried_message_comes_again_after_the_retry_delay() {
     .await
     .expect("delivered twice");
     all_settled(&mut pulled).await;
-    shutdown.trigger();
-    running.await.expect("loop ends");
+    running.stop().await;
     let deliveries = handler.deliveries();
     assert_eq!(
         deliveries.iter().map(|d| d.1).collect::<Vec<_>>(),
@@ -224,13 +252,7 @@ async fn a_message_refused_too_often_is_terminated() {
     let handler = Scripted::new(|_| Disposition::Refused {
         reason: "refused".into(),
     });
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(consumer::run(
-        pulled.clone(),
-        terminate(8).give_up_after(3),
-        Arc::clone(&handler),
-        shutdown.clone(),
-    ));
+    let running = Running::messages(&pulled, terminate(8).give_up_after(3), &handler);
     setup.publish(1).await;
     eventually(WAIT, || async {
         if handler.settled().contains(&Settled::GaveUp) {
@@ -243,8 +265,7 @@ async fn a_message_refused_too_often_is_terminated() {
     .expect("given up");
     // Terminated: nothing left to deliver, so the third delivery was the last.
     all_settled(&mut pulled).await;
-    shutdown.trigger();
-    running.await.expect("loop ends");
+    running.stop().await;
     assert_eq!(
         handler.deliveries().iter().map(|d| d.1).collect::<Vec<_>>(),
         [1, 2, 3]
@@ -280,13 +301,7 @@ async fn refused_and_dead_lettered_messages_are_parked_when_the_policy_parks() {
         },
     )
     .give_up_after(2);
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(consumer::run(
-        pulled.clone(),
-        settings,
-        Arc::clone(&handler),
-        shutdown.clone(),
-    ));
+    let running = Running::messages(&pulled, settings, &handler);
     setup.publish(2).await;
     let parked = eventually(WAIT, || {
         let pool = pool.clone();
@@ -304,8 +319,7 @@ async fn refused_and_dead_lettered_messages_are_parked_when_the_policy_parks() {
     .await
     .expect("both parked");
     all_settled(&mut pulled).await;
-    shutdown.trigger();
-    running.await.expect("loop ends");
+    running.stop().await;
     let by_payload: HashMap<String, (i32, String)> = parked
         .iter()
         .map(|p| (p.payload_text(), (p.deliveries, p.error.clone())))
@@ -382,16 +396,9 @@ async fn no_more_than_max_in_flight_messages_are_handled_at_once() {
     let mut pulled = setup.consumer(1_000).await;
     setup.publish(24).await;
     let handler = Slow::new(Duration::from_millis(50));
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(consumer::run(
-        pulled.clone(),
-        terminate(3).pull_batch(100),
-        Arc::clone(&handler),
-        shutdown.clone(),
-    ));
+    let running = Running::messages(&pulled, terminate(3).pull_batch(100), &handler);
     all_settled(&mut pulled).await;
-    shutdown.trigger();
-    running.await.expect("loop ends");
+    running.stop().await;
     assert_eq!(handler.finished.load(Ordering::SeqCst), 24);
     assert_eq!(handler.most.load(Ordering::SeqCst), 3);
 }
@@ -402,13 +409,7 @@ async fn shutdown_lets_the_messages_in_hand_finish_and_settles_them() {
     let mut pulled = setup.consumer(64).await;
     setup.publish(2).await;
     let handler = Slow::new(Duration::from_millis(700));
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(consumer::run(
-        pulled.clone(),
-        terminate(8),
-        Arc::clone(&handler),
-        shutdown.clone(),
-    ));
+    let running = Running::messages(&pulled, terminate(8), &handler);
     eventually(WAIT, || async {
         match handler.now.load(Ordering::SeqCst) {
             2 => Ok(()),
@@ -417,8 +418,7 @@ async fn shutdown_lets_the_messages_in_hand_finish_and_settles_them() {
     })
     .await
     .expect("both in hand");
-    shutdown.trigger();
-    running.await.expect("loop ends");
+    running.stop().await;
     assert_eq!(
         handler.finished.load(Ordering::SeqCst),
         2,
@@ -458,17 +458,9 @@ async fn a_backlog_is_handled_in_batches_and_each_message_disposed_of() {
     let handler = Arc::new(Batches {
         sizes: Mutex::new(Vec::new()),
     });
-    let shutdown = Shutdown::new();
-    let running = tokio::spawn(consumer::run_batches(
-        pulled.clone(),
-        terminate(2).pull_batch(16),
-        16,
-        Arc::clone(&handler),
-        shutdown.clone(),
-    ));
+    let running = Running::batches(&pulled, terminate(2).pull_batch(16), 16, &handler);
     all_settled(&mut pulled).await;
-    shutdown.trigger();
-    running.await.expect("loop ends");
+    running.stop().await;
     let sizes = handler.sizes.lock().expect("lock").clone();
     assert_eq!(
         sizes.iter().sum::<usize>(),

@@ -4,16 +4,14 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use mih_shared::ServiceName;
-use mih_shared::messages::{
-    self, DeadLetter, EventId, FailureStage, HttpMethod, HttpRequest, Job, JobId, Origin, Outcome,
-    OutcomeStatus, Request, Version,
-};
+use mih_shared::messages::{self, DeadLetter, Job};
 use mih_shared::names::{ServiceSlug, SourceId};
+use mih_testkit::fixtures::{dead_letter, job};
 use mih_testkit::{HttpSink, Reply};
 
 use crate::harness::{Answer, SECRET_KEY, TestHub};
@@ -45,30 +43,6 @@ async fn service(hub: &TestHub, name: &str, sink: &HttpSink) {
     hub.wait_for_config(ServiceName::Dispatcher).await;
 }
 
-fn job(service: &str, path: &str, body: &str) -> Job {
-    Job {
-        v: Version,
-        id: JobId::new_v7(),
-        event_id: Some(EventId::new_v7()),
-        rule_id: None,
-        service: ServiceSlug::parse(service).expect("slug"),
-        request: Request::Http(HttpRequest {
-            method: HttpMethod::Post,
-            path: path.to_owned(),
-            query: Vec::new(),
-            headers: Vec::new(),
-            body: Some(body.to_owned()),
-            content_type: Some("application/json".to_owned()),
-        }),
-        origin: Origin::Rule,
-        created_at: Utc::now(),
-        replay_of: None,
-        ordering_key: None,
-        source: Some(SourceId::parse("moodle").expect("source")),
-        eventname: Some("\\core\\event\\user_created".to_owned()),
-    }
-}
-
 async fn publish_job(hub: &TestHub, job: &Job) {
     hub.js
         .publish(
@@ -81,38 +55,21 @@ async fn publish_job(hub: &TestHub, job: &Job) {
         .expect("stored");
 }
 
-/// A dead letter as the dispatcher writes it, for a job that never reached anyone.
-fn dead(job: Job, reason: &str, error: Option<&str>, at: DateTime<Utc>) -> DeadLetter {
-    let last_outcome = error.map(|error| Outcome {
-        v: Version,
-        job_id: job.id,
-        service: job.service.clone(),
-        attempt: 1,
-        started_at: at,
-        duration_ms: 12,
-        status: OutcomeStatus::FailedPermanent,
-        response_status: Some(422),
-        response_excerpt: None,
-        error: Some(error.to_owned()),
-        event_id: job.event_id,
-        rule_id: job.rule_id,
-        origin: job.origin,
-        trace_id: None,
-        source: job.source.clone(),
-        eventname: job.eventname.clone(),
-        replay_of: job.replay_of,
-        request: Some(job.request.clone()),
-    });
-    DeadLetter {
-        v: Version,
-        attempts: u32::from(last_outcome.is_some()),
-        job,
-        last_outcome,
-        reason: reason.to_owned(),
-        dead_lettered_at: at,
-        stage: FailureStage::Delivery,
-        event: None,
-    }
+/// Asks for a replay of the dead letter of job `id`.
+async fn replay(hub: &TestHub, id: &str) -> Answer {
+    hub.api()
+        .post(&format!("{BASE}/{id}/replay"), &json!({}))
+        .await
+}
+
+/// Replays the dead letter of job `id`, asserting it was accepted; the replay's job id.
+async fn replayed(hub: &TestHub, id: &str) -> String {
+    let answer = replay(hub, id).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    answer.body["replay_job_id"]
+        .as_str()
+        .expect("new job")
+        .to_owned()
 }
 
 async fn publish_dead(hub: &TestHub, dead: &DeadLetter, message_id: &str) {
@@ -232,15 +189,7 @@ async fn a_permanent_failure_is_listed_and_a_replay_after_the_fix_resolves_it() 
     }
 
     sink.set_reply(Reply::status(200));
-    let replayed = hub
-        .api()
-        .post(&format!("{BASE}/{id}/replay"), &json!({}))
-        .await;
-    assert_eq!(replayed.status, StatusCode::ACCEPTED, "{}", replayed.body);
-    let replay_job = replayed.body["replay_job_id"]
-        .as_str()
-        .expect("new job")
-        .to_owned();
+    let replay_job = replayed(&hub, &id).await;
     assert_ne!(replay_job, id);
     let received = sink.wait_for(2, WAIT).await.expect("the replay delivered");
     let again = &received[1];
@@ -274,15 +223,7 @@ async fn a_replay_that_fails_again_keeps_the_original_and_links_the_new_one() {
     wait_for_list(&hub, "service=strict", 1).await;
     let id = failing.id.to_string();
 
-    let replayed = hub
-        .api()
-        .post(&format!("{BASE}/{id}/replay"), &json!({}))
-        .await;
-    assert_eq!(replayed.status, StatusCode::ACCEPTED, "{}", replayed.body);
-    let replay_job = replayed.body["replay_job_id"]
-        .as_str()
-        .expect("new job")
-        .to_owned();
+    let replay_job = replayed(&hub, &id).await;
     let items = wait_for_list(&hub, "service=strict", 2).await;
     let original = items
         .iter()
@@ -308,10 +249,7 @@ async fn a_replay_that_fails_again_keeps_the_original_and_links_the_new_one() {
 
     // Replaying the replay once the target is fixed resolves the whole chain.
     sink.set_reply(Reply::status(200));
-    let again = hub
-        .api()
-        .post(&format!("{BASE}/{replay_job}/replay"), &json!({}))
-        .await;
+    let again = replay(&hub, &replay_job).await;
     assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
     wait_until_gone(&hub, &replay_job).await;
     wait_until_gone(&hub, &id).await;
@@ -327,7 +265,7 @@ async fn bulk_replay_of_500_filtered_dead_letters_leaves_the_others() {
     let now = Utc::now();
     let letters: Vec<DeadLetter> = (0..500)
         .map(|n| {
-            dead(
+            dead_letter(
                 job("bulk", &format!("/b/{n}"), "{}"),
                 "permanent failure: HTTP 422",
                 Some("no"),
@@ -335,7 +273,7 @@ async fn bulk_replay_of_500_filtered_dead_letters_leaves_the_others() {
             )
         })
         .chain((0..20).map(|n| {
-            dead(
+            dead_letter(
                 job("other", &format!("/o/{n}"), "{}"),
                 "permanent failure: HTTP 422",
                 Some("no"),
@@ -403,14 +341,14 @@ async fn filters_search_paging_and_delete_by_filter() {
     let mut c = job("beta", "/c", "{}");
     c.source = Some(SourceId::parse("other-site").expect("source"));
     let letters = vec![
-        dead(
+        dead_letter(
             a.clone(),
             "permanent failure: HTTP 400",
             Some("Course NOT found"),
             now,
         ),
-        dead(b.clone(), "max job age exceeded", None, old),
-        dead(
+        dead_letter(b.clone(), "max job age exceeded", None, old),
+        dead_letter(
             c.clone(),
             "permanent failure: HTTP 409",
             Some("duplicate 50%_user"),
@@ -564,7 +502,7 @@ async fn filters_search_paging_and_delete_by_filter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_dead_letter_twice_is_one_row_and_a_gone_service_cannot_be_replayed() {
     let hub = hub().await;
-    let letter = dead(
+    let letter = dead_letter(
         job("vanished", "/x", "{}"),
         "permanent failure",
         Some("no"),
@@ -595,10 +533,7 @@ async fn the_same_dead_letter_twice_is_one_row_and_a_gone_service_cannot_be_repl
         "{metrics}"
     );
 
-    let replay = hub
-        .api()
-        .post(&format!("{BASE}/{}/replay", letter.job.id), &json!({}))
-        .await;
+    let replay = replay(&hub, &letter.job.id.to_string()).await;
     assert_eq!(replay.status, StatusCode::CONFLICT, "{}", replay.body);
     assert!(
         replay.body.to_string().contains("no longer exists"),
@@ -643,10 +578,7 @@ async fn a_render_failure_is_replayed_after_fixing_the_rule() {
         one.body
     );
 
-    let still = hub
-        .api()
-        .post(&format!("{BASE}/{id}/replay"), &json!({}))
-        .await;
+    let still = replay(&hub, &id).await;
     assert_eq!(
         still.status,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -673,10 +605,7 @@ async fn a_render_failure_is_replayed_after_fixing_the_rule() {
         )
         .await;
     assert_eq!(fixed.status, StatusCode::OK, "{}", fixed.body);
-    let replayed = hub
-        .api()
-        .post(&format!("{BASE}/{id}/replay"), &json!({}))
-        .await;
+    let replayed = replay(&hub, &id).await;
     assert_eq!(replayed.status, StatusCode::ACCEPTED, "{}", replayed.body);
     let received = sink.wait_for(1, WAIT).await.expect("delivered");
     assert_eq!(received[0].uri.path(), "/api/grades/12");
@@ -698,7 +627,7 @@ async fn mih_dlq_lists_replays_and_deletes_from_the_command_line() {
             } else {
                 "permanent failure: fizz"
             };
-            dead(
+            dead_letter(
                 job("cli", &format!("/c/{n}"), "{}"),
                 reason,
                 Some("no"),
@@ -780,7 +709,7 @@ async fn a_dead_letter_with_nul_is_kept_and_replayed_exactly() {
         .map(|i| {
             let mut nul = job("sis", &format!("/users/{i}"), body);
             nul.eventname = Some(format!("\\core\\event\\user_created\u{0}{i}"));
-            dead(
+            dead_letter(
                 nul,
                 "permanent failure: HTTP 422\u{0}",
                 Some("HTTP 422"),
@@ -789,7 +718,7 @@ async fn a_dead_letter_with_nul_is_kept_and_replayed_exactly() {
         })
         .collect();
     publish_many(&hub, &letters).await;
-    let clean = dead(
+    let clean = dead_letter(
         job("sis", "/users/clean", "{}"),
         "HTTP 422",
         Some("HTTP 422"),
@@ -808,10 +737,7 @@ async fn a_dead_letter_with_nul_is_kept_and_replayed_exactly() {
         "shown with U+FFFD in place of NUL"
     );
     sink.set_reply(Reply::status(200));
-    let replayed = hub
-        .api()
-        .post(&format!("{BASE}/{}/replay", nul_job.id), &json!({}))
-        .await;
+    let replayed = replay(&hub, &nul_job.id.to_string()).await;
     assert_eq!(replayed.status, StatusCode::ACCEPTED, "{}", replayed.body);
     let received = sink.wait_for(2, WAIT).await.expect("the replay");
     assert_eq!(
@@ -843,7 +769,7 @@ async fn dead_letters_the_database_refuses_are_parked_and_never_block_the_others
     .expect("constraint");
     let poison: Vec<DeadLetter> = (0..80)
         .map(|i| {
-            dead(
+            dead_letter(
                 job("sis", &format!("/p/{i}"), "{}"),
                 &format!("poison {i}"),
                 None,
@@ -865,7 +791,7 @@ async fn dead_letters_the_database_refuses_are_parked_and_never_block_the_others
         .expect("stored");
     let fine: Vec<DeadLetter> = (0..5)
         .map(|i| {
-            dead(
+            dead_letter(
                 job("sis", &format!("/f/{i}"), "{}"),
                 "HTTP 422",
                 None,

@@ -9,11 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use mih_shared::ServiceName;
-use mih_shared::messages::{
-    self, EventId, HttpMethod, HttpRequest, Job, JobId, Origin, Request, RuleId, Version,
-};
-use mih_shared::names::{ServiceSlug, SourceId};
-use mih_testkit::{HttpSink, Reply};
+use mih_shared::messages::{self, Job, RuleId};
+use mih_testkit::{HttpSink, Reply, fixtures};
 
 use crate::harness::TestHub;
 
@@ -31,27 +28,12 @@ async fn service(hub: &TestHub, name: &str, sink: &HttpSink) {
     hub.wait_for_config(ServiceName::Dispatcher).await;
 }
 
+/// A job for a graded event, from a rule.
 fn job(service: &str, path: &str, body: &str) -> Job {
     Job {
-        v: Version,
-        id: JobId::new_v7(),
-        event_id: Some(EventId::new_v7()),
         rule_id: Some(RuleId(uuid::Uuid::now_v7())),
-        service: ServiceSlug::parse(service).expect("slug"),
-        request: Request::Http(HttpRequest {
-            method: HttpMethod::Post,
-            path: path.to_owned(),
-            query: Vec::new(),
-            headers: Vec::new(),
-            body: Some(body.to_owned()),
-            content_type: Some("application/json".to_owned()),
-        }),
-        origin: Origin::Rule,
-        created_at: Utc::now(),
-        replay_of: None,
-        ordering_key: None,
-        source: Some(SourceId::parse("moodle").expect("source")),
         eventname: Some(r"\core\event\user_graded".to_owned()),
+        ..fixtures::job(service, path, body)
     }
 }
 

@@ -15,7 +15,7 @@ pub enum ApiFailure {
     NotFound { kind: &'static str, id: String },
     #[error("{0}")]
     BadRequest(String),
-    #[error("the request is invalid: {}", summary(.0))]
+    #[error("the request is invalid: {}", FieldError::summary(.0))]
     Invalid(Vec<FieldError>),
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -34,17 +34,6 @@ pub enum ApiFailure {
     Crypto(CryptoError),
     #[error("{0}")]
     Internal(String),
-}
-
-fn summary(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| match &e.field {
-            Some(field) => format!("{field}: {}", e.message),
-            None => e.message.clone(),
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 impl ApiFailure {

@@ -8,12 +8,8 @@ use uuid::Uuid;
 
 use mih_dlq::store::filter::DeadLetterFilter;
 use mih_dlq::store::{self, letters, operations};
-use mih_shared::messages::{
-    DeadLetter, EventId, FailureStage, HttpMethod, HttpRequest, Job, JobId, Origin, Outcome,
-    OutcomeStatus, Request, Version,
-};
-use mih_shared::names::{ServiceSlug, SourceId};
-use mih_testkit::TestDatabase;
+use mih_shared::messages::{DeadLetter, Job, JobId, Origin, Outcome, OutcomeStatus};
+use mih_testkit::{TestDatabase, fixtures};
 
 /// A migrated database of its own; keep the first value alive for as long as the pool is used.
 async fn database() -> (TestDatabase, PgPool) {
@@ -23,64 +19,17 @@ async fn database() -> (TestDatabase, PgPool) {
     (database, pool)
 }
 
+/// A job for `service` posting `body` to `/users`.
 fn job(service: &str, body: &str) -> Job {
-    Job {
-        v: Version,
-        id: JobId::new_v7(),
-        event_id: Some(EventId::new_v7()),
-        rule_id: None,
-        service: ServiceSlug::parse(service).expect("slug"),
-        request: Request::Http(HttpRequest {
-            method: HttpMethod::Post,
-            path: "/users".to_owned(),
-            query: Vec::new(),
-            headers: Vec::new(),
-            body: Some(body.to_owned()),
-            content_type: Some("application/json".to_owned()),
-        }),
-        origin: Origin::Rule,
-        created_at: Utc::now(),
-        replay_of: None,
-        ordering_key: None,
-        source: Some(SourceId::parse("moodle").expect("source")),
-        eventname: Some("\\core\\event\\user_created".to_owned()),
-    }
+    fixtures::job(service, "/users", body)
 }
 
 fn outcome(job: &Job, status: OutcomeStatus, error: Option<&str>) -> Outcome {
-    Outcome {
-        v: Version,
-        job_id: job.id,
-        service: job.service.clone(),
-        attempt: 1,
-        started_at: Utc::now(),
-        duration_ms: 12,
-        status,
-        response_status: Some(422),
-        response_excerpt: None,
-        error: error.map(str::to_owned),
-        event_id: job.event_id,
-        rule_id: job.rule_id,
-        origin: job.origin,
-        trace_id: None,
-        source: job.source.clone(),
-        eventname: job.eventname.clone(),
-        replay_of: job.replay_of,
-        request: None,
-    }
+    fixtures::outcome(job, status, error, Utc::now())
 }
 
 fn dead(job: Job, reason: &str, error: &str, at: DateTime<Utc>) -> DeadLetter {
-    DeadLetter {
-        v: Version,
-        last_outcome: Some(outcome(&job, OutcomeStatus::FailedPermanent, Some(error))),
-        attempts: 1,
-        job,
-        reason: reason.to_owned(),
-        dead_lettered_at: at,
-        stage: FailureStage::Delivery,
-        event: None,
-    }
+    fixtures::dead_letter(job, reason, Some(error), at)
 }
 
 /// A replay of `original`, as api queues it.

@@ -16,20 +16,9 @@ const MAX_QUERY: usize = 200;
 
 /// Why a filter was refused: every bad field, named (the API answers 422 with them).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the filter is invalid: {}", summary(.errors))]
+#[error("the filter is invalid: {}", FieldError::summary(.errors))]
 pub struct InvalidFilter {
     pub errors: Vec<FieldError>,
-}
-
-fn summary(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(|e| match &e.field {
-            Some(field) => format!("{field}: {}", e.message),
-            None => e.message.clone(),
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// The problems found so far, field by field.

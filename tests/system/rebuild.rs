@@ -187,6 +187,31 @@ async fn a_rebuild_after_dropping_the_projections_yields_the_same_rows_and_stats
     })
     .await
     .expect("the replay resolved its dead letter");
+    // The dlq service and the recorder project RESULTS independently: the dead letter can be
+    // resolved before the recorder has written the replay's delivery. Snapshot only once both
+    // have caught up, or the rebuild "finds" a row the snapshot missed.
+    let replay_job = replay.body["replay_job_id"]
+        .as_str()
+        .expect("the replay's job id")
+        .to_owned();
+    mih_testkit::eventually(WAIT, || async {
+        let recorded: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM deliveries WHERE job_id::text = $1 AND status = 'delivered'",
+        )
+        .bind(&replay_job)
+        .fetch_one(&db)
+        .await
+        .map_err(|e| e.to_string())?;
+        if recorded == 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "replay {replay_job}: {recorded} deliveries recorded"
+            ))
+        }
+    })
+    .await
+    .expect("the recorder wrote the replay's delivery");
     let window =
         |d: chrono::Duration| (Utc::now() + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let stats_query = format!(

@@ -13,6 +13,7 @@ pub mod crud;
 pub mod dead_letters;
 pub mod deliveries;
 pub mod facade;
+mod handlers;
 pub mod parked;
 pub mod preview;
 pub mod rules;

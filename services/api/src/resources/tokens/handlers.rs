@@ -12,20 +12,12 @@ use crate::auth::{Caller, Role};
 use crate::error::{ApiFailure, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, IfMatch, Page, PageQuery};
 use crate::resources::crud::{self, Resource};
+use crate::resources::handlers::config_handler;
 use crate::resources::with_etag;
 use crate::state::AppState;
 
-/// List tokens (never their values).
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(TokenFilter, PageQuery),
-    responses((status = 200, body = Page<TokenView>), (status = 401), (status = 403), (status = 422)))]
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(filter): ApiQuery<TokenFilter>,
-    ApiQuery(page): ApiQuery<PageQuery>,
-) -> ApiResult<axum::Json<Page<TokenView>>> {
-    crud::list::<TokenRow>(&state, &caller, filter, page).await
-}
+config_handler!(list TokenRow, TokenView, TokenFilter; " List tokens (never their values).", "tokens", "/api/v1/tokens",
+    [(status = 200, body = Page<TokenView>), (status = 401), (status = 403), (status = 422)]);
 
 /// Issue a token. The response is the only place its value appears.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = TokenInput,
@@ -41,16 +33,8 @@ pub(crate) async fn create(
     Ok(with_etag(StatusCode::CREATED, issued.view.version, &issued))
 }
 
-/// Get one token (never its value).
-#[utoipa::path(get, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)),
-    responses((status = 200, body = TokenView), (status = 401), (status = 403), (status = 404)))]
-pub(crate) async fn get_one(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    crud::get_one::<TokenRow>(&state, &caller, &id).await
-}
+config_handler!(get_one TokenRow, "id"; " Get one token (never its value).", "tokens", "/api/v1/tokens/{id}",
+    [(status = 200, body = TokenView), (status = 401), (status = 403), (status = 404)]);
 
 /// Change a token's label or role.
 #[utoipa::path(patch, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)), request_body = TokenInput,

@@ -198,6 +198,80 @@ async fn the_same_webhook_id_twice_stores_one_event_and_says_duplicate() {
     hub.stop().await;
 }
 
+/// The Moodle plugin resends an event in whatever batch it next sends: a keyed item is the same
+/// event in any request, while the rest of each batch is new.
+#[tokio::test]
+async fn keyed_items_are_recognised_in_any_batch() {
+    let hub = ingest_hub().await;
+    let events = fixtures::moodle_events();
+    let keyed = |key: &str, event: &Value| json!({"idempotency_key": key, "event": event});
+    let first = serde_json::to_vec(&json!([
+        keyed("row-1", &events[0]),
+        keyed("row-2", &events[1])
+    ]))
+    .expect("json");
+    let second = serde_json::to_vec(&json!([
+        keyed("row-2", &events[1]),
+        events[2].clone(),
+        keyed("row-3", &events[3])
+    ]))
+    .expect("json");
+    let one = hub.post_signed(&first, JSON).await;
+    let two = hub.post_signed(&second, JSON).await;
+    assert_eq!(one.status, StatusCode::ACCEPTED, "{}", one.body);
+    assert_eq!(two.status, StatusCode::ACCEPTED, "{}", two.body);
+    let statuses: Vec<&str> = two.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(statuses, ["duplicate", "accepted", "accepted"]);
+    assert_eq!(two.body["events"][0]["id"], one.body["events"][1]["id"]);
+    assert_eq!(two.body["events"][0]["dedup_key"], "row-2");
+    let keys: Vec<String> = hub
+        .stored_events()
+        .await
+        .iter()
+        .map(|m| m.event().dedup_key)
+        .collect();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert_eq!(&keys[..2], ["row-1", "row-2"]);
+    assert!(
+        keys[2].ends_with("#1"),
+        "an unkeyed item keeps its batch key: {keys:?}"
+    );
+    assert_eq!(keys[3], "row-3");
+
+    // A key that is no key is refused like any invalid field, naming the item.
+    let bad = serde_json::to_vec(&json!([
+        keyed("fine", &events[4]),
+        {"idempotency_key": 7, "event": events[5]},
+        keyed("has space", &events[6])
+    ]))
+    .expect("json");
+    let refused = hub.post_signed(&bad, JSON).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    let named: Vec<(u64, &str)> = refused.body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            (
+                e["index"].as_u64().expect("index"),
+                e["field"].as_str().expect("field"),
+            )
+        })
+        .collect();
+    assert_eq!(named, [(1, "idempotency_key"), (2, "idempotency_key")]);
+    assert_eq!(
+        hub.stored_events().await.len(),
+        4,
+        "nothing of a refused request is stored"
+    );
+    hub.stop().await;
+}
+
 #[tokio::test]
 async fn unsigned_events_dedup_on_their_content_and_idempotency_key() {
     let hub = ingest_hub().await;

@@ -1,5 +1,6 @@
 //! Turning a request body into a list of JSON events: one object, a JSON array, or NDJSON;
-//! each item either a Moodle event or MIH's queued-task wrapper `{ruleid, eventdata, …}`.
+//! each item a Moodle event, MIH's queued-task wrapper `{ruleid, eventdata, …}`, or either of
+//! those inside a keyed envelope `{"idempotency_key": "…", "event": {…}}`.
 
 use serde_json::{Map, Value};
 
@@ -40,6 +41,9 @@ pub(crate) fn format_of(content_type: Option<&str>) -> Result<Format, IngestErro
 pub(crate) struct Item {
     pub index: usize,
     pub value: Value,
+    /// The item's own `idempotency_key` from a keyed envelope, as sent (checked later, with
+    /// the rest of the item).
+    pub key: Option<Value>,
 }
 
 /// Whether the request body held a single event or a batch (array or NDJSON).
@@ -76,9 +80,13 @@ pub(crate) fn decode(
     let items = values
         .into_iter()
         .enumerate()
-        .map(|(index, value)| Item {
-            index,
-            value: unwrap_queued_task(value),
+        .map(|(index, value)| {
+            let (key, value) = open_envelope(value);
+            Item {
+                index,
+                value: unwrap_queued_task(value),
+                key,
+            }
         })
         .collect();
     Ok((shape, items))
@@ -143,6 +151,27 @@ fn check_count(count: usize, max_events: usize) -> Result<(), IngestError> {
     }
 }
 
+/// A keyed envelope `{"idempotency_key": …, "event": {…}}` gives the event its own dedup key,
+/// so a sender that resends it in another batch is recognised. Anything else is the event.
+fn open_envelope(value: Value) -> (Option<Value>, Value) {
+    match value {
+        Value::Object(mut map) if is_envelope(&map) => {
+            let key = map.remove(ENVELOPE_KEY);
+            (key, map.remove(ENVELOPE_EVENT).unwrap_or(Value::Null))
+        }
+        other => (None, other),
+    }
+}
+
+const ENVELOPE_KEY: &str = "idempotency_key";
+const ENVELOPE_EVENT: &str = "event";
+
+fn is_envelope(map: &Map<String, Value>) -> bool {
+    map.len() == 2
+        && map.contains_key(ENVELOPE_KEY)
+        && map.get(ENVELOPE_EVENT).is_some_and(Value::is_object)
+}
+
 /// MIH queues `{ruleid, eventdata, eventcontextid}`; the event is `eventdata`. Anything else is
 /// taken as the event itself.
 fn unwrap_queued_task(value: Value) -> Value {
@@ -201,6 +230,27 @@ mod tests {
         let event = json!({"eventname": "x", "eventdata": {"a": 1}});
         let (_, items) = decode(Format::Json, event.to_string().as_bytes(), 10).expect("ok");
         assert_eq!(items[0].value, event);
+    }
+
+    #[test]
+    fn keyed_envelopes_give_their_event_its_own_key() {
+        let body = json!([
+            {"idempotency_key": "k-1", "event": {"eventname": "x"}},
+            {"idempotency_key": "k-2", "event": {"ruleid": 4, "eventdata": {"eventname": "y"}}},
+            {"eventname": "z"},
+            // A third key means this is not an envelope but an event (which validation refuses).
+            {"idempotency_key": "k-3", "event": {"eventname": "x"}, "crud": "c"}
+        ]);
+        let (_, items) = decode(Format::Json, body.to_string().as_bytes(), 10).expect("ok");
+        assert_eq!(items[0].key, Some(json!("k-1")));
+        assert_eq!(items[0].value, json!({"eventname": "x"}));
+        assert_eq!(items[1].key, Some(json!("k-2")));
+        assert_eq!(items[1].value, json!({"eventname": "y"}));
+        assert_eq!(
+            (&items[2].key, &items[2].value),
+            (&None, &json!({"eventname": "z"}))
+        );
+        assert_eq!(items[3].key, None);
     }
 
     #[test]

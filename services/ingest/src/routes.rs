@@ -129,18 +129,31 @@ async fn accept(
     summarise(&source.id, total, reports, state.config.retry_after)
 }
 
+/// An event that passed validation, with its position and its own dedup key, if it has one.
+struct ValidItem {
+    index: usize,
+    key: Option<String>,
+    event: ValidEvent,
+}
+
 /// Validates every item; refuses the whole request if any is invalid, listing each problem.
-fn validate_all(items: Vec<decode::Item>) -> Result<Vec<(usize, ValidEvent)>, IngestError> {
+fn validate_all(items: Vec<decode::Item>) -> Result<Vec<ValidItem>, IngestError> {
     let total = items.len();
     let mut valid = Vec::with_capacity(total);
     let mut errors = Vec::new();
     let mut invalid = 0;
     for item in items {
-        match validate::validate(item.index, item.value) {
-            Ok(event) => valid.push((item.index, event)),
-            Err(item_errors) => {
+        let key = item_key(item.index, item.key);
+        match (validate::validate(item.index, item.value), key) {
+            (Ok(event), Ok(key)) => valid.push(ValidItem {
+                index: item.index,
+                key,
+                event,
+            }),
+            (event, key) => {
                 invalid += 1;
-                errors.extend(item_errors);
+                errors.extend(key.err());
+                errors.extend(event.err().into_iter().flatten());
             }
         }
     }
@@ -155,6 +168,31 @@ fn validate_all(items: Vec<decode::Item>) -> Result<Vec<(usize, ValidEvent)>, In
     })
 }
 
+/// An envelope's `idempotency_key`: printable ASCII, as a `webhook-id` is.
+fn item_key(index: usize, key: Option<Value>) -> Result<Option<String>, FieldError> {
+    let refuse = || {
+        FieldError::new(
+            Some(index),
+            Some("idempotency_key"),
+            format!(
+                "must be a string of 1 to {} printable ASCII characters",
+                signature::MAX_ID_LEN
+            ),
+        )
+    };
+    match key {
+        None => Ok(None),
+        Some(Value::String(key))
+            if !key.is_empty()
+                && key.len() <= signature::MAX_ID_LEN
+                && key.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Ok(Some(key))
+        }
+        Some(_) => Err(refuse()),
+    }
+}
+
 /// Wraps each event in its envelope (id, dedup key, subject) and encodes it, refusing the
 /// request if any event is too large to store.
 fn prepare(
@@ -162,17 +200,23 @@ fn prepare(
     source: &SourceId,
     explicit_key: Option<&str>,
     shape: Shape,
-    valid: Vec<(usize, ValidEvent)>,
+    valid: Vec<ValidItem>,
 ) -> Result<Vec<Prepared>, IngestError> {
     let received_at = Utc::now();
     let max = state.config.max_event_bytes;
     let mut prepared = Vec::with_capacity(valid.len());
     let mut too_large = Vec::new();
-    for (index, ValidEvent { name, data }) in valid {
-        let dedup_key = match (explicit_key, shape) {
-            (Some(key), Shape::Single) => key.to_owned(),
-            (Some(key), Shape::Batch) => format!("{key}#{index}"),
-            (None, _) => format!("sha256:{}", canonical::hash(&Value::Object(data.clone()))),
+    for ValidItem {
+        index,
+        key: item_key,
+        event: ValidEvent { name, data },
+    } in valid
+    {
+        let dedup_key = match (item_key, explicit_key, shape) {
+            (Some(key), _, _) => key,
+            (None, Some(key), Shape::Single) => key.to_owned(),
+            (None, Some(key), Shape::Batch) => format!("{key}#{index}"),
+            (None, None, _) => format!("sha256:{}", canonical::hash(&Value::Object(data.clone()))),
         };
         let event = Event {
             v: Version,

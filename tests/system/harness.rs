@@ -310,6 +310,23 @@ impl TestHub {
         self.wait_until_serving().await;
     }
 
+    /// Stops the hub's services (NATS and the database stay), as an outage would.
+    pub async fn stop_services(&mut self) {
+        if let Some(hub) = self.hub.take() {
+            hub.stop().await.expect("hub stops cleanly");
+        }
+    }
+
+    /// Starts the services again after [`Self::stop_services`]; fixed ports keep their ports.
+    pub async fn start_services(&mut self) {
+        assert!(self.hub.is_none(), "the hub is running");
+        let hub = mih::start(Arc::clone(&self.config), &self.services)
+            .await
+            .expect("hub restarts");
+        self.hub = Some(hub);
+        self.wait_until_serving().await;
+    }
+
     /// Starts more services in a hub of their own (same NATS, database and configuration).
     pub async fn add_services(&mut self, services: &[ServiceName]) {
         let hub = mih::start(Arc::clone(&self.config), services)

@@ -13,6 +13,7 @@ mod ingest;
 mod lifecycle;
 mod live_config;
 mod matcher;
+mod moodle;
 mod outages;
 mod preview;
 mod process;

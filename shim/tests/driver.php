@@ -1,0 +1,119 @@
+<?php
+// Drives local_mih on the stand-in, one step per run, as Moodle requests and cron would:
+// every run is its own PHP process, so its end-of-request send runs as in Moodle.
+//
+//   php driver.php install                       create the plugin's tables from db/install.xml
+//   php driver.php raise FILE [--no-send]        trigger every event of a JSON-lines file
+//                                                (--no-send: skip the end-of-request send)
+//   php driver.php raise-rollback FILE           trigger them inside a transaction that rolls back
+//   php driver.php send [--wait]                 send the outbox now, as cli/send.php (prints a JSON
+//                                                report; --wait: respect the backoff)
+//   php driver.php task                          run the scheduled task
+//   php driver.php status                        the outbox summary and parked rows as JSON
+//   php driver.php retry-parked                  put parked rows back in line
+//   php driver.php facade SERVICE PATH METHOD JSON   call a service through hub::request()
+//   php driver.php fluent SERVICE PATH METHOD JSON   the same through hub::send()->…->dispatch()
+//   php driver.php check                         the connection check as JSON
+
+require(__DIR__ . '/standin/bootstrap.php');
+
+$args = array_slice($argv, 1);
+$command = array_shift($args) ?? '';
+$flags = array_filter($args, static fn($a) => str_starts_with($a, '--'));
+$args = array_values(array_diff($args, $flags));
+$out = static function ($value): void {
+    echo json_encode($value, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES) . "\n";
+};
+$events = static function (string $file): array {
+    $lines = file($file, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES);
+    if ($lines === false) {
+        throw new RuntimeException("cannot read {$file}");
+    }
+    return array_map(static fn($line) => json_decode($line, true, 512, JSON_THROW_ON_ERROR), $lines);
+};
+
+switch ($command) {
+    case 'install':
+        $DB->install_schema(STANDIN_PLUGIN . '/db/install.xml');
+        echo "installed\n";
+        break;
+
+    case 'raise':
+        // Alternate as Moodle code does: some events inside a committed transaction, some not.
+        foreach ($events($args[0]) as $i => $data) {
+            if ($i % 2) {
+                $transaction = $DB->start_delegated_transaction();
+                standin_trigger($data);
+                $transaction->allow_commit();
+            } else {
+                standin_trigger($data);
+            }
+        }
+        if (in_array('--no-send', $flags, true)) {
+            core_shutdown_manager::standin_forget();
+        }
+        $out(['raised' => count($events($args[0])), 'debugging' => standin_debugging::$messages]);
+        break;
+
+    case 'raise-rollback':
+        $transaction = $DB->start_delegated_transaction();
+        try {
+            foreach ($events($args[0]) as $data) {
+                standin_trigger($data);
+            }
+            throw new RuntimeException('the change failed');
+        } catch (RuntimeException $e) {
+            try {
+                $transaction->rollback($e);
+            } catch (RuntimeException $rethrown) {
+                // Moodle rethrows the exception given to rollback(); the request would show it.
+            }
+        }
+        $out(['rolledback' => true]);
+        break;
+
+    case 'send':
+        $report = (new \local_mih\sender(\local_mih\config::load()))->send(PHP_INT_MAX, 0, !in_array('--wait', $flags, true));
+        $out($report);
+        break;
+
+    case 'task':
+        (new \local_mih\task\send_outbox())->execute();
+        break;
+
+    case 'status':
+        $summary = \local_mih\outbox::summary();
+        $summary->parkedrows = \local_mih\outbox::parked(1000);
+        $summary->rows = array_values($DB->get_records('local_mih_outbox', null, 'id', 'id, uuid, eventname, status, attempts, nextattempt, lasterror'));
+        $out($summary);
+        break;
+
+    case 'retry-parked':
+        $out(['retried' => \local_mih\outbox::retry_parked()]);
+        break;
+
+    case 'facade':
+    case 'fluent':
+        [$service, $path, $method, $json] = $args + ['', '/', 'POST', '{}'];
+        $payload = json_decode($json, true) ?? [];
+        try {
+            $response = $command === 'facade'
+                ? \local_mih\hub::request($service, $path, $payload, $method)
+                : \local_mih\hub::send($service)->to($path)->with($payload)->method($method)->dispatch();
+            $out(['class' => get_class($response), 'success' => $response->success, 'httpstatus' => $response->httpstatus,
+                'body' => $response->body, 'error' => $response->error, 'latencyms' => $response->latencyms,
+                'attempts' => $response->attempts, 'circuit' => $response->circuit, 'is_ok' => $response->is_ok(),
+                'json' => $response->body !== null && json_decode($response->body) !== null ? $response->json() : null]);
+        } catch (moodle_exception $e) {
+            $out(['exception' => get_class($e), 'errorcode' => $e->errorcode, 'module' => $e->module, 'message' => $e->getMessage()]);
+        }
+        break;
+
+    case 'check':
+        $out((new \local_mih\connection_check(\local_mih\config::load()))->run());
+        break;
+
+    default:
+        fwrite(STDERR, "unknown command `{$command}`; see the top of driver.php\n");
+        exit(2);
+}

@@ -10,6 +10,7 @@ mod e2e;
 mod hub;
 mod ingest;
 mod matcher;
+mod moodle;
 mod process;
 mod report;
 
@@ -38,6 +39,8 @@ enum Command {
     /// End to end, one process per service: latency at fixed rates, saturation, fan-out, two
     /// dispatchers, and the raw JetStream and HTTP limits.
     E2e(e2e::Args),
+    /// The Moodle plugin's observer: its cost per event on the user's request.
+    Moodle(moodle::Args),
 }
 
 #[tokio::main]
@@ -48,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Matcher(args) => ("matcher", matcher::run(&args).await?),
         Command::Dispatcher(args) => ("dispatcher", dispatcher::run(&args).await?),
         Command::E2e(args) => ("e2e", e2e::run(&args).await?),
+        Command::Moodle(args) => ("moodle", moodle::run(&args).await?),
     };
     report::print_table(&results);
     let path = report::write_json(cli.json, name, &results)?;

@@ -153,6 +153,10 @@ final class database {
         return $value === false ? false : $value;
     }
 
+    public function get_field_sql(string $sql, ?array $params = null) {
+        return $this->query($sql, $params)->fetchColumn();
+    }
+
     public function get_fieldset_sql(string $sql, ?array $params = null): array {
         return $this->query($sql, $params)->fetchAll(\PDO::FETCH_COLUMN);
     }

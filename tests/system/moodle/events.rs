@@ -24,7 +24,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A hub with a rule sending every event to `sink`; ingest on a fixed port when given, so it
 /// keeps its address across a restart.
-async fn hub_to(sink: &HttpSink, ingest_port: Option<u16>) -> TestHub {
+pub(super) async fn hub_to(sink: &HttpSink, ingest_port: Option<u16>) -> TestHub {
     let mut builder = TestHub::builder();
     if let Some(port) = ingest_port {
         builder = builder.toml(&format!("[ingest]\nlisten = \"127.0.0.1:{port}\""));
@@ -53,7 +53,7 @@ async fn hub_to(sink: &HttpSink, ingest_port: Option<u16>) -> TestHub {
 }
 
 /// Each event as the sink received it, by its idempotency key; panics on a key seen twice.
-fn by_key(requests: &[Recorded]) -> BTreeMap<String, Value> {
+pub(super) fn by_key(requests: &[Recorded]) -> BTreeMap<String, Value> {
     let mut events = BTreeMap::new();
     for request in requests {
         let key = request

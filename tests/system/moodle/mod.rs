@@ -7,3 +7,4 @@ mod driver;
 mod events;
 mod facade;
 mod php;
+mod real;

@@ -1,0 +1,98 @@
+<?php
+// Drives local_mih inside a real Moodle (scripts/moodle-dev installs one), one step per run:
+//
+//   php site.php --moodle=DIR configure JSON   set local_mih's settings, empty its outbox
+//   php site.php --moodle=DIR raise PREFIX     as admin: create a user and a course, enrol and
+//                                              grade the user, and create a user in a
+//                                              transaction that rolls back; prints their ids
+//   php site.php --moodle=DIR status           the outbox summary
+//   php site.php --moodle=DIR facade SERVICE PATH   call a service through \local_mih\hub
+//
+// Prints JSON. Every run is a Moodle CLI request: its end-of-request send runs as it would.
+
+define('CLI_SCRIPT', true);
+
+$args = array_slice($argv, 1);
+$moodle = null;
+foreach ($args as $i => $arg) {
+    if (str_starts_with($arg, '--moodle=')) {
+        $moodle = substr($arg, strlen('--moodle='));
+        unset($args[$i]);
+    }
+}
+$args = array_values($args);
+if ($moodle === null || !is_readable("{$moodle}/config.php")) {
+    fwrite(STDERR, "give --moodle=DIR, a Moodle tree with config.php (scripts/moodle-dev)\n");
+    exit(2);
+}
+// Moodle's CLI parser would see our arguments; hide them.
+$_SERVER['argv'] = [$argv[0]];
+require("{$moodle}/config.php");
+
+$out = static function ($value): void {
+    echo json_encode($value, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES) . "\n";
+};
+
+switch ($args[0] ?? '') {
+    case 'configure':
+        foreach (json_decode($args[1], true, 512, JSON_THROW_ON_ERROR) as $name => $value) {
+            set_config($name, is_bool($value) ? (int) $value : $value, 'local_mih');
+        }
+        // Rows left by earlier runs (sent to hubs long gone) would only be noise.
+        $DB->delete_records('local_mih_outbox');
+        $out(['configured' => true]);
+        break;
+
+    case 'raise':
+        require_once($CFG->dirroot . '/user/lib.php');
+        require_once($CFG->dirroot . '/course/lib.php');
+        require_once($CFG->libdir . '/enrollib.php');
+        require_once($CFG->libdir . '/gradelib.php');
+        require_once($CFG->libdir . '/testing/generator/lib.php');
+        \core\session\manager::set_user(get_admin());
+        $prefix = clean_param($args[1] ?? 'mih', PARAM_ALPHANUMEXT) . '_' . random_int(100000, 999999);
+        $user = static fn(string $name) => [
+            'username' => strtolower($name), 'password' => 'Secret-Pass-1!', 'firstname' => 'Mih',
+            'lastname' => $name, 'email' => strtolower($name) . '@example.com', 'auth' => 'manual',
+            'confirmed' => 1, 'mnethostid' => $CFG->mnet_localhost_id,
+        ];
+        $userid = user_create_user($user($prefix));
+        $course = create_course((object) ['fullname' => "Course {$prefix}", 'shortname' => $prefix,
+            'category' => core_course_category::get_default()->id]);
+        $instance = $DB->get_record('enrol', ['courseid' => $course->id, 'enrol' => 'manual'], '*', MUST_EXIST);
+        $student = $DB->get_field('role', 'id', ['shortname' => 'student'], MUST_EXIST);
+        enrol_get_plugin('manual')->enrol_user($instance, $userid, $student);
+        $assign = (new testing_data_generator())->create_module('assign', ['course' => $course->id, 'grade' => 100]);
+        grade_update('mod/assign', $course->id, 'mod', 'assign', $assign->id, 0,
+            [$userid => (object) ['userid' => $userid, 'rawgrade' => 87.5]]);
+
+        $transaction = $DB->start_delegated_transaction();
+        $rolledback = null;
+        try {
+            $rolledback = user_create_user($user("{$prefix}_rolledback"));
+            throw new moodle_exception('generalexceptionmessage', 'error', '', 'the change failed');
+        } catch (moodle_exception $e) {
+            try {
+                $transaction->rollback($e);
+            } catch (moodle_exception $rethrown) {
+                // Moodle rethrows the exception given to rollback().
+            }
+        }
+        $out(['userid' => (int) $userid, 'courseid' => (int) $course->id, 'rolledbackuserid' => (int) $rolledback,
+            'pending' => $DB->count_records('local_mih_outbox')]);
+        break;
+
+    case 'status':
+        $out(\local_mih\outbox::summary());
+        break;
+
+    case 'facade':
+        $response = \local_mih\hub::request($args[1], $args[2] ?? '/', ['from' => 'moodle']);
+        $out(['success' => $response->success, 'httpstatus' => $response->httpstatus, 'circuit' => $response->circuit,
+            'error' => $response->error]);
+        break;
+
+    default:
+        fwrite(STDERR, "unknown command; see the top of site.php\n");
+        exit(2);
+}

@@ -6,7 +6,7 @@
 //   php driver.php raise FILE [--no-send]        trigger every event of a JSON-lines file
 //                                                (--no-send: skip the end-of-request send)
 //   php driver.php raise-rollback FILE           trigger them inside a transaction that rolls back
-//   php driver.php send [--wait]                 send the outbox now, as cli/send.php (prints a JSON
+//   php driver.php send [--wait] [--start-at=MS]  send the outbox now, as cli/send.php (prints a JSON
 //                                                report; --wait: respect the backoff)
 //   php driver.php task                          run the scheduled task
 //   php driver.php status                        the outbox summary and parked rows as JSON
@@ -73,6 +73,15 @@ switch ($command) {
         break;
 
     case 'send':
+        // --start-at=<unix ms>: begin then, so several senders started together really overlap.
+        foreach ($flags as $flag) {
+            if (str_starts_with($flag, '--start-at=')) {
+                $wait = (int) substr($flag, strlen('--start-at=')) * 1000 - (int) (microtime(true) * 1e6);
+                if ($wait > 0) {
+                    usleep($wait);
+                }
+            }
+        }
         $report = (new \local_mih\sender(\local_mih\config::load()))->send(PHP_INT_MAX, 0, !in_array('--wait', $flags, true));
         $out($report);
         break;

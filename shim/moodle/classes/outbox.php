@@ -26,6 +26,8 @@ final class outbox {
     public const PENDING = 0;
     /** A row the hub refused; it waits for an administrator. */
     public const PARKED = 1;
+    /** Times a sender looks for rows when others keep taking the ones it found. */
+    private const CLAIM_ROUNDS = 5;
 
     /**
      * Adds an event: the only work done on the user's request.
@@ -69,27 +71,35 @@ final class outbox {
             $select .= ' AND nextattempt <= :now2';
             $params['now2'] = $now;
         }
-        $candidates = array_keys($DB->get_records_sql(
-            'SELECT id FROM {' . self::TABLE . '} WHERE ' . $select . ' ORDER BY id',
-            $params,
-            0,
-            $limit
-        ));
-        if (!$candidates) {
-            return [];
+        // A sender that loses every candidate to another one looks again: the rows the other
+        // took are claimed now and no longer candidates, so an empty answer means none is left.
+        for ($round = 0; $round < self::CLAIM_ROUNDS; $round++) {
+            $candidates = array_keys($DB->get_records_sql(
+                'SELECT id FROM {' . self::TABLE . '} WHERE ' . $select . ' ORDER BY id',
+                $params,
+                0,
+                $limit
+            ));
+            if (!$candidates) {
+                return [];
+            }
+            [$insql, $inparams] = $DB->get_in_or_equal($candidates, SQL_PARAMS_NAMED, 'cand');
+            $DB->execute(
+                'UPDATE {' . self::TABLE . '} SET claimtoken = :token, claimeduntil = :until
+                  WHERE id ' . $insql . ' AND ' . $select,
+                $inparams + $params + ['token' => $token, 'until' => $now + $hold]
+            );
+            $claimed = array_values($DB->get_records(
+                self::TABLE,
+                ['claimtoken' => $token, 'status' => self::PENDING],
+                'id',
+                'id, uuid, payload, attempts'
+            ));
+            if ($claimed) {
+                return $claimed;
+            }
         }
-        [$insql, $inparams] = $DB->get_in_or_equal($candidates, SQL_PARAMS_NAMED, 'cand');
-        $DB->execute(
-            'UPDATE {' . self::TABLE . '} SET claimtoken = :token, claimeduntil = :until
-              WHERE id ' . $insql . ' AND ' . $select,
-            $inparams + $params + ['token' => $token, 'until' => $now + $hold]
-        );
-        return array_values($DB->get_records(
-            self::TABLE,
-            ['claimtoken' => $token, 'status' => self::PENDING],
-            'id',
-            'id, uuid, payload, attempts'
-        ));
+        return [];
     }
 
     /**

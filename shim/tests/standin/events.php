@@ -2,8 +2,8 @@
 // A stand-in for Moodle's events API as local_mih meets it: the event base class and the
 // manager that dispatches to observers registered in db/events.php files. As in Moodle,
 // 'internal' observers run at once (inside any open transaction); the others wait for the
-// outermost transaction to commit and are dropped if it rolls back; an observer that throws
-// is reported with debugging() and never reaches the code that triggered the event.
+// outermost transaction to commit and are dropped if it rolls back; an observer's exception
+// is reported with debugging(), while an \Error reaches the code that triggered the event.
 
 namespace core\event;
 
@@ -114,7 +114,9 @@ final class manager {
     private static function call(array $observer, base $event): void {
         try {
             call_user_func($observer['callable'], $event);
-        } catch (\Throwable $e) {
+        } catch (\Exception $e) {
+            // As Moodle: exceptions are reported and swallowed, but an \Error escapes to the
+            // code that triggered the event (the plugin's observer must catch everything).
             debugging("Exception encountered in event observer '{$observer['callable']}': " . $e->getMessage());
         }
     }

@@ -255,15 +255,20 @@ async fn two_senders_at_once_send_each_event_once() {
     let events: Vec<Value> = fixtures::moodle_events()
         .into_iter()
         .cycle()
-        .take(300)
+        .take(600)
         .collect();
     let file = site.events_file("many.jsonl", &events);
-    site.set("batchsize", 7);
+    site.set("batchsize", 5);
     site.run(&["raise", &file, "--no-send"]).await;
 
+    // Both start at the same moment (PHP's own start-up would otherwise decide who goes first).
+    let start = format!(
+        "--start-at={}",
+        chrono::Utc::now().timestamp_millis() + 1000
+    );
     let (one, two) = tokio::join!(
-        site.command(&["send", "--keys"]).output(),
-        site.command(&["send", "--keys"]).output()
+        site.command(&["send", "--keys", &start]).output(),
+        site.command(&["send", "--keys", &start]).output()
     );
     let keys = |output: std::io::Result<std::process::Output>| -> BTreeSet<String> {
         let output = output.expect("driver runs");
@@ -278,12 +283,13 @@ async fn two_senders_at_once_send_each_event_once() {
             .collect()
     };
     let (one, two) = (keys(one), keys(two));
+    eprintln!("the senders sent {} and {} events", one.len(), two.len());
     assert!(
         one.is_disjoint(&two),
         "a row went out twice: {:?}",
         one.intersection(&two).collect::<Vec<_>>()
     );
-    assert_eq!(one.len() + two.len(), 300);
+    assert_eq!(one.len() + two.len(), 600);
     assert!(
         !one.is_empty() && !two.is_empty(),
         "both senders took part: {} and {}",
@@ -291,7 +297,7 @@ async fn two_senders_at_once_send_each_event_once() {
         two.len()
     );
 
-    by_key(&exactly(&sink, 300).await);
+    by_key(&exactly(&sink, 600).await);
     assert_eq!(site.status().await["pending"], 0);
     hub.stop().await;
 }

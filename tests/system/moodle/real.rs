@@ -146,7 +146,157 @@ async fn in_a_real_moodle_events_from_moodle_apis_arrive_once() {
 
     let called = php(&[&site, &moodle, "facade", "lms", "/ping"], &www).await;
     assert_eq!(called["success"], true, "{called}");
+
+    // The administrator's pages, served by PHP's web server and used as a browser would.
+    let mut web = MoodleWeb::start(&www).await;
+    let settings = web.get("/admin/settings.php?section=local_mih").await;
+    for shown in [
+        "Hub ingest URL",
+        "Signing secret",
+        "Events never forwarded",
+        "id_s_local_mih_sourceid",
+    ] {
+        assert!(settings.contains(shown), "the settings page shows {shown}");
+    }
+    let outbox = web.get("/local/mih/index.php").await;
+    assert!(outbox.contains("Hub outbox") && outbox.contains("The hub has refused no events."));
+    let sesskey = between(&outbox, "\"sesskey\":\"", "\"").expect("the page's sesskey");
+    let tested = web
+        .post(
+            "/local/mih/index.php",
+            &[("action", "test"), ("sesskey", &sesskey)],
+        )
+        .await;
+    assert!(
+        tested.contains("accepts events signed by this site"),
+        "{tested}"
+    );
+    assert!(tested.contains("accepts the API token"), "{tested}");
+    let without_sesskey = web
+        .post("/local/mih/index.php", &[("action", "send")])
+        .await;
+    assert!(
+        !without_sesskey.contains("Sent "),
+        "actions need the session key"
+    );
     hub.stop().await;
+}
+
+/// Moodle under `php -S` at its wwwroot, logged in as the administrator.
+struct MoodleWeb {
+    _server: tokio::process::Child,
+    http: reqwest::Client,
+    cookie: String,
+}
+
+const WWWROOT: &str = "http://127.0.0.1:8085";
+
+impl MoodleWeb {
+    async fn start(www: &Path) -> MoodleWeb {
+        let server = Command::new("php")
+            .args(["-d", "max_input_vars=5000", "-S", "127.0.0.1:8085", "-t"])
+            .arg(www)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("php -S starts");
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        mih_testkit::wait_until_ok(
+            &format!("{WWWROOT}/login/index.php"),
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("Moodle answers");
+        let mut web = MoodleWeb {
+            _server: server,
+            http,
+            cookie: String::new(),
+        };
+        let login = web.get("/login/index.php").await;
+        let token = between(&login, "name=\"logintoken\" value=\"", "\"").expect("login token");
+        web.post(
+            "/login/index.php",
+            &[
+                ("username", "admin"),
+                ("password", "Admin-1234!"),
+                ("logintoken", &token),
+            ],
+        )
+        .await;
+        web
+    }
+
+    async fn get(&mut self, path: &str) -> String {
+        let request = self.http.get(format!("{WWWROOT}{path}"));
+        self.send(request).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> String {
+        let body: Vec<String> = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", url_encode(v)))
+            .collect();
+        let request = self
+            .http
+            .post(format!("{WWWROOT}{path}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.join("&"));
+        self.send(request).await
+    }
+
+    /// Sends with the session cookie, keeps the newest one, and follows redirects.
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> String {
+        let mut request = request;
+        for _ in 0..5 {
+            let response = request
+                .header("cookie", &self.cookie)
+                .send()
+                .await
+                .expect("Moodle answers");
+            for value in response.headers().get_all("set-cookie") {
+                let value = value.to_str().unwrap_or_default();
+                if value.starts_with("MoodleSession=") {
+                    self.cookie = value.split(';').next().unwrap_or_default().to_owned();
+                }
+            }
+            let Some(location) = response
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+            else {
+                return response.text().await.expect("page");
+            };
+            let location = if location.starts_with("http") {
+                location.to_owned()
+            } else {
+                format!("{WWWROOT}{location}")
+            };
+            request = self.http.get(location);
+        }
+        panic!("too many redirects");
+    }
+}
+
+fn between(text: &str, start: &str, end: &str) -> Option<String> {
+    let from = text.find(start)? + start.len();
+    let to = text[from..].find(end)? + from;
+    Some(text[from..to].to_owned())
+}
+
+fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 /// Moodle gives ids as numbers or numeric strings; compare them as text.

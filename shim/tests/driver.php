@@ -6,7 +6,7 @@
 //   php driver.php raise FILE [--no-send]        trigger every event of a JSON-lines file
 //                                                (--no-send: skip the end-of-request send)
 //   php driver.php raise-rollback FILE           trigger them inside a transaction that rolls back
-//   php driver.php send [--wait] [--start-at=MS]  send the outbox now, as cli/send.php (prints a JSON
+//   php driver.php send [--wait] [--start-at=MS]  send the outbox now, as cli/flush.php (prints a JSON
 //                                                report; --wait: respect the backoff)
 //   php driver.php task                          run the scheduled task
 //   php driver.php status                        the outbox summary and parked rows as JSON

@@ -5,6 +5,7 @@
 //   php site.php --moodle=DIR raise PREFIX     as admin: create a user and a course, enrol and
 //                                              grade the user, and create a user in a
 //                                              transaction that rolls back; prints their ids
+//   php site.php --moodle=DIR inject-invalid   add an event the hub refuses to the outbox
 //   php site.php --moodle=DIR status           the outbox summary
 //   php site.php --moodle=DIR facade SERVICE PATH   call a service through \local_mih\hub
 //
@@ -80,6 +81,17 @@ switch ($args[0] ?? '') {
         }
         $out(['userid' => (int) $userid, 'courseid' => (int) $course->id, 'rolledbackuserid' => (int) $rolledback,
             'pending' => $DB->count_records('local_mih_outbox')]);
+        break;
+
+    case 'inject-invalid':
+        // An event no hub accepts (crud "x"), as a buggy plugin's custom event might carry.
+        $record = new \local_mih\event_record(\local_mih\event_record::new_uuid(), '\\local_buggy\\event\\thing_done',
+            1, 0, null, json_encode(['eventname' => '\\local_buggy\\event\\thing_done', 'component' => 'local_buggy',
+            'action' => 'done', 'target' => 'thing', 'crud' => 'x', 'edulevel' => 0, 'contextid' => 1, 'contextlevel' => 10,
+            'contextinstanceid' => 0, 'userid' => 2, 'courseid' => 0, 'relateduserid' => null, 'anonymous' => 0,
+            'other' => null, 'timecreated' => time()]), time());
+        \local_mih\outbox::add($record);
+        $out(['injected' => $record->uuid]);
         break;
 
     case 'status':

@@ -21,7 +21,8 @@ fn moodle_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/moodle")
 }
 
-async fn php(args: &[&str], dir: &Path) -> Value {
+/// Runs PHP and answers what it printed.
+async fn php_text(args: &[&str], dir: &Path) -> String {
     let output = Command::new("php")
         .args(["-d", "max_input_vars=5000"])
         .args(args)
@@ -29,14 +30,18 @@ async fn php(args: &[&str], dir: &Path) -> Value {
         .output()
         .await
         .expect("php runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "php {args:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // Moodle's upgrade prints text; the site script prints one JSON document.
-    serde_json::from_str(&stdout).unwrap_or(Value::Null)
+    stdout
+}
+
+/// Runs PHP that prints one JSON document (or text, answered as null).
+async fn php(args: &[&str], dir: &Path) -> Value {
+    serde_json::from_str(&php_text(args, dir).await).unwrap_or(Value::Null)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,6 +149,27 @@ async fn in_a_real_moodle_events_from_moodle_apis_arrive_once() {
         "Moodle's origin travels with each event"
     );
 
+    // The administrator's command-line tools and the scheduled task, as cron runs it.
+    let cli = php(&["local/mih/cli/status.php", "--json"], &www).await;
+    assert_eq!(
+        (&cli["pending"], &cli["forwarding"]),
+        (&json!(0), &json!(true)),
+        "{cli}"
+    );
+    let flushed = php_text(&["local/mih/cli/flush.php"], &www).await;
+    assert!(flushed.starts_with("sent 0 events"), "{flushed}");
+    let retried = php_text(&["local/mih/cli/retry_parked.php", "--all"], &www).await;
+    assert!(retried.contains("put 0 parked events back"), "{retried}");
+    let task = php_text(
+        &[
+            "admin/cli/scheduled_task.php",
+            "--execute=\\local_mih\\task\\send_outbox",
+        ],
+        &www,
+    )
+    .await;
+    assert!(task.contains("local_mih: sent 0 events"), "{task}");
+
     let called = php(&[&site, &moodle, "facade", "lms", "/ping"], &www).await;
     assert_eq!(called["success"], true, "{called}");
 
@@ -172,6 +198,25 @@ async fn in_a_real_moodle_events_from_moodle_apis_arrive_once() {
         "{tested}"
     );
     assert!(tested.contains("accepts the API token"), "{tested}");
+    // An event the hub refuses is parked, listed with the hub's reason, and can be discarded.
+    php(&[&site, &moodle, "inject-invalid"], &www).await;
+    let flushed = php_text(&["local/mih/cli/flush.php"], &www).await;
+    assert!(flushed.contains("parked 1"), "{flushed}");
+    let outbox = web.get("/local/mih/index.php").await;
+    assert!(
+        outbox.contains("thing_done") && outbox.contains("crud"),
+        "the reason is shown"
+    );
+    let discarded = web
+        .post(
+            "/local/mih/index.php",
+            &[("action", "discard"), ("sesskey", &sesskey)],
+        )
+        .await;
+    assert!(
+        discarded.contains("1 parked events discarded"),
+        "{discarded}"
+    );
     let without_sesskey = web
         .post("/local/mih/index.php", &[("action", "send")])
         .await;

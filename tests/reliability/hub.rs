@@ -37,8 +37,11 @@ pub struct Hub {
 impl Hub {
     /// Starts every service as its own process and waits until each is ready.
     pub async fn start(scenario: &str, nats_url: &str, database_url: &str) -> Self {
-        let log_level =
-            std::env::var("MIH_RELIABILITY_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
+        // Whatever the level asked for, the line saying a service listens is needed.
+        let log_level = format!(
+            "{},mih::commands=info",
+            std::env::var("MIH_RELIABILITY_LOG").unwrap_or_else(|_| "info,sqlx=warn".into())
+        );
         let mut mih = MihProcesses::new(
             env!("CARGO_BIN_EXE_mih"),
             nats_url,
@@ -67,25 +70,67 @@ impl Hub {
                 .build()
                 .expect("http client"),
         };
+        let mut started = BTreeMap::new();
         for service in SERVICES {
-            hub.spawn(service);
+            started.insert(service, hub.spawn(service));
         }
         for service in SERVICES {
+            hub.ensure_listening(service, started[service]).await;
             hub.wait_ready(service).await;
         }
         hub
+    }
+
+    /// Waits until `service`, spawned when its log was `log_offset` bytes long, listens. A port
+    /// handed out as free can be taken by another test's process before this one binds it (seen
+    /// in CI, where that other process even answered this one's readiness probe); a process
+    /// that could not listen is started again on a new port.
+    async fn ensure_listening(&mut self, service: &'static str, mut log_offset: usize) {
+        let listening = format!("listening service={service} ");
+        for _ in 0..5 {
+            let deadline = tokio::time::Instant::now() + READY_WAIT;
+            loop {
+                let log = std::fs::read(self.log_path(service)).unwrap_or_default();
+                let new = log.get(log_offset..).unwrap_or_default();
+                if String::from_utf8_lossy(new).contains(&listening) {
+                    return;
+                }
+                let exited = self
+                    .processes
+                    .get_mut(service)
+                    .is_none_or(|child| child.try_wait().ok().flatten().is_some());
+                if exited {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{service} never listened:\n{}",
+                    String::from_utf8_lossy(new)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            self.mih.relisten_if_taken(service).expect("a free port");
+            log_offset = self.spawn(service);
+        }
+        panic!(
+            "{service} could not start five times; see {}",
+            self.log_path(service).display()
+        );
     }
 
     pub fn names(&self) -> Names {
         self.mih.names()
     }
 
-    fn spawn(&mut self, service: &'static str) {
+    /// Starts `service`; answers how long its log was before, where the new process's lines begin.
+    fn spawn(&mut self, service: &'static str) -> usize {
+        let offset = std::fs::read(self.log_path(service)).map_or(0, |log| log.len());
         let child = self
             .mih
             .spawn(&[service], &Output::File(self.log_path(service)))
             .expect("mih starts");
         self.processes.insert(service, child);
+        offset
     }
 
     pub fn log_path(&self, service: &str) -> PathBuf {
@@ -146,7 +191,8 @@ impl Hub {
     pub async fn restart(&mut self, service: &'static str) {
         self.kill(service).await;
         self.mih.relisten_if_taken(service).expect("a free port");
-        self.spawn(service);
+        let offset = self.spawn(service);
+        self.ensure_listening(service, offset).await;
         self.wait_ready(service).await;
     }
 

@@ -77,6 +77,17 @@ final class config {
     }
 
     /**
+     * The same settings with another request timeout.
+     *
+     * @param int $timeout seconds
+     * @return self
+     */
+    public function with_timeout(int $timeout): self {
+        return new self($this->enabled, $this->ingesturl, $this->apiurl, $this->sourceid, $this->secret,
+            $this->apitoken, $this->filter, $this->batchsize, max(1, $timeout));
+    }
+
+    /**
      * Whether events are recorded: switched on and enough is configured to send them later.
      *
      * @return bool

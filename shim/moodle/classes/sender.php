@@ -23,6 +23,8 @@ namespace local_mih;
 final class sender {
     /** Batches sent at the end of a request at most; the scheduled task sends the rest. */
     public const SHUTDOWN_BATCHES = 3;
+    /** Seconds an end-of-request send may take when the user's response waits for it. */
+    public const BLOCKING_TIMEOUT = 1;
 
     /** @var bool whether this request already arranged to send at its end */
     private static bool $atshutdown = false;
@@ -65,10 +67,13 @@ final class sender {
             if ($DB->is_transaction_started() || outbox::backing_off()) {
                 return;
             }
-            if (!CLI_SCRIPT) {
-                self::release_browser();
+            $config = config::load();
+            if (!CLI_SCRIPT && !self::release_browser()) {
+                // The user's page waits for this send (no PHP-FPM): a healthy hub answers in
+                // milliseconds, so a hung one may cost at most this, once per backoff.
+                $config = $config->with_timeout(min($config->timeout, self::BLOCKING_TIMEOUT));
             }
-            (new self(config::load()))->send(self::SHUTDOWN_BATCHES);
+            (new self($config))->send(self::SHUTDOWN_BATCHES);
         } catch (\Throwable $e) {
             observer::report('could not send the outbox at the end of the request', $e);
         }
@@ -77,16 +82,15 @@ final class sender {
     /**
      * Moodle writes the session and ends the response only after every shutdown function has
      * run: release both first, so neither this response nor the user's next request (waiting
-     * on the session lock) waits for the hub. Ending the response needs PHP-FPM; elsewhere the
-     * send's short timeout bounds the wait.
+     * on the session lock) waits for the hub. Ending the response needs PHP-FPM.
+     *
+     * @return bool whether the response is finished
      */
-    private static function release_browser(): void {
+    private static function release_browser(): bool {
         if (class_exists('\core\session\manager')) {
             \core\session\manager::write_close();
         }
-        if (function_exists('fastcgi_finish_request')) {
-            fastcgi_finish_request();
-        }
+        return function_exists('fastcgi_finish_request') && fastcgi_finish_request();
     }
 
     /**

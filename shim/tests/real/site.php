@@ -6,6 +6,7 @@
 //                                              grade the user, and create a user in a
 //                                              transaction that rolls back; prints their ids
 //   php site.php --moodle=DIR inject-invalid   add an event the hub refuses to the outbox
+//   php site.php --moodle=DIR privacy USERID   the privacy provider over that user's rows
 //   php site.php --moodle=DIR status           the outbox summary
 //   php site.php --moodle=DIR facade SERVICE PATH   call a service through \local_mih\hub
 //
@@ -92,6 +93,44 @@ switch ($args[0] ?? '') {
             'other' => null, 'timecreated' => time()]), time());
         \local_mih\outbox::add($record);
         $out(['injected' => $record->uuid]);
+        break;
+
+    case 'privacy':
+        // Rows by and about a user (held back: the hub is a closed port for this run), then the
+        // privacy API over them as Moodle's data requests call it.
+        require_once($CFG->dirroot . '/user/lib.php');
+        $CFG->forced_plugin_settings['local_mih'] = ['ingesturl' => 'http://127.0.0.1:9'];
+        \core\session\manager::set_user(get_admin());
+        $userid = (int) $args[1];
+        user_update_user((object) ['id' => $userid, 'firstname' => 'Renamed'], false);
+        $provider = \local_mih\privacy\provider::class;
+        $user = \core_user::get_user($userid, '*', MUST_EXIST);
+        $contexts = $provider::get_contexts_for_userid($userid);
+        $usercontext = context_user::instance($userid);
+        $userlist = new \core_privacy\local\request\userlist($usercontext, 'local_mih');
+        $provider::get_users_in_context($userlist);
+        $approved = new \core_privacy\local\request\approved_contextlist($user, 'local_mih', $contexts->get_contextids());
+        $provider::export_user_data($approved);
+        $zip = \core_privacy\local\request\writer::with_context($usercontext)->finalise_content();
+        $archive = new ZipArchive();
+        $files = [];
+        if ($archive->open($zip) === true) {
+            for ($i = 0; $i < $archive->numFiles; $i++) {
+                $name = $archive->getNameIndex($i);
+                $files[$name] = str_ends_with($name, '.json') ? json_decode($archive->getFromIndex($i), true) : null;
+            }
+        }
+        $before = $DB->count_records_select('local_mih_outbox', 'userid = ? OR relateduserid = ?', [$userid, $userid]);
+        $provider::delete_data_for_user($approved);
+        $out([
+            'compliant' => (new \core_privacy\manager())->component_is_compliant('local_mih'),
+            'contexts' => $contexts->get_contextids(),
+            'usercontext' => $usercontext->id,
+            'usersincontext' => array_values($userlist->get_userids()),
+            'exported' => $files,
+            'rowsbefore' => $before,
+            'rowsafter' => $DB->count_records_select('local_mih_outbox', 'userid = ? OR relateduserid = ?', [$userid, $userid]),
+        ]);
         break;
 
     case 'status':

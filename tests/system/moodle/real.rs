@@ -149,6 +149,31 @@ async fn in_a_real_moodle_events_from_moodle_apis_arrive_once() {
         "Moodle's origin travels with each event"
     );
 
+    // A data request: the user's waiting events are found, exported and deleted.
+    let privacy = php(&[&site, &moodle, "privacy", &userid.to_string()], &www).await;
+    assert_eq!(privacy["compliant"], true, "{privacy}");
+    assert!(
+        privacy["usersincontext"]
+            .as_array()
+            .is_some_and(|users| users.contains(userid)),
+        "{privacy}"
+    );
+    let exported: Vec<&Value> = privacy["exported"]
+        .as_object()
+        .expect("exported files")
+        .iter()
+        .filter(|(name, _)| name.ends_with("Events waiting for the hub/data.json"))
+        .flat_map(|(_, data)| data["events"].as_array().into_iter().flatten())
+        .collect();
+    assert!(
+        exported
+            .iter()
+            .any(|e| e["eventname"] == "\\core\\event\\user_updated"),
+        "{privacy}"
+    );
+    assert!(privacy["rowsbefore"].as_u64() >= Some(1), "{privacy}");
+    assert_eq!(privacy["rowsafter"], 0, "{privacy}");
+
     // The administrator's command-line tools and the scheduled task, as cron runs it.
     let cli = php(&["local/mih/cli/status.php", "--json"], &www).await;
     assert_eq!(

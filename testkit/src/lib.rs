@@ -57,3 +57,23 @@ pub fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
         .map(|listener| Ok(listener.local_addr()?.port()))
         .collect()
 }
+
+/// An `application/x-www-form-urlencoded` body, as a browser posts a form.
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    char::from(b).to_string()
+                }
+                b' ' => "+".to_owned(),
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    };
+    fields
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect::<Vec<_>>()
+        .join("&")
+}

@@ -4,6 +4,7 @@
 mod api;
 mod backfill;
 mod bad_input;
+mod dashboard;
 mod dead_letters;
 mod deliveries;
 mod dispatcher;

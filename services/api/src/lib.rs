@@ -11,6 +11,7 @@ mod advisory;
 mod audit;
 mod auth;
 mod backfill;
+mod dashboard;
 mod error;
 mod extract;
 mod live;

@@ -226,6 +226,7 @@ pub fn router(state: AppState) -> Router {
     let (router, _) = api().split_for_parts();
     let document = openapi_json();
     router
+        .merge(crate::dashboard::router())
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {

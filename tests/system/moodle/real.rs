@@ -306,15 +306,11 @@ impl MoodleWeb {
     }
 
     async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> String {
-        let body: Vec<String> = form
-            .iter()
-            .map(|(k, v)| format!("{k}={}", url_encode(v)))
-            .collect();
         let request = self
             .http
             .post(format!("{WWWROOT}{path}"))
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(body.join("&"));
+            .body(mih_testkit::form_body(form));
         self.send(request).await
     }
 
@@ -355,18 +351,6 @@ fn between(text: &str, start: &str, end: &str) -> Option<String> {
     let from = text.find(start)? + start.len();
     let to = text[from..].find(end)? + from;
     Some(text[from..to].to_owned())
-}
-
-fn url_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 /// Moodle gives ids as numbers or numeric strings; compare them as text.

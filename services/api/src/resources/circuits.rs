@@ -85,6 +85,13 @@ pub(crate) async fn list(
     caller: Caller,
 ) -> ApiResult<Json<CircuitList>> {
     caller.require(Role::Viewer)?;
+    Ok(Json(CircuitList {
+        items: all(&state).await?,
+    }))
+}
+
+/// Every service's circuit, for the API and the dashboard.
+pub(crate) async fn all(state: &AppState) -> ApiResult<Vec<CircuitView>> {
     let services = services::load_live(&state.db).await?;
     let stored: std::collections::HashMap<String, Circuit> = state
         .circuits
@@ -103,7 +110,7 @@ pub(crate) async fn list(
             view(service, &circuit)
         })
         .collect();
-    Ok(Json(CircuitList { items }))
+    Ok(items)
 }
 
 /// One service's circuit.

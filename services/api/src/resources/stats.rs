@@ -38,7 +38,7 @@ const TARGET_POINTS: i64 = 120;
 const MAX_POINTS: i64 = 2000;
 const DEFAULT_WINDOW: TimeDelta = TimeDelta::hours(1);
 
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatsQuery {
     /// RFC 3339; start of the window (default: an hour before `to`).
@@ -319,6 +319,11 @@ pub(crate) async fn get_stats(
     ApiQuery(query): ApiQuery<StatsQuery>,
 ) -> ApiResult<Json<Stats>> {
     caller.require(Role::Viewer)?;
+    stats(&state, query).await.map(Json)
+}
+
+/// The figures of a window, for the API and the dashboard.
+pub(crate) async fn stats(state: &AppState, query: StatsQuery) -> ApiResult<Stats> {
     let now = Utc::now();
     let Plan {
         from,
@@ -462,7 +467,7 @@ pub(crate) async fn get_stats(
         });
         at += step;
     }
-    Ok(Json(Stats {
+    Ok(Stats {
         from,
         to,
         bucket: bucket.to_owned(),
@@ -471,7 +476,7 @@ pub(crate) async fn get_stats(
         latency_error: histogram::RELATIVE_ERROR,
         totals: totals.figures(passed(from, to)),
         series,
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,125 @@
+// The dashboard's browser code. Pages are complete HTML from the server; this adds live
+// updates (htmx), charts (uPlot) and locale formatting, under a strict Content-Security-Policy:
+// nothing here may inject inline scripts or <style> elements.
+
+import htmx from 'htmx.org';
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
+import './app.css';
+
+// Before htmx processes the page (it does so on DOMContentLoaded): its indicator <style> and
+// eval-based features would be refused by the CSP.
+htmx.config.includeIndicatorStyles = false;
+htmx.config.allowEval = false;
+htmx.config.allowScriptTags = false;
+window.htmx = htmx;
+
+const lang = () => document.documentElement.lang || 'en';
+
+// Every change the page asks htmx to make carries the session's CSRF token.
+document.addEventListener('htmx:configRequest', (event) => {
+  if (event.detail.verb !== 'get') {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    if (meta) event.detail.headers['X-CSRF-Token'] = meta.content;
+  }
+});
+
+function formatTimes(root) {
+  const format = new Intl.DateTimeFormat(lang(), { dateStyle: 'medium', timeStyle: 'medium' });
+  root.querySelectorAll('time[datetime]').forEach((el) => {
+    const at = new Date(el.getAttribute('datetime'));
+    if (Number.isNaN(at.getTime())) return;
+    el.title = el.getAttribute('datetime');
+    el.textContent = format.format(at);
+  });
+}
+
+function formatNumbers(root) {
+  const number = new Intl.NumberFormat(lang(), { maximumFractionDigits: 1 });
+  const percent = new Intl.NumberFormat(lang(), { style: 'percent', maximumFractionDigits: 1 });
+  root.querySelectorAll('[data-number]').forEach((el) => {
+    const value = Number(el.dataset.number);
+    if (el.dataset.number !== '' && Number.isFinite(value)) el.textContent = number.format(value);
+  });
+  root.querySelectorAll('[data-percent]').forEach((el) => {
+    const value = Number(el.dataset.percent);
+    if (el.dataset.percent !== '' && Number.isFinite(value)) el.textContent = percent.format(value);
+  });
+}
+
+// Colours with at least 3:1 contrast against white, told apart by dash pattern too.
+const SERIES = [
+  { stroke: '#1f6feb', dash: [] },
+  { stroke: '#c4291c', dash: [6, 4] },
+  { stroke: '#7a4fb5', dash: [2, 3] },
+];
+
+function renderChart(el) {
+  const source = el.dataset.chart;
+  if (el.dataset.rendered === source) return;
+  let spec;
+  try {
+    spec = JSON.parse(source);
+  } catch {
+    return;
+  }
+  el.querySelector('.uplot')?.remove();
+  el._plot?.destroy();
+  const number = new Intl.NumberFormat(lang(), { maximumFractionDigits: 1 });
+  const unit = spec.unit === 'count' ? '' : ` ${spec.unit}`;
+  const options = {
+    width: Math.max(el.clientWidth, 200),
+    height: 220,
+    legend: { show: true },
+    scales: { x: { time: true } },
+    axes: [{}, { values: (_, ticks) => ticks.map((t) => number.format(t) + unit) }],
+    series: [
+      {},
+      ...spec.series.map((s, i) => ({
+        label: s.label,
+        stroke: SERIES[i % SERIES.length].stroke,
+        dash: SERIES[i % SERIES.length].dash,
+        width: 2,
+        value: (_, v) => (v == null ? '–' : number.format(v) + unit),
+      })),
+    ],
+  };
+  const plot = new uPlot(options, [spec.x, ...spec.series.map((s) => s.values)], el);
+  const canvas = el.querySelector('canvas');
+  if (canvas) {
+    canvas.setAttribute('role', 'img');
+    canvas.setAttribute('aria-label', spec.title);
+  }
+  el._plot = plot;
+  el.dataset.rendered = source;
+  if (!el._observer) {
+    el._observer = new ResizeObserver(() => {
+      if (el._plot && el.clientWidth > 0) el._plot.setSize({ width: el.clientWidth, height: 220 });
+    });
+    el._observer.observe(el);
+  }
+}
+
+function enhance(root) {
+  formatTimes(root);
+  formatNumbers(root);
+  root.querySelectorAll('div.chart[data-chart]').forEach(renderChart);
+  // Buttons that only exist for browsers without JavaScript.
+  root.querySelectorAll('[data-hide-with-js]').forEach((el) => { el.hidden = true; });
+}
+
+document.addEventListener('DOMContentLoaded', () => enhance(document));
+document.addEventListener('htmx:afterSwap', (event) => enhance(event.detail.elt.parentNode || document));
+
+// Pickers and filters apply as soon as they change.
+document.addEventListener('change', (event) => {
+  const target = event.target;
+  if (target.matches('select[data-autosubmit]') && target.form) target.form.requestSubmit();
+});
+
+// Plain forms that ask first (htmx requests use hx-confirm).
+document.addEventListener('submit', (event) => {
+  const form = event.target;
+  const question = form.dataset.confirm || event.submitter?.dataset.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
+});

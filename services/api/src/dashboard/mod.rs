@@ -1,0 +1,52 @@
+//! The dashboard: server-rendered pages for administrators at `/`, reading what the API reads
+//! (the same stores and views), with a little JavaScript (htmx, uPlot) for live updates and
+//! charts. Logged in with an API token; every page is sent with a strict Content-Security-Policy.
+
+mod assets;
+mod i18n;
+mod login;
+mod overview;
+mod render;
+mod session;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::routing::{get, post};
+
+use crate::state::AppState;
+
+/// No inline script or style, nothing from elsewhere, no framing.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; font-src 'self'; object-src 'none'; frame-ancestors 'none'; \
+                   form-action 'self'; base-uri 'none'";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(overview::page))
+        .route("/overview/live", get(overview::live))
+        .route("/login", get(login::form).post(login::submit))
+        .route("/logout", post(login::logout))
+        .route("/lang", get(login::choose_language))
+        .route("/assets/{*path}", get(assets::asset))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    let is_html = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_html {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}

@@ -9,6 +9,7 @@
 //! - [`fixtures`]: real Moodle events; [`sign`]: Standard Webhooks headers for requests.
 //! - [`MihProcesses`]: a hub run as separate `mih` processes (reliability suite, benchmarks).
 
+pub mod browser;
 pub mod fixtures;
 mod nats;
 mod postgres;

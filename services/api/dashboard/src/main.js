@@ -67,19 +67,33 @@ function renderChart(el) {
   el._plot?.destroy();
   const number = new Intl.NumberFormat(lang(), { maximumFractionDigits: 1 });
   const unit = spec.unit === 'count' ? '' : ` ${spec.unit}`;
+  // Axis ticks show the hour within a day, the day and hour over longer windows.
+  const span = spec.x.length > 1 ? spec.x[spec.x.length - 1] - spec.x[0] : 0;
+  const tick = new Intl.DateTimeFormat(lang(), span > 2 * 86400
+    ? { month: 'short', day: 'numeric', hour: '2-digit' }
+    : { hour: '2-digit', minute: '2-digit' });
+  const moment = new Intl.DateTimeFormat(lang(), { dateStyle: 'medium', timeStyle: 'short' });
   const options = {
     width: Math.max(el.clientWidth, 200),
     height: 220,
     legend: { show: true },
-    scales: { x: { time: true } },
-    axes: [{}, { values: (_, ticks) => ticks.map((t) => number.format(t) + unit) }],
+    scales: { x: { time: true }, ...(spec.unit === '%' ? { y: { range: [0, 100] } } : {}) },
+    axes: [
+      { values: (_, ticks) => ticks.map((t) => tick.format(new Date(t * 1000))) },
+      { size: 64, values: (_, ticks) => ticks.map((t) => number.format(t) + unit) },
+    ],
     series: [
-      {},
+      {
+        label: spec.time_label || '',
+        value: (_, t) => (t == null ? '–' : moment.format(new Date(t * 1000))),
+      },
       ...spec.series.map((s, i) => ({
         label: s.label,
         stroke: SERIES[i % SERIES.length].stroke,
         dash: SERIES[i % SERIES.length].dash,
         width: 2,
+        // Buckets without data are gaps; a point marks every value so a lone one still shows.
+        points: { show: true, size: 5, fill: SERIES[i % SERIES.length].stroke },
         value: (_, v) => (v == null ? '–' : number.format(v) + unit),
       })),
     ],

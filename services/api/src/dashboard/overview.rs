@@ -202,6 +202,7 @@ fn charts(lang: Lang, figures: &stats::Stats) -> Vec<Value> {
         let labels: Vec<String> = series.iter().map(|(key, _)| t(lang, key, None)).collect();
         let data = json!({
             "title": t(lang, title, None),
+            "time_label": t(lang, "chart-table-time", None),
             "unit": unit,
             "x": at.iter().map(DateTime::timestamp).collect::<Vec<_>>(),
             "series": series.iter().zip(&labels).map(|((_, values), label)| json!({"label": label, "values": values})).collect::<Vec<_>>(),

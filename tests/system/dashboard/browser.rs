@@ -133,3 +133,124 @@ async fn axe_finds_an_unlabelled_field() {
     );
     browser.close().await;
 }
+
+/// An operator sends a test request through the facade, sees the target's answer as text and
+/// the circuit it opened, and closes it again; a viewer sees no controls, and the API refuses
+/// the viewer's change too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_tests_a_service_and_resets_its_circuit_and_a_viewer_cannot() {
+    let hub = TestHub::builder()
+        .services(&[ServiceName::Api, ServiceName::Dispatcher])
+        .start()
+        .await;
+    let sink = HttpSink::start().await.expect("sink");
+    sink.set_reply(mih_testkit::Reply::status(500).with_body("<b>database on fire</b>"));
+    let created = hub
+        .api()
+        .post(
+            "/api/v1/services",
+            &json!({"name": "grades", "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())},
+                    "retry": {"max_retries": 0}, "breaker": {"failure_threshold": 1, "cooldown_ms": 600000}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    hub.wait_for_config(ServiceName::Dispatcher).await;
+    let token = |role: &str| {
+        let hub = &hub;
+        let role = role.to_owned();
+        async move {
+            let issued = hub
+                .api()
+                .post(
+                    "/api/v1/tokens",
+                    &json!({"label": format!("{role} on duty"), "role": role}),
+                )
+                .await;
+            issued.body["token"].as_str().expect("token").to_owned()
+        }
+    };
+    let (operator, viewer) = (token("operator").await, token("viewer").await);
+
+    let browser = Browser::start().await.expect("chromium starts");
+    log_in(&browser, &hub, &operator).await;
+    browser
+        .goto(&hub.url(ServiceName::Api, "/services"))
+        .await
+        .expect("services");
+    browser
+        .click("#service-grades details summary")
+        .await
+        .expect("opened");
+    browser.fill("#path-grades", "/ping").await.expect("path");
+    browser
+        .click("#service-grades form.test button")
+        .await
+        .expect("sent");
+    let shown = browser
+        .wait_for_text("pre.body", "database on fire", WAIT)
+        .await
+        .expect("the target's answer");
+    assert_eq!(
+        shown, "<b>database on fire</b>",
+        "shown as text, not markup"
+    );
+    assert!(!browser.exists("pre.body b").await.expect("query"));
+    assert_eq!(sink.requests()[0].uri.path(), "/api/ping");
+    // That failure opened the circuit (threshold 1): the list says so, with when it retries.
+    browser
+        .goto(&hub.url(ServiceName::Api, "/services"))
+        .await
+        .expect("services");
+    browser
+        .wait_for_text("#service-grades .badge.error", "open", WAIT)
+        .await
+        .expect("open circuit shown");
+    assert!(
+        browser
+            .exists("#service-grades .retry time")
+            .await
+            .expect("query")
+    );
+    browser.screenshot("services").await.expect("screenshot");
+    browser.assert_accessible("services").await;
+    browser
+        .click("#service-grades form[action$='/reset'] button")
+        .await
+        .expect("reset");
+    browser
+        .wait_for_text(".notice.ok", "closed again", WAIT)
+        .await
+        .expect("reset confirmed");
+    browser
+        .wait_for_text("#service-grades td:nth-child(4) .badge", "closed", WAIT)
+        .await
+        .expect("the circuit is closed");
+    browser.close().await;
+
+    let browser = Browser::start().await.expect("chromium starts");
+    log_in(&browser, &hub, &viewer).await;
+    browser
+        .goto(&hub.url(ServiceName::Api, "/services"))
+        .await
+        .expect("services");
+    browser
+        .wait_for("#service-grades", WAIT)
+        .await
+        .expect("the list");
+    assert!(
+        !browser
+            .exists("form[action$='/reset']")
+            .await
+            .expect("query"),
+        "no controls"
+    );
+    assert!(!browser.exists("form.test").await.expect("query"));
+    browser.assert_accessible("services-viewer").await;
+    browser.close().await;
+    let refused = hub
+        .api_as(&viewer)
+        .post("/api/v1/circuits/grades/reset", &json!({}))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    hub.stop().await;
+}

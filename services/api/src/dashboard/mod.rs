@@ -7,6 +7,7 @@ mod i18n;
 mod login;
 mod overview;
 mod render;
+mod services;
 mod session;
 
 use axum::Router;
@@ -24,6 +25,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(overview::page))
         .route("/overview/live", get(overview::live))
+        .route("/services", get(services::list))
+        .route("/services/{name}/reset", post(services::reset))
+        .route("/services/{name}/test", post(services::test))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/lang", get(login::choose_language))

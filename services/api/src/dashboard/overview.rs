@@ -13,7 +13,7 @@ use mih_dlq::store::filter::DeadLetterFilter;
 use mih_shared::names::ServiceSlug;
 
 use super::i18n::{Lang, t};
-use super::render::{page as render_page, render};
+use super::render::{failure_page, page as render_page, render};
 use super::session::Session;
 use crate::error::ApiFailure;
 use crate::resources::{circuits, stats};
@@ -67,7 +67,7 @@ pub async fn page(
                 data,
             )
         }
-        Err(failure) => error_page(&session, &path, &failure),
+        Err(failure) => failure_page(&session, &path, &failure),
     }
 }
 
@@ -90,20 +90,6 @@ pub async fn live(
             StatusCode::NO_CONTENT.into_response()
         }
     }
-}
-
-fn error_page(session: &Session, path: &str, failure: &ApiFailure) -> Response {
-    let mut args = fluent_bundle::FluentArgs::new();
-    args.set("reason", failure.to_string());
-    let message = t(session.lang, "error-internal", Some(&args));
-    render_page(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "error",
-        session.lang,
-        Some(session),
-        path,
-        json!({"title": t(session.lang, "error-title", None), "page": "error", "message": message}),
-    )
 }
 
 /// Everything the live part shows.

@@ -153,6 +153,35 @@ pub fn page(
     }
 }
 
+/// The page for a refused or failed action: the API's status and its words.
+pub fn failure_page(session: &Session, path: &str, failure: &crate::error::ApiFailure) -> Response {
+    let status = match failure {
+        crate::error::ApiFailure::Forbidden(_) => StatusCode::FORBIDDEN,
+        crate::error::ApiFailure::NotFound { .. } => StatusCode::NOT_FOUND,
+        crate::error::ApiFailure::Conflict(_) => StatusCode::CONFLICT,
+        crate::error::ApiFailure::Invalid(_) | crate::error::ApiFailure::BadRequest(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let message = if status == StatusCode::FORBIDDEN {
+        format!(
+            "{} ({failure})",
+            i18n::t(session.lang, "error-forbidden", None)
+        )
+    } else {
+        failure.to_string()
+    };
+    page(
+        status,
+        "error",
+        session.lang,
+        Some(session),
+        path,
+        json!({"title": i18n::t(session.lang, "error-title", None), "page": "error", "message": message}),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

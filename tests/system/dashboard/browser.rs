@@ -254,3 +254,94 @@ async fn an_operator_tests_a_service_and_resets_its_circuit_and_a_viewer_cannot(
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
     hub.stop().await;
 }
+
+/// A target refuses an event (400): it becomes a dead letter; once the target is fixed, an
+/// operator replays it from the page and it is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_replayed_from_the_page_after_the_target_is_fixed() {
+    let sink = HttpSink::start().await.expect("sink");
+    sink.set_reply(mih_testkit::Reply::status(400).with_body("unknown course"));
+    let hub = TestHub::builder().start().await;
+    let created = hub
+        .api()
+        .post(
+            "/api/v1/services",
+            &json!({"name": "sis", "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let rule = hub
+        .api()
+        .post(
+            "/api/v1/rules",
+            &json!({"name": "enrolments", "events": ["*"], "service": "sis",
+                    "target": {"kind": "rest", "method": "POST", "path": "/enrol"}}),
+        )
+        .await;
+    assert_eq!(rule.status, StatusCode::CREATED, "{}", rule.body);
+    hub.wait_for_config(ServiceName::Matcher).await;
+    hub.wait_for_config(ServiceName::Dispatcher).await;
+    let event = serde_json::to_vec(&fixtures::moodle_events()[3]).expect("json");
+    let sent = hub.post_signed(&event, "application/json").await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    sink.wait_for(1, WAIT).await.expect("the refused attempt");
+
+    let browser = Browser::start().await.expect("chromium starts");
+    log_in(&browser, &hub, ADMIN_TOKEN).await;
+    let list = hub.url(ServiceName::Api, "/dead-letters");
+    // The dlq service projects the dead letter within a moment; reload until it is listed.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        browser.goto(&list).await.expect("dead letters");
+        if browser
+            .exists("table.letters tbody tr")
+            .await
+            .expect("query")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead letter never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let reason = browser.text("table.letters tbody tr").await.expect("row");
+    assert!(reason.contains("sis"), "{reason}");
+    browser
+        .screenshot("dead-letters")
+        .await
+        .expect("screenshot");
+    browser.assert_accessible("dead-letters").await;
+
+    sink.set_reply(mih_testkit::Reply::status(200));
+    browser
+        .click("table.letters form[action$='/replay'] button")
+        .await
+        .expect("replayed");
+    browser
+        .wait_for_text(".notice.ok", "new job", WAIT)
+        .await
+        .expect("replay confirmed");
+    sink.wait_for(2, WAIT)
+        .await
+        .expect("the replay is delivered");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        browser.goto(&list).await.expect("dead letters");
+        if !browser
+            .exists("table.letters tbody tr")
+            .await
+            .expect("query")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the delivered replay did not resolve the dead letter"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    browser.close().await;
+    hub.stop().await;
+}

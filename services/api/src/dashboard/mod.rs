@@ -3,6 +3,7 @@
 //! charts. Logged in with an API token; every page is sent with a strict Content-Security-Policy.
 
 mod assets;
+mod dead_letters;
 mod i18n;
 mod login;
 mod overview;
@@ -28,6 +29,15 @@ pub fn router() -> Router<AppState> {
         .route("/services", get(services::list))
         .route("/services/{name}/reset", post(services::reset))
         .route("/services/{name}/test", post(services::test))
+        .route("/dead-letters", get(dead_letters::list))
+        .route(
+            "/dead-letters/{job_id}/replay",
+            post(dead_letters::replay_one),
+        )
+        .route(
+            "/dead-letters/{job_id}/delete",
+            post(dead_letters::delete_one),
+        )
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/lang", get(login::choose_language))

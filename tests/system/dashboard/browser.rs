@@ -105,6 +105,49 @@ async fn an_administrator_logs_in_sees_the_overview_and_switches_language() {
     browser.screenshot("overview").await.expect("screenshot");
     browser.assert_accessible("overview").await;
 
+    // Every delivery is in the log; one opens on the request sent and each attempt.
+    browser
+        .goto(&hub.url(ServiceName::Api, "/deliveries"))
+        .await
+        .expect("deliveries");
+    let rows = browser
+        .texts("table.deliveries tbody tr")
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 10, "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r.contains("delivered") && r.contains("sis")),
+        "{rows:?}"
+    );
+    browser.screenshot("deliveries").await.expect("screenshot");
+    browser.assert_accessible("deliveries").await;
+    browser
+        .click("table.deliveries tbody tr a")
+        .await
+        .expect("a delivery opened");
+    let request = browser
+        .wait_for_text("pre.body", "\"path\": \"/events\"", WAIT)
+        .await
+        .expect("the request sent");
+    assert!(request.contains("POST"), "{request}");
+    assert!(
+        browser
+            .exists("table.attempts tbody tr")
+            .await
+            .expect("query")
+    );
+    browser.screenshot("delivery").await.expect("screenshot");
+    browser.assert_accessible("delivery").await;
+    browser
+        .goto(&hub.url(ServiceName::Api, "/"))
+        .await
+        .expect("overview");
+    browser
+        .wait_for("#lang-picker", WAIT)
+        .await
+        .expect("picker");
+
     browser
         .select("#lang-picker", "fr")
         .await

@@ -4,6 +4,7 @@
 
 mod assets;
 mod dead_letters;
+mod deliveries;
 mod i18n;
 mod login;
 mod overview;
@@ -29,6 +30,8 @@ pub fn router() -> Router<AppState> {
         .route("/services", get(services::list))
         .route("/services/{name}/reset", post(services::reset))
         .route("/services/{name}/test", post(services::test))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/{job_id}", get(deliveries::detail))
         .route("/dead-letters", get(dead_letters::list))
         .route(
             "/dead-letters/{job_id}/replay",

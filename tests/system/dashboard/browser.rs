@@ -388,3 +388,91 @@ async fn a_dead_letter_is_replayed_from_the_page_after_the_target_is_fixed() {
     browser.close().await;
     hub.stop().await;
 }
+
+/// An admin issues a token (shown once), whoever gets it logs in with it, and the admin
+/// revokes it: that session ends at once. Only admins see the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_issues_and_revokes_a_token_and_its_session_ends() {
+    let hub = TestHub::builder()
+        .services(&[ServiceName::Api])
+        .start()
+        .await;
+    let admin = Browser::start().await.expect("chromium starts");
+    log_in(&admin, &hub, ADMIN_TOKEN).await;
+    admin
+        .goto(&hub.url(ServiceName::Api, "/tokens"))
+        .await
+        .expect("tokens");
+    admin
+        .fill("#issue-label", "<script>alert(1)</script> on call")
+        .await
+        .expect("label");
+    admin.select("#issue-role", "viewer").await.expect("role");
+    admin.click("form.issue button").await.expect("issued");
+    let token = admin
+        .wait_for_text("#issued-token", "mih_", WAIT)
+        .await
+        .expect("the token, once");
+    let label = admin
+        .wait_for_text("table.tokens th", "on call", WAIT)
+        .await
+        .expect("listed");
+    assert_eq!(label, "<script>alert(1)</script> on call", "shown as text");
+    admin.screenshot("tokens").await.expect("screenshot");
+    admin.assert_accessible("tokens").await;
+
+    let viewer = Browser::start().await.expect("chromium starts");
+    log_in(&viewer, &hub, token.trim()).await;
+    assert!(
+        !viewer.exists("a[href='/tokens']").await.expect("query"),
+        "admins only"
+    );
+    viewer
+        .goto(&hub.url(ServiceName::Api, "/tokens"))
+        .await
+        .expect("tokens");
+    viewer
+        .wait_for_text("h1", "Something went wrong", WAIT)
+        .await
+        .expect("refused");
+
+    admin
+        .goto(&hub.url(ServiceName::Api, "/tokens"))
+        .await
+        .expect("tokens");
+    let row = admin
+        .execute(
+            "return [...document.querySelectorAll('table.tokens tr')].find(r => r.textContent.includes('on call')).id",
+            vec![],
+        )
+        .await
+        .expect("row id");
+    let row = row.as_str().expect("id").to_owned();
+    admin
+        .click(&format!("#{row} form button"))
+        .await
+        .expect("revoke");
+    admin.client().accept_alert().await.expect("confirmed");
+    admin
+        .wait_for_text(".notice.ok", "revoked", WAIT)
+        .await
+        .expect("revoked");
+    viewer
+        .goto(&hub.url(ServiceName::Api, "/"))
+        .await
+        .expect("overview");
+    viewer
+        .wait_for("#token", WAIT)
+        .await
+        .expect("back at the login form");
+    assert!(
+        viewer
+            .current_url()
+            .await
+            .expect("url")
+            .contains("expired=1")
+    );
+    admin.close().await;
+    viewer.close().await;
+    hub.stop().await;
+}

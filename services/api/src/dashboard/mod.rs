@@ -11,6 +11,7 @@ mod overview;
 mod render;
 mod services;
 mod session;
+mod tokens;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -41,6 +42,8 @@ pub fn router() -> Router<AppState> {
             "/dead-letters/{job_id}/delete",
             post(dead_letters::delete_one),
         )
+        .route("/tokens", get(tokens::list).post(tokens::issue))
+        .route("/tokens/{id}/revoke", post(tokens::revoke))
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/lang", get(login::choose_language))

@@ -4,7 +4,7 @@
 //! bootstrap token issue tokens too.
 
 pub(crate) mod handlers;
-mod input;
+pub(crate) mod input;
 mod store;
 mod view;
 

@@ -310,6 +310,39 @@ impl TestHub {
         self.wait_until_serving().await;
     }
 
+    /// Registers REST service `service` at `sink` and a rule sending every event to it at
+    /// `path`, and waits until the matcher and the dispatcher (when running) know them.
+    pub async fn deliver_everything_to(
+        &self,
+        sink: &mih_testkit::HttpSink,
+        service: &str,
+        path: &str,
+    ) {
+        let created = self
+            .api()
+            .post(
+                "/api/v1/services",
+                &serde_json::json!({"name": service,
+                    "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())}}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let rule = self
+            .api()
+            .post(
+                "/api/v1/rules",
+                &serde_json::json!({"name": format!("everything to {service}"), "events": ["*"],
+                    "service": service, "target": {"kind": "rest", "method": "POST", "path": path}}),
+            )
+            .await;
+        assert_eq!(rule.status, StatusCode::CREATED, "{}", rule.body);
+        for running in [ServiceName::Matcher, ServiceName::Dispatcher] {
+            if self.services.contains(&running) {
+                self.wait_for_config(running).await;
+            }
+        }
+    }
+
     /// Stops the hub's services (NATS and the database stay), as an outage would.
     pub async fn stop_services(&mut self) {
         if let Some(hub) = self.hub.take() {

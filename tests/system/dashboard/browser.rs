@@ -18,25 +18,7 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A hub delivering every event to `sink`, with some deliveries already made.
 async fn busy_hub(sink: &HttpSink) -> TestHub {
     let hub = TestHub::builder().start().await;
-    let service = hub
-        .api()
-        .post(
-            "/api/v1/services",
-            &json!({"name": "sis", "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())}}),
-        )
-        .await;
-    assert_eq!(service.status, StatusCode::CREATED, "{}", service.body);
-    let rule = hub
-        .api()
-        .post(
-            "/api/v1/rules",
-            &json!({"name": "all to sis", "events": ["*"], "service": "sis",
-                    "target": {"kind": "rest", "method": "POST", "path": "/events"}}),
-        )
-        .await;
-    assert_eq!(rule.status, StatusCode::CREATED, "{}", rule.body);
-    hub.wait_for_config(ServiceName::Matcher).await;
-    hub.wait_for_config(ServiceName::Dispatcher).await;
+    hub.deliver_everything_to(sink, "sis", "/events").await;
     let events = fixtures::moodle_events();
     let body = serde_json::to_vec(&events[..10]).expect("json");
     let sent = hub.post_signed(&body, "application/json").await;
@@ -305,25 +287,7 @@ async fn a_dead_letter_is_replayed_from_the_page_after_the_target_is_fixed() {
     let sink = HttpSink::start().await.expect("sink");
     sink.set_reply(mih_testkit::Reply::status(400).with_body("unknown course"));
     let hub = TestHub::builder().start().await;
-    let created = hub
-        .api()
-        .post(
-            "/api/v1/services",
-            &json!({"name": "sis", "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())}}),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    let rule = hub
-        .api()
-        .post(
-            "/api/v1/rules",
-            &json!({"name": "enrolments", "events": ["*"], "service": "sis",
-                    "target": {"kind": "rest", "method": "POST", "path": "/enrol"}}),
-        )
-        .await;
-    assert_eq!(rule.status, StatusCode::CREATED, "{}", rule.body);
-    hub.wait_for_config(ServiceName::Matcher).await;
-    hub.wait_for_config(ServiceName::Dispatcher).await;
+    hub.deliver_everything_to(&sink, "sis", "/enrol").await;
     let event = serde_json::to_vec(&fixtures::moodle_events()[3]).expect("json");
     let sent = hub.post_signed(&event, "application/json").await;
     assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -30,25 +29,7 @@ pub(super) async fn hub_to(sink: &HttpSink, ingest_port: Option<u16>) -> TestHub
         builder = builder.toml(&format!("[ingest]\nlisten = \"127.0.0.1:{port}\""));
     }
     let hub = builder.start().await;
-    let service = hub
-        .api()
-        .post(
-            "/api/v1/services",
-            &json!({"name": "lms", "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())}}),
-        )
-        .await;
-    assert_eq!(service.status, StatusCode::CREATED, "{}", service.body);
-    let rule = hub
-        .api()
-        .post(
-            "/api/v1/rules",
-            &json!({"name": "everything", "events": ["*"], "service": "lms",
-                   "target": {"kind": "rest", "method": "POST", "path": "/events"}}),
-        )
-        .await;
-    assert_eq!(rule.status, StatusCode::CREATED, "{}", rule.body);
-    hub.wait_for_config(ServiceName::Matcher).await;
-    hub.wait_for_config(ServiceName::Dispatcher).await;
+    hub.deliver_everything_to(sink, "lms", "/events").await;
     hub
 }
 

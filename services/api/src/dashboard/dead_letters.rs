@@ -13,7 +13,7 @@ use mih_dlq::store::filter::DeadLetterFilter;
 
 use super::i18n::t;
 use super::render::{failure_page, page};
-use super::session::{Session, percent_encode};
+use super::session::{Session, nonempty, percent_encode};
 use crate::auth::Role;
 use crate::error::ApiFailure;
 use crate::replay;
@@ -27,10 +27,6 @@ pub struct ListQuery {
     status: Option<String>,
     q: Option<String>,
     cursor: Option<String>,
-}
-
-fn nonempty(value: Option<&String>) -> Option<String> {
-    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 pub async fn list(
@@ -171,16 +167,10 @@ async fn act(
     action: impl Future<Output = Result<(), ApiFailure>>,
 ) -> Response {
     let here = "/dead-letters";
-    if !session.csrf_ok(headers, form.csrf.as_deref()) {
-        return failure_page(
-            session,
-            here,
-            &ApiFailure::Forbidden(
-                "the form's CSRF token is missing or stale: reload the page".into(),
-            ),
-        );
-    }
-    if let Err(failure) = session.caller.require(Role::Operator) {
+    let allowed = session
+        .require_csrf(headers, form.csrf.as_deref())
+        .and_then(|()| session.caller.require(Role::Operator));
+    if let Err(failure) = allowed {
         return failure_page(session, here, &failure);
     }
     match action.await {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::i18n::t;
 use super::render::{failure_page, page};
-use super::session::{Session, percent_encode};
+use super::session::{Session, nonempty, percent_encode};
 use crate::extract::{ApiQuery, PageQuery};
 use crate::resources::deliveries::{self, DeliveryFilter};
 use crate::state::AppState;
@@ -39,14 +39,6 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-fn nonempty(value: &Option<String>) -> Option<String> {
-    value
-        .as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-}
-
 pub async fn list(
     State(state): State<AppState>,
     session: Session,
@@ -58,18 +50,18 @@ pub async fn list(
         .map_or("/deliveries", |p| p.as_str())
         .to_owned();
     let filter = DeliveryFilter {
-        service: nonempty(&query.service),
+        service: nonempty(query.service.as_ref()),
         rule_id: None,
-        status: nonempty(&query.status),
+        status: nonempty(query.status.as_ref()),
         event_id: None,
         source: None,
-        origin: nonempty(&query.origin),
+        origin: nonempty(query.origin.as_ref()),
         from: None,
         to: None,
     };
     let paging = PageQuery {
         limit: Some(50),
-        cursor: nonempty(&query.cursor),
+        cursor: nonempty(query.cursor.as_ref()),
     };
     let found = deliveries::list(
         State(state),
@@ -89,7 +81,7 @@ pub async fn list(
             ("status", &query.status),
             ("origin", &query.origin),
         ] {
-            if let Some(value) = nonempty(value) {
+            if let Some(value) = nonempty(value.as_ref()) {
                 url.push_str(&format!("&{name}={}", percent_encode(&value)));
             }
         }

@@ -92,8 +92,8 @@ pub async fn reset(
     Form(form): Form<ResetForm>,
 ) -> Response {
     let here = "/services";
-    if !session.csrf_ok(&headers, form.csrf.as_deref()) {
-        return failure_page(&session, here, &csrf_failure());
+    if let Err(failure) = session.require_csrf(&headers, form.csrf.as_deref()) {
+        return failure_page(&session, here, &failure);
     }
     match circuits::reset(
         State(state.clone()),
@@ -127,8 +127,8 @@ pub async fn test(
     Form(form): Form<TestForm>,
 ) -> Response {
     let here = "/services";
-    if !session.csrf_ok(&headers, form.csrf.as_deref()) {
-        return failure_page(&session, here, &csrf_failure());
+    if let Err(failure) = session.require_csrf(&headers, form.csrf.as_deref()) {
+        return failure_page(&session, here, &failure);
     }
     let call = CallInput {
         method: Some(form.method),
@@ -172,8 +172,4 @@ pub async fn test(
         "body": body,
     });
     render(&state, &session, here, json!({"result": result})).await
-}
-
-fn csrf_failure() -> ApiFailure {
-    ApiFailure::Forbidden("the form's CSRF token is missing or stale: reload the page".into())
 }

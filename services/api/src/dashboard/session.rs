@@ -91,6 +91,31 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The same check as a refusal the pages show: 403, saying what to do.
+    pub fn require_csrf(
+        &self,
+        headers: &HeaderMap,
+        form_value: Option<&str>,
+    ) -> Result<(), crate::error::ApiFailure> {
+        if self.csrf_ok(headers, form_value) {
+            Ok(())
+        } else {
+            Err(crate::error::ApiFailure::Forbidden(
+                "the form's CSRF token is missing or stale: reload the page".into(),
+            ))
+        }
+    }
+}
+
+/// A query or form field with something in it, trimmed.
+pub fn nonempty(value: Option<&String>) -> Option<String> {
+    value
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -98,8 +98,8 @@ pub async fn issue(
     headers: HeaderMap,
     Form(form): Form<IssueForm>,
 ) -> Response {
-    if !session.csrf_ok(&headers, form.csrf.as_deref()) {
-        return failure_page(&session, HERE, &csrf_failure());
+    if let Err(failure) = session.require_csrf(&headers, form.csrf.as_deref()) {
+        return failure_page(&session, HERE, &failure);
     }
     let role: Role = match form.role.parse() {
         Ok(role) => role,
@@ -138,8 +138,8 @@ pub async fn revoke(
     Path(id): Path<String>,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    if !session.csrf_ok(&headers, form.csrf.as_deref()) {
-        return failure_page(&session, HERE, &csrf_failure());
+    if let Err(failure) = session.require_csrf(&headers, form.csrf.as_deref()) {
+        return failure_page(&session, HERE, &failure);
     }
     match tokens::revoke(
         State(state.clone()),
@@ -152,8 +152,4 @@ pub async fn revoke(
         Ok(_) => render(&state, &session, HERE, json!({"done": "token-revoked"})).await,
         Err(failure) => failure_page(&session, HERE, &failure),
     }
-}
-
-fn csrf_failure() -> ApiFailure {
-    ApiFailure::Forbidden("the form's CSRF token is missing or stale: reload the page".into())
 }

@@ -169,6 +169,7 @@ fn api() -> OpenApiRouter<AppState> {
         .at("/api/v1/circuits",                            routes!(circuits::list))
         .at("/api/v1/circuits/{service}",                  routes!(circuits::get_one))
         .at("/api/v1/circuits/{service}/reset",            routes!(circuits::reset))
+        .at("/api/v1/circuits/{service}/history",          routes!(circuits::history))
         .at("/api/v1/parked",                              routes!(parked::list))
         .at("/api/v1/parked/{id}",                         routes!(parked::get_one, parked::delete_one))
         .at("/api/v1/parked/{id}/retry",                   routes!(parked::retry))

@@ -1,13 +1,17 @@
 //! The circuit breaker of each service, as the dispatchers share it in `<ns>_circuits`:
 //! `GET /api/v1/circuits`, `GET /api/v1/circuits/{service}`, and an operator's
-//! `POST /api/v1/circuits/{service}/reset`, which closes it (every dispatcher resumes at once).
+//! `POST /api/v1/circuits/{service}/reset`, which closes it (every dispatcher resumes at once),
+//! and `GET /api/v1/circuits/{service}/history`: when it opened and closed, from the recorder's
+//! `circuit_changes`.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde::Serialize;
+use utoipa::IntoParams;
 use utoipa::ToSchema;
 
 use mih_shared::circuit::{Circuit, CircuitState};
@@ -18,6 +22,7 @@ use super::{not_found, services};
 use crate::audit;
 use crate::auth::{Caller, Role};
 use crate::error::{ApiFailure, ApiResult};
+use crate::extract::ApiQuery;
 use crate::state::AppState;
 
 /// One service's circuit.
@@ -169,4 +174,74 @@ pub(crate) async fn reset(
     )
     .await?;
     Ok(Json(view(&service, &after)))
+}
+
+/// One change of state of a circuit.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct CircuitChange {
+    /// closed, open or half_open.
+    pub state: String,
+    pub changed_at: DateTime<Utc>,
+    pub consecutive_failures: i32,
+    /// The failure that last counted when it changed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CircuitHistory {
+    /// Newest first.
+    pub items: Vec<CircuitChange>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// At most this many changes (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+/// How a service's circuit changed state, newest first (kept as long as
+/// `circuit_changes_max_age`). Writes that only counted a failure are not changes.
+#[utoipa::path(get, path = "/api/v1/circuits/{service}/history", tag = "circuits",
+    params(("service" = String, Path), HistoryQuery),
+    responses((status = 200, body = CircuitHistory), (status = 401), (status = 403), (status = 404), (status = 422)))]
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> ApiResult<Json<CircuitHistory>> {
+    caller.require(Role::Viewer)?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiFailure::invalid(
+            "limit",
+            format!("must be between 1 and 500 (is {limit})"),
+        ));
+    }
+    let service = service(&state, &name).await?;
+    Ok(Json(CircuitHistory {
+        items: changes(&state, service.name.as_str(), limit).await?,
+    }))
+}
+
+/// The rows whose state differs from the service's previous row.
+pub(crate) async fn changes(
+    state: &AppState,
+    service: &str,
+    limit: i64,
+) -> ApiResult<Vec<CircuitChange>> {
+    Ok(sqlx::query_as(
+        "SELECT state, changed_at, consecutive_failures, last_error FROM ( \
+             SELECT state, changed_at, consecutive_failures, last_error, revision, \
+                    lag(state) OVER (ORDER BY revision) AS previous \
+             FROM circuit_changes WHERE service = $1) AS stored \
+         WHERE previous IS DISTINCT FROM state \
+         ORDER BY revision DESC LIMIT $2",
+    )
+    .bind(service)
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?)
 }

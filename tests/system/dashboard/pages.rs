@@ -266,3 +266,198 @@ async fn text_from_users_is_shown_as_text_and_pages_speak_the_visitors_language(
     assert_eq!(away.headers[LOCATION], "/");
     hub.stop().await;
 }
+
+/// The CSRF token of a page a logged-in visitor got.
+fn csrf_of(page: &Page) -> String {
+    between(&page.body, r#"<meta name="csrf-token" content=""#, "\"")
+        .expect("the page's CSRF token")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_are_created_and_changed_through_the_form_with_secrets_write_only() {
+    let hub = hub().await;
+    let mut admin = Visitor::new(&hub);
+    admin.log_in(ADMIN_TOKEN).await;
+    let form = admin.get("/services/new").await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    assert!(
+        form.body.contains(r#"<label for="f-transport-base_url">"#),
+        "every input is labelled"
+    );
+    let csrf = csrf_of(&form);
+
+    // A refusal keeps what was typed — except the secret — and puts the API's words next to
+    // the input they are about.
+    let refused = admin
+        .post(
+            "/services/new",
+            &[
+                ("csrf", &csrf),
+                ("name", "crm"),
+                ("transport.kind", "rest"),
+                ("transport.base_url", "ftp://crm.example/"),
+                ("auth.type", "bearer"),
+                ("auth.token", "tok-EN-1"),
+                ("retry.max_retries", "lots"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains(r#"id="f-retry-max_retries-error""#),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("must be a whole number"));
+    assert!(
+        !refused.body.contains("tok-EN-1"),
+        "a secret is never sent back"
+    );
+    assert!(
+        refused.body.contains(r#"value="crm""#),
+        "what was typed stays"
+    );
+    let refused = admin
+        .post(
+            "/services/new",
+            &[
+                ("csrf", &csrf),
+                ("name", "crm"),
+                ("transport.kind", "rest"),
+                ("transport.base_url", "ftp://crm.example/"),
+                ("auth.type", "bearer"),
+                ("auth.token", "tok-EN-1"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let error = between(&refused.body, r#"id="f-transport-base_url-error">"#, "<")
+        .expect("the URL's error next to it");
+    assert!(error.contains("http:// or https://"), "{error}");
+
+    let created = admin
+        .post(
+            "/services/new",
+            &[
+                ("csrf", &csrf),
+                ("name", "crm"),
+                ("description", "Student CRM"),
+                ("enabled", "on"),
+                ("transport.kind", "rest"),
+                ("transport.base_url", "https://crm.example/api"),
+                ("transport.host", "ignored, another kind's input"),
+                ("auth.type", "bearer"),
+                ("auth.token", "tok-EN-1"),
+                ("headers", "X-Site: moodle"),
+                ("timeout_ms", "2500"),
+                ("rate_limit_per_sec", ""),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert_eq!(created.headers[LOCATION], "/services/crm?saved=1");
+    let stored = hub.api().get("/api/v1/services/crm").await.body;
+    assert_eq!(stored["transport"]["base_url"], "https://crm.example/api");
+    assert_eq!(stored["auth"], json!({"type": "bearer", "token_set": true}));
+    assert_eq!(stored["headers"], json!({"X-Site": "moodle"}));
+    assert_eq!(stored["timeout_ms"], 2500);
+
+    let detail = admin.get("/services/crm?saved=1").await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(detail.body.contains("https://crm.example/api"));
+    assert!(detail.body.contains(r#"href="/services/crm/edit""#));
+
+    // Editing: the secret input is empty and says a value is kept; saving without typing one
+    // keeps it; a stale form (someone saved in between) is refused, not silently merged.
+    let edit = admin.get("/services/crm/edit").await;
+    assert!(!edit.body.contains("tok-EN-1"));
+    assert!(
+        edit.body.contains("leave empty to keep it"),
+        "{}",
+        edit.body
+    );
+    let version = between(&edit.body, r#"name="version" value=""#, "\"")
+        .expect("the version the form was drawn from")
+        .to_owned();
+    let changed = admin
+        .post(
+            "/services/crm/edit",
+            &[
+                ("csrf", &csrf),
+                ("version", &version),
+                ("enabled", "on"),
+                ("transport.kind", "amqp"),
+                ("transport.host", "rabbit.example"),
+                ("transport.exchange", "moodle"),
+                ("auth.type", "bearer"),
+                ("timeout_ms", "3000"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
+    let stored = hub.api().get("/api/v1/services/crm").await.body;
+    assert_eq!(stored["transport"]["kind"], "amqp");
+    assert_eq!(stored["transport"]["port"], 5672);
+    assert_eq!(stored["auth"]["token_set"], true, "the token was kept");
+    assert_eq!(stored["description"], "", "an emptied field is emptied");
+    let stale = admin
+        .post(
+            "/services/crm/edit",
+            &[
+                ("csrf", &csrf),
+                ("version", &version),
+                ("transport.kind", "rest"),
+                ("transport.base_url", "https://other.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+    assert_eq!(
+        hub.api().get("/api/v1/services/crm").await.body["transport"]["kind"],
+        "amqp"
+    );
+
+    let disabled = admin
+        .post("/services/crm/disable", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(disabled.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        hub.api().get("/api/v1/services/crm").await.body["enabled"],
+        false
+    );
+
+    // A viewer sees the service but no edit controls, and the form's address refuses them.
+    let issued = hub
+        .api()
+        .post(
+            "/api/v1/tokens",
+            &json!({"label": "auditor", "role": "viewer"}),
+        )
+        .await;
+    let mut viewer = Visitor::new(&hub);
+    viewer
+        .log_in(issued.body["token"].as_str().expect("token"))
+        .await;
+    let seen = viewer.get("/services/crm").await;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert!(!seen.body.contains("/edit"), "{}", seen.body);
+    assert!(!viewer.get("/services").await.body.contains("/services/new"));
+    assert_eq!(
+        viewer.get("/services/new").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let viewer_csrf = csrf_of(&seen);
+    let attempt = viewer
+        .post(
+            "/services/crm/edit",
+            &[
+                ("csrf", &viewer_csrf),
+                ("transport.kind", "rest"),
+                ("transport.base_url", "https://evil.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(attempt.status, StatusCode::FORBIDDEN);
+    hub.stop().await;
+}

@@ -182,6 +182,14 @@ pub fn failure_page(session: &Session, path: &str, failure: &crate::error::ApiFa
     )
 }
 
+/// The JSON an API handler answered (the dashboard calls the API's handlers directly).
+pub async fn json_of(response: Response) -> Value {
+    let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,17 +8,20 @@ use axum::Form;
 use axum::body::to_bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::i18n::t;
-use super::render::{failure_page, page};
-use super::session::Session;
+use super::render::{failure_page, json_of, page};
+use super::session::{Session, percent_encode};
 use crate::auth::Role;
-use crate::error::ApiFailure;
-use crate::extract::ApiJson;
+use crate::error::{ApiFailure, ApiResult};
+use crate::extract::{ApiJson, IfMatch};
+use crate::resources::config_row;
+use crate::resources::crud::{self, Resource};
 use crate::resources::facade::{self, CallInput};
+use crate::resources::services::ServiceRow;
 use crate::resources::{circuits, services};
 use crate::state::AppState;
 
@@ -43,6 +46,7 @@ async fn render(state: &AppState, session: &Session, path: &str, extra: Value) -
         "page": "services",
         "services": rows,
         "can_operate": session.caller.role >= Role::Operator,
+        "can_configure": session.caller.role >= ServiceRow::WRITE_ROLE,
     });
     if let (Value::Object(data), Value::Object(extra)) = (&mut data, extra) {
         data.extend(extra);
@@ -172,4 +176,156 @@ pub async fn test(
         "body": body,
     });
     render(&state, &session, here, json!({"result": result})).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DetailQuery {
+    saved: Option<String>,
+}
+
+/// One service: how it is configured (secrets only as "set"), its circuit now and how the
+/// circuit changed, and what an operator or admin can do about it.
+pub async fn detail(
+    State(state): State<AppState>,
+    session: Session,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<DetailQuery>,
+) -> Response {
+    let here = format!("/services/{}", percent_encode(&name));
+    match detail_data(&state, &session, &name).await {
+        Ok(mut data) => {
+            data["saved"] = json!(query.saved.is_some());
+            page(
+                StatusCode::OK,
+                "service",
+                session.lang,
+                Some(&session),
+                &here,
+                data,
+            )
+        }
+        Err(failure) => failure_page(&session, &here, &failure),
+    }
+}
+
+async fn detail_data(state: &AppState, session: &Session, name: &str) -> ApiResult<Value> {
+    let mut service =
+        json_of(crud::get_one::<ServiceRow>(state, &session.caller, name).await?).await;
+    // The API leaves an empty list out; the page lists what there is.
+    if service.get("warnings").is_none() {
+        service["warnings"] = json!([]);
+    }
+    let circuit = circuits::get_one(
+        State(state.clone()),
+        session.caller.clone(),
+        Path(name.to_owned()),
+    )
+    .await?
+    .0;
+    let history = circuits::changes(state, name, 50).await?;
+    let transport = &service["transport"];
+    let target = match transport["kind"].as_str() {
+        Some("rest") => transport["base_url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        Some("amqp") => format!(
+            "amqp{}://{}:{}{} → {}",
+            if transport["tls"].as_bool() == Some(true) {
+                "s"
+            } else {
+                ""
+            },
+            transport["host"].as_str().unwrap_or_default(),
+            transport["port"],
+            transport["vhost"].as_str().unwrap_or_default(),
+            transport["exchange"]
+                .as_str()
+                .filter(|e| !e.is_empty())
+                .unwrap_or("(default)"),
+        ),
+        _ => transport["endpoint"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    Ok(json!({
+        "title": name,
+        "page": "services",
+        "service": service,
+        "target": target,
+        "auth_key": format!("auth-{}", service["auth"]["type"].as_str().unwrap_or("none").replace('_', "-")),
+        "circuit": circuit,
+        "circuit_key": format!("circuit-{}", circuit.state),
+        "badge": badge_of(&circuit.state),
+        "history": history.iter().map(|change| json!({
+            "state_key": format!("circuit-{}", change.state),
+            "badge": badge_of(&change.state),
+            "changed_at": change.changed_at.to_rfc3339(),
+            "failures": change.consecutive_failures,
+            "last_error": change.last_error,
+        })).collect::<Vec<_>>(),
+        "can_operate": session.caller.role >= Role::Operator,
+        "can_configure": session.caller.role >= ServiceRow::WRITE_ROLE,
+    }))
+}
+
+fn badge_of(state: &str) -> &'static str {
+    match state {
+        "closed" => "ok",
+        "open" => "error",
+        _ => "warn",
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: Option<String>,
+}
+
+/// Enabling or disabling (admins), through the API's own operation.
+pub async fn set_enabled(
+    state: &AppState,
+    session: &Session,
+    headers: &HeaderMap,
+    name: &str,
+    form: &CsrfForm,
+    enabled: bool,
+) -> Response {
+    let here = format!("/services/{}", percent_encode(name));
+    if let Err(failure) = session.require_csrf(headers, form.csrf.as_deref()) {
+        return failure_page(session, &here, &failure);
+    }
+    match config_row::set_enabled::<ServiceRow>(
+        state,
+        &session.caller,
+        name,
+        IfMatch(None),
+        enabled,
+    )
+    .await
+    {
+        Ok(_) => axum::response::Redirect::to(&format!("{here}?saved=1")).into_response(),
+        Err(failure) => failure_page(session, &here, &failure),
+    }
+}
+
+pub async fn enable(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    set_enabled(&state, &session, &headers, &name, &form, true).await
+}
+
+pub async fn disable(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    set_enabled(&state, &session, &headers, &name, &form, false).await
 }

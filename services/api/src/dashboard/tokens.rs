@@ -3,7 +3,6 @@
 //! the last-admin rule and the audit log apply unchanged.
 
 use axum::Form;
-use axum::body::to_bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -11,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::i18n::t;
-use super::render::{failure_page, page};
+use super::render::{failure_page, json_of, page};
 use super::session::Session;
 use crate::auth::Role;
 use crate::error::ApiFailure;
@@ -21,14 +20,6 @@ use crate::resources::tokens::input::{TokenFilter, TokenInput};
 use crate::state::AppState;
 
 const HERE: &str = "/tokens";
-
-/// The JSON an API handler answered.
-async fn body_of(response: Response) -> Value {
-    let bytes = to_bytes(response.into_body(), 16 * 1024 * 1024)
-        .await
-        .unwrap_or_default();
-    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-}
 
 pub async fn list(
     State(state): State<AppState>,
@@ -113,7 +104,7 @@ pub async fn issue(
     };
     match tokens::create(State(state.clone()), session.caller.clone(), ApiJson(input)).await {
         Ok(response) => {
-            let issued = body_of(response).await;
+            let issued = json_of(response).await;
             render(
                 &state,
                 &session,

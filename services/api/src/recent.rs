@@ -66,3 +66,60 @@ pub async fn recent_events(
     }
     Ok(latest.into_iter().rev().collect())
 }
+
+/// The event names EVENTS holds (everything it retains, every source), with how many of each,
+/// most frequent first: read from the stream's per-subject counts, not from the messages, so it
+/// costs the same however many events are stored.
+pub async fn recent_event_names(state: &AppState, max: usize) -> ApiResult<Vec<(String, usize)>> {
+    use futures::TryStreamExt;
+    let unavailable =
+        |e: &dyn std::fmt::Display| ApiFailure::Internal(format!("reading event names: {e}"));
+    let stream = state
+        .js
+        .get_stream(state.names.events_stream())
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let mut subjects = stream
+        .info_with_subjects(state.names.events_all())
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let prefix = format!("{}.events.", state.names.namespace());
+    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    while let Some((subject, count)) = subjects.try_next().await.map_err(|e| unavailable(&e))? {
+        if let Some(name) = subject
+            .strip_prefix(&prefix)
+            .and_then(event_name_of_subject_tail)
+        {
+            *counts.entry(name).or_default() += count;
+        }
+    }
+    let mut names: Vec<(String, usize)> = counts.into_iter().collect();
+    names.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    names.truncate(max);
+    Ok(names)
+}
+
+/// `<source>.<component>.<class token>` → `\component\event\class` (the reverse of
+/// `Names::event_subject`: a nested class's `__` is a namespace separator).
+fn event_name_of_subject_tail(tail: &str) -> Option<String> {
+    let mut parts = tail.splitn(3, '.');
+    let (_source, component, class) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(format!(
+        "\\{component}\\event\\{}",
+        class.replace("__", "\\")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_give_back_moodle_event_names() {
+        assert_eq!(
+            event_name_of_subject_tail("site1.mod_assign.assessable_submitted").as_deref(),
+            Some("\\mod_assign\\event\\assessable_submitted")
+        );
+        assert_eq!(event_name_of_subject_tail("site1.core"), None);
+    }
+}

@@ -440,3 +440,220 @@ async fn an_admin_issues_and_revokes_a_token_and_its_session_ends() {
     viewer.close().await;
     hub.stop().await;
 }
+
+/// The whole first morning in the browser: an admin registers a service and writes a rule for
+/// it through the forms, previews the rule on an event Moodle really sent, saves it; events
+/// then reach the target and show in Deliveries; the target goes down, and the service's page
+/// shows its circuit open while jobs wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_creates_a_service_and_a_rule_previews_it_and_watches_deliveries() {
+    let sink = HttpSink::start().await.expect("sink");
+    let hub = TestHub::builder().start().await;
+    let events = fixtures::moodle_events();
+    let user_created = |i: usize| {
+        let mut event = events[0].clone();
+        event["objectid"] = json!(900 + i);
+        event["relateduserid"] = json!(900 + i);
+        serde_json::to_vec(&event).expect("json")
+    };
+    // A real event in the stream before any rule exists: the preview's material.
+    let sent = hub.post_signed(&user_created(0), "application/json").await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+
+    let browser = Browser::start().await.expect("chromium starts");
+    log_in(&browser, &hub, ADMIN_TOKEN).await;
+    browser
+        .goto(&hub.url(ServiceName::Api, "/services/new"))
+        .await
+        .expect("the service form");
+    browser.wait_for("#f-name", WAIT).await.expect("form");
+    // Only the chosen kind's inputs show.
+    let amqp_hidden = browser
+        .execute("return document.getElementById('fs-amqp').hidden", vec![])
+        .await
+        .expect("script");
+    assert_eq!(
+        amqp_hidden,
+        json!(true),
+        "AMQP inputs hidden while REST is chosen"
+    );
+    browser.fill("#f-name", "crm").await.expect("name");
+    browser
+        .fill("#f-transport-base_url", &format!("{}/api", sink.url()))
+        .await
+        .expect("url");
+    browser
+        .fill("#f-retry-max_retries", "0")
+        .await
+        .expect("retries");
+    browser
+        .fill("#f-breaker-failure_threshold", "1")
+        .await
+        .expect("threshold");
+    browser
+        .fill("#f-breaker-cooldown_ms", "600000")
+        .await
+        .expect("cooldown");
+    browser
+        .screenshot("service-form")
+        .await
+        .expect("screenshot");
+    browser.assert_accessible("service-form").await;
+    browser
+        .click("form.config button[type=submit].btn-primary")
+        .await
+        .expect("saved");
+    browser
+        .wait_for_text(".notice.ok", "Saved", WAIT)
+        .await
+        .expect("the service page");
+    let title = browser.text("h1").await.expect("h1");
+    assert!(title.starts_with("crm"), "{title}");
+
+    browser
+        .goto(&hub.url(ServiceName::Api, "/rules/new"))
+        .await
+        .expect("the rule form");
+    browser.wait_for("#f-name", WAIT).await.expect("form");
+    browser
+        .fill("#f-name", "new users to the CRM")
+        .await
+        .expect("name");
+    browser
+        .fill("#event-picker", "\\core\\event\\user_created")
+        .await
+        .expect("picked");
+    browser.click("#event-picker-add").await.expect("added");
+    browser
+        .fill("#f-target-path", "/users")
+        .await
+        .expect("path");
+    browser
+        .fill("#f-body", "{\"moodle_user\": {{relateduserid}} }")
+        .await
+        .expect("template");
+    // The preview follows the typing: the stored event matched, and the request it renders.
+    let preview = match browser
+        .wait_for_text("#preview .preview-event", "\"moodle_user\": 900", WAIT)
+        .await
+    {
+        Ok(preview) => preview,
+        Err(error) => panic!(
+            "the preview on the real event: {error}; the panel says {:?}",
+            browser.text("#preview").await
+        ),
+    };
+    assert!(preview.contains("matched"), "{preview}");
+    browser.screenshot("rule-form").await.expect("screenshot");
+    browser.assert_accessible("rule-form").await;
+
+    // A condition with a syntax error is refused, and the editor points at the mistake.
+    browser
+        .fill("#f-condition", "courseid ==")
+        .await
+        .expect("condition");
+    browser
+        .click("form.config button[type=submit].btn-primary")
+        .await
+        .expect("submitted");
+    browser
+        .wait_for("#f-condition-error", WAIT)
+        .await
+        .expect("the condition's error");
+    assert!(browser.exists("pre.pointer .caret").await.expect("query"));
+    browser
+        .fill("#f-condition", "relateduserid > 0")
+        .await
+        .expect("fixed");
+    browser
+        .click("form.config button[type=submit].btn-primary")
+        .await
+        .expect("saved");
+    browser
+        .wait_for_text(".notice.ok", "Saved", WAIT)
+        .await
+        .expect("the rule's page");
+    hub.wait_for_config(ServiceName::Matcher).await;
+    hub.wait_for_config(ServiceName::Dispatcher).await;
+
+    for i in 1..=3 {
+        let sent = hub.post_signed(&user_created(i), "application/json").await;
+        assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    }
+    sink.wait_for(3, WAIT).await.expect("delivered");
+    assert_eq!(sink.requests()[0].uri.path(), "/api/users");
+    browser
+        .goto(&hub.url(ServiceName::Api, "/deliveries?service=crm"))
+        .await
+        .expect("deliveries");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = browser
+            .texts("table.deliveries tbody tr")
+            .await
+            .expect("rows");
+        if rows.len() == 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        browser.client().refresh().await.expect("reload");
+    }
+
+    // The target goes down: one failure opens the circuit (threshold 1), later jobs wait.
+    sink.set_reply(mih_testkit::Reply::status(503));
+    for i in 4..=6 {
+        hub.post_signed(&user_created(i), "application/json").await;
+    }
+    browser
+        .goto(&hub.url(ServiceName::Api, "/services/crm"))
+        .await
+        .expect("the service");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !browser
+        .exists(".two-columns .badge.error")
+        .await
+        .expect("query")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the circuit never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        browser.client().refresh().await.expect("reload");
+    }
+    browser
+        .wait_for("table.history tbody tr", WAIT)
+        .await
+        .expect("the change of state is in the history");
+    browser.screenshot("service").await.expect("screenshot");
+    browser.assert_accessible("service").await;
+
+    // While the circuit is open, new jobs wait rather than fail: the overview counts them.
+    for i in 7..=9 {
+        hub.post_signed(&user_created(i), "application/json").await;
+    }
+    browser
+        .goto(&hub.url(ServiceName::Api, "/"))
+        .await
+        .expect("overview");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pending = browser
+            .execute(
+                "const card = [...document.querySelectorAll('.card')].find(c => c.textContent.includes('Pending jobs')); \
+                 return card ? Number(card.querySelector('.figure').dataset.number) : -1",
+                vec![],
+            )
+            .await
+            .expect("script");
+        if pending.as_f64().unwrap_or(-1.0) >= 3.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "pending: {pending}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        browser.client().refresh().await.expect("reload");
+    }
+    browser.close().await;
+    hub.stop().await;
+}

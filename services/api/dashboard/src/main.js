@@ -137,3 +137,49 @@ document.addEventListener('submit', (event) => {
   const question = form.dataset.confirm || event.submitter?.dataset.confirm;
   if (question && !window.confirm(question)) event.preventDefault();
 });
+
+// Form sections and inputs that apply to one choice only (a service's kind, an auth type):
+// hidden and disabled while another is chosen, so what is submitted is what is shown. Without
+// JavaScript everything shows and the server reads only what applies.
+function applyConditions(root) {
+  root.querySelectorAll('[data-when-field]').forEach((el) => {
+    const control = document.getElementById(`f-${el.dataset.whenField}`);
+    if (!control) return;
+    // A select's option may stand for a kind (a rule's service is REST, AMQP or SOAP).
+    const option = control.tagName === 'SELECT' ? control.selectedOptions[0] : null;
+    const chosen = option && option.dataset.kind ? option.dataset.kind : control.value;
+    const shown = chosen === el.dataset.whenValue;
+    el.hidden = !shown;
+    el.querySelectorAll('input, select, textarea').forEach((input) => { input.disabled = !shown; });
+  });
+}
+
+document.addEventListener('DOMContentLoaded', () => applyConditions(document));
+document.addEventListener('change', (event) => {
+  if (event.target.matches('select')) applyConditions(document);
+});
+
+// The rule editor's event picker appends the chosen name to the list of event names.
+document.addEventListener('click', (event) => {
+  const button = event.target.closest('[data-add-to]');
+  if (!button) return;
+  const picker = document.getElementById('event-picker');
+  const list = document.getElementById(button.dataset.addTo);
+  const name = picker?.value.trim();
+  if (!list || !name) return;
+  const names = list.value.split('\n').map((l) => l.trim()).filter(Boolean);
+  if (!names.includes(name)) names.push(name);
+  list.value = names.join('\n');
+  picker.value = '';
+  list.dispatchEvent(new Event('input', { bubbles: true }));
+});
+
+// Date-and-time inputs are in the browser's zone; the server needs its offset.
+document.addEventListener('submit', (event) => {
+  const form = event.target;
+  if (!form.matches('[data-local-time]')) return;
+  const offset = form.querySelector('input[name="tz_offset"]');
+  const from = form.querySelector('input[name="from"]');
+  const at = from && from.value ? new Date(from.value) : new Date();
+  if (offset) offset.value = String(at.getTimezoneOffset());
+});

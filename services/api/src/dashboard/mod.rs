@@ -5,10 +5,15 @@
 mod assets;
 mod dead_letters;
 mod deliveries;
+mod event_catalogue;
+mod form;
 mod i18n;
 mod login;
 mod overview;
 mod render;
+mod rule_form;
+mod rules;
+mod service_form;
 mod services;
 mod session;
 mod tokens;
@@ -29,8 +34,35 @@ pub fn router() -> Router<AppState> {
         .route("/", get(overview::page))
         .route("/overview/live", get(overview::live))
         .route("/services", get(services::list))
+        .route(
+            "/services/new",
+            get(service_form::new_form).post(service_form::create),
+        )
+        .route("/services/{name}", get(services::detail))
+        .route(
+            "/services/{name}/edit",
+            get(service_form::edit_form).post(service_form::update),
+        )
+        .route("/services/{name}/enable", post(services::enable))
+        .route("/services/{name}/disable", post(services::disable))
         .route("/services/{name}/reset", post(services::reset))
         .route("/services/{name}/test", post(services::test))
+        .route("/rules", get(rules::list))
+        .route(
+            "/rules/new",
+            get(rule_form::new_form).post(rule_form::create),
+        )
+        .route("/rules/preview", post(rule_form::preview))
+        .route("/rules/{id}", get(rules::detail))
+        .route(
+            "/rules/{id}/edit",
+            get(rule_form::edit_form).post(rule_form::update),
+        )
+        .route("/rules/{id}/enable", post(rules::enable))
+        .route("/rules/{id}/disable", post(rules::disable))
+        .route("/rules/{id}/backfill", post(rules::start_backfill))
+        .route("/backfills/{id}/progress", get(rules::backfill_progress))
+        .route("/backfills/{id}/cancel", post(rules::cancel_backfill))
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{job_id}", get(deliveries::detail))
         .route("/dead-letters", get(dead_letters::list))

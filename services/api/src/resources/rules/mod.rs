@@ -9,7 +9,7 @@ mod references;
 mod store;
 mod view;
 
-pub(crate) use input::{RuleInput, apply};
+pub(crate) use input::{RuleFilter, RuleInput, apply};
 pub use store::{RuleRow, load_all};
 
 use sqlx::{PgConnection, PgPool};
@@ -24,7 +24,6 @@ use crate::error::{ApiFailure, ApiResult};
 use crate::resources::config_row::ConfigRow;
 use crate::resources::crud::Resource;
 use crate::state::AppState;
-use input::RuleFilter;
 use view::RuleView;
 
 impl Resource for RuleRow {

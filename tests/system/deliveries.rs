@@ -146,6 +146,39 @@ async fn deliveries_are_searchable_and_show_every_attempt_with_the_request() {
         1
     );
     assert_eq!(search(&hub, "origin=facade").await.len(), 0);
+    // By event name (the leading backslash optional) and by text in an error or an answer.
+    let eventname = all[0]["eventname"].as_str().expect("eventname").to_owned();
+    let by_name = search(&hub, &format!("eventname={}", enc_text(&eventname))).await;
+    assert_eq!(by_name.len(), 4, "{by_name:?}");
+    let bare = eventname.trim_start_matches('\\');
+    assert_eq!(
+        search(&hub, &format!("eventname={}", enc_text(bare)))
+            .await
+            .len(),
+        4
+    );
+    assert!(
+        search(&hub, "eventname=%5Cmod_quiz%5Cevent%5Cnothing")
+            .await
+            .is_empty()
+    );
+    let restarting = search(&hub, "q=DATABASE%20is%20restart").await;
+    assert_eq!(restarting.len(), 1, "{restarting:?}");
+    assert_eq!(restarting[0]["attempt"], 2);
+    assert_eq!(
+        search(&hub, "q=stored").await.len(),
+        1,
+        "the answer's excerpt"
+    );
+    // LIKE's wildcards are text here: `%` matches only a percent sign.
+    assert!(search(&hub, "q=%25%25").await.is_empty());
+    let refused = hub.api().get("/api/v1/deliveries?q=x").await;
+    assert_eq!(refused.status, reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.to_string().contains("\"q\""),
+        "{}",
+        refused.body
+    );
     assert_eq!(
         search(&hub, &format!("from={}", enc(before))).await.len(),
         4
@@ -272,4 +305,10 @@ async fn deliveries_are_searchable_and_show_every_attempt_with_the_request() {
     let backwards = hub.api().get(&format!("/api/v1/deliveries?{window}")).await;
     assert_eq!(backwards.fields(), ["to"]);
     hub.stop().await;
+}
+
+fn enc_text(text: &str) -> String {
+    mih_testkit::form_body(&[("v", text)])
+        .trim_start_matches("v=")
+        .to_owned()
 }

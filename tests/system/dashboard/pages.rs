@@ -461,3 +461,23 @@ async fn services_are_created_and_changed_through_the_form_with_secrets_write_on
     assert_eq!(attempt.status, StatusCode::FORBIDDEN);
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_filter_by_rule_event_time_and_text_and_name_a_bad_time() {
+    let hub = hub().await;
+    let mut admin = Visitor::new(&hub);
+    admin.log_in(ADMIN_TOKEN).await;
+    let page = admin
+        .get("/deliveries?eventname=core%5Cevent%5Cuser_created&from=2026-12-01T10%3A00&tz_offset=-60&q=timeout&status=")
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains(r#"value="2026-12-01T10:00""#),
+        "the filter stays filled in"
+    );
+    assert!(page.body.contains(r#"<label for="d-rule">"#));
+    let bad = admin.get("/deliveries?from=last+tuesday").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("last tuesday"), "{}", bad.body);
+    hub.stop().await;
+}

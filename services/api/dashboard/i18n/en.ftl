@@ -316,3 +316,9 @@ backfill-running = running
 backfill-completed = completed
 backfill-cancelled = cancelled
 backfill-failed = failed
+
+# Deliveries: more filters
+filter-rule = Rule
+filter-eventname = Event
+filter-from = From
+filter-to = To

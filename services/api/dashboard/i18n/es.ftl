@@ -316,3 +316,9 @@ backfill-running = en curso
 backfill-completed = terminado
 backfill-cancelled = cancelado
 backfill-failed = fallido
+
+# Deliveries: more filters
+filter-rule = Regla
+filter-eventname = Evento
+filter-from = Desde
+filter-to = Hasta

@@ -316,3 +316,9 @@ backfill-running = en cours
 backfill-completed = terminé
 backfill-cancelled = annulé
 backfill-failed = échoué
+
+# Deliveries: more filters
+filter-rule = Règle
+filter-eventname = Événement
+filter-from = Du
+filter-to = Au

@@ -316,3 +316,9 @@ backfill-running = in corso
 backfill-completed = completata
 backfill-cancelled = annullata
 backfill-failed = fallita
+
+# Deliveries: more filters
+filter-rule = Regola
+filter-eventname = Evento
+filter-from = Dal
+filter-to = Al

@@ -316,3 +316,9 @@ backfill-running = em andamento
 backfill-completed = concluído
 backfill-cancelled = cancelado
 backfill-failed = falhou
+
+# Deliveries: more filters
+filter-rule = Regra
+filter-eventname = Evento
+filter-from = De
+filter-to = Até

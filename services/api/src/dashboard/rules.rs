@@ -184,7 +184,7 @@ pub struct BackfillForm {
 }
 
 /// A `datetime-local` value (`2026-12-04T09:30`) in a zone `offset` minutes behind UTC.
-fn instant(field: &str, value: &str, offset: i64) -> ApiResult<DateTime<Utc>> {
+pub(super) fn instant(field: &str, value: &str, offset: i64) -> ApiResult<DateTime<Utc>> {
     if let Ok(at) = DateTime::parse_from_rfc3339(value) {
         return Ok(at.with_timezone(&Utc));
     }

@@ -118,6 +118,26 @@ pub struct DeliveryFilter {
     pub from: Option<String>,
     /// RFC 3339; attempts started before this instant.
     pub to: Option<String>,
+    /// Attempts delivering events of this name (`\core\event\user_created`; the leading
+    /// backslash is optional).
+    pub eventname: Option<String>,
+    /// Text in the event name, the error or the response excerpt (case-insensitive; 2 to 200
+    /// characters). Narrow it with a time range on a large log.
+    pub q: Option<String>,
+}
+
+/// `q` as a LIKE pattern matching it anywhere, its own `%`, `_` and `\` taken literally.
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// Parses an optional query value, naming the field when it is malformed.
@@ -218,6 +238,23 @@ pub(crate) async fn list(
     }
     one_of(&mut problems, "status", filter.status.as_deref(), STATUSES);
     one_of(&mut problems, "origin", filter.origin.as_deref(), ORIGINS);
+    let eventname = filter.eventname.as_deref().map(|name| {
+        let name = name.trim();
+        if name.starts_with('\\') {
+            name.to_owned()
+        } else {
+            format!("\\{name}")
+        }
+    });
+    let q = filter.q.as_deref().map(str::trim);
+    if let Some(q) = q {
+        problems.check(
+            (2..=200).contains(&q.chars().count()),
+            "q",
+            "must be 2 to 200 characters",
+        );
+    }
+    let q = q.map(contains_pattern);
     let cursor = parse_field(
         &mut problems,
         "cursor",
@@ -237,6 +274,9 @@ pub(crate) async fn list(
          AND ($7::timestamptz IS NULL OR started_at >= $7) \
          AND ($8::timestamptz IS NULL OR started_at < $8) \
          AND ($9::timestamptz IS NULL OR (started_at, job_id, attempt) < ($9, $10, $11)) \
+         AND ($13::text IS NULL OR eventname = $13) \
+         AND ($14::text IS NULL OR eventname ILIKE $14 OR error ILIKE $14 \
+              OR response_excerpt ILIKE $14) \
          ORDER BY started_at DESC, job_id DESC, attempt DESC LIMIT $12",
     )
     .bind(&filter.service)
@@ -251,6 +291,8 @@ pub(crate) async fn list(
     .bind(after_job)
     .bind(after_attempt)
     .bind(limit + 1)
+    .bind(eventname)
+    .bind(q)
     .fetch_all(&state.db)
     .await?;
     Ok(Json(Page::from_rows(rows, limit, cursor_of)))

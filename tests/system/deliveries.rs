@@ -173,7 +173,7 @@ async fn deliveries_are_searchable_and_show_every_attempt_with_the_request() {
     // LIKE's wildcards are text here: `%` matches only a percent sign.
     assert!(search(&hub, "q=%25%25").await.is_empty());
     let refused = hub.api().get("/api/v1/deliveries?q=x").await;
-    assert_eq!(refused.status, reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         refused.body.to_string().contains("\"q\""),
         "{}",

@@ -481,3 +481,99 @@ async fn deliveries_filter_by_rule_event_time_and_text_and_name_a_bad_time() {
     assert!(bad.body.contains("last tuesday"), "{}", bad.body);
     hub.stop().await;
 }
+
+/// Every dead letter the filter matches is replayed in one go, and the page follows the
+/// operation until it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_filtered_dead_letter_is_replayed_with_progress() {
+    let sink = mih_testkit::HttpSink::start().await.expect("sink");
+    sink.set_reply(mih_testkit::Reply::status(400).with_body("unknown course"));
+    let hub = TestHub::builder().start().await;
+    hub.deliver_everything_to(&sink, "sis", "/enrol").await;
+    let events = mih_testkit::fixtures::moodle_events();
+    let body = serde_json::to_vec(&events[..3]).expect("json");
+    let sent = hub.post_signed(&body, "application/json").await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    mih_testkit::eventually(std::time::Duration::from_secs(20), || async {
+        let listed = hub.api().get("/api/v1/dead-letters?status=dead").await;
+        let count = listed.body["items"].as_array().map_or(0, Vec::len);
+        if count == 3 {
+            Ok(())
+        } else {
+            Err(format!("{count} dead letters"))
+        }
+    })
+    .await
+    .expect("three dead letters");
+    sink.set_reply(mih_testkit::Reply::status(200));
+
+    let mut operator = Visitor::new(&hub);
+    operator.log_in(ADMIN_TOKEN).await;
+    let list = operator.get("/dead-letters?q=unknown+course").await;
+    assert!(
+        list.body
+            .contains("Replay every dead letter this filter matches"),
+        "{}",
+        list.body
+    );
+    let csrf = csrf_of(&list);
+    let started = operator
+        .post(
+            "/dead-letters/replay-all",
+            &[
+                ("csrf", &csrf),
+                ("q", "unknown course"),
+                ("service", ""),
+                ("status", ""),
+            ],
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+    let location = started.headers[LOCATION]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        location.starts_with("/dead-letters?operation="),
+        "{location}"
+    );
+    let id = between(&location, "operation=", "&")
+        .expect("the operation's id")
+        .to_owned();
+    let followed = operator.get(&location).await;
+    assert!(
+        followed.body.contains(&format!(r#"id="operation-{id}""#)),
+        "{}",
+        followed.body
+    );
+    mih_testkit::eventually(std::time::Duration::from_secs(20), || {
+        let operator = &operator;
+        let id = &id;
+        async move {
+            let panel = operator
+                .http
+                .get(operator.hub.url(
+                    ServiceName::Api,
+                    &format!("/dead-letters/operations/{id}/progress"),
+                ))
+                .header("cookie", operator.cookie_header())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .map_err(|e| e.to_string())?;
+            if panel.contains("3 replayed, 0 could not be, of 3") && !panel.contains("hx-trigger") {
+                Ok(())
+            } else {
+                Err(panel)
+            }
+        }
+    })
+    .await
+    .expect("the operation completes and stops polling");
+    sink.wait_for(6, std::time::Duration::from_secs(20))
+        .await
+        .expect("three refusals, then three replays delivered");
+    hub.stop().await;
+}

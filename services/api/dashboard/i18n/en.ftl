@@ -322,3 +322,11 @@ filter-rule = Rule
 filter-eventname = Event
 filter-from = From
 filter-to = To
+
+# Dead letters: bulk replay
+bulk-replay-title = Replaying dead letters
+bulk-replay-counts = { $done } replayed, { $failed } could not be, of { $total }
+bulk-replay-filtered = Replay every dead letter this filter matches
+bulk-replay-all = Replay every dead letter
+bulk-replay-confirm = Replay every dead letter this filter matches, on every page?
+bulk-replay-confirm-all = Replay every dead letter there is?

@@ -322,3 +322,11 @@ filter-rule = Regla
 filter-eventname = Evento
 filter-from = Desde
 filter-to = Hasta
+
+# Dead letters: bulk replay
+bulk-replay-title = Reenviando mensajes fallidos
+bulk-replay-counts = { $done } reenviados, { $failed } no se pudieron, de { $total }
+bulk-replay-filtered = Reenviar todos los que coinciden con el filtro
+bulk-replay-all = Reenviar todos los mensajes fallidos
+bulk-replay-confirm = ¿Reenviar todos los que coinciden con el filtro, en todas las páginas?
+bulk-replay-confirm-all = ¿Reenviar todos los mensajes fallidos que hay?

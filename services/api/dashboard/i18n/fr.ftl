@@ -322,3 +322,11 @@ filter-rule = Règle
 filter-eventname = Événement
 filter-from = Du
 filter-to = Au
+
+# Dead letters: bulk replay
+bulk-replay-title = Relance des lettres mortes
+bulk-replay-counts = { $done } relancées, { $failed } impossibles, sur { $total }
+bulk-replay-filtered = Relancer toutes celles que ce filtre retient
+bulk-replay-all = Relancer toutes les lettres mortes
+bulk-replay-confirm = Relancer toutes les lettres mortes retenues par ce filtre, sur toutes les pages ?
+bulk-replay-confirm-all = Relancer toutes les lettres mortes ?

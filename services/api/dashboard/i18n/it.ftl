@@ -322,3 +322,11 @@ filter-rule = Regola
 filter-eventname = Evento
 filter-from = Dal
 filter-to = Al
+
+# Dead letters: bulk replay
+bulk-replay-title = Rinvio dei messaggi non recapitati
+bulk-replay-counts = { $done } rinviati, { $failed } non riusciti, su { $total }
+bulk-replay-filtered = Rinvia tutti quelli che corrispondono al filtro
+bulk-replay-all = Rinvia tutti i messaggi non recapitati
+bulk-replay-confirm = Rinviare tutti quelli che corrispondono al filtro, in tutte le pagine?
+bulk-replay-confirm-all = Rinviare tutti i messaggi non recapitati?

@@ -322,3 +322,11 @@ filter-rule = Regra
 filter-eventname = Evento
 filter-from = De
 filter-to = Até
+
+# Dead letters: bulk replay
+bulk-replay-title = Reenviando mensagens mortas
+bulk-replay-counts = { $done } reenviadas, { $failed } não puderam ser, de { $total }
+bulk-replay-filtered = Reenviar todas as que o filtro seleciona
+bulk-replay-all = Reenviar todas as mensagens mortas
+bulk-replay-confirm = Reenviar todas as que o filtro seleciona, em todas as páginas?
+bulk-replay-confirm-all = Reenviar todas as mensagens mortas?

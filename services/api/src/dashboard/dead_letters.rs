@@ -5,14 +5,15 @@
 use axum::Form;
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use mih_dlq::store::filter::DeadLetterFilter;
+use mih_dlq::store::operations::Operation;
 
 use super::i18n::t;
-use super::render::{failure_page, page};
+use super::render::{failure_page, page, render as render_template};
 use super::session::{Session, nonempty, percent_encode};
 use crate::auth::Role;
 use crate::error::ApiFailure;
@@ -27,6 +28,19 @@ pub struct ListQuery {
     status: Option<String>,
     q: Option<String>,
     cursor: Option<String>,
+    /// A bulk replay to follow on the page.
+    operation: Option<String>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> DeadLetterFilter {
+        DeadLetterFilter {
+            service: nonempty(self.service.as_ref()),
+            status: nonempty(self.status.as_ref()),
+            q: nonempty(self.q.as_ref()),
+            ..DeadLetterFilter::default()
+        }
+    }
 }
 
 pub async fn list(
@@ -49,12 +63,8 @@ async fn render(
     query: &ListQuery,
     done: Option<&str>,
 ) -> Response {
-    let filter = DeadLetterFilter {
-        service: nonempty(query.service.as_ref()),
-        status: nonempty(query.status.as_ref()),
-        q: nonempty(query.q.as_ref()),
-        ..DeadLetterFilter::default()
-    };
+    let filter = query.filter();
+    let filtered = filter.has_conditions();
     let letters = match filter.validated() {
         Ok(filter) => replay::list(&state.db, &filter, query.cursor.as_deref(), PAGE).await,
         Err(invalid) => Err(ApiFailure::from(invalid)),
@@ -78,6 +88,13 @@ async fn render(
             field("q", &query.q)
         )
     });
+    let operation = match nonempty(query.operation.as_ref()) {
+        Some(id) => match replay::operations::get(&state.db, &id).await {
+            Ok(operation) => Some(operation_view(&operation)),
+            Err(failure) => return failure_page(session, path, &failure),
+        },
+        None => None,
+    };
     let rows: Vec<Value> = letters
         .items
         .iter()
@@ -108,6 +125,8 @@ async fn render(
             "letters": rows,
             "next": next,
             "done": done,
+            "operation": operation,
+            "filtered": filtered,
             "can_operate": session.caller.role >= Role::Operator,
             "filter": {
                 "service": query.service.clone().unwrap_or_default(),
@@ -176,5 +195,124 @@ async fn act(
     match action.await {
         Ok(()) => render(state, session, here, &ListQuery::default(), Some(done)).await,
         Err(failure) => failure_page(session, here, &failure),
+    }
+}
+
+/// A bulk replay as the page shows it.
+fn operation_view(operation: &Operation) -> Value {
+    let mut view = serde_json::to_value(operation).unwrap_or(Value::Null);
+    let handled = operation.done + operation.failed;
+    let percent = if operation.total > 0 {
+        (handled.saturating_mul(100) / operation.total).clamp(0, 100)
+    } else {
+        100
+    };
+    view["percent"] = json!(percent);
+    view["running"] = json!(operation.status == "running");
+    view["status_key"] = json!(format!("backfill-{}", operation.status));
+    view
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReplayAllForm {
+    csrf: Option<String>,
+    service: Option<String>,
+    status: Option<String>,
+    q: Option<String>,
+}
+
+/// Replays every dead letter the page's filter matches (every one, with no filter), in the
+/// background; the page then follows the operation.
+pub async fn replay_all(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Form(form): Form<ReplayAllForm>,
+) -> Response {
+    let here = "/dead-letters";
+    let allowed = session
+        .require_csrf(&headers, form.csrf.as_deref())
+        .and_then(|()| session.caller.require(Role::Operator));
+    if let Err(failure) = allowed {
+        return failure_page(&session, here, &failure);
+    }
+    let query = ListQuery {
+        service: form.service,
+        status: form.status,
+        q: form.q,
+        ..ListQuery::default()
+    };
+    let mut filter = query.filter();
+    filter.all = !filter.has_conditions();
+    match state
+        .replayer()
+        .start_replay(filter, &session.caller.actor())
+        .await
+    {
+        Ok(operation) => {
+            let mut url = format!("/dead-letters?operation={}", operation.id);
+            for (name, value) in [
+                ("service", &query.service),
+                ("status", &query.status),
+                ("q", &query.q),
+            ] {
+                if let Some(value) = nonempty(value.as_ref()) {
+                    url.push_str(&format!("&{name}={}", percent_encode(&value)));
+                }
+            }
+            Redirect::to(&url).into_response()
+        }
+        Err(failure) => failure_page(&session, here, &failure),
+    }
+}
+
+/// The operation's panel, for htmx to poll while it runs.
+pub async fn operation_progress(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Response {
+    let operation = match replay::operations::get(&state.db, &id).await {
+        Ok(operation) => operation,
+        Err(failure) => return failure_page(&session, "/dead-letters", &failure),
+    };
+    let data = json!({
+        "operation": operation_view(&operation),
+        "can_operate": session.caller.role >= Role::Operator,
+    });
+    match render_template(
+        "operation_panel",
+        session.lang,
+        Some(&session),
+        "/dead-letters",
+        data,
+    ) {
+        Ok(html) => Html(html).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "operation progress");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+pub async fn cancel_operation(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let here = "/dead-letters";
+    let allowed = session
+        .require_csrf(&headers, form.csrf.as_deref())
+        .and_then(|()| session.caller.require(Role::Operator));
+    if let Err(failure) = allowed {
+        return failure_page(&session, here, &failure);
+    }
+    match state.replayer().cancel(&id, &session.caller.actor()).await {
+        Ok(operation) => {
+            Redirect::to(&format!("/dead-letters?operation={}", operation.id)).into_response()
+        }
+        Err(failure) => failure_page(&session, here, &failure),
     }
 }

@@ -66,6 +66,15 @@ pub fn router() -> Router<AppState> {
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{job_id}", get(deliveries::detail))
         .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/replay-all", post(dead_letters::replay_all))
+        .route(
+            "/dead-letters/operations/{id}/progress",
+            get(dead_letters::operation_progress),
+        )
+        .route(
+            "/dead-letters/operations/{id}/cancel",
+            post(dead_letters::cancel_operation),
+        )
         .route(
             "/dead-letters/{job_id}/replay",
             post(dead_letters::replay_one),

@@ -11,7 +11,7 @@
 //! batch interrupted before its checkpoint is not sent twice.
 
 mod letters;
-mod operations;
+pub(crate) mod operations;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

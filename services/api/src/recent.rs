@@ -22,6 +22,21 @@ pub async fn recent_events(
     source: &SourceId,
     count: usize,
 ) -> ApiResult<Vec<Event>> {
+    latest(state, state.names.events_of_source(source), count).await
+}
+
+/// Up to `count` of the source's latest events of one name, newest first.
+pub async fn recent_events_named(
+    state: &AppState,
+    source: &SourceId,
+    name: &mih_shared::moodle::EventName,
+    count: usize,
+) -> ApiResult<Vec<Event>> {
+    latest(state, state.names.event_subject(source, name), count).await
+}
+
+/// Up to `count` of the latest events on `subject`, newest first.
+async fn latest(state: &AppState, subject: String, count: usize) -> ApiResult<Vec<Event>> {
     let unavailable =
         |e: &dyn std::fmt::Display| ApiFailure::Internal(format!("reading events: {e}"));
     let stream = state
@@ -40,7 +55,7 @@ pub async fn recent_events(
     }
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
-            filter_subject: state.names.events_of_source(source),
+            filter_subject: subject,
             deliver_policy: DeliverPolicy::ByStartSequence {
                 start_sequence: last.saturating_sub(SCAN_WINDOW).max(1),
             },

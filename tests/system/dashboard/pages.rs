@@ -267,6 +267,18 @@ async fn text_from_users_is_shown_as_text_and_pages_speak_the_visitors_language(
     hub.stop().await;
 }
 
+/// Text as a browser shows it: handlebars escapes `=` and `/` too.
+fn unescape(html: &str) -> String {
+    html.replace("&#x3D;", "=")
+        .replace("&#x2F;", "/")
+        .replace("&#x60;", "`")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
 /// The CSRF token of a page a logged-in visitor got.
 fn csrf_of(page: &Page) -> String {
     between(&page.body, r#"<meta name="csrf-token" content=""#, "\"")
@@ -575,5 +587,171 @@ async fn every_filtered_dead_letter_is_replayed_with_progress() {
     sink.wait_for(6, std::time::Duration::from_secs(20))
         .await
         .expect("three refusals, then three replays delivered");
+    hub.stop().await;
+}
+
+/// An admin adds a Moodle site and gets its signing secret once; the site signs with it and
+/// ingest takes its events; a rotation's new secret works at once and the old one still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_adds_a_site_whose_secret_is_shown_once_and_works() {
+    let hub = TestHub::builder()
+        .services(&[ServiceName::Api, ServiceName::Ingest])
+        .start()
+        .await;
+    let mut admin = Visitor::new(&hub);
+    admin.log_in(ADMIN_TOKEN).await;
+    let list = admin.get("/sources").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    let csrf = csrf_of(&list);
+    let added = admin
+        .post(
+            "/sources",
+            &[
+                ("csrf", &csrf),
+                ("id", "campus-b"),
+                ("name", "Campus <b>B</b>"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    let secret =
+        unescape(between(&added.body, r#"id="issued-secret">"#, "<").expect("the secret, once"));
+    assert!(
+        secret.starts_with("whsec_") && secret.len() > 40,
+        "{secret}"
+    );
+    assert!(
+        added.body.contains("Campus &lt;b&gt;B&lt;/b&gt;"),
+        "the name is text"
+    );
+    assert!(
+        !admin.get("/sources").await.body.contains(&secret),
+        "shown once only"
+    );
+    let again = admin
+        .post("/sources", &[("csrf", &csrf), ("id", "campus-b")])
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+
+    let event = serde_json::to_vec(&mih_testkit::fixtures::moodle_events()[0]).expect("json");
+    let send = |secret: String| {
+        let hub = &hub;
+        let event = event.clone();
+        async move {
+            mih_testkit::eventually(std::time::Duration::from_secs(20), || {
+                let headers = mih_testkit::sign::signed_now(&secret, "campus-b", &event);
+                let event = event.clone();
+                async move {
+                    let answer = hub.post_events(event, "application/json", &headers).await;
+                    if answer.status == StatusCode::ACCEPTED {
+                        Ok(())
+                    } else {
+                        Err(format!("{}: {}", answer.status, answer.body))
+                    }
+                }
+            })
+            .await
+        }
+    };
+    send(secret.clone())
+        .await
+        .expect("ingest takes the site's signed events");
+
+    let rotated = admin
+        .post("/sources/campus-b/rotate", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let fresh =
+        unescape(between(&rotated.body, r#"id="issued-secret">"#, "<").expect("the new secret"));
+    assert_ne!(fresh, secret);
+    send(fresh).await.expect("the new secret works");
+    send(secret)
+        .await
+        .expect("the old one still does, for the overlap");
+
+    // Operators and viewers do not see or reach the page.
+    let issued = hub
+        .api()
+        .post(
+            "/api/v1/tokens",
+            &json!({"label": "ops", "role": "operator"}),
+        )
+        .await;
+    let mut operator = Visitor::new(&hub);
+    operator
+        .log_in(issued.body["token"].as_str().expect("token"))
+        .await;
+    let overview = operator.get("/").await;
+    assert!(!overview.body.contains(r#"href="/sources""#));
+    assert_eq!(operator.get("/sources").await.status, StatusCode::FORBIDDEN);
+    let forged = operator
+        .post(
+            "/sources",
+            &[("csrf", &csrf_of(&overview)), ("id", "sneaky")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    hub.stop().await;
+}
+
+/// A source's latest events, filtered by name, each with the rules that took it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_page_lists_a_sources_latest_events_and_the_rules_that_took_them() {
+    let sink = mih_testkit::HttpSink::start().await.expect("sink");
+    let hub = TestHub::builder().start().await;
+    hub.deliver_everything_to(&sink, "sis", "/events").await;
+    let events = mih_testkit::fixtures::moodle_events();
+    let mut hostile = events[0].clone();
+    hostile["other"] = json!({"username": "<img src=x onerror=alert(1)>"});
+    let batch = json!([hostile, events[5], events[9]]);
+    let sent = hub
+        .post_signed(
+            &serde_json::to_vec(&batch).expect("json"),
+            "application/json",
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    sink.wait_for(3, std::time::Duration::from_secs(20))
+        .await
+        .expect("delivered");
+    let mut viewer = Visitor::new(&hub);
+    viewer.log_in(ADMIN_TOKEN).await;
+    let page = mih_testkit::eventually(std::time::Duration::from_secs(20), || {
+        let viewer = &viewer;
+        async move {
+            let response = viewer
+                .http
+                .get(viewer.hub.url(ServiceName::Api, "/events?source=moodle"))
+                .header("cookie", viewer.cookie_header())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let body = response.text().await.map_err(|e| e.to_string())?;
+            // The recorder logs the deliveries a moment after they happen.
+            if body.matches("everything to sis").count() == 3 {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        }
+    })
+    .await
+    .expect("three events, each taken by the rule");
+    assert!(!page.contains("<img src=x"), "event data is text");
+    assert!(page.contains("&lt;img src&#x3D;x onerror&#x3D;alert(1)&gt;"));
+    let name = events[5]["eventname"].as_str().expect("name");
+    let only = viewer
+        .get(&format!(
+            "/events?source=moodle&eventname={}",
+            mih_testkit::form_body(&[("v", name)]).trim_start_matches("v=")
+        ))
+        .await;
+    assert_eq!(only.status, StatusCode::OK);
+    let rows = only.body.matches("<tr id=\"event-").count();
+    let expected = [&hostile, &events[5], &events[9]]
+        .iter()
+        .filter(|e| e["eventname"] == events[5]["eventname"])
+        .count();
+    assert_eq!(rows, expected, "{}", only.body);
     hub.stop().await;
 }

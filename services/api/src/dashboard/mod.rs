@@ -6,6 +6,7 @@ mod assets;
 mod dead_letters;
 mod deliveries;
 mod event_catalogue;
+mod events;
 mod form;
 mod i18n;
 mod login;
@@ -16,6 +17,7 @@ mod rules;
 mod service_form;
 mod services;
 mod session;
+mod sources;
 mod tokens;
 
 use axum::Router;
@@ -83,6 +85,11 @@ pub fn router() -> Router<AppState> {
             "/dead-letters/{job_id}/delete",
             post(dead_letters::delete_one),
         )
+        .route("/events", get(events::list))
+        .route("/sources", get(sources::list).post(sources::add))
+        .route("/sources/{id}/rotate", post(sources::rotate))
+        .route("/sources/{id}/enable", post(sources::enable))
+        .route("/sources/{id}/disable", post(sources::disable))
         .route("/tokens", get(tokens::list).post(tokens::issue))
         .route("/tokens/{id}/revoke", post(tokens::revoke))
         .route("/login", get(login::form).post(login::submit))

@@ -7,6 +7,7 @@ mod input;
 mod store;
 mod view;
 
+pub(crate) use input::SourceFilter;
 pub use input::import_seeds;
 pub(crate) use store::existing;
 pub use store::{SourceRow, load_all};
@@ -22,7 +23,7 @@ use crate::error::{ApiFailure, ApiResult};
 use crate::resources::config_row::ConfigRow;
 use crate::resources::crud::Resource;
 use crate::state::AppState;
-use input::{SourceFilter, SourceInput};
+use input::SourceInput;
 use view::SourceView;
 
 impl Resource for SourceRow {

@@ -657,3 +657,83 @@ async fn an_admin_creates_a_service_and_a_rule_previews_it_and_watches_deliverie
     browser.close().await;
     hub.stop().await;
 }
+
+/// The pages not walked through above pass axe-core too, and an operator backfills a rule
+/// from its page and sees the backfill finish without reloading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_events_and_sources_pages_are_accessible_and_a_backfill_runs_from_the_page() {
+    let sink = HttpSink::start().await.expect("sink");
+    let hub = busy_hub(&sink).await;
+    let browser = Browser::start().await.expect("chromium starts");
+    log_in(&browser, &hub, ADMIN_TOKEN).await;
+
+    browser
+        .goto(&hub.url(ServiceName::Api, "/rules"))
+        .await
+        .expect("rules");
+    browser
+        .wait_for_text("table.rules-list th a", "everything to sis", WAIT)
+        .await
+        .expect("the rule is listed");
+    browser.screenshot("rules").await.expect("screenshot");
+    browser.assert_accessible("rules").await;
+    browser
+        .click("table.rules-list th a")
+        .await
+        .expect("the rule opened");
+    browser
+        .wait_for("#backfill-from", WAIT)
+        .await
+        .expect("backfill form");
+    let an_hour_ago = browser
+        .execute(
+            "const d = new Date(Date.now() - 3600e3); d.setMinutes(d.getMinutes() - d.getTimezoneOffset()); \
+             return d.toISOString().slice(0, 16)",
+            vec![],
+        )
+        .await
+        .expect("script");
+    browser
+        .execute(
+            "document.getElementById('backfill-from').value = arguments[0]",
+            vec![an_hour_ago],
+        )
+        .await
+        .expect("from set");
+    browser
+        .click("form[action$='/backfill'] button")
+        .await
+        .expect("started");
+    // The row polls itself until the backfill is done; the page is never reloaded.
+    let row = browser
+        .wait_for_text("table.backfills tbody tr", "completed", WAIT)
+        .await
+        .expect("the backfill completes");
+    assert!(row.contains("100"), "{row}");
+    browser.screenshot("rule").await.expect("screenshot");
+    browser.assert_accessible("rule").await;
+
+    browser
+        .goto(&hub.url(ServiceName::Api, "/events"))
+        .await
+        .expect("events");
+    browser
+        .wait_for("table.events tbody tr", WAIT)
+        .await
+        .expect("the source's events");
+    browser.screenshot("events").await.expect("screenshot");
+    browser.assert_accessible("events").await;
+
+    browser
+        .goto(&hub.url(ServiceName::Api, "/sources"))
+        .await
+        .expect("sources");
+    browser
+        .wait_for("#source-moodle", WAIT)
+        .await
+        .expect("the seeded source");
+    browser.screenshot("sources").await.expect("screenshot");
+    browser.assert_accessible("sources").await;
+    browser.close().await;
+    hub.stop().await;
+}

@@ -755,3 +755,73 @@ async fn the_events_page_lists_a_sources_latest_events_and_the_rules_that_took_t
     assert_eq!(rows, expected, "{}", only.body);
     hub.stop().await;
 }
+
+/// Rules: a viewer reads them but finds no control, and the addresses refuse the viewer; an
+/// operator writes rules and backfills them (the API's roles).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_show_each_role_only_what_it_may_do() {
+    let hub = hub().await;
+    let sink = mih_testkit::HttpSink::start().await.expect("sink");
+    hub.deliver_everything_to(&sink, "sis", "/events").await;
+    let rule = hub.api().get("/api/v1/rules").await.body["items"][0]["id"]
+        .as_str()
+        .expect("the rule")
+        .to_owned();
+    let token = |role: &'static str| {
+        let hub = &hub;
+        async move {
+            let issued = hub
+                .api()
+                .post("/api/v1/tokens", &json!({"label": role, "role": role}))
+                .await;
+            issued.body["token"].as_str().expect("token").to_owned()
+        }
+    };
+    let mut viewer = Visitor::new(&hub);
+    viewer.log_in(&token("viewer").await).await;
+    let list = viewer.get("/rules").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.contains("everything to sis"));
+    assert!(!list.body.contains("/rules/new"));
+    let page = viewer.get(&format!("/rules/{rule}")).await;
+    assert!(
+        !page.body.contains("/edit") && !page.body.contains("/backfill"),
+        "{}",
+        page.body
+    );
+    assert_eq!(viewer.get("/rules/new").await.status, StatusCode::FORBIDDEN);
+    let csrf = csrf_of(&page);
+    let refused = viewer
+        .post(
+            &format!("/rules/{rule}/edit"),
+            &[
+                ("csrf", &csrf),
+                ("name", "mine now"),
+                ("service", "sis"),
+                ("events", "*"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let refused = viewer
+        .post(
+            &format!("/rules/{rule}/backfill"),
+            &[("csrf", &csrf), ("from", "2026-01-01T00:00")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        hub.api().get(&format!("/api/v1/rules/{rule}")).await.body["name"],
+        "everything to sis"
+    );
+
+    let mut operator = Visitor::new(&hub);
+    operator.log_in(&token("operator").await).await;
+    let page = operator.get(&format!("/rules/{rule}")).await;
+    assert!(
+        page.body.contains("/backfill") && page.body.contains("/edit"),
+        "{}",
+        page.body
+    );
+    hub.stop().await;
+}

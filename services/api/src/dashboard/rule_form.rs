@@ -1,4 +1,4 @@
-//! Creating and changing a rule (admins), with a live preview of the draft against the recent
+//! Creating and changing a rule (operators and admins), with a live preview of the draft against the recent
 //! events of a source: which check decided and why, and the request it would send. The form's
 //! inputs are the API's fields; saving goes through the same code as `POST`/`PATCH
 //! /api/v1/rules`, previewing through `POST /api/v1/rules/preview` — nothing is sent.
@@ -406,12 +406,12 @@ async fn draw(
     )
 }
 
-fn require_admin(session: &Session) -> ApiResult<()> {
+fn require_writer(session: &Session) -> ApiResult<()> {
     session.caller.require(RuleRow::WRITE_ROLE)
 }
 
 pub async fn new_form(State(state): State<AppState>, session: Session) -> Response {
-    if let Err(failure) = require_admin(&session) {
+    if let Err(failure) = require_writer(&session) {
         return failure_page(&session, "/rules/new", &failure);
     }
     let mut values = defaults();
@@ -439,7 +439,7 @@ pub async fn edit_form(
     Path(id): Path<String>,
 ) -> Response {
     let here = format!("/rules/{id}/edit");
-    if let Err(failure) = require_admin(&session) {
+    if let Err(failure) = require_writer(&session) {
         return failure_page(&session, &here, &failure);
     }
     let view = match crud::get_one::<RuleRow>(&state, &session.caller, &id).await {

@@ -320,6 +320,20 @@ async fn a_dead_letter_is_replayed_from_the_page_after_the_target_is_fixed() {
         .await
         .expect("screenshot");
     browser.assert_accessible("dead-letters").await;
+    // Inspected: the request as it would be sent again, and the target's answer.
+    browser
+        .click("table.letters tbody tr td a")
+        .await
+        .expect("the dead letter opened");
+    browser
+        .wait_for_text("pre.body", "/enrol", WAIT)
+        .await
+        .expect("the request");
+    let outcome = browser.texts("pre.body").await.expect("blocks").join("\n");
+    assert!(outcome.contains("unknown course"), "{outcome}");
+    browser.screenshot("dead-letter").await.expect("screenshot");
+    browser.assert_accessible("dead-letter").await;
+    browser.goto(&list).await.expect("dead letters");
 
     sink.set_reply(mih_testkit::Reply::status(200));
     browser

@@ -363,3 +363,10 @@ events-no-rule = none delivered yet
 events-data = Event
 events-show = Show
 events-empty = No events from this source match.
+
+# Dead letters: one
+dead-letter-title = Dead letter { $job }
+dead-letter-attempts = Every attempt, in the delivery log
+dead-letter-request = The request, as it would be sent again
+dead-letter-outcome = The last outcome
+dead-letter-event = The event

@@ -363,3 +363,10 @@ events-no-rule = ninguna entregada aún
 events-data = Evento
 events-show = Mostrar
 events-empty = Ningún evento de este origen coincide.
+
+# Dead letters: one
+dead-letter-title = Mensaje fallido { $job }
+dead-letter-attempts = Todos los intentos, en el registro de entregas
+dead-letter-request = La petición, tal como se enviaría de nuevo
+dead-letter-outcome = El último resultado
+dead-letter-event = El evento

@@ -363,3 +363,10 @@ events-no-rule = aucune livraison encore
 events-data = Événement
 events-show = Afficher
 events-empty = Aucun événement de cette source ne correspond.
+
+# Dead letters: one
+dead-letter-title = Lettre morte { $job }
+dead-letter-attempts = Toutes les tentatives, dans le journal des livraisons
+dead-letter-request = La requête, telle qu’elle serait renvoyée
+dead-letter-outcome = Le dernier résultat
+dead-letter-event = L’événement

@@ -363,3 +363,10 @@ events-no-rule = nessuna consegna ancora
 events-data = Evento
 events-show = Mostra
 events-empty = Nessun evento di questa origine corrisponde.
+
+# Dead letters: one
+dead-letter-title = Messaggio non recapitato { $job }
+dead-letter-attempts = Tutti i tentativi, nel registro delle consegne
+dead-letter-request = La richiesta, come verrebbe inviata di nuovo
+dead-letter-outcome = L’ultimo esito
+dead-letter-event = L’evento

@@ -363,3 +363,10 @@ events-no-rule = nenhuma entrega ainda
 events-data = Evento
 events-show = Mostrar
 events-empty = Nenhum evento desta origem corresponde.
+
+# Dead letters: one
+dead-letter-title = Mensagem morta { $job }
+dead-letter-attempts = Todas as tentativas, no registro de entregas
+dead-letter-request = A requisição, como seria enviada de novo
+dead-letter-outcome = O último resultado
+dead-letter-event = O evento

@@ -316,3 +316,48 @@ pub async fn cancel_operation(
         Err(failure) => failure_page(&session, here, &failure),
     }
 }
+
+/// One dead letter: why, the request exactly as it would be sent again, the last outcome, the
+/// event (for a render failure) and every attempt.
+pub async fn detail(
+    State(state): State<AppState>,
+    session: Session,
+    Path(job_id): Path<String>,
+) -> Response {
+    let here = format!("/dead-letters/{job_id}");
+    let letter = match replay::get(&state.db, &job_id).await {
+        Ok(letter) => letter,
+        Err(failure) => return failure_page(&session, &here, &failure),
+    };
+    let pretty = |value: &Value| serde_json::to_string_pretty(value).unwrap_or_default();
+    let summary = &letter.summary;
+    let mut args = fluent_bundle::FluentArgs::new();
+    args.set("job", summary.job_id.to_string());
+    page(
+        StatusCode::OK,
+        "dead_letter",
+        session.lang,
+        Some(&session),
+        &here,
+        json!({
+            "title": t(session.lang, "dead-letter-title", Some(&args)),
+            "page": "dead-letters",
+            "letter": {
+                "job_id": summary.job_id,
+                "at": summary.dead_lettered_at.to_rfc3339(),
+                "service": summary.service,
+                "eventname": summary.eventname,
+                "stage": summary.stage,
+                "reason": summary.reason,
+                "status": summary.status,
+                "status_key": format!("status-{}", summary.status),
+                "dead": summary.status == "dead",
+            },
+            "request": pretty(&letter.request),
+            "last_outcome": letter.last_outcome.as_ref().map(pretty),
+            "event": letter.event.as_ref().map(pretty),
+            "has_attempts": !letter.deliveries.is_empty(),
+            "can_operate": session.caller.role >= Role::Operator,
+        }),
+    )
+}

@@ -77,6 +77,7 @@ pub fn router() -> Router<AppState> {
             "/dead-letters/operations/{id}/cancel",
             post(dead_letters::cancel_operation),
         )
+        .route("/dead-letters/{job_id}", get(dead_letters::detail))
         .route(
             "/dead-letters/{job_id}/replay",
             post(dead_letters::replay_one),

@@ -36,6 +36,7 @@ use crate::state::AppState;
         (name = "dead-letters", description = "Jobs given up on: review, replay, delete"),
         (name = "deliveries", description = "The delivery log: every attempt"),
         (name = "stats", description = "Success rates, latencies, throughput over time"),
+        (name = "queue", description = "Jobs still in JOBS per service: pending, waiting for a retry; attempt now or move to dead letters"),
         (name = "parked", description = "Messages the projections set aside because the database refused them")
     )
 )]
@@ -142,7 +143,7 @@ fn api() -> OpenApiRouter<AppState> {
     use crate::resources::services::handlers as services;
     use crate::resources::sources::handlers as sources;
     use crate::resources::tokens::handlers as tokens;
-    use crate::resources::{audit, backfills, circuits, dead_letters, deliveries, facade, parked, preview, stats};
+    use crate::resources::{audit, backfills, circuits, dead_letters, deliveries, facade, parked, preview, queue, stats};
 
     Table::new(ApiDoc::openapi())
         .at("/api/v1/sources",                             routes!(sources::list, sources::create))
@@ -182,6 +183,10 @@ fn api() -> OpenApiRouter<AppState> {
         .at("/api/v1/dead-letters/{job_id}/replay",        routes!(dead_letters::replay_one))
         .at("/api/v1/deliveries",                          routes!(deliveries::list))
         .at("/api/v1/deliveries/{job_id}",                 routes!(deliveries::get_one))
+        .at("/api/v1/queue",                               routes!(queue::list))
+        .at("/api/v1/queue/{service}/jobs",                routes!(queue::jobs))
+        .at("/api/v1/queue/{service}/jobs/{seq}/attempt-now", routes!(queue::attempt_now))
+        .at("/api/v1/queue/{service}/jobs/{seq}/dead-letter", routes!(queue::dead_letter))
         .at("/api/v1/stats",                               routes!(stats::get_stats))
         .into_router()
 }

@@ -16,6 +16,7 @@ pub mod facade;
 mod handlers;
 pub mod parked;
 pub mod preview;
+pub mod queue;
 pub mod rules;
 pub mod services;
 pub mod sources;

@@ -1,0 +1,665 @@
+//! `/api/v1/queue`: the jobs still in `<NS>_JOBS`, per service — how many wait, since when,
+//! which are waiting for a retry — and an operator's two actions on one of them: attempt it
+//! now, or move it to the dead letters (never a silent delete).
+//!
+//! JOBS is one work-queue stream, one subject per service (`<ns>.jobs.<service>`), one durable
+//! consumer per service (`dispatch-<service>`); it is not partitioned. A job is in the stream
+//! until the dispatcher acknowledges it (delivered, or dead-lettered by the dispatcher). The
+//! consumer's delivered stream sequence splits the jobs of a service in two: above it,
+//! *queued* (never handed to a dispatcher); at or below it, *in the dispatcher* (being attempted,
+//! held behind an open circuit, or waiting out a retry delay — a `nak` with a delay keeps the
+//! message ack-pending, so `num_ack_pending` counts it and `num_pending` does not).
+
+use std::collections::HashMap;
+
+use async_nats::jetstream::consumer;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use mih_shared::circuit::CircuitState;
+use mih_shared::live::LiveService;
+use mih_shared::messages::{self, DeadLetter, FailureStage, Job, Outcome, OutcomeStatus, Version};
+use mih_shared::names::ServiceSlug;
+
+use super::circuits::{self, CircuitView};
+use super::{Problems, not_found, services};
+use crate::audit;
+use crate::auth::{Caller, Role};
+use crate::error::{ApiFailure, ApiResult};
+use crate::extract::ApiQuery;
+use crate::state::AppState;
+
+/// One service's share of JOBS.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueEntry {
+    pub service: String,
+    /// Every job of the service still in JOBS (queued + in_dispatcher).
+    pub jobs: u64,
+    /// Jobs no dispatcher has taken yet (the consumer's `num_pending`; all of them while no
+    /// dispatcher has created the service's consumer).
+    pub queued: u64,
+    /// Jobs a dispatcher holds unacknowledged: being attempted, held behind an open circuit,
+    /// or waiting for a retry (the consumer's `num_ack_pending`).
+    pub in_dispatcher: u64,
+    /// Of the jobs in the dispatcher, those handed out more than once (`num_redelivered`).
+    /// A job waiting for its first retry is not counted until it comes back.
+    pub redelivered: u64,
+    /// Whether a dispatcher has created the service's consumer.
+    pub consumer: bool,
+    /// When the oldest job still in JOBS for the service was stored there.
+    pub oldest_enqueued_at: Option<DateTime<Utc>>,
+    /// Its age, in milliseconds, when this answer was made.
+    pub oldest_age_ms: Option<u64>,
+    pub circuit: CircuitView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueList {
+    pub items: Vec<QueueEntry>,
+}
+
+/// The jobs query: paging by stream sequence.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// Jobs after this stream sequence (`next_after` of the previous page); 0 or absent for
+    /// the oldest.
+    pub after: Option<u64>,
+}
+
+/// One job still in JOBS.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuedJob {
+    /// Its stream sequence: the handle of the actions below.
+    pub seq: u64,
+    /// `null` only when the message is not a readable job (the dispatcher drops those).
+    pub job_id: Option<Uuid>,
+    pub event_id: Option<Uuid>,
+    pub rule_id: Option<Uuid>,
+    pub source: Option<String>,
+    pub eventname: Option<String>,
+    /// rule, facade, replay or backfill.
+    pub origin: Option<String>,
+    /// For a replay: the dead job it retries.
+    pub replay_of: Option<Uuid>,
+    /// When the job was made (its max age counts from here).
+    pub created_at: Option<DateTime<Utc>>,
+    /// When this message was stored in JOBS.
+    pub enqueued_at: DateTime<Utc>,
+    /// `queued` (no dispatcher has taken it yet) or `in_dispatcher` (being attempted, held
+    /// behind an open circuit, or waiting for a retry).
+    pub state: String,
+    /// Attempts in the delivery log so far (what the recorder has stored).
+    pub attempts: u32,
+    /// The newest logged attempt.
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// Its status: delivered, failed_retryable, failed_permanent, timeout, circuit_open.
+    pub last_status: Option<String>,
+    pub last_error: Option<String>,
+    pub last_response_status: Option<u16>,
+    /// When the next attempt is due. Always `null` today: the dispatcher draws each retry
+    /// delay at random (full jitter) or takes the target's `Retry-After`, and records neither,
+    /// so the time is unknown — shown as such rather than guessed.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Why the message is not a readable job, when it is not.
+    pub unreadable: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuePage {
+    pub service: String,
+    pub items: Vec<QueuedJob>,
+    /// `after` for the next page; absent on the last page.
+    pub next_after: Option<u64>,
+}
+
+/// What an action did to one job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueAction {
+    pub service: String,
+    pub seq: u64,
+    pub job_id: Uuid,
+    /// attempt_now or dead_letter.
+    pub action: String,
+}
+
+/// A JetStream request failed: the answer is "try again", not a bug.
+fn nats(what: &str, error: impl std::fmt::Display) -> ApiFailure {
+    ApiFailure::Unavailable(format!("{what}: {error}"))
+}
+
+fn gone(service: &str, seq: u64) -> ApiFailure {
+    ApiFailure::Conflict(format!(
+        "job {seq} of service `{service}` is no longer in the queue: already delivered or moved"
+    ))
+}
+
+fn chrono_time(at: time::OffsetDateTime) -> DateTime<Utc> {
+    let nanos = i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX);
+    DateTime::from_timestamp_nanos(nanos)
+}
+
+async fn service(state: &AppState, name: &str) -> ApiResult<std::sync::Arc<LiveService>> {
+    let slug = ServiceSlug::parse(name).map_err(|_| not_found("service", name))?;
+    services::load_live(&state.db)
+        .await?
+        .remove(&slug)
+        .ok_or_else(|| not_found("service", name))
+}
+
+async fn jobs_stream(state: &AppState) -> ApiResult<Stream> {
+    state
+        .js
+        .get_stream(state.names.jobs_stream())
+        .await
+        .map_err(|e| nats("the JOBS stream is unavailable", e))
+}
+
+/// The service's dispatcher consumer, or `None` while no dispatcher has created it.
+async fn consumer_info(
+    stream: &Stream,
+    state: &AppState,
+    service: &ServiceSlug,
+) -> ApiResult<Option<consumer::Info>> {
+    match stream
+        .consumer_info(state.names.dispatch_consumer(service))
+        .await
+    {
+        Ok(info) => Ok(Some(info)),
+        Err(error) => match error.kind() {
+            async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound => Ok(None),
+            _ => Err(nats("the dispatcher consumer is unavailable", error)),
+        },
+    }
+}
+
+/// How many messages JOBS holds on `subject`.
+async fn count(stream: &Stream, subject: &str) -> ApiResult<u64> {
+    let mut subjects = stream
+        .info_with_subjects(subject)
+        .await
+        .map_err(|e| nats("cannot count the jobs", e))?;
+    let mut total = 0u64;
+    while let Some((_, n)) = subjects
+        .try_next()
+        .await
+        .map_err(|e| nats("cannot count the jobs", e))?
+    {
+        total += u64::try_from(n).unwrap_or(u64::MAX);
+    }
+    Ok(total)
+}
+
+async fn entry(
+    state: &AppState,
+    stream: &Stream,
+    service: &LiveService,
+    circuit: CircuitView,
+    now: DateTime<Utc>,
+) -> ApiResult<QueueEntry> {
+    let subject = state.names.job_subject(&service.name);
+    let jobs = count(stream, &subject).await?;
+    let info = consumer_info(stream, state, &service.name).await?;
+    let oldest = match stream.direct_get_first_for_subject(subject.clone()).await {
+        Ok(message) => Some(chrono_time(message.time)),
+        Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => None,
+        Err(error) => return Err(nats("cannot read the oldest job", error)),
+    };
+    let (queued, in_dispatcher, redelivered) = match &info {
+        Some(info) => (
+            info.num_pending,
+            u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX),
+            u64::try_from(info.num_redelivered).unwrap_or(u64::MAX),
+        ),
+        None => (jobs, 0, 0),
+    };
+    Ok(QueueEntry {
+        service: service.name.to_string(),
+        jobs,
+        queued,
+        in_dispatcher,
+        redelivered,
+        consumer: info.is_some(),
+        oldest_enqueued_at: oldest,
+        oldest_age_ms: oldest.map(|at| u64::try_from((now - at).num_milliseconds()).unwrap_or(0)),
+        circuit,
+    })
+}
+
+/// Every service's queue: jobs waiting, in the dispatcher, the oldest's age, the circuit.
+#[utoipa::path(get, path = "/api/v1/queue", tag = "queue",
+    responses((status = 200, body = QueueList), (status = 401), (status = 403),
+              (status = 503, description = "NATS did not answer")))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<QueueList>> {
+    caller.require(Role::Viewer)?;
+    let services = services::load_live(&state.db).await?;
+    let mut circuits: HashMap<String, CircuitView> = circuits::all(&state)
+        .await?
+        .into_iter()
+        .map(|view| (view.service.clone(), view))
+        .collect();
+    let stream = jobs_stream(&state).await?;
+    let now = Utc::now();
+    let mut items = Vec::with_capacity(services.len());
+    for service in services.values() {
+        let Some(circuit) = circuits.remove(service.name.as_str()) else {
+            continue; // created between the two reads; it shows next time
+        };
+        items.push(entry(&state, &stream, service, circuit, now).await?);
+    }
+    Ok(Json(QueueList { items }))
+}
+
+/// The delivery log's summary of a job: how many attempts, and the newest.
+#[derive(Debug, sqlx::FromRow)]
+struct Logged {
+    job_id: Uuid,
+    attempts: i64,
+    attempt: i32,
+    status: String,
+    started_at: DateTime<Utc>,
+    duration_ms: i64,
+    response_status: Option<i32>,
+    response_excerpt: Option<String>,
+    error: Option<String>,
+    trace_id: Option<String>,
+}
+
+async fn logged(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, Logged>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<Logged> = sqlx::query_as(
+        "SELECT DISTINCT ON (job_id) job_id, count(*) OVER (PARTITION BY job_id) AS attempts, \
+           attempt, status, started_at, duration_ms, response_status, response_excerpt, error, \
+           trace_id \
+         FROM deliveries WHERE job_id = ANY($1) \
+         ORDER BY job_id, attempt DESC",
+    )
+    .bind(ids)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.job_id, row)).collect())
+}
+
+fn job_view(
+    seq: u64,
+    enqueued_at: DateTime<Utc>,
+    delivered_up_to: u64,
+    job: Result<Job, String>,
+    log: Option<&Logged>,
+) -> QueuedJob {
+    let (job, unreadable) = match job {
+        Ok(job) => (Some(job), None),
+        Err(why) => (None, Some(why)),
+    };
+    QueuedJob {
+        seq,
+        job_id: job.as_ref().map(|j| j.id.0),
+        event_id: job.as_ref().and_then(|j| j.event_id.map(|id| id.0)),
+        rule_id: job.as_ref().and_then(|j| j.rule_id.map(|id| id.0)),
+        source: job
+            .as_ref()
+            .and_then(|j| j.source.as_ref().map(ToString::to_string)),
+        eventname: job.as_ref().and_then(|j| j.eventname.clone()),
+        origin: job
+            .as_ref()
+            .and_then(|j| serde_json::to_value(j.origin).ok())
+            .and_then(|v| v.as_str().map(str::to_owned)),
+        replay_of: job.as_ref().and_then(|j| j.replay_of.map(|id| id.0)),
+        created_at: job.as_ref().map(|j| j.created_at),
+        enqueued_at,
+        state: if seq <= delivered_up_to {
+            "in_dispatcher"
+        } else {
+            "queued"
+        }
+        .to_owned(),
+        attempts: log.map_or(0, |l| u32::try_from(l.attempts).unwrap_or(u32::MAX)),
+        last_attempt_at: log.map(|l| l.started_at),
+        last_status: log.map(|l| l.status.clone()),
+        last_error: log.and_then(|l| l.error.clone()),
+        last_response_status: log
+            .and_then(|l| l.response_status.and_then(|s| u16::try_from(s).ok())),
+        next_attempt_at: None,
+        unreadable,
+    }
+}
+
+/// The jobs of one service still in JOBS, oldest first, paged by stream sequence.
+#[utoipa::path(get, path = "/api/v1/queue/{service}/jobs", tag = "queue",
+    params(("service" = String, Path), JobsQuery),
+    responses((status = 200, body = QueuePage), (status = 401), (status = 403), (status = 404), (status = 422),
+              (status = 503, description = "NATS did not answer")))]
+pub(crate) async fn jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiQuery(query): ApiQuery<JobsQuery>,
+) -> ApiResult<Json<QueuePage>> {
+    caller.require(Role::Viewer)?;
+    let mut problems = Problems::default();
+    let limit = query.limit.unwrap_or(50);
+    problems.check((1..=500).contains(&limit), "limit", "must be 1 to 500");
+    problems.into_result()?;
+    let limit = usize::try_from(limit).unwrap_or(50);
+    let service = service(&state, &name).await?;
+    let stream = jobs_stream(&state).await?;
+    let subject = state.names.job_subject(&service.name);
+    let delivered_up_to = consumer_info(&stream, &state, &service.name)
+        .await?
+        .map_or(0, |info| info.delivered.stream_sequence);
+
+    let mut messages = Vec::new();
+    let mut from = query.after.unwrap_or(0).saturating_add(1);
+    let mut more = false;
+    while let Some(message) = next_message(&stream, &subject, from).await? {
+        if messages.len() == limit {
+            more = true;
+            break;
+        }
+        from = message.sequence.saturating_add(1);
+        messages.push(message);
+    }
+    let decoded: Vec<Result<Job, String>> = messages
+        .iter()
+        .map(|m| messages::decode::<Job>(&m.payload).map_err(|e| e.to_string()))
+        .collect();
+    let ids: Vec<Uuid> = decoded
+        .iter()
+        .filter_map(|job| job.as_ref().ok().map(|job| job.id.0))
+        .collect();
+    let log = logged(&state, &ids).await?;
+    let items: Vec<QueuedJob> = messages
+        .iter()
+        .zip(decoded)
+        .map(|(message, job)| {
+            let entry = job.as_ref().ok().and_then(|job| log.get(&job.id.0));
+            job_view(
+                message.sequence,
+                chrono_time(message.time),
+                delivered_up_to,
+                job,
+                entry,
+            )
+        })
+        .collect();
+    let next_after = more.then(|| items.last().map(|item| item.seq)).flatten();
+    Ok(Json(QueuePage {
+        service: service.name.to_string(),
+        items,
+        next_after,
+    }))
+}
+
+async fn next_message(
+    stream: &Stream,
+    subject: &str,
+    from: u64,
+) -> ApiResult<Option<async_nats::jetstream::message::StreamMessage>> {
+    match stream
+        .direct_get_next_for_subject(subject.to_owned(), Some(from))
+        .await
+    {
+        Ok(message) => Ok(Some(message)),
+        Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+        Err(error) => Err(nats("cannot read the queue", error)),
+    }
+}
+
+/// The job stored at `seq`, which must be one of `service`'s: 404 when it is another
+/// service's, 409 when it is gone.
+async fn queued_job(
+    state: &AppState,
+    stream: &Stream,
+    service: &ServiceSlug,
+    seq: u64,
+) -> ApiResult<(Job, DateTime<Utc>)> {
+    let message = match stream.direct_get(seq).await {
+        Ok(message) => message,
+        Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => {
+            return Err(gone(service.as_str(), seq));
+        }
+        Err(error) => return Err(nats("cannot read the job", error)),
+    };
+    if message.subject.as_str() != state.names.job_subject(service) {
+        return Err(not_found("queued job", format!("{service}/{seq}")));
+    }
+    let job: Job = messages::decode(&message.payload).map_err(|e| {
+        ApiFailure::Conflict(format!(
+            "job {seq} is not a readable job ({e}); the dispatcher drops it"
+        ))
+    })?;
+    Ok((job, chrono_time(message.time)))
+}
+
+fn parse_seq(raw: &str) -> ApiResult<u64> {
+    raw.parse::<u64>()
+        .ok()
+        .filter(|seq| *seq > 0)
+        .ok_or_else(|| ApiFailure::invalid("seq", "must be a stream sequence (a positive integer)"))
+}
+
+/// Attempt a job waiting for a retry now, without waiting out its retry delay.
+///
+/// Only a job the dispatcher holds (`state` = `in_dispatcher`) can be hurried: a queued one
+/// goes out in its turn anyway, and an open circuit holds every attempt back (reset it first;
+/// both answer 409). The api sends the consumer the same negative acknowledgement the
+/// dispatcher sends when it schedules a retry, without a delay, so JetStream hands the job out
+/// again at once: same message, same job id (the target's `Idempotency-Key`), the next attempt
+/// number — the delivery log goes on where it was, nothing is copied or deleted, nothing can
+/// be lost. Race: a job being attempted at the moment of the request is handed out again
+/// and may be attempted twice; targets dedupe by the idempotency key.
+#[utoipa::path(post, path = "/api/v1/queue/{service}/jobs/{seq}/attempt-now", tag = "queue",
+    params(("service" = String, Path), ("seq" = u64, Path)),
+    responses((status = 202, body = QueueAction), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "The job is gone (already delivered or moved), not yet taken by a dispatcher, or the circuit is open"),
+              (status = 503, description = "NATS did not answer")))]
+pub(crate) async fn attempt_now(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, seq)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<QueueAction>)> {
+    caller.require(Role::Operator)?;
+    let service = service(&state, &name).await?;
+    let seq = parse_seq(&seq)?;
+    let stream = jobs_stream(&state).await?;
+    let (job, enqueued_at) = queued_job(&state, &stream, &service.name, seq).await?;
+    let (circuit, _) = state
+        .circuits
+        .load(&service.name)
+        .await
+        .map_err(|e| nats("circuit state unavailable", e))?;
+    if circuit.state == CircuitState::Open {
+        return Err(ApiFailure::Conflict(format!(
+            "the circuit of `{}` is open: no attempt goes out until it lets one through (reset it to retry now)",
+            service.name
+        )));
+    }
+    let consumer_name = state.names.dispatch_consumer(&service.name);
+    let info = consumer_info(&stream, &state, &service.name)
+        .await?
+        .filter(|info| seq <= info.delivered.stream_sequence)
+        .ok_or_else(|| {
+            ApiFailure::Conflict(format!(
+                "job {seq} is queued, not waiting for a retry: it goes out in its turn"
+            ))
+        })?;
+    // The consumer's reply subject for a delivery of `seq`: `$JS.ACK.<stream>.<consumer>.
+    // <delivery count>.<stream seq>.<consumer seq>.<timestamp>.<pending>`. The server acts on a
+    // NAK when the stream sequence is pending and the consumer sequence lies between its ack
+    // floor and its last delivery — the last delivery's is always such a one.
+    let subject = format!(
+        "$JS.ACK.{}.{}.1.{}.{}.{}.0",
+        state.names.jobs_stream(),
+        consumer_name,
+        seq,
+        info.delivered.consumer_sequence,
+        Utc::now().timestamp_nanos_opt().unwrap_or(0),
+    );
+    let client = state.js.client();
+    client
+        .publish(subject, "-NAK".into())
+        .await
+        .map_err(|e| nats("cannot reach the dispatcher's consumer", e))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| nats("cannot reach the dispatcher's consumer", e))?;
+    let view = job_view(seq, enqueued_at, seq, Ok(job.clone()), None);
+    let mut conn = state.db.acquire().await?;
+    audit::record(
+        &mut conn,
+        &caller.actor(),
+        "attempt_now",
+        "queued_job",
+        &job.id.to_string(),
+        serde_json::to_value(&view).ok(),
+        None,
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(QueueAction {
+            service: service.name.to_string(),
+            seq,
+            job_id: job.id.0,
+            action: "attempt_now".to_owned(),
+        }),
+    ))
+}
+
+/// The last logged attempt as the dispatcher reported it, for the dead letter.
+fn last_outcome(job: &Job, log: &Logged) -> Option<Outcome> {
+    let status: OutcomeStatus = serde_json::from_value(serde_json::json!(log.status)).ok()?;
+    Some(Outcome {
+        v: Version,
+        job_id: job.id,
+        service: job.service.clone(),
+        attempt: u32::try_from(log.attempt).unwrap_or(0),
+        started_at: log.started_at,
+        duration_ms: u64::try_from(log.duration_ms).unwrap_or(0),
+        status,
+        response_status: log.response_status.and_then(|s| u16::try_from(s).ok()),
+        response_excerpt: log.response_excerpt.clone(),
+        error: log.error.clone(),
+        event_id: job.event_id,
+        rule_id: job.rule_id,
+        origin: job.origin,
+        trace_id: log.trace_id.clone(),
+        source: job.source.clone(),
+        eventname: job.eventname.clone(),
+        replay_of: job.replay_of,
+        request: None,
+    })
+}
+
+/// Move a job from the queue to the dead letters, where it can be inspected and replayed.
+///
+/// The dead letter is the dispatcher's own (same subject, same message id `dead:<job id>`, its
+/// last logged attempt, the reason naming the operator), so the dlq service keeps it like any
+/// other. Order: the dead letter is stored (JetStream ack) *before* the job is deleted from
+/// JOBS, so a crash or a NATS failure between the two leaves the job in both places — a
+/// duplicate at worst, never nothing; deleting first could lose it. The delete is atomic: if
+/// the job went meanwhile (delivered, or moved by another request) the answer is 409; a second
+/// request for the same job is 409 too, and its dead letter is the same message. Race: a job
+/// being attempted at the moment of the request may still reach the target and also appear in
+/// the dead letters (a replay then sends it under a new job id, with the same event id).
+#[utoipa::path(post, path = "/api/v1/queue/{service}/jobs/{seq}/dead-letter", tag = "queue",
+    params(("service" = String, Path), ("seq" = u64, Path)),
+    responses((status = 200, body = QueueAction), (status = 401), (status = 403), (status = 404),
+              (status = 409, description = "The job is gone: already delivered or moved"),
+              (status = 503, description = "NATS did not store the dead letter or delete the job")))]
+pub(crate) async fn dead_letter(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, seq)): Path<(String, String)>,
+) -> ApiResult<Json<QueueAction>> {
+    caller.require(Role::Operator)?;
+    let service = service(&state, &name).await?;
+    let seq = parse_seq(&seq)?;
+    let stream = jobs_stream(&state).await?;
+    let (job, enqueued_at) = queued_job(&state, &stream, &service.name, seq).await?;
+    let log = logged(&state, &[job.id.0]).await?;
+    let log = log.get(&job.id.0);
+    let actor = caller.actor();
+    let attempts = log.map_or(0, |l| u32::try_from(l.attempts).unwrap_or(u32::MAX));
+    let dead = DeadLetter {
+        v: Version,
+        job: job.clone(),
+        last_outcome: log.and_then(|l| last_outcome(&job, l)),
+        attempts,
+        reason: format!(
+            "moved to the dead letters from the queue by {actor} after {attempts} logged attempt(s)"
+        ),
+        dead_lettered_at: Utc::now(),
+        stage: FailureStage::Delivery,
+        event: None,
+    };
+    let payload = messages::encode(&dead)
+        .map_err(|e| ApiFailure::Internal(format!("cannot encode the dead letter: {e}")))?;
+    let message = PublishMessage::build()
+        .payload(payload)
+        .message_id(format!("dead:{}", job.id));
+    state
+        .js
+        .send_publish(state.names.dlq_subject(&service.name), message)
+        .await
+        .map_err(|e| nats("the dead letter was not stored", e))?
+        .await
+        .map_err(|e| nats("the dead letter was not stored", e))?;
+    // Only now, with the dead letter stored, may the job leave JOBS.
+    match stream.delete_message(seq).await {
+        Ok(true) => {}
+        Ok(false) => return Err(gone(service.name.as_str(), seq)),
+        Err(error) => {
+            let missing = matches!(
+                error.kind(),
+                async_nats::jetstream::stream::DeleteMessageErrorKind::JetStream(e)
+                    if e.error_code() == async_nats::jetstream::ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+                        || e.error_code() == async_nats::jetstream::ErrorCode::NO_MESSAGE_FOUND
+            );
+            if missing {
+                tracing::warn!(job_id = %job.id, seq, "job left the queue while it was being dead-lettered; its dead letter stays");
+                return Err(gone(service.name.as_str(), seq));
+            }
+            return Err(nats(
+                "the dead letter is stored but the job is still queued (it may be delivered too)",
+                error,
+            ));
+        }
+    }
+    let view = job_view(seq, enqueued_at, 0, Ok(job.clone()), log);
+    let mut conn = state.db.acquire().await?;
+    audit::record(
+        &mut conn,
+        &actor,
+        "dead_letter",
+        "queued_job",
+        &job.id.to_string(),
+        serde_json::to_value(&view).ok(),
+        None,
+    )
+    .await?;
+    Ok(Json(QueueAction {
+        service: service.name.to_string(),
+        seq,
+        job_id: job.id.0,
+        action: "dead_letter".to_owned(),
+    }))
+}

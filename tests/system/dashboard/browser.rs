@@ -738,6 +738,16 @@ async fn rules_events_and_sources_pages_are_accessible_and_a_backfill_runs_from_
     browser.screenshot("events").await.expect("screenshot");
     browser.assert_accessible("events").await;
 
+    for (path, name) in [("/queue", "queue"), ("/queue/sis", "queue-jobs")] {
+        browser
+            .goto(&hub.url(ServiceName::Api, path))
+            .await
+            .expect("the queue");
+        browser.wait_for("main h1", WAIT).await.expect("a page");
+        browser.screenshot(name).await.expect("screenshot");
+        browser.assert_accessible(name).await;
+    }
+
     browser
         .goto(&hub.url(ServiceName::Api, "/sources"))
         .await

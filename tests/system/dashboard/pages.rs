@@ -825,3 +825,120 @@ async fn rules_show_each_role_only_what_it_may_do() {
     );
     hub.stop().await;
 }
+
+/// The queue page: jobs waiting for a failing target, the oldest's age; an operator hurries
+/// one waiting for its retry once the target is back, and moves another to the dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_page_shows_waiting_jobs_and_an_operator_hurries_or_moves_them() {
+    let sink = mih_testkit::HttpSink::start().await.expect("sink");
+    sink.set_reply(mih_testkit::Reply::status(503));
+    let hub = TestHub::builder().start().await;
+    let created = hub
+        .api()
+        .post(
+            "/api/v1/services",
+            &json!({"name": "grades", "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())},
+                    "retry": {"max_retries": 5, "backoff_base_ms": 600000, "backoff_cap_ms": 600000},
+                    "breaker": {"failure_threshold": 100}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let rule = hub
+        .api()
+        .post(
+            "/api/v1/rules",
+            &json!({"name": "grades", "events": ["*"], "service": "grades"}),
+        )
+        .await;
+    assert_eq!(rule.status, StatusCode::CREATED, "{}", rule.body);
+    hub.wait_for_config(ServiceName::Matcher).await;
+    hub.wait_for_config(ServiceName::Dispatcher).await;
+    let events = mih_testkit::fixtures::moodle_events();
+    let body = serde_json::to_vec(&events[..2]).expect("json");
+    let sent = hub.post_signed(&body, "application/json").await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    sink.wait_for(2, std::time::Duration::from_secs(20))
+        .await
+        .expect("both refused once");
+
+    let mut operator = Visitor::new(&hub);
+    operator.log_in(ADMIN_TOKEN).await;
+    let overview = operator.get("/queue").await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.body);
+    let row = between(&overview.body, r#"<tr id="queue-grades">"#, "</tr>").expect("the service");
+    assert!(row.contains(r#"data-number="2""#), "{row}");
+    assert!(row.contains("s old"), "the oldest job's age: {row}");
+
+    // Both wait in the dispatcher for a retry ten minutes away.
+    let jobs = mih_testkit::eventually(std::time::Duration::from_secs(20), || {
+        let operator = &operator;
+        async move {
+            let response = operator
+                .http
+                .get(operator.hub.url(ServiceName::Api, "/queue/grades"))
+                .header("cookie", operator.cookie_header())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let body = response.text().await.map_err(|e| e.to_string())?;
+            if body.matches("/attempt-now").count() == 2 && body.contains("503") {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        }
+    })
+    .await
+    .expect("two jobs waiting for a retry, with their last error");
+    let seqs: Vec<String> = jobs
+        .match_indices(r#"<tr id="job-"#)
+        .filter_map(|(at, _)| between(&jobs[at..], r#"<tr id="job-"#, "\"").map(str::to_owned))
+        .collect();
+    assert_eq!(seqs.len(), 2, "{jobs}");
+    let csrf = csrf_of(&overview);
+
+    sink.set_reply(mih_testkit::Reply::status(200));
+    let hurried = operator
+        .post(
+            &format!("/queue/grades/jobs/{}/attempt-now", seqs[0]),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(hurried.status, StatusCode::SEE_OTHER, "{}", hurried.body);
+    sink.wait_for(3, std::time::Duration::from_secs(20))
+        .await
+        .expect("attempted at once, not in ten minutes");
+
+    let moved = operator
+        .post(
+            &format!("/queue/grades/jobs/{}/dead-letter", seqs[1]),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER, "{}", moved.body);
+    let again = operator
+        .post(
+            &format!("/queue/grades/jobs/{}/dead-letter", seqs[1]),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(
+        again.status,
+        StatusCode::CONFLICT,
+        "moved once: {}",
+        again.body
+    );
+    mih_testkit::eventually(std::time::Duration::from_secs(20), || async {
+        let letters = hub.api().get("/api/v1/dead-letters?service=grades").await;
+        let count = letters.body["items"].as_array().map_or(0, Vec::len);
+        if count == 1 {
+            Ok(())
+        } else {
+            Err(format!("{count}: {}", letters.body))
+        }
+    })
+    .await
+    .expect("the moved job is a dead letter");
+    assert_eq!(sink.requests().len(), 3, "the moved job was not sent");
+    hub.stop().await;
+}

@@ -11,6 +11,7 @@ mod form;
 mod i18n;
 mod login;
 mod overview;
+mod queue;
 mod render;
 mod rule_form;
 mod rules;
@@ -85,6 +86,16 @@ pub fn router() -> Router<AppState> {
         .route(
             "/dead-letters/{job_id}/delete",
             post(dead_letters::delete_one),
+        )
+        .route("/queue", get(queue::overview))
+        .route("/queue/{service}", get(queue::service_jobs))
+        .route(
+            "/queue/{service}/jobs/{seq}/attempt-now",
+            post(queue::attempt_now),
+        )
+        .route(
+            "/queue/{service}/jobs/{seq}/dead-letter",
+            post(queue::dead_letter),
         )
         .route("/events", get(events::list))
         .route("/sources", get(sources::list).post(sources::add))

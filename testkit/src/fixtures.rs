@@ -81,6 +81,7 @@ pub fn outcome(
         eventname: job.eventname.clone(),
         replay_of: job.replay_of,
         request: Some(job.request.clone()),
+        retry_at: None,
     }
 }
 

@@ -60,6 +60,7 @@ fn outcome(
         eventname: None,
         replay_of: None,
         request: None,
+        retry_at: None,
     }
 }
 

@@ -246,7 +246,14 @@ async fn call_service(
             };
         fleet
             .recorder()
-            .outcome(&job, attempt, started_at, attempt_clock.elapsed(), &result)
+            .outcome(
+                &job,
+                attempt,
+                started_at,
+                attempt_clock.elapsed(),
+                &result,
+                None,
+            )
             .await;
         let verdict_health: Health = health(&result);
         if let Err(error) = worker.breaker.record(verdict_health).await {

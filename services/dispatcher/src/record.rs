@@ -41,6 +41,7 @@ impl Recorder {
         started_at: DateTime<Utc>,
         elapsed: Duration,
         result: &Attempt,
+        retry_at: Option<DateTime<Utc>>,
     ) -> Outcome {
         let status = outcome_status(result.verdict);
         let outcome = Outcome {
@@ -53,6 +54,7 @@ impl Recorder {
                 .map(|body| crate::transport::cut(body, EXCERPT_LIMIT).to_owned())
                 .filter(|body| !body.is_empty()),
             error: result.error.clone(),
+            retry_at,
             ..self.base(job, attempt, started_at, status)
         };
         self.publish_outcome(job, attempt, outcome).await
@@ -95,6 +97,7 @@ impl Recorder {
             eventname: job.eventname.clone(),
             replay_of: job.replay_of,
             request: (attempt == 1).then(|| job.request.clone()),
+            retry_at: None,
         }
     }
 

@@ -180,9 +180,18 @@ impl Worker {
         let elapsed = clock.elapsed();
         histogram!(m::ATTEMPT_SECONDS, "service" => self.service.name.to_string())
             .record(elapsed.as_secs_f64());
+        // What happens next is decided before the outcome is published, so that a retry's
+        // outcome carries when the retry is due.
+        let next = self.next_step(&job, attempt, probe, &result).await;
+        let retry_at = match &next {
+            Next::Retry(delay) => chrono::Duration::from_std(*delay)
+                .ok()
+                .map(|delay| Utc::now() + delay),
+            Next::Done | Next::GiveUp { .. } => None,
+        };
         let outcome = self
             .recorder
-            .outcome(&job, attempt, started_at, elapsed, &result)
+            .outcome(&job, attempt, started_at, elapsed, &result, retry_at)
             .await;
         if let Err(error) = self.breaker.record(health(&result)).await {
             tracing::warn!(%error, "circuit not updated");
@@ -197,13 +206,25 @@ impl Worker {
             duration_ms = outcome.duration_ms,
             "attempt finished"
         );
+        match next {
+            Next::Done => Disposition::Ack,
+            Next::GiveUp { reason, label } => {
+                self.dead_letter(&job, Some(outcome), attempt, &reason, label)
+                    .await
+            }
+            Next::Retry(delay) => Disposition::Retry { after: Some(delay) },
+        }
+    }
+
+    /// After an attempt: done, given up on (why), or retried after a delay.
+    async fn next_step(&self, job: &Job, attempt: u32, probe: bool, result: &Attempt) -> Next {
         let retry_after = match result.verdict {
-            Verdict::Delivered => return Disposition::Ack,
+            Verdict::Delivered => return Next::Done,
             Verdict::Permanent => {
-                let reason = format!("permanent failure: {}", describe(&result));
-                return self
-                    .dead_letter(&job, Some(outcome), attempt, &reason, "permanent")
-                    .await;
+                return Next::GiveUp {
+                    reason: format!("permanent failure: {}", describe(result)),
+                    label: "permanent",
+                };
             }
             Verdict::Retryable { retry_after } => retry_after,
             Verdict::Timeout => None,
@@ -212,16 +233,14 @@ impl Worker {
         // behind the breaker with its retries intact.
         let spared = if probe {
             counter!(m::PROBES_FAILED, "service" => self.service.name.to_string()).increment(1);
-            self.spare(&job).await
+            self.spare(job).await
         } else if attempt > 1 {
             match self.uncounted.count(job.id).await {
                 Ok(spared) => spared,
                 Err(error) => {
                     // Without the count the job could be given up on too early: try later.
                     tracing::warn!(%error, "cannot read the job's uncounted deliveries; retrying it later");
-                    return Disposition::Retry {
-                        after: Some(self.retry_delay(attempt, retry_after)),
-                    };
+                    return Next::Retry(self.retry_delay(attempt, retry_after));
                 }
             }
         } else {
@@ -232,18 +251,17 @@ impl Worker {
             let reason = if spared > 0 {
                 format!(
                     "gave up after {counted} attempts (and {spared} probes while the service was down): {}",
-                    describe(&result)
+                    describe(result)
                 )
             } else {
-                format!("gave up after {counted} attempts: {}", describe(&result))
+                format!("gave up after {counted} attempts: {}", describe(result))
             };
-            return self
-                .dead_letter(&job, Some(outcome), attempt, &reason, "exhausted")
-                .await;
+            return Next::GiveUp {
+                reason,
+                label: "exhausted",
+            };
         }
-        Disposition::Retry {
-            after: Some(self.retry_delay(counted, retry_after)),
-        }
+        Next::Retry(self.retry_delay(counted, retry_after))
     }
 
     /// Records that this delivery of `job` does not count against its retries; returns how
@@ -344,6 +362,13 @@ impl Worker {
             }
         }
     }
+}
+
+/// What follows an attempt.
+enum Next {
+    Done,
+    GiveUp { reason: String, label: &'static str },
+    Retry(Duration),
 }
 
 /// The consumer loop's view of a worker: one job at a time, within the service's rate limit.

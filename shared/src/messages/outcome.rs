@@ -40,6 +40,11 @@ pub struct Outcome {
     /// does not change between attempts), so the log can show it without bloating RESULTS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Request>,
+    /// For a failure that will be retried: when the next attempt is due (the delay the
+    /// dispatcher drew — backoff with full jitter — or the target's `Retry-After`). The queue
+    /// shows it; nothing else can know it, since the delay is random.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

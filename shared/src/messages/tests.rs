@@ -120,6 +120,7 @@ fn outcome_and_dead_letter_round_trip() {
         eventname: job.eventname.clone(),
         replay_of: None,
         request: Some(job.request.clone()),
+        retry_at: None,
     };
     assert_eq!(round_trip(&outcome), outcome);
     let dead = DeadLetter {

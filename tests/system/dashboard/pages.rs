@@ -831,14 +831,15 @@ async fn rules_show_each_role_only_what_it_may_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_page_shows_waiting_jobs_and_an_operator_hurries_or_moves_them() {
     let sink = mih_testkit::HttpSink::start().await.expect("sink");
-    sink.set_reply(mih_testkit::Reply::status(503));
+    // The target asks for ten minutes: the retry's time is then known, not a random draw.
+    sink.set_reply(mih_testkit::Reply::status(503).with_header("retry-after", "600"));
     let hub = TestHub::builder().start().await;
     let created = hub
         .api()
         .post(
             "/api/v1/services",
             &json!({"name": "grades", "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())},
-                    "retry": {"max_retries": 5, "backoff_base_ms": 600000, "backoff_cap_ms": 600000},
+                    "retry": {"max_retries": 5},
                     "breaker": {"failure_threshold": 100}}),
         )
         .await;
@@ -896,6 +897,24 @@ async fn the_queue_page_shows_waiting_jobs_and_an_operator_hurries_or_moves_them
         .collect();
     assert_eq!(seqs.len(), 2, "{jobs}");
     let csrf = csrf_of(&overview);
+    // Each says when its retry is due: about ten minutes after its attempt.
+    let listed = hub.api().get("/api/v1/queue/grades/jobs").await;
+    for job in listed.body["items"].as_array().expect("jobs") {
+        let due: chrono::DateTime<chrono::Utc> = job["next_attempt_at"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a due time: {job}"))
+            .parse()
+            .expect("a time");
+        let wait = due - chrono::Utc::now();
+        assert!(
+            wait > chrono::TimeDelta::seconds(500) && wait <= chrono::TimeDelta::seconds(600),
+            "{job}"
+        );
+    }
+    assert!(
+        jobs.matches("<time").count() >= 4,
+        "enqueued and due times shown: {jobs}"
+    );
 
     sink.set_reply(mih_testkit::Reply::status(200));
     let hurried = operator

@@ -104,6 +104,7 @@ struct Columns {
     trace_id: Vec<Option<String>>,
     replay_of: Vec<Option<Uuid>>,
     request: Vec<Option<Value>>,
+    retry_at: Vec<Option<DateTime<Utc>>>,
 }
 
 impl Columns {
@@ -117,6 +118,7 @@ impl Columns {
             }
             None => None,
         };
+        self.retry_at.push(outcome.retry_at);
         self.job_id.push(outcome.job_id.0);
         self.attempt
             .push(i32::try_from(outcome.attempt).unwrap_or(i32::MAX));
@@ -168,10 +170,11 @@ pub async fn record_batch(db: &PgPool, outcomes: &[Outcome]) -> Result<Vec<bool>
     let inserted: Vec<(Uuid, i32)> = sqlx::query_as(
         "INSERT INTO deliveries (job_id, attempt, service, rule_id, event_id, source, eventname, \
            origin, status, started_at, duration_ms, response_status, response_excerpt, error, \
-           trace_id, replay_of, request) \
+           trace_id, replay_of, request, retry_at) \
          SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::uuid[], $5::uuid[], \
            $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::int8[], \
-           $12::int4[], $13::text[], $14::text[], $15::text[], $16::uuid[], $17::jsonb[]) \
+           $12::int4[], $13::text[], $14::text[], $15::text[], $16::uuid[], $17::jsonb[], \
+           $18::timestamptz[]) \
          ON CONFLICT (job_id, attempt) DO NOTHING \
          RETURNING job_id, attempt",
     )
@@ -192,6 +195,7 @@ pub async fn record_batch(db: &PgPool, outcomes: &[Outcome]) -> Result<Vec<bool>
     .bind(&columns.trace_id)
     .bind(&columns.replay_of)
     .bind(&columns.request)
+    .bind(&columns.retry_at)
     .fetch_all(&mut *tx)
     .await?;
     let mut new: HashSet<(Uuid, i32)> = inserted.into_iter().collect();
@@ -274,6 +278,7 @@ mod tests {
             eventname: None,
             replay_of: None,
             request: None,
+            retry_at: None,
         }
     }
 

@@ -60,8 +60,9 @@ pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error>
         "WITH inserted AS ( \
            INSERT INTO deliveries (job_id, attempt, service, rule_id, event_id, source, eventname, \
              origin, status, started_at, duration_ms, response_status, response_excerpt, error, \
-             trace_id, replay_of, request) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+             trace_id, replay_of, request, retry_at) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $29) \
            ON CONFLICT (job_id, attempt) DO NOTHING \
            RETURNING 1 \
          ), rolled AS ( \
@@ -110,6 +111,7 @@ pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error>
     // PostgreSQL arrays count from 1.
     .bind(i32::try_from(bucket + 1).unwrap_or(i32::MAX))
     .bind(i32::from(timed))
+    .bind(outcome.retry_at)
     .fetch_one(db)
     .await?;
     Ok(recorded == 1)

@@ -109,9 +109,11 @@ pub struct QueuedJob {
     pub last_status: Option<String>,
     pub last_error: Option<String>,
     pub last_response_status: Option<u16>,
-    /// When the next attempt is due. Always `null` today: the dispatcher draws each retry
-    /// delay at random (full jitter) or takes the target's `Retry-After`, and records neither,
-    /// so the time is unknown — shown as such rather than guessed.
+    /// When the next attempt is due: the retry delay the dispatcher drew for the last
+    /// attempt (backoff with full jitter, or the target's `Retry-After`), recorded with its
+    /// outcome. `null` when no retry is scheduled (no attempt yet, or one from before the
+    /// hub recorded it). Behind an open circuit the job waits longer: until the circuit lets
+    /// it through.
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Why the message is not a readable job, when it is not.
     pub unreadable: Option<String>,
@@ -278,6 +280,7 @@ struct Logged {
     response_excerpt: Option<String>,
     error: Option<String>,
     trace_id: Option<String>,
+    retry_at: Option<DateTime<Utc>>,
 }
 
 async fn logged(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, Logged>> {
@@ -287,7 +290,7 @@ async fn logged(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, Logge
     let rows: Vec<Logged> = sqlx::query_as(
         "SELECT DISTINCT ON (job_id) job_id, count(*) OVER (PARTITION BY job_id) AS attempts, \
            attempt, status, started_at, duration_ms, response_status, response_excerpt, error, \
-           trace_id \
+           trace_id, retry_at \
          FROM deliveries WHERE job_id = ANY($1) \
          ORDER BY job_id, attempt DESC",
     )
@@ -336,7 +339,10 @@ fn job_view(
         last_error: log.and_then(|l| l.error.clone()),
         last_response_status: log
             .and_then(|l| l.response_status.and_then(|s| u16::try_from(s).ok())),
-        next_attempt_at: None,
+        // Only a job a dispatcher holds is waiting for that retry; a queued one goes in turn.
+        next_attempt_at: log
+            .and_then(|l| l.retry_at)
+            .filter(|_| seq <= delivered_up_to),
         unreadable,
     }
 }
@@ -566,6 +572,7 @@ fn last_outcome(job: &Job, log: &Logged) -> Option<Outcome> {
         eventname: job.eventname.clone(),
         replay_of: job.replay_of,
         request: None,
+        retry_at: None,
     })
 }
 

@@ -18,6 +18,7 @@ mod moodle;
 mod outages;
 mod preview;
 mod process;
+mod queue;
 mod rebuild;
 mod retention;
 mod secrets;

@@ -142,7 +142,10 @@ async fn the_queue_of_a_service_that_is_down_grows_and_a_job_can_be_moved_to_dea
     assert!(listed[0]["last_error"].is_string(), "{}", listed[0]);
     // Its retry is scheduled, and says when (the circuit may hold it past that).
     assert!(listed[0]["next_attempt_at"].is_string(), "{}", listed[0]);
-    assert!(listed[1]["next_attempt_at"].is_null(), "queued: no retry scheduled");
+    assert!(
+        listed[1]["next_attempt_at"].is_null(),
+        "queued: no retry scheduled"
+    );
     for queued in &listed[1..] {
         assert_eq!(queued["state"], "queued", "{queued}");
         assert_eq!(queued["attempts"], 0);

@@ -5,6 +5,7 @@
 // Printing the results table is what this binary is for.
 #![allow(clippy::print_stdout)]
 
+mod dashboard;
 mod dispatcher;
 mod e2e;
 mod hub;
@@ -41,6 +42,8 @@ enum Command {
     E2e(e2e::Args),
     /// The Moodle plugin's observer: its cost per event on the user's request.
     Moodle(moodle::Args),
+    /// The dashboard's overview and deliveries searches over 1,000,000 deliveries.
+    Dashboard(dashboard::Args),
 }
 
 #[tokio::main]
@@ -52,8 +55,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Dispatcher(args) => ("dispatcher", dispatcher::run(&args).await?),
         Command::E2e(args) => ("e2e", e2e::run(&args).await?),
         Command::Moodle(args) => ("moodle", moodle::run(&args).await?),
+        Command::Dashboard(args) => ("dashboard", dashboard::run(&args).await?),
     };
-    report::print_table(&results);
+    if name == "dashboard" {
+        report::print_latency_table(&results);
+    } else {
+        report::print_table(&results);
+    }
     let path = report::write_json(cli.json, name, &results)?;
     eprintln!("results written to {}", path.display());
     Ok(())

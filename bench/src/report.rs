@@ -106,6 +106,27 @@ pub fn print_table(rows: &[Row]) {
     }
 }
 
+/// Request latencies alone (one request at a time): scenario, requests, p50, p95, max, and the
+/// items a search answered.
+pub fn print_latency_table(rows: &[Row]) {
+    println!(
+        "{:<62} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6}",
+        "request", "requests", "p50 ms", "p95 ms", "max ms", "items", "cpu"
+    );
+    for r in rows {
+        println!(
+            "{:<62} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6.2}",
+            r.scenario,
+            r.requests.unwrap_or(0),
+            or_dash(r.request_p50_ms),
+            or_dash(r.request_p95_ms),
+            or_dash(r.request_max_ms),
+            r.events,
+            r.mih_cpu_cores
+        );
+    }
+}
+
 pub fn write_json(path: Option<PathBuf>, name: &str, rows: &[Row]) -> anyhow::Result<PathBuf> {
     let path = path.unwrap_or_else(|| {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");

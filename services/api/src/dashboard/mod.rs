@@ -3,6 +3,7 @@
 //! charts. Logged in with an API token; every page is sent with a strict Content-Security-Policy.
 
 mod assets;
+mod config;
 mod dead_letters;
 mod deliveries;
 mod event_catalogue;

@@ -18,9 +18,8 @@ use super::render::{failure_page, json_of, page, render};
 use super::session::Session;
 use crate::auth::Role;
 use crate::error::{ApiFailure, ApiResult};
-use crate::extract::{ApiJson, IfMatch};
+use crate::extract::ApiJson;
 use crate::recent::recent_event_names;
-use crate::resources::config_row::{self, ConfigRow};
 use crate::resources::crud::{self, Resource};
 use crate::resources::preview::{self, PreviewInput, RecentEvents};
 use crate::resources::rules::RuleRow;
@@ -514,15 +513,7 @@ async fn submit(
     editing: Option<&str>,
     input: Value,
 ) -> ApiResult<String> {
-    let input: <RuleRow as ConfigRow>::Input = serde_json::from_value(input)
-        .map_err(|e| ApiFailure::BadRequest(format!("the form does not make a rule: {e}")))?;
-    let response = match editing {
-        None => config_row::create::<RuleRow>(state, &session.caller, input).await?,
-        Some(id) => {
-            config_row::update::<RuleRow>(state, &session.caller, id, IfMatch(None), input).await?
-        }
-    };
-    let view = json_of(response).await;
+    let view = super::config::save::<RuleRow>(state, session, editing, input).await?;
     Ok(view["id"].as_str().unwrap_or_default().to_owned())
 }
 

@@ -15,9 +15,8 @@ use super::render::{failure_page, json_of, page, render};
 use super::session::Session;
 use crate::auth::Role;
 use crate::error::{ApiFailure, ApiResult};
-use crate::extract::{ApiJson, ApiQuery, IfMatch, PageQuery};
+use crate::extract::{ApiJson, ApiQuery, PageQuery};
 use crate::resources::backfills::{self, BackfillFilter, BackfillInput};
-use crate::resources::config_row;
 use crate::resources::crud::{self, Resource};
 use crate::resources::rules::RuleRow;
 use crate::resources::rules::handlers as rules_api;
@@ -140,16 +139,17 @@ async fn set_enabled(
     form: &CsrfForm,
     enabled: bool,
 ) -> Response {
-    let here = format!("/rules/{id}");
-    if let Err(failure) = session.require_csrf(headers, form.csrf.as_deref()) {
-        return failure_page(session, &here, &failure);
-    }
-    match config_row::set_enabled::<RuleRow>(state, &session.caller, id, IfMatch(None), enabled)
-        .await
-    {
-        Ok(_) => Redirect::to(&format!("{here}?saved=1")).into_response(),
-        Err(failure) => failure_page(session, &here, &failure),
-    }
+    let back = format!("/rules/{id}?saved=1");
+    super::config::set_enabled::<RuleRow>(
+        state,
+        session,
+        headers,
+        id,
+        form.csrf.as_deref(),
+        enabled,
+        &back,
+    )
+    .await
 }
 
 pub async fn enable(

@@ -17,7 +17,6 @@ use super::i18n::t;
 use super::render::{failure_page, json_of, page};
 use super::session::{Session, percent_encode};
 use crate::error::{ApiFailure, ApiResult};
-use crate::resources::config_row::{self, ConfigRow};
 use crate::resources::crud::{self, Resource};
 use crate::resources::services::ServiceRow;
 use crate::state::AppState;
@@ -504,22 +503,7 @@ async fn submit(
     editing: Option<&str>,
     input: Value,
 ) -> ApiResult<String> {
-    let input: <ServiceRow as ConfigRow>::Input = serde_json::from_value(input)
-        .map_err(|e| ApiFailure::BadRequest(format!("the form does not make a service: {e}")))?;
-    let response = match editing {
-        None => config_row::create::<ServiceRow>(state, &session.caller, input).await?,
-        Some(name) => {
-            config_row::update::<ServiceRow>(
-                state,
-                &session.caller,
-                name,
-                crate::extract::IfMatch(None),
-                input,
-            )
-            .await?
-        }
-    };
-    let view = json_of(response).await;
+    let view = super::config::save::<ServiceRow>(state, session, editing, input).await?;
     Ok(view["name"].as_str().unwrap_or_default().to_owned())
 }
 

@@ -8,7 +8,7 @@ use axum::Form;
 use axum::body::to_bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -17,8 +17,7 @@ use super::render::{failure_page, json_of, page};
 use super::session::{Session, percent_encode};
 use crate::auth::Role;
 use crate::error::{ApiFailure, ApiResult};
-use crate::extract::{ApiJson, IfMatch};
-use crate::resources::config_row;
+use crate::extract::ApiJson;
 use crate::resources::crud::{self, Resource};
 use crate::resources::facade::{self, CallInput};
 use crate::resources::services::ServiceRow;
@@ -284,7 +283,7 @@ pub struct CsrfForm {
 }
 
 /// Enabling or disabling (admins), through the API's own operation.
-pub async fn set_enabled(
+async fn set_enabled(
     state: &AppState,
     session: &Session,
     headers: &HeaderMap,
@@ -292,22 +291,17 @@ pub async fn set_enabled(
     form: &CsrfForm,
     enabled: bool,
 ) -> Response {
-    let here = format!("/services/{}", percent_encode(name));
-    if let Err(failure) = session.require_csrf(headers, form.csrf.as_deref()) {
-        return failure_page(session, &here, &failure);
-    }
-    match config_row::set_enabled::<ServiceRow>(
+    let back = format!("/services/{}?saved=1", percent_encode(name));
+    super::config::set_enabled::<ServiceRow>(
         state,
-        &session.caller,
+        session,
+        headers,
         name,
-        IfMatch(None),
+        form.csrf.as_deref(),
         enabled,
+        &back,
     )
     .await
-    {
-        Ok(_) => axum::response::Redirect::to(&format!("{here}?saved=1")).into_response(),
-        Err(failure) => failure_page(session, &here, &failure),
-    }
 }
 
 pub async fn enable(

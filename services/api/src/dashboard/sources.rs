@@ -5,7 +5,7 @@
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -188,15 +188,16 @@ async fn set_enabled(
     form: &CsrfForm,
     enabled: bool,
 ) -> Response {
-    if let Err(failure) = session.require_csrf(headers, form.csrf.as_deref()) {
-        return failure_page(session, HERE, &failure);
-    }
-    match config_row::set_enabled::<SourceRow>(state, &session.caller, id, IfMatch(None), enabled)
-        .await
-    {
-        Ok(_) => Redirect::to(HERE).into_response(),
-        Err(failure) => failure_page(session, HERE, &failure),
-    }
+    super::config::set_enabled::<SourceRow>(
+        state,
+        session,
+        headers,
+        id,
+        form.csrf.as_deref(),
+        enabled,
+        HERE,
+    )
+    .await
 }
 
 pub async fn enable(

@@ -77,6 +77,21 @@ async fn snapshot(db: &PgPool) -> Value {
     .fetch_all(db)
     .await
     .expect("rollups");
+    let periods: Vec<(i32, String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT width_s, at::text, service, delivered, failed_retryable + failed_permanent + timeout,
+                latency_sum_ms
+         FROM delivery_period_rollups ORDER BY width_s, at, service, rule_key",
+    )
+    .fetch_all(db)
+    .await
+    .expect("period rollups");
+    let latency: Vec<(i32, String, String, i16, i64)> = sqlx::query_as(
+        "SELECT width_s, at::text, service, bucket, samples
+         FROM delivery_period_latency ORDER BY width_s, at, service, rule_key, bucket",
+    )
+    .fetch_all(db)
+    .await
+    .expect("period latency");
     let dead: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT job_id::text, status, replay_job_id::text FROM dead_letters ORDER BY job_id",
     )
@@ -87,7 +102,8 @@ async fn snapshot(db: &PgPool) -> Value {
         .fetch_one(db)
         .await
         .expect("circuit changes");
-    json!({"deliveries": deliveries, "rollups": rollups, "dead_letters": dead, "circuit_changes": circuits})
+    json!({"deliveries": deliveries, "rollups": rollups, "periods": periods, "latency": latency,
+           "dead_letters": dead, "circuit_changes": circuits})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,7 +256,14 @@ async fn a_rebuild_after_dropping_the_projections_yields_the_same_rows_and_stats
     assert!(log.contains("projections rebuilt"), "{log}");
 
     let after = snapshot(&db).await;
-    for part in ["deliveries", "rollups", "dead_letters", "circuit_changes"] {
+    for part in [
+        "deliveries",
+        "rollups",
+        "periods",
+        "latency",
+        "dead_letters",
+        "circuit_changes",
+    ] {
         assert!(
             after[part] == before[part],
             "{part} differ after the rebuild:\n{:#}\n{:#}",

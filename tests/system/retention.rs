@@ -146,3 +146,59 @@ async fn a_purge_reports_what_it_deleted() {
     assert_eq!(again.total(), 0);
     hub.stop().await;
 }
+
+async fn period_rollup(db: &PgPool, width_s: i32, at: DateTime<Utc>) {
+    sqlx::query(
+        "INSERT INTO delivery_period_rollups (width_s, at, service, rule_key, delivered)
+         VALUES ($1, $2, 'sis', '', 1)",
+    )
+    .bind(width_s)
+    .bind(at)
+    .execute(db)
+    .await
+    .expect("period rollup row");
+    sqlx::query(
+        "INSERT INTO delivery_period_latency (width_s, at, service, rule_key, bucket, samples)
+         VALUES ($1, $2, 'sis', '', 5, 1)",
+    )
+    .bind(width_s)
+    .bind(at)
+    .execute(db)
+    .await
+    .expect("period latency row");
+}
+
+#[tokio::test]
+async fn statistics_of_every_period_width_are_purged_by_the_rollups_age() {
+    let (hub, db) = hub(r#"interval = "1h"
+           rollups_max_age = "30days""#)
+    .await;
+    let now = Utc::now();
+    for at in [now - chrono::Duration::days(40), now] {
+        rollup(&db, at).await;
+        for width in [900, 86_400] {
+            period_rollup(&db, width, at).await;
+        }
+    }
+    let purged = mih_api::retention::purge(&db, &hub.config.retention)
+        .await
+        .expect("purge");
+    for table in [
+        "delivery_rollups",
+        "delivery_period_rollups",
+        "delivery_period_latency",
+    ] {
+        let expected: u64 = if table == "delivery_rollups" { 1 } else { 2 };
+        assert!(
+            purged.by_table.contains(&(table, expected)),
+            "{table}: {:?}",
+            purged.by_table
+        );
+        assert_eq!(
+            count(&db, table).await,
+            i64::try_from(expected).expect("small"),
+            "{table}"
+        );
+    }
+    hub.stop().await;
+}

@@ -419,6 +419,31 @@ async fn percentiles_counts_and_rates_match_hand_computed_values() {
     assert_eq!(day["series"].as_array().expect("series").len(), 96);
     assert_eq!(int(&day["totals"]["attempts"]), 120);
 
+    // Buckets of 15 minutes and more are read from the period rollups: every figure is the
+    // one the minutes give, overall, per service and per rule.
+    let day = "from=2026-01-05T00:00:00Z&to=2026-01-06T00:00:00Z";
+    for scope in [
+        String::new(),
+        "&service=alpha".into(),
+        format!("&rule_id={r2}"),
+    ] {
+        let by_minute = stats(&hub, &format!("{day}{scope}&bucket=1m")).await;
+        assert!(int(&by_minute["totals"]["attempts"]) > 0, "{scope}");
+        for bucket in ["15m", "1h", "1d"] {
+            let coarse = stats(&hub, &format!("{day}{scope}&bucket={bucket}")).await;
+            assert_eq!(coarse["totals"], by_minute["totals"], "{bucket}{scope}");
+        }
+    }
+    let quarters = stats(&hub, &format!("{day}&bucket=15m")).await;
+    let busy: Vec<(&str, i64)> = quarters["series"]
+        .as_array()
+        .expect("series")
+        .iter()
+        .filter(|p| int(&p["attempts"]) > 0)
+        .map(|p| (p["at"].as_str().expect("at"), int(&p["attempts"])))
+        .collect();
+    assert_eq!(busy, [("2026-01-05T10:00:00Z", 132)]);
+
     // Bad windows and filters are 422 naming the field.
     for (query, field) in [
         ("from=2026-01-05T10:00:00Z&to=2026-01-05T10:00:00Z", "from"),
@@ -649,7 +674,97 @@ async fn batches_record_what_one_at_a_time_records_and_count_each_attempt_once()
     let one_by_one = rollup_rows(&db, "single").await;
     assert_eq!(one_by_one.len(), 9, "three minutes × three rules");
     assert_eq!(rollup_rows(&db, "batched").await, one_by_one);
+
+    // The period rollups: the same whichever way outcomes were recorded, and the minutes summed.
+    let periods = period_rows(&db, "single").await;
+    assert_eq!(
+        periods.len(),
+        6,
+        "a quarter-hour and a day per rule: {periods:?}"
+    );
+    assert_eq!(period_rows(&db, "batched").await, periods);
+    for width in [900, 86_400] {
+        assert_eq!(
+            period_totals(&db, "single", width).await,
+            minute_totals(&db, "single").await,
+            "width {width}"
+        );
+    }
+    // Migration 0010 derives them from the minutes when a hub is upgraded: the same rows.
+    sqlx::query("TRUNCATE delivery_period_rollups, delivery_period_latency")
+        .execute(&db)
+        .await
+        .expect("emptied");
+    sqlx::raw_sql(include_str!(
+        "../../migrations/0010_delivery_period_rollups_from_minutes.sql"
+    ))
+    .execute(&db)
+    .await
+    .expect("derived from the minutes");
+    assert_eq!(period_rows(&db, "single").await, periods);
+    assert_eq!(period_rows(&db, "batched").await, periods);
     hub.stop().await;
+}
+
+/// A service's period rollups: width, start, rule key, the five counts, latency sum and max,
+/// and the sparse histogram as (bucket, samples) pairs.
+type PeriodRow = (i32, DateTime<Utc>, String, Vec<i64>, Vec<(i16, i64)>);
+
+async fn period_rows(db: &sqlx::PgPool, service: &str) -> Vec<PeriodRow> {
+    let rows: Vec<(i32, DateTime<Utc>, String, Vec<i64>)> = sqlx::query_as(
+        "SELECT width_s, at, rule_key, ARRAY[delivered, failed_retryable, failed_permanent, \
+         timeout, circuit_open, latency_sum_ms, latency_max_ms] \
+         FROM delivery_period_rollups WHERE service = $1 ORDER BY width_s, at, rule_key",
+    )
+    .bind(service)
+    .fetch_all(db)
+    .await
+    .expect("period rollups");
+    let mut out = Vec::new();
+    for (width, at, rule_key, counts) in rows {
+        let latency: Vec<(i16, i64)> = sqlx::query_as(
+            "SELECT bucket, samples FROM delivery_period_latency \
+             WHERE service = $1 AND width_s = $2 AND at = $3 AND rule_key = $4 ORDER BY bucket",
+        )
+        .bind(service)
+        .bind(width)
+        .bind(at)
+        .bind(&rule_key)
+        .fetch_all(db)
+        .await
+        .expect("period latency");
+        out.push((width, at, rule_key, counts, latency));
+    }
+    out
+}
+
+/// A service's delivered attempts, timed samples and latency sum over every minute rollup.
+async fn minute_totals(db: &sqlx::PgPool, service: &str) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT sum(delivered)::bigint, \
+         (SELECT sum(c)::bigint FROM delivery_rollups r2, unnest(r2.latency_buckets) AS c \
+           WHERE r2.service = $1), sum(latency_sum_ms)::bigint \
+         FROM delivery_rollups WHERE service = $1",
+    )
+    .bind(service)
+    .fetch_one(db)
+    .await
+    .expect("minute totals")
+}
+
+/// The same over the period rollups of one width.
+async fn period_totals(db: &sqlx::PgPool, service: &str, width: i32) -> (i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT sum(delivered)::bigint, \
+         (SELECT sum(samples)::bigint FROM delivery_period_latency \
+           WHERE service = $1 AND width_s = $2), sum(latency_sum_ms)::bigint \
+         FROM delivery_period_rollups WHERE service = $1 AND width_s = $2",
+    )
+    .bind(service)
+    .bind(width)
+    .fetch_one(db)
+    .await
+    .expect("period totals")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

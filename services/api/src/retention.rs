@@ -91,6 +91,16 @@ pub async fn purge(db: &PgPool, settings: &RetentionConfig) -> Result<Purged, sq
             settings.rollups_max_rows,
         ),
         (
+            recorder::PERIOD_ROLLUPS_RETENTION,
+            settings.rollups_max_age,
+            settings.rollups_max_rows,
+        ),
+        (
+            recorder::PERIOD_LATENCY_RETENTION,
+            settings.rollups_max_age,
+            settings.rollups_max_rows,
+        ),
+        (
             mih_dlq::store::RETENTION,
             settings.dead_letters_max_age,
             settings.dead_letters_max_rows,

@@ -1,5 +1,6 @@
 //! Writing many outcomes at once: one multi-row insert of their delivery rows and one rollup
-//! upsert per (minute, service, rule) among the rows that were new, in one transaction.
+//! upsert per (minute, service, rule) among the rows that were new, and one upsert each of
+//! their period rollups ([`super::periods`]), in one transaction.
 //!
 //! Per-outcome transactions cost PostgreSQL a commit each, and all of them fight over the same
 //! rollup row (one per minute, service and rule); a batch commits once and touches each rollup
@@ -22,15 +23,15 @@ use super::store::{measures_latency, minute_of, origin_str};
 
 /// One rollup row's increments, summed over a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Increment {
-    delivered: i64,
-    failed_retryable: i64,
-    failed_permanent: i64,
-    timeout: i64,
-    circuit_open: i64,
-    latency_sum_ms: i64,
-    latency_max_ms: i64,
-    buckets: Vec<i32>,
+pub(super) struct Increment {
+    pub(super) delivered: i64,
+    pub(super) failed_retryable: i64,
+    pub(super) failed_permanent: i64,
+    pub(super) timeout: i64,
+    pub(super) circuit_open: i64,
+    pub(super) latency_sum_ms: i64,
+    pub(super) latency_max_ms: i64,
+    pub(super) buckets: Vec<i32>,
 }
 
 impl Default for Increment {
@@ -49,6 +50,20 @@ impl Default for Increment {
 }
 
 impl Increment {
+    /// Adds another row's increments (a minute's into its period's).
+    pub(super) fn merge(&mut self, other: &Increment) {
+        self.delivered += other.delivered;
+        self.failed_retryable += other.failed_retryable;
+        self.failed_permanent += other.failed_permanent;
+        self.timeout += other.timeout;
+        self.circuit_open += other.circuit_open;
+        self.latency_sum_ms = self.latency_sum_ms.saturating_add(other.latency_sum_ms);
+        self.latency_max_ms = self.latency_max_ms.max(other.latency_max_ms);
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine = mine.saturating_add(*theirs);
+        }
+    }
+
     fn add(&mut self, outcome: &Outcome) {
         match outcome.status {
             OutcomeStatus::Delivered => self.delivered += 1,
@@ -69,7 +84,7 @@ impl Increment {
 
 /// (minute, service, rule key): a rollup row. Ordered, so concurrent batches lock rows in the
 /// same order and cannot deadlock each other.
-type RollupKey = (DateTime<Utc>, String, String);
+pub(super) type RollupKey = (DateTime<Utc>, String, String);
 
 fn rollups<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> BTreeMap<RollupKey, Increment> {
     let mut rollups: BTreeMap<RollupKey, Increment> = BTreeMap::new();
@@ -212,28 +227,28 @@ pub async fn record_batch(db: &PgPool, outcomes: &[Outcome]) -> Result<Vec<bool>
         .iter()
         .zip(&fresh)
         .filter_map(|(outcome, &is_new)| is_new.then_some(outcome));
-    for ((minute, service, rule_key), inc) in rollups(counted) {
-        sqlx::query(
+    let minutes = rollups(counted);
+    if minutes.is_empty() {
+        // Every outcome was a duplicate: nothing to count.
+        tx.commit().await?;
+        return Ok(fresh);
+    }
+    for ((minute, service, rule_key), inc) in &minutes {
+        sqlx::query(concat!(
             "INSERT INTO delivery_rollups (minute, service, rule_key, delivered, \
                failed_retryable, failed_permanent, timeout, circuit_open, latency_sum_ms, \
                latency_max_ms, latency_buckets) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (minute, service, rule_key) DO UPDATE SET \
-               delivered = delivery_rollups.delivered + EXCLUDED.delivered, \
-               failed_retryable = delivery_rollups.failed_retryable + EXCLUDED.failed_retryable, \
-               failed_permanent = delivery_rollups.failed_permanent + EXCLUDED.failed_permanent, \
-               timeout = delivery_rollups.timeout + EXCLUDED.timeout, \
-               circuit_open = delivery_rollups.circuit_open + EXCLUDED.circuit_open, \
-               latency_sum_ms = delivery_rollups.latency_sum_ms + EXCLUDED.latency_sum_ms, \
-               latency_max_ms = GREATEST(delivery_rollups.latency_max_ms, EXCLUDED.latency_max_ms), \
-               latency_buckets = ARRAY( \
+             ON CONFLICT (minute, service, rule_key) DO UPDATE SET ",
+            add_counts!("delivery_rollups"),
+            ", latency_buckets = ARRAY( \
                  SELECT coalesce(old, 0) + coalesce(add, 0) \
                  FROM unnest(delivery_rollups.latency_buckets, EXCLUDED.latency_buckets) \
                    WITH ORDINALITY AS b(old, add, position) \
-                 ORDER BY position)",
-        )
+                 ORDER BY position)"
+        ))
         .bind(minute)
-        .bind(storable(&service).into_owned())
+        .bind(storable(service).into_owned())
         .bind(rule_key)
         .bind(inc.delivered)
         .bind(inc.failed_retryable)
@@ -246,6 +261,7 @@ pub async fn record_batch(db: &PgPool, outcomes: &[Outcome]) -> Result<Vec<bool>
         .execute(&mut *tx)
         .await?;
     }
+    super::periods::add(&mut tx, &minutes).await?;
     tx.commit().await?;
     Ok(fresh)
 }

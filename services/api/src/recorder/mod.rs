@@ -1,5 +1,6 @@
 //! The recorder: projects `<NS>_RESULTS` into the delivery log (`deliveries`, one row per
-//! attempt) and its per-minute rollups (`delivery_rollups`), and follows the `<ns>_circuits`
+//! attempt), its per-minute rollups (`delivery_rollups`) and their sums over longer periods
+//! ([`periods`]), and follows the `<ns>_circuits`
 //! bucket into `circuit_changes`.
 //!
 //! Every api replica runs one; they share the durable pull consumer [`CONSUMER`], so each
@@ -12,8 +13,40 @@
 //! refusals it is parked ([`mih_shared::parking`]), as is an unreadable message, and never
 //! holds up the others.
 
+/// The `DO UPDATE SET` list that adds an upsert's counts to a rollup row of `$table` (the
+/// per-minute and the period rollups have the same count columns). A macro, so every statement
+/// stays one static string.
+macro_rules! add_counts {
+    ($table:literal) => {
+        concat!(
+            "delivered = ",
+            $table,
+            ".delivered + EXCLUDED.delivered, ",
+            "failed_retryable = ",
+            $table,
+            ".failed_retryable + EXCLUDED.failed_retryable, ",
+            "failed_permanent = ",
+            $table,
+            ".failed_permanent + EXCLUDED.failed_permanent, ",
+            "timeout = ",
+            $table,
+            ".timeout + EXCLUDED.timeout, ",
+            "circuit_open = ",
+            $table,
+            ".circuit_open + EXCLUDED.circuit_open, ",
+            "latency_sum_ms = ",
+            $table,
+            ".latency_sum_ms + EXCLUDED.latency_sum_ms, ",
+            "latency_max_ms = GREATEST(",
+            $table,
+            ".latency_max_ms, EXCLUDED.latency_max_ms)"
+        )
+    };
+}
+
 mod batch;
 pub mod histogram;
+pub mod periods;
 mod store;
 
 use std::sync::Arc;
@@ -36,8 +69,8 @@ use crate::state::AppState;
 
 pub use batch::record_batch;
 pub use store::{
-    CIRCUIT_CHANGES_RETENTION, DELIVERIES_RETENTION, ROLLUPS_RETENTION, record, record_circuit,
-    truncate,
+    CIRCUIT_CHANGES_RETENTION, DELIVERIES_RETENTION, PERIOD_LATENCY_RETENTION,
+    PERIOD_ROLLUPS_RETENTION, ROLLUPS_RETENTION, record, record_circuit, truncate,
 };
 
 /// The durable consumer's name, shared by every api replica.

@@ -1,5 +1,5 @@
-//! Writing the projections one outcome at a time: its delivery row and its rollup, in one
-//! statement (`mih rebuild-projections`, and the recorder's fallback when a batch is refused).
+//! Writing the projections one outcome at a time: its delivery row and its rollups (the
+//! minute's and its periods'), in one statement (`mih rebuild-projections`, and the recorder's fallback when a batch is refused).
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::PgPool;
@@ -9,7 +9,7 @@ use mih_shared::db::RetentionSpec;
 use mih_shared::messages::{Origin, Outcome, OutcomeStatus};
 use mih_shared::pgtext::{make_storable, storable, storable_opt};
 
-use super::histogram;
+use super::{histogram, periods};
 
 pub(super) fn origin_str(origin: Origin) -> &'static str {
     match origin {
@@ -54,9 +54,11 @@ pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error>
         buckets[bucket] = 1;
     }
     let rule_key = outcome.rule_id.map(|r| r.to_string()).unwrap_or_default();
-    // One statement, so one round trip and atomic on its own: the rollup is counted only from
+    let widths = periods::WIDTHS;
+    let period_starts = widths.map(|width| periods::start_of(outcome.started_at, width));
+    // One statement, so one round trip and atomic on its own: the rollups are counted only from
     // the row the insert returns, i.e. only when this attempt is new.
-    let recorded: i64 = sqlx::query_scalar(
+    let recorded: i64 = sqlx::query_scalar(concat!(
         "WITH inserted AS ( \
            INSERT INTO deliveries (job_id, attempt, service, rule_id, event_id, source, eventname, \
              origin, status, started_at, duration_ms, response_status, response_excerpt, error, \
@@ -69,19 +71,30 @@ pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error>
            INSERT INTO delivery_rollups (minute, service, rule_key, delivered, failed_retryable, \
              failed_permanent, timeout, circuit_open, latency_sum_ms, latency_max_ms, latency_buckets) \
            SELECT $18, $3, $19, $20, $21, $22, $23, $24, $25, $25, $26 FROM inserted \
-           ON CONFLICT (minute, service, rule_key) DO UPDATE SET \
-             delivered = delivery_rollups.delivered + EXCLUDED.delivered, \
-             failed_retryable = delivery_rollups.failed_retryable + EXCLUDED.failed_retryable, \
-             failed_permanent = delivery_rollups.failed_permanent + EXCLUDED.failed_permanent, \
-             timeout = delivery_rollups.timeout + EXCLUDED.timeout, \
-             circuit_open = delivery_rollups.circuit_open + EXCLUDED.circuit_open, \
-             latency_sum_ms = delivery_rollups.latency_sum_ms + EXCLUDED.latency_sum_ms, \
-             latency_max_ms = GREATEST(delivery_rollups.latency_max_ms, EXCLUDED.latency_max_ms), \
-             latency_buckets[$27] = delivery_rollups.latency_buckets[$27] + $28 \
+           ON CONFLICT (minute, service, rule_key) DO UPDATE SET ",
+        add_counts!("delivery_rollups"),
+        ", latency_buckets[$27] = delivery_rollups.latency_buckets[$27] + $28 \
+           RETURNING 1 \
+         ), periods AS ( \
+           INSERT INTO delivery_period_rollups (width_s, at, service, rule_key, delivered, \
+             failed_retryable, failed_permanent, timeout, circuit_open, latency_sum_ms, \
+             latency_max_ms) \
+           SELECT p.width_s, p.at, $3, $19, $20, $21, $22, $23, $24, $25, $25 \
+           FROM inserted, UNNEST($30::int4[], $31::timestamptz[]) AS p(width_s, at) \
+           ON CONFLICT (width_s, at, service, rule_key) DO UPDATE SET ",
+        add_counts!("delivery_period_rollups"),
+        " RETURNING 1 \
+         ), latencies AS ( \
+           INSERT INTO delivery_period_latency (width_s, at, service, rule_key, bucket, samples) \
+           SELECT p.width_s, p.at, $3, $19, ($27 - 1)::int2, 1 \
+           FROM inserted, UNNEST($30::int4[], $31::timestamptz[]) AS p(width_s, at) \
+           WHERE $28 = 1 \
+           ON CONFLICT (width_s, at, service, rule_key, bucket) DO UPDATE SET \
+             samples = delivery_period_latency.samples + EXCLUDED.samples \
            RETURNING 1 \
          ) \
-         SELECT count(*) FROM inserted",
-    )
+         SELECT count(*) FROM inserted"
+    ))
     .bind(outcome.job_id.0)
     .bind(i32::try_from(outcome.attempt).unwrap_or(i32::MAX))
     .bind(outcome.service.as_str())
@@ -112,6 +125,8 @@ pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error>
     .bind(i32::try_from(bucket + 1).unwrap_or(i32::MAX))
     .bind(i32::from(timed))
     .bind(outcome.retry_at)
+    .bind(&widths[..])
+    .bind(&period_starts[..])
     .fetch_one(db)
     .await?;
     Ok(recorded == 1)
@@ -153,9 +168,12 @@ pub async fn last_circuit_revision(db: &PgPool) -> Result<u64, sqlx::Error> {
 /// Empties the delivery log, its rollups and the circuit changes, for a rebuild from the
 /// streams (`mih rebuild-projections`).
 pub async fn truncate(db: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("TRUNCATE deliveries, delivery_rollups, circuit_changes")
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "TRUNCATE deliveries, delivery_rollups, delivery_period_rollups, \
+         delivery_period_latency, circuit_changes",
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -171,6 +189,21 @@ pub const ROLLUPS_RETENTION: RetentionSpec = RetentionSpec {
     table: "delivery_rollups",
     age_column: "minute",
     key: "minute, service, rule_key",
+};
+
+/// How retention prunes the period rollups: by when their period started (a day's row goes
+/// when its first minute is older than the limit).
+pub const PERIOD_ROLLUPS_RETENTION: RetentionSpec = RetentionSpec {
+    table: "delivery_period_rollups",
+    age_column: "at",
+    key: "width_s, at, service, rule_key",
+};
+
+/// How retention prunes the period latency histograms: as their rollups.
+pub const PERIOD_LATENCY_RETENTION: RetentionSpec = RetentionSpec {
+    table: "delivery_period_latency",
+    age_column: "at",
+    key: "width_s, at, service, rule_key, bucket",
 };
 
 /// How retention prunes the circuit changes: by when the circuit changed state.

@@ -1,6 +1,7 @@
 //! `GET /api/v1/stats` (viewer role): delivery figures over a window — totals and a time
-//! series — overall, for one service or for one rule, from the recorder's per-minute rollups,
-//! the dead letters and the circuit changes.
+//! series — overall, for one service or for one rule, from the recorder's rollups (per minute
+//! for buckets under 15 minutes, else the widest period that divides the bucket), the dead
+//! letters and the circuit changes.
 //!
 //! The window is aligned to whole buckets (UTC; `1d` buckets start at midnight UTC): `from` is
 //! rounded down and `to` up, and the answer says which window it covers. Latency percentiles
@@ -22,6 +23,7 @@ use crate::auth::{Caller, Role};
 use crate::error::ApiResult;
 use crate::extract::ApiQuery;
 use crate::recorder::histogram::{self, Histogram};
+use crate::recorder::periods;
 use crate::state::AppState;
 
 /// The bucket sizes offered, smallest first.
@@ -310,6 +312,18 @@ macro_rules! bucket_of {
     };
 }
 
+/// SQL for the rollup counts summed over a group. A macro, so every query stays one static
+/// string.
+macro_rules! sum_counts {
+    () => {
+        "sum(delivered)::bigint AS delivered, \
+         sum(failed_retryable)::bigint AS failed_retryable, \
+         sum(failed_permanent)::bigint AS failed_permanent, sum(timeout)::bigint AS timeout, \
+         sum(circuit_open)::bigint AS circuit_open, sum(latency_sum_ms)::bigint AS latency_sum_ms, \
+         max(latency_max_ms) AS latency_max_ms"
+    };
+}
+
 /// Delivery figures over a window: totals and a time series.
 #[utoipa::path(get, path = "/api/v1/stats", tag = "stats", params(StatsQuery),
     responses((status = 200, body = Stats), (status = 401), (status = 403), (status = 422)))]
@@ -337,23 +351,33 @@ pub(crate) async fn stats(state: &AppState, query: StatsQuery) -> ApiResult<Stat
     let width = seconds as f64;
     let mut buckets: BTreeMap<DateTime<Utc>, Acc> = BTreeMap::new();
 
-    let rows: Vec<RollupRow> = sqlx::query_as(concat!(
-        "SELECT ",
-        bucket_of!("minute"),
-        " AS at, sum(delivered)::bigint AS delivered, \
-         sum(failed_retryable)::bigint AS failed_retryable, \
-         sum(failed_permanent)::bigint AS failed_permanent, sum(timeout)::bigint AS timeout, \
-         sum(circuit_open)::bigint AS circuit_open, sum(latency_sum_ms)::bigint AS latency_sum_ms, \
-         max(latency_max_ms) AS latency_max_ms \
-         FROM delivery_rollups WHERE minute >= $2 AND minute < $3 \
-         AND ($4::text IS NULL OR service = $4) AND ($5::text IS NULL OR rule_key = $5) \
-         GROUP BY 1"
-    ))
+    let width_s = periods::width_for(seconds);
+    let rows: Vec<RollupRow> = sqlx::query_as(match width_s {
+        None => concat!(
+            "SELECT ",
+            bucket_of!("minute"),
+            " AS at, ",
+            sum_counts!(),
+            " FROM delivery_rollups WHERE minute >= $2 AND minute < $3 \
+             AND ($4::text IS NULL OR service = $4) AND ($5::text IS NULL OR rule_key = $5) \
+             AND $6::int4 IS NULL GROUP BY 1"
+        ),
+        Some(_) => concat!(
+            "SELECT ",
+            bucket_of!("at"),
+            " AS at, ",
+            sum_counts!(),
+            " FROM delivery_period_rollups WHERE width_s = $6 AND at >= $2 AND at < $3 \
+             AND ($4::text IS NULL OR service = $4) AND ($5::text IS NULL OR rule_key = $5) \
+             GROUP BY 1"
+        ),
+    })
     .bind(width)
     .bind(from)
     .bind(to)
     .bind(&query.service)
     .bind(&rule_key)
+    .bind(width_s)
     .fetch_all(&state.db)
     .await?;
     for row in rows {
@@ -368,20 +392,32 @@ pub(crate) async fn stats(state: &AppState, query: StatsQuery) -> ApiResult<Stat
             .add_max(u64::try_from(row.latency_max_ms).unwrap_or(0));
     }
 
-    let counts: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(concat!(
-        "SELECT ",
-        bucket_of!("r.minute"),
-        " AS at, u.i AS i, sum(u.c)::bigint AS n \
-         FROM delivery_rollups r, unnest(r.latency_buckets) WITH ORDINALITY AS u(c, i) \
-         WHERE r.minute >= $2 AND r.minute < $3 \
-         AND ($4::text IS NULL OR r.service = $4) AND ($5::text IS NULL OR r.rule_key = $5) \
-         AND u.c > 0 GROUP BY 1, 2"
-    ))
+    // Histogram buckets as (bucket start, 1-based index, samples).
+    let counts: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(match width_s {
+        None => concat!(
+            "SELECT ",
+            bucket_of!("r.minute"),
+            " AS at, u.i AS i, sum(u.c)::bigint AS n \
+             FROM delivery_rollups r, unnest(r.latency_buckets) WITH ORDINALITY AS u(c, i) \
+             WHERE r.minute >= $2 AND r.minute < $3 \
+             AND ($4::text IS NULL OR r.service = $4) AND ($5::text IS NULL OR r.rule_key = $5) \
+             AND $6::int4 IS NULL AND u.c > 0 GROUP BY 1, 2"
+        ),
+        Some(_) => concat!(
+            "SELECT ",
+            bucket_of!("at"),
+            " AS at, bucket::bigint + 1 AS i, sum(samples)::bigint AS n \
+             FROM delivery_period_latency WHERE width_s = $6 AND at >= $2 AND at < $3 \
+             AND ($4::text IS NULL OR service = $4) AND ($5::text IS NULL OR rule_key = $5) \
+             GROUP BY 1, 2"
+        ),
+    })
     .bind(width)
     .bind(from)
     .bind(to)
     .bind(&query.service)
     .bind(&rule_key)
+    .bind(width_s)
     .fetch_all(&state.db)
     .await?;
     for (at, index, count) in counts {

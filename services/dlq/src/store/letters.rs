@@ -135,6 +135,18 @@ pub async fn count(db: &PgPool, filter: &DeadLetterFilter) -> Result<i64, sqlx::
     sql.build_query_scalar().fetch_one(db).await
 }
 
+/// How many dead letters match `filter`, per service (services without any are left out).
+pub async fn count_per_service(
+    db: &PgPool,
+    filter: &DeadLetterFilter,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let mut sql =
+        QueryBuilder::<Postgres>::new("SELECT d.service, count(*) FROM dead_letters d WHERE TRUE");
+    filter.push_conditions(&mut sql);
+    sql.push(" GROUP BY d.service");
+    sql.build_query_as().fetch_all(db).await
+}
+
 /// Dead letters per time bucket of `width` seconds (aligned to the epoch, as the stats'
 /// other series are), dead-lettered in [from, to), optionally of one service and one rule.
 pub async fn per_bucket(

@@ -172,6 +172,9 @@ pub enum EventPattern {
     Exact(EventName),
 }
 
+/// The event `local_mih` raises for each inbound message it pulls from the hub.
+pub const INBOUND_EVENT: &str = r"\local_mih\event\webhook_received";
+
 impl EventPattern {
     pub fn parse(raw: &str) -> Result<Self, EventNameError> {
         let trimmed = raw.trim();
@@ -189,10 +192,16 @@ impl EventPattern {
         EventName::parse(trimmed).map(EventPattern::Exact)
     }
 
+    /// Whether an event of this name is for the rule. The event the Moodle plugin raises for
+    /// an inbound message ([`INBOUND_EVENT`]) is matched only by a pattern naming it: a
+    /// catch-all rule would otherwise send every message a service sent back out again, to
+    /// that service too — the loop the original plugin had.
     pub fn matches(&self, name: &EventName) -> bool {
         match self {
-            EventPattern::All => true,
-            EventPattern::Component(component) => name.component() == component,
+            EventPattern::All => name.as_str() != INBOUND_EVENT,
+            EventPattern::Component(component) => {
+                name.component() == component && name.as_str() != INBOUND_EVENT
+            }
             EventPattern::Exact(exact) => exact == name,
         }
     }
@@ -240,6 +249,18 @@ mod pattern_tests {
         for bad in ["", "**", r"\Mod\event\*", r"\core\*", "user_created"] {
             assert!(EventPattern::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn inbound_events_go_out_again_only_to_rules_that_name_them() {
+        let inbound = EventName::parse(INBOUND_EVENT).expect("valid");
+        let other = EventName::parse(r"\local_mih\event\something_else").expect("valid");
+        let named = EventPattern::parse(r"\local_mih\event\webhook_received").expect("valid");
+        let all = EventPattern::parse("*").expect("valid");
+        let component = EventPattern::parse(r"\local_mih\event\*").expect("valid");
+        assert!(named.matches(&inbound));
+        assert!(!all.matches(&inbound) && !component.matches(&inbound));
+        assert!(all.matches(&other) && component.matches(&other));
     }
 }
 

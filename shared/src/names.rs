@@ -169,6 +169,9 @@ impl Names {
     pub fn dlq_stream(&self) -> String {
         format!("{}_DLQ", self.stream_prefix)
     }
+    pub fn inbound_stream(&self) -> String {
+        format!("{}_INBOUND", self.stream_prefix)
+    }
 
     pub fn config_bucket(&self) -> String {
         format!("{}_config", self.ns)
@@ -281,6 +284,24 @@ impl Names {
     }
     pub fn dlq_all(&self) -> String {
         format!("{}.dlq.>", self.ns)
+    }
+    /// `<ns>.inbound.<source>.<service>`: a service's messages for one Moodle site.
+    pub fn inbound_subject(&self, source: &SourceId, service: &ServiceSlug) -> String {
+        format!("{}.inbound.{}.{}", self.ns, source, service)
+    }
+    /// Every inbound message for one Moodle site, whichever service sent it.
+    pub fn inbound_of_source(&self, source: &SourceId) -> String {
+        format!("{}.inbound.{}.*", self.ns, source)
+    }
+    pub fn inbound_all(&self) -> String {
+        format!("{}.inbound.>", self.ns)
+    }
+    /// Inbound messages set aside (oversized, unreadable), one subject per service.
+    pub fn inbound_parked_subject(&self, service: &ServiceSlug) -> String {
+        format!("{}.inbound-parked.{}", self.ns, service)
+    }
+    pub fn inbound_parked_all(&self) -> String {
+        format!("{}.inbound-parked.>", self.ns)
     }
     /// Circuit state changes, for whoever watches (the dashboard); core NATS, not stored.
     pub fn circuit_subject(&self, service: &ServiceSlug) -> String {

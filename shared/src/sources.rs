@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::crypto::{CryptoError, Keyring};
-use crate::live::LiveSource;
+use crate::live::{LiveSource, SealedSigningSecret};
 use crate::names::SourceId;
 use crate::signature::{SecretError, SigningSecret};
 
@@ -26,24 +26,67 @@ pub fn hash_token_hex(token: &str) -> String {
     hex::encode(hash_token(token))
 }
 
+/// Why the secrets of a source (or of a service's inbound endpoint) cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("source `{source_id}`: cannot open signing secret {secret_id}: {error}")]
+    #[error("{owner}: cannot open signing secret {secret_id}: {error}")]
     Seal {
-        source_id: SourceId,
+        owner: String,
         secret_id: String,
         error: CryptoError,
     },
-    #[error(
-        "source `{source_id}`: signing secret {secret_id} is not a Standard Webhooks secret: {error}"
-    )]
+    #[error("{owner}: signing secret {secret_id} is not a Standard Webhooks secret: {error}")]
     Secret {
-        source_id: SourceId,
+        owner: String,
         secret_id: String,
         error: SecretError,
     },
-    #[error("source `{source_id}`: a bearer token hash is not 64 hex digits")]
-    TokenHash { source_id: SourceId },
+    #[error("{owner}: a bearer token hash is not 64 hex digits")]
+    TokenHash { owner: String },
+}
+
+/// Opens sealed signing secrets; `owner` names whose they are in errors.
+pub fn open_secrets(
+    owner: &str,
+    sealed: &[SealedSigningSecret],
+    keyring: &Keyring,
+) -> Result<Vec<ActiveSecret>, SourceError> {
+    sealed
+        .iter()
+        .map(|sealed| {
+            let text = keyring
+                .open(&sealed.secret)
+                .map_err(|error| SourceError::Seal {
+                    owner: owner.to_owned(),
+                    secret_id: sealed.id.clone(),
+                    error,
+                })?;
+            let secret = SigningSecret::parse(&text).map_err(|error| SourceError::Secret {
+                owner: owner.to_owned(),
+                secret_id: sealed.id.clone(),
+                error,
+            })?;
+            Ok(ActiveSecret {
+                secret,
+                expires_at: sealed.expires_at,
+            })
+        })
+        .collect()
+}
+
+/// Reads stored bearer token hashes (lowercase hex).
+pub fn token_hashes(owner: &str, hex_hashes: &[String]) -> Result<Vec<TokenHash>, SourceError> {
+    hex_hashes
+        .iter()
+        .map(|h| {
+            hex::decode(h)
+                .ok()
+                .and_then(|bytes| TokenHash::try_from(bytes).ok())
+                .ok_or_else(|| SourceError::TokenHash {
+                    owner: owner.to_owned(),
+                })
+        })
+        .collect()
 }
 
 /// A signing secret and, during a rotation, when it stops being accepted.
@@ -66,43 +109,13 @@ pub struct Source {
 impl Source {
     /// Opens the sealed secrets of a live source.
     pub fn from_live(live: &LiveSource, keyring: &Keyring) -> Result<Self, SourceError> {
-        let mut signing_secrets = Vec::with_capacity(live.signing_secrets.len());
-        for sealed in &live.signing_secrets {
-            let text = keyring
-                .open(&sealed.secret)
-                .map_err(|error| SourceError::Seal {
-                    source_id: live.id.clone(),
-                    secret_id: sealed.id.clone(),
-                    error,
-                })?;
-            let secret = SigningSecret::parse(&text).map_err(|error| SourceError::Secret {
-                source_id: live.id.clone(),
-                secret_id: sealed.id.clone(),
-                error,
-            })?;
-            signing_secrets.push(ActiveSecret {
-                secret,
-                expires_at: sealed.expires_at,
-            });
-        }
-        let bearer_token_hashes = live
-            .bearer_token_hashes
-            .iter()
-            .map(|h| {
-                hex::decode(h)
-                    .ok()
-                    .and_then(|bytes| TokenHash::try_from(bytes).ok())
-                    .ok_or_else(|| SourceError::TokenHash {
-                        source_id: live.id.clone(),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
+        let owner = format!("source `{}`", live.id);
         Ok(Self {
             id: live.id.clone(),
             name: live.name.clone(),
             enabled: live.enabled,
-            signing_secrets,
-            bearer_token_hashes,
+            signing_secrets: open_secrets(&owner, &live.signing_secrets, keyring)?,
+            bearer_token_hashes: token_hashes(&owner, &live.bearer_token_hashes)?,
         })
     }
 

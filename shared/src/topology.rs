@@ -18,6 +18,7 @@ pub enum Resource {
     Jobs,
     Results,
     Dlq,
+    Inbound,
     ConfigKv,
     CircuitsKv,
     DedupKv,
@@ -25,11 +26,12 @@ pub enum Resource {
 }
 
 impl Resource {
-    pub const ALL: [Resource; 8] = [
+    pub const ALL: [Resource; 9] = [
         Resource::Events,
         Resource::Jobs,
         Resource::Results,
         Resource::Dlq,
+        Resource::Inbound,
         Resource::ConfigKv,
         Resource::CircuitsKv,
         Resource::DedupKv,
@@ -40,11 +42,15 @@ impl Resource {
     pub fn used_by(service: ServiceName) -> &'static [Resource] {
         use Resource::*;
         match service {
-            ServiceName::Ingest => &[Events, ConfigKv],
+            ServiceName::Ingest => &[Events, Inbound, ConfigKv],
             ServiceName::Matcher => &[Events, Jobs, Dlq, ConfigKv, DedupKv],
-            ServiceName::Dispatcher => &[Jobs, Results, Dlq, ConfigKv, CircuitsKv, AttemptsKv],
+            ServiceName::Dispatcher => &[
+                Jobs, Results, Dlq, Inbound, ConfigKv, CircuitsKv, AttemptsKv,
+            ],
             ServiceName::Dlq => &[Dlq, Jobs, ConfigKv],
-            ServiceName::Api => &[Events, Jobs, Results, Dlq, ConfigKv, CircuitsKv, DedupKv],
+            ServiceName::Api => &[
+                Events, Jobs, Results, Dlq, Inbound, ConfigKv, CircuitsKv, DedupKv,
+            ],
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct Topology {
     duplicate_window: Duration,
     results_max_age: Duration,
     dlq_max_age: Duration,
+    inbound_max_age: Duration,
+    inbound_duplicate_window: Duration,
     dedup_horizon: Duration,
 }
 
@@ -94,6 +102,8 @@ impl Topology {
             duplicate_window: config.streams.duplicate_window,
             results_max_age: config.streams.results_max_age,
             dlq_max_age: config.streams.dlq_max_age,
+            inbound_max_age: config.streams.inbound_max_age,
+            inbound_duplicate_window: config.streams.inbound_duplicate_window,
             dedup_horizon: config.matcher.dedup_horizon,
         }
     }
@@ -147,6 +157,17 @@ impl Topology {
                 description: Some("Jobs that failed for good".into()),
                 ..self.stream(n.dlq_stream(), vec![n.dlq_all()], self.dlq_max_age)
             }),
+            Resource::Inbound => Some(stream::Config {
+                description: Some(
+                    "Messages from services for Moodle sites, until their plugin pulls them".into(),
+                ),
+                duplicate_window: self.inbound_duplicate_window,
+                ..self.stream(
+                    n.inbound_stream(),
+                    vec![n.inbound_all(), n.inbound_parked_all()],
+                    self.inbound_max_age,
+                )
+            }),
             Resource::ConfigKv
             | Resource::CircuitsKv
             | Resource::DedupKv
@@ -193,7 +214,11 @@ impl Topology {
                 UNCOUNTED_KEPT,
                 "Deliveries of a job that did not count against its retries",
             )),
-            Resource::Events | Resource::Jobs | Resource::Results | Resource::Dlq => None,
+            Resource::Events
+            | Resource::Jobs
+            | Resource::Results
+            | Resource::Dlq
+            | Resource::Inbound => None,
         }
     }
 

@@ -10,6 +10,7 @@ mod deliveries;
 mod dispatcher;
 mod facade;
 mod harness;
+mod inbound;
 mod ingest;
 mod lifecycle;
 mod live_config;

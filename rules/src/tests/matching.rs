@@ -124,6 +124,7 @@ fn every_fixture_gives_the_expected_jobs() {
         exchange: "moodle".into(),
         routing_key: "events".into(),
         queue_declare: None,
+        response_queue: None,
     });
     let soap = Transport::Soap(SoapTransport {
         endpoint: "https://erp.example/soap".into(),

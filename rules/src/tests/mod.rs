@@ -45,6 +45,7 @@ fn service(name: &str, transport: Transport, enabled: bool) -> LiveService {
         concurrency: 1,
         rate_limit_per_sec: None,
         max_job_age_ms: 60_000,
+        inbound: None,
         version: 1,
     }
 }

@@ -29,6 +29,7 @@ fn amqp() -> Transport {
         exchange: "moodle".into(),
         routing_key: "events".into(),
         queue_declare: None,
+        response_queue: None,
     })
 }
 

@@ -37,7 +37,8 @@ use crate::state::AppState;
         (name = "deliveries", description = "The delivery log: every attempt"),
         (name = "stats", description = "Success rates, latencies, throughput over time"),
         (name = "queue", description = "Jobs still in JOBS per service: pending, waiting for a retry; attempt now or move to dead letters"),
-        (name = "parked", description = "Messages the projections set aside because the database refused them")
+        (name = "parked", description = "Messages the projections set aside because the database refused them"),
+        (name = "inbound", description = "Messages services sent back towards a Moodle site, pulled and acknowledged by its plugin")
     )
 )]
 struct ApiDoc;
@@ -143,7 +144,7 @@ fn api() -> OpenApiRouter<AppState> {
     use crate::resources::services::handlers as services;
     use crate::resources::sources::handlers as sources;
     use crate::resources::tokens::handlers as tokens;
-    use crate::resources::{audit, backfills, circuits, dead_letters, deliveries, facade, parked, preview, queue, stats};
+    use crate::resources::{audit, backfills, circuits, dead_letters, deliveries, facade, inbound, parked, preview, queue, stats};
 
     Table::new(ApiDoc::openapi())
         .at("/api/v1/sources",                             routes!(sources::list, sources::create))
@@ -188,6 +189,8 @@ fn api() -> OpenApiRouter<AppState> {
         .at("/api/v1/queue/{service}/jobs/{seq}/attempt-now", routes!(queue::attempt_now))
         .at("/api/v1/queue/{service}/jobs/{seq}/dead-letter", routes!(queue::dead_letter))
         .at("/api/v1/stats",                               routes!(stats::get_stats))
+        .at("/api/v1/inbound",                             routes!(inbound::pull))
+        .at("/api/v1/inbound/ack",                         routes!(inbound::acknowledge))
         .into_router()
 }
 

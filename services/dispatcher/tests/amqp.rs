@@ -76,6 +76,7 @@ impl Setup {
             exchange: String::new(),
             routing_key: String::new(),
             queue_declare: None,
+            response_queue: None,
         }
     }
 
@@ -111,6 +112,7 @@ fn service(amqp: AmqpTransport) -> LiveService {
         concurrency: 4,
         rate_limit_per_sec: None,
         max_job_age_ms: 60_000,
+        inbound: None,
         version: 1,
     }
 }

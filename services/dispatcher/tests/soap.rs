@@ -70,6 +70,7 @@ fn service(soap: &SoapTransport, auth: Auth) -> LiveService {
         concurrency: 1,
         rate_limit_per_sec: None,
         max_job_age_ms: 60_000,
+        inbound: None,
         version: 1,
     }
 }

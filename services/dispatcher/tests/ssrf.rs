@@ -80,6 +80,7 @@ fn target(base_url: &str, env: &TransportEnv) -> HttpTarget {
         concurrency: 1,
         rate_limit_per_sec: None,
         max_job_age_ms: 60_000,
+        inbound: None,
         version: 1,
     };
     HttpTarget::new(&service, &rest, env).unwrap_or_else(|e| panic!("{base_url}: {e}"))

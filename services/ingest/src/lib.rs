@@ -5,6 +5,7 @@ mod auth;
 mod canonical;
 mod decode;
 mod error;
+mod inbound;
 mod metrics;
 mod publish;
 mod routes;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 
+use inbound::InboundDirectory;
 use mih_shared::crypto::Keyring;
 use mih_shared::live::ConfigSnapshot;
 use mih_shared::sources::{Source, SourceDirectory, SourceError};
@@ -21,9 +23,11 @@ use mih_shared::{RunError, ServiceContext, Shutdown, ops};
 
 pub use auth::SOURCE_HEADER;
 
-/// Rebuilds the directory from the live config; returns the sources that could not be opened.
+/// Rebuilds the directories (sources, inbound endpoints) from the live config; returns the
+/// sources and services whose secrets could not be opened.
 fn refresh_sources(
     directory: &SourceDirectory,
+    inbound: &InboundDirectory,
     snapshot: &ConfigSnapshot,
     keyring: &Keyring,
 ) -> Vec<SourceError> {
@@ -37,11 +41,13 @@ fn refresh_sources(
         }
     }
     directory.replace(sources);
+    problems.extend(inbound.refresh(&config, keyring));
     problems
 }
 
 async fn follow_sources(
     directory: SourceDirectory,
+    inbound: InboundDirectory,
     snapshot: ConfigSnapshot,
     keyring: Arc<Keyring>,
     shutdown: Shutdown,
@@ -52,8 +58,8 @@ async fn follow_sources(
             () = shutdown.triggered() => return,
             changed = changes.changed() => if changed.is_err() { return },
         }
-        for error in refresh_sources(&directory, &snapshot, &keyring) {
-            tracing::error!(%error, "source refused until its secrets can be opened");
+        for error in refresh_sources(&directory, &inbound, &snapshot, &keyring) {
+            tracing::error!(%error, "refused until its secrets can be opened");
         }
         tracing::debug!(sources = directory.len(), "sources updated");
     }
@@ -67,6 +73,18 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     ctx.ensure_topology().await?;
     let config = ctx.config.ingest.clone();
     let max_payload = ctx.nats.server_info().max_payload;
+    if config.inbound_max_body_bytes.saturating_mul(2) + HEADER_ROOM > max_payload {
+        // Twice: a text body is stored as a JSON string, where escaping can double it.
+        return Err(RunError::Setting {
+            setting: "ingest.inbound_max_body_bytes (MIH_INGEST_INBOUND_MAX_BODY_BYTES)",
+            problem: format!(
+                "twice {} does not fit the NATS server's max_payload ({max_payload}); lower \
+                 the setting or raise max_payload on the server",
+                config.inbound_max_body_bytes
+            )
+            .into(),
+        });
+    }
     if config.max_event_bytes + HEADER_ROOM > max_payload {
         return Err(RunError::Setting {
             setting: "ingest.max_event_bytes (MIH_INGEST_MAX_EVENT_BYTES)",
@@ -94,9 +112,10 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         cause: e.into(),
     })?;
     let sources = SourceDirectory::default();
-    // At start an unreadable source is fatal (a missing or wrong secret_key); later it is
-    // logged and that source refused until fixed, while the others keep working.
-    let problems = refresh_sources(&sources, &snapshot, &keyring);
+    let inbound = InboundDirectory::default();
+    // At start an unreadable secret is fatal (a missing or wrong secret_key); later it is
+    // logged and that source or service refused until fixed, while the others keep working.
+    let problems = refresh_sources(&sources, &inbound, &snapshot, &keyring);
     if let Some(first) = problems.into_iter().next() {
         return Err(RunError::Setting {
             setting: "secret_key (MIH_SECRET_KEY)",
@@ -110,6 +129,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     }
     tokio::spawn(follow_sources(
         sources.clone(),
+        inbound.clone(),
         snapshot,
         keyring,
         shutdown.clone(),
@@ -126,10 +146,20 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
             what: format!("stream {}", ctx.names.events_stream()),
             cause: e.into(),
         })?;
+    let inbound_stream = ctx
+        .jetstream
+        .get_stream(ctx.names.inbound_stream())
+        .await
+        .map_err(|e| RunError::Open {
+            what: format!("stream {}", ctx.names.inbound_stream()),
+            cause: e.into(),
+        })?;
     let state = Arc::new(routes::IngestState {
         config,
         names: ctx.names.clone(),
         sources,
+        inbound,
+        inbound_stream,
         nats: ctx.nats.clone(),
         publisher: publish::Publisher::new(js, events),
     });

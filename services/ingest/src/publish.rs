@@ -55,6 +55,11 @@ impl Publisher {
         Self { js, events }
     }
 
+    /// The JetStream context it publishes with (its timeout and backpressure).
+    pub(crate) fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     /// Publishes every event with the given trace headers and waits for all acknowledgements.
     pub(crate) async fn publish(&self, items: Vec<Prepared>, trace: &HeaderMap) -> Vec<ItemReport> {
         let mut pending = Vec::with_capacity(items.len());

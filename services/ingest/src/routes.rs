@@ -28,6 +28,7 @@ use mih_shared::telemetry;
 use crate::auth::{self, Authenticated};
 use crate::decode::{self, Shape};
 use crate::error::{IngestError, Refusal};
+use crate::inbound::{self, InboundDirectory};
 use crate::metrics as m;
 use crate::publish::{ItemReport, ItemStatus, Prepared, Publisher};
 use crate::validate::{self, ValidEvent};
@@ -39,16 +40,20 @@ pub(crate) struct IngestState {
     pub config: IngestConfig,
     pub names: Names,
     pub sources: SourceDirectory,
+    pub inbound: InboundDirectory,
+    pub inbound_stream: async_nats::jetstream::stream::Stream,
     pub nats: async_nats::Client,
     pub publisher: Publisher,
 }
 
 pub(crate) fn router(state: Arc<IngestState>) -> Router {
-    let limit = state.config.max_body_bytes;
-    Router::new()
+    let events = Router::new()
         .route("/v1/events", post(post_events))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
+    let inbound = Router::new()
+        .route("/v1/inbound/{service}", post(inbound::post_inbound))
+        .layer(DefaultBodyLimit::max(state.config.inbound_max_body_bytes));
+    events.merge(inbound).with_state(state)
 }
 
 #[derive(Debug, Serialize)]

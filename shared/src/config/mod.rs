@@ -124,6 +124,10 @@ pub struct StreamsConfig {
     pub results_max_age: Duration,
     #[serde(with = "humantime_serde")]
     pub dlq_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub inbound_max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub inbound_duplicate_window: Duration,
     pub max_bytes: i64,
 }
 
@@ -170,6 +174,7 @@ pub struct HttpConfig {
 pub struct IngestConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    pub inbound_max_body_bytes: usize,
     pub max_batch_events: usize,
     pub max_event_bytes: usize,
     #[serde(with = "humantime_serde")]

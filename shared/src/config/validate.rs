@@ -26,6 +26,11 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
         ("streams.duplicate_window", config.streams.duplicate_window),
         ("streams.results_max_age", config.streams.results_max_age),
         ("streams.dlq_max_age", config.streams.dlq_max_age),
+        ("streams.inbound_max_age", config.streams.inbound_max_age),
+        (
+            "streams.inbound_duplicate_window",
+            config.streams.inbound_duplicate_window,
+        ),
         ("shutdown.drain_timeout", config.shutdown.drain_timeout),
         ("http.header_read_timeout", config.http.header_read_timeout),
         ("http.idle_timeout", config.http.idle_timeout),
@@ -77,6 +82,12 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
         problem(
             "streams.duplicate_window",
             "must not be longer than streams.events_max_age (JetStream refuses it)".into(),
+        );
+    }
+    if config.streams.inbound_duplicate_window > config.streams.inbound_max_age {
+        problem(
+            "streams.inbound_duplicate_window",
+            "must not be longer than streams.inbound_max_age (JetStream refuses it)".into(),
         );
     }
     if config.streams.max_bytes == 0 || config.streams.max_bytes < -1 {

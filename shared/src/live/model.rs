@@ -62,7 +62,30 @@ pub struct LiveService {
     pub rate_limit_per_sec: Option<u32>,
     /// A job older than this is dead-lettered instead of attempted.
     pub max_job_age_ms: u64,
+    /// Messages the service sends back (webhooks to ingest, replies on an AMQP response
+    /// queue), and the Moodle site they go to; none: the service sends nothing back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<LiveInbound>,
     pub version: i64,
+}
+
+/// How a service's inbound messages are accepted. There is no open mode: a webhook must be
+/// signed with one of `signing_secrets` or carry one of the bearer tokens, credentials the
+/// service holds apart from the ones mih uses to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveInbound {
+    /// The Moodle site whose plugin receives the messages.
+    pub source: SourceId,
+    pub enabled: bool,
+    /// Standard Webhooks secrets; during a rotation the old one carries an `expires_at`.
+    #[serde(default)]
+    pub signing_secrets: Vec<SealedSigningSecret>,
+    /// SHA-256 (hex) of the accepted bearer tokens.
+    #[serde(default)]
+    pub bearer_token_hashes: Vec<String>,
+    /// Webhooks accepted per second (a token bucket of `burst`), per service.
+    pub rate_limit_per_sec: u32,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +128,10 @@ pub struct AmqpTransport {
     /// A durable queue to declare before publishing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_declare: Option<String>,
+    /// A queue the service puts its replies in: consumed into `<NS>_INBOUND` for the
+    /// service's inbound source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_queue: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

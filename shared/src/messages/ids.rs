@@ -44,6 +44,16 @@ uuid_id!(
     /// Identity of a rule.
     RuleId
 );
+uuid_id!(
+    /// Identity of an inbound message (a UUIDv7, so ids sort by arrival time).
+    InboundId
+);
+
+impl InboundId {
+    pub fn new_v7() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
 
 impl EventId {
     pub fn new_v7() -> Self {

@@ -10,14 +10,15 @@ use utoipa::{IntoParams, ToSchema};
 
 use mih_shared::crypto::Sealed;
 use mih_shared::live::{
-    AmqpTransport, Auth, BreakerPolicy, RestTransport, RetryPolicy, SoapTransport, SoapVersion,
-    Transport,
+    AmqpTransport, Auth, BreakerPolicy, LiveInbound, RestTransport, RetryPolicy, SoapTransport,
+    SoapVersion, Transport,
 };
-use mih_shared::names::ServiceSlug;
+use mih_shared::names::{ServiceSlug, SourceId};
+use mih_shared::sources::hash_token_hex;
 
 use super::store::{ServiceRow, i32_of, i64_of, u32_of, u64_of};
 use crate::error::ApiResult;
-use crate::resources::{Problems, Tri, check_header_name, check_text, seal};
+use crate::resources::{Problems, Tri, check_header_name, check_text, seal, signing};
 use crate::state::AppState;
 
 /// Defaults for the delivery policy of a new service.
@@ -32,6 +33,7 @@ mod defaults {
     pub const CONCURRENCY: u32 = 10;
     pub const MAX_JOB_AGE_MS: u64 = 24 * 3600 * 1000;
     pub const API_KEY_HEADER: &str = "X-API-Key";
+    pub const INBOUND_RATE: u32 = 10;
 }
 
 /// How the service is reached. Secrets (`password`) are write-only.
@@ -60,6 +62,9 @@ pub enum TransportInput {
         routing_key: Option<String>,
         /// A durable queue to declare before publishing.
         queue_declare: Option<String>,
+        /// A queue the service puts replies in; they are delivered to the `inbound` source's
+        /// Moodle site. Needs `inbound`.
+        response_queue: Option<String>,
     },
     /// SOAP 1.1 or 1.2 over HTTP.
     Soap {
@@ -127,6 +132,39 @@ pub struct BreakerSettings {
     pub half_open_probes: Option<u32>,
 }
 
+/// What the service sends back towards Moodle: webhooks to ingest's
+/// `POST /v1/inbound/{service}`, and the replies of an AMQP `transport.response_queue`.
+/// Secrets are write-only: on update, leaving one out keeps it, `null` removes it. There is no
+/// open mode: an enabled endpoint needs a signing secret or a bearer token.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InboundInput {
+    /// The Moodle site (source id) whose plugin receives the messages. Required when the
+    /// service has no inbound settings yet.
+    pub source: Option<String>,
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// A Standard Webhooks secret (`whsec_…`) the service signs its webhooks with. Setting it
+    /// rotates: earlier secrets stay valid for `rotation_overlap_secs`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub signing_secret: Tri<String>,
+    /// How long the previous signing secrets remain valid after a rotation (default 86400).
+    #[schema(maximum = 2592000)]
+    pub rotation_overlap_secs: Option<u64>,
+    /// A bearer token (16–512 characters) the service may send instead of signing; it must
+    /// differ from the credentials mih uses to reach the service.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub bearer_token: Tri<String>,
+    /// Webhooks accepted per second (default 10); more are answered 429 with `Retry-After`.
+    #[schema(minimum = 1, maximum = 100000)]
+    pub rate_limit_per_sec: Option<u32>,
+    /// How many may arrive at once above the rate (default twice the rate).
+    #[schema(minimum = 1, maximum = 100000)]
+    pub burst: Option<u32>,
+}
+
 /// A service as written by a client. On update, fields left out keep their value.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +200,11 @@ pub struct ServiceInput {
     /// A job older than this is dead-lettered instead of attempted (default 86400000).
     #[schema(minimum = 60000, maximum = 2592000000_u64)]
     pub max_job_age_ms: Option<u64>,
+    /// What the service sends back towards Moodle; `null` turns it off and forgets its
+    /// secrets.
+    #[serde(default)]
+    #[schema(value_type = Option<InboundInput>)]
+    pub inbound: Tri<InboundInput>,
     /// The version this update is based on (alternative to `If-Match`).
     pub version: Option<i64>,
 }
@@ -260,6 +303,7 @@ fn transport(
             exchange,
             routing_key,
             queue_declare,
+            response_queue,
         } => {
             let tls = tls.unwrap_or(false);
             check_text(problems, "transport.host", &host, 1, 255);
@@ -278,13 +322,18 @@ fn transport(
             check_short_string(problems, "transport.exchange", &exchange);
             let routing_key = routing_key.unwrap_or_default();
             check_short_string(problems, "transport.routing_key", &routing_key);
-            if let Some(queue) = &queue_declare {
-                check_text(problems, "transport.queue_declare", queue, 1, 255);
-                problems.check(
-                    !queue.starts_with("amq."),
-                    "transport.queue_declare",
-                    "names starting with `amq.` are reserved by the broker",
-                );
+            for (field, queue) in [
+                ("transport.queue_declare", &queue_declare),
+                ("transport.response_queue", &response_queue),
+            ] {
+                if let Some(queue) = queue {
+                    check_text(problems, field, queue, 1, 255);
+                    problems.check(
+                        !queue.starts_with("amq."),
+                        field,
+                        "names starting with `amq.` are reserved by the broker",
+                    );
+                }
             }
             let kept = match current {
                 Some(Transport::Amqp(t)) => t.password.clone(),
@@ -308,6 +357,7 @@ fn transport(
                 exchange,
                 routing_key,
                 queue_declare,
+                response_queue,
             })
         }
         TransportInput::Soap {
@@ -411,6 +461,110 @@ fn auth(
             Auth::Basic { username, password }
         }
     })
+}
+
+/// The inbound settings after applying `input` to `current`: secrets kept, rotated or removed,
+/// and refused when an enabled endpoint would be open or reuse an outbound credential.
+fn inbound(
+    state: &AppState,
+    problems: &mut Problems,
+    input: InboundInput,
+    current: Option<&LiveInbound>,
+    auth: &Auth,
+) -> ApiResult<Option<LiveInbound>> {
+    let source = match (input.source, current) {
+        (Some(source), _) => source,
+        (None, Some(current)) => current.source.to_string(),
+        (None, None) => {
+            problems.add("inbound.source", "is required");
+            String::new()
+        }
+    };
+    let source = match SourceId::parse(source.clone()) {
+        Ok(source) => Some(source),
+        Err(e) => {
+            if !source.is_empty() {
+                problems.add("inbound.source", e.to_string());
+            }
+            None
+        }
+    };
+    let overlap = signing::check(
+        problems,
+        "inbound.",
+        &input.signing_secret,
+        input.rotation_overlap_secs,
+    );
+    signing::check_token(problems, "inbound.bearer_token", &input.bearer_token);
+    if let Tri::Value(token) = &input.bearer_token
+        && outbound_secrets(state, auth).iter().any(|s| s == token)
+    {
+        problems.add(
+            "inbound.bearer_token",
+            "must differ from the credentials mih uses to reach the service (`auth`)",
+        );
+    }
+    let rate = input
+        .rate_limit_per_sec
+        .unwrap_or(current.map_or(defaults::INBOUND_RATE, |c| c.rate_limit_per_sec));
+    in_range(
+        problems,
+        "inbound.rate_limit_per_sec",
+        rate.into(),
+        1,
+        100_000,
+    );
+    let burst = input
+        .burst
+        .or(current.map(|c| c.burst))
+        .unwrap_or(rate.saturating_mul(2).max(1));
+    in_range(problems, "inbound.burst", burst.into(), 1, 100_000);
+    let now = Utc::now();
+    let signing_secrets = signing::rotate(
+        state,
+        "inbound.signing_secret",
+        current
+            .map(|c| c.signing_secrets.clone())
+            .unwrap_or_default(),
+        input.signing_secret,
+        overlap,
+        now,
+    )?;
+    let bearer_token_hashes = match input.bearer_token {
+        Tri::Absent => current
+            .map(|c| c.bearer_token_hashes.clone())
+            .unwrap_or_default(),
+        Tri::Null => Vec::new(),
+        Tri::Value(token) => vec![hash_token_hex(&token)],
+    };
+    let enabled = input.enabled.or(current.map(|c| c.enabled)).unwrap_or(true);
+    problems.check(
+        !enabled || !signing_secrets.is_empty() || !bearer_token_hashes.is_empty(),
+        "inbound",
+        "an enabled inbound endpoint needs a `signing_secret` or a `bearer_token`: there is no \
+         open mode",
+    );
+    // Without a source a problem was recorded: the request is refused anyway.
+    Ok(source.map(|source| LiveInbound {
+        source,
+        enabled,
+        signing_secrets,
+        bearer_token_hashes,
+        rate_limit_per_sec: rate,
+        burst,
+    }))
+}
+
+/// The outbound credentials in clear, to refuse an inbound token that reuses one. A secret
+/// that cannot be opened is left out (it cannot be compared, and saving will not need it).
+fn outbound_secrets(state: &AppState, auth: &Auth) -> Vec<String> {
+    let sealed = match auth {
+        Auth::None => return Vec::new(),
+        Auth::Bearer { token } => token,
+        Auth::ApiKey { key, .. } => key,
+        Auth::Basic { password, .. } => password,
+    };
+    state.keyring.open(sealed).into_iter().collect()
 }
 
 /// Applies an input to the current row (none when creating), validating everything.
@@ -597,6 +751,28 @@ pub(super) fn apply(
         60_000,
         30 * 86_400_000,
     );
+    let inbound = match input.inbound {
+        Tri::Absent => current.and_then(|r| r.inbound.as_ref().map(|i| i.0.clone())),
+        Tri::Null => None,
+        Tri::Value(given) => inbound(
+            state,
+            &mut problems,
+            given,
+            current.and_then(|r| r.inbound.as_ref().map(|i| &i.0)),
+            &auth,
+        )?,
+    };
+    if let Transport::Amqp(AmqpTransport {
+        response_queue: Some(_),
+        ..
+    }) = &transport
+    {
+        problems.check(
+            inbound.is_some(),
+            "transport.response_queue",
+            "needs `inbound` with the `source` (Moodle site) that receives the replies",
+        );
+    }
     problems.into_result()?;
 
     let now = Utc::now();
@@ -619,6 +795,7 @@ pub(super) fn apply(
         concurrency: i32_of(concurrency),
         rate_limit_per_sec: rate_limit_per_sec.map(i32_of),
         max_job_age_ms: i64_of(max_job_age_ms),
+        inbound: inbound.map(SqlJson),
         version: current.map_or(0, |r| r.version),
         created_at: current.map_or(now, |r| r.created_at),
         updated_at: now,

@@ -103,6 +103,7 @@ impl ConfigRow for ServiceRow {
             concurrency: u32_of(self.concurrency),
             rate_limit_per_sec: self.rate_limit_per_sec.map(u32_of),
             max_job_age_ms: u64_of(self.max_job_age_ms),
+            inbound: self.inbound.as_ref().map(|i| i.0.clone()),
             version: self.version,
         };
         Ok((live::service_key(&live.name), live))
@@ -121,11 +122,25 @@ impl ConfigRow for ServiceRow {
 
     async fn apply(
         state: &AppState,
-        _db: &mut PgConnection,
+        db: &mut PgConnection,
         current: Option<&Self>,
         input: ServiceInput,
     ) -> ApiResult<Self> {
-        input::apply(state, current, input)
+        let row = input::apply(state, current, input)?;
+        if let Some(inbound) = &row.inbound {
+            // The Moodle site that receives the messages must exist (it may be disabled).
+            let source = inbound.0.source.as_str();
+            if crate::resources::sources::existing(db, &[source.to_owned()])
+                .await?
+                .is_empty()
+            {
+                return Err(ApiFailure::invalid(
+                    "inbound.source",
+                    format!("there is no source `{source}` (GET /api/v1/sources lists them)"),
+                ));
+            }
+        }
+        Ok(row)
     }
 
     async fn save(db: &mut PgConnection, row: &Self, insert: bool) -> ApiResult<Self> {

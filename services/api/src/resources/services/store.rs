@@ -7,7 +7,7 @@ use sqlx::types::Json as SqlJson;
 use sqlx::{PgConnection, PgPool};
 
 use mih_shared::crypto::Sealed;
-use mih_shared::live::{Auth, BreakerPolicy, RetryPolicy, Transport};
+use mih_shared::live::{Auth, BreakerPolicy, LiveInbound, RetryPolicy, Transport};
 
 /// A service as PostgreSQL holds it (secrets sealed).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -30,6 +30,7 @@ pub struct ServiceRow {
     pub concurrency: i32,
     pub rate_limit_per_sec: Option<i32>,
     pub max_job_age_ms: i64,
+    pub inbound: Option<SqlJson<LiveInbound>>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -70,7 +71,7 @@ impl ServiceRow {
 const COLUMNS: &str = "name, description, enabled, kind, transport, auth, \
     to_jsonb(signing_secret) AS signing_secret, headers, timeout_ms, max_retries, backoff_base_ms, \
     backoff_cap_ms, breaker_failure_threshold, breaker_cooldown_ms, breaker_half_open_probes, \
-    concurrency, rate_limit_per_sec, max_job_age_ms, version, created_at, updated_at";
+    concurrency, rate_limit_per_sec, max_job_age_ms, inbound, version, created_at, updated_at";
 
 pub async fn load_all(db: &PgPool) -> Result<Vec<ServiceRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -99,20 +100,20 @@ pub(super) async fn save(
     row: &ServiceRow,
     insert: bool,
 ) -> Result<ServiceRow, sqlx::Error> {
-    let values = "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18";
+    let values = "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19";
     let sql = if insert {
         format!(
             "INSERT INTO services (name, description, enabled, kind, transport, auth, signing_secret, headers, \
              timeout_ms, max_retries, backoff_base_ms, backoff_cap_ms, breaker_failure_threshold, \
-             breaker_cooldown_ms, breaker_half_open_probes, concurrency, rate_limit_per_sec, max_job_age_ms) \
-             VALUES ($1, {values}) RETURNING {COLUMNS}"
+             breaker_cooldown_ms, breaker_half_open_probes, concurrency, rate_limit_per_sec, max_job_age_ms, \
+             inbound) VALUES ($1, {values}) RETURNING {COLUMNS}"
         )
     } else {
         format!(
             "UPDATE services SET (description, enabled, kind, transport, auth, signing_secret, headers, \
              timeout_ms, max_retries, backoff_base_ms, backoff_cap_ms, breaker_failure_threshold, \
              breaker_cooldown_ms, breaker_half_open_probes, concurrency, rate_limit_per_sec, max_job_age_ms, \
-             version, updated_at) = ({values}, nextval('config_version'), now()) \
+             inbound, version, updated_at) = ({values}, nextval('config_version'), now()) \
              WHERE name = $1 RETURNING {COLUMNS}"
         )
     };
@@ -135,6 +136,7 @@ pub(super) async fn save(
         .bind(row.concurrency)
         .bind(row.rate_limit_per_sec)
         .bind(row.max_job_age_ms)
+        .bind(&row.inbound)
         .fetch_one(db)
         .await
 }

@@ -28,6 +28,7 @@ pub enum TransportView {
         exchange: String,
         routing_key: String,
         queue_declare: Option<String>,
+        response_queue: Option<String>,
     },
     Soap {
         endpoint: String,
@@ -56,6 +57,21 @@ pub enum AuthView {
     },
 }
 
+/// A service's inbound endpoint as the API shows it: whether secrets are set, never them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboundView {
+    /// The Moodle site that receives the messages.
+    pub source: String,
+    pub enabled: bool,
+    /// Where the service sends its webhooks, on ingest.
+    pub path: String,
+    /// Signing secrets currently accepted (two during a rotation).
+    pub signing_secrets: usize,
+    pub bearer_token_set: bool,
+    pub rate_limit_per_sec: u32,
+    pub burst: u32,
+}
+
 /// A service as the API shows it: secrets never appear, only whether they are set.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ServiceView {
@@ -72,6 +88,7 @@ pub struct ServiceView {
     pub concurrency: u32,
     pub rate_limit_per_sec: Option<u32>,
     pub max_job_age_ms: u64,
+    pub inbound: Option<InboundView>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -97,6 +114,7 @@ impl From<&ServiceRow> for ServiceView {
                 exchange: t.exchange.clone(),
                 routing_key: t.routing_key.clone(),
                 queue_declare: t.queue_declare.clone(),
+                response_queue: t.response_queue.clone(),
             },
             Transport::Soap(t) => TransportView::Soap {
                 endpoint: t.endpoint.clone(),
@@ -142,6 +160,20 @@ impl From<&ServiceRow> for ServiceView {
             concurrency: u32_of(row.concurrency),
             rate_limit_per_sec: row.rate_limit_per_sec.map(u32_of),
             max_job_age_ms: u64_of(row.max_job_age_ms),
+            inbound: row.inbound.as_ref().map(|i| InboundView {
+                source: i.0.source.to_string(),
+                enabled: i.0.enabled,
+                path: format!("/v1/inbound/{}", row.name),
+                signing_secrets: i
+                    .0
+                    .signing_secrets
+                    .iter()
+                    .filter(|s| s.active_at(Utc::now()))
+                    .count(),
+                bearer_token_set: !i.0.bearer_token_hashes.is_empty(),
+                rate_limit_per_sec: i.0.rate_limit_per_sec,
+                burst: i.0.burst,
+            }),
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,

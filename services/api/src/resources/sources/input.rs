@@ -8,18 +8,13 @@ use utoipa::{IntoParams, ToSchema};
 use mih_shared::crypto::random_hex;
 use mih_shared::live::SealedSigningSecret;
 use mih_shared::names::SourceId;
-use mih_shared::signature::SigningSecret;
 use mih_shared::sources::hash_token_hex;
 
 use super::store::{self, SourceRow};
 use crate::error::{ApiFailure, ApiResult};
 use crate::resources::config_row;
-use crate::resources::{Problems, Tri, check_text, seal};
+use crate::resources::{Problems, Tri, check_text, seal, signing};
 use crate::state::AppState;
-
-const DEFAULT_OVERLAP_SECS: u64 = 24 * 3600;
-const MAX_OVERLAP_SECS: u64 = 30 * 24 * 3600;
-const MIN_TOKEN_LEN: usize = 16;
 
 /// A source as written by a client. Secrets are write-only: on update, leaving one out keeps
 /// it, `null` removes it.
@@ -88,51 +83,26 @@ pub(super) fn apply(
         .or_else(|| current.map(|r| r.name.clone()))
         .unwrap_or_else(|| id.clone());
     check_text(&mut problems, "name", &name, 1, 200);
-    let overlap = input.rotation_overlap_secs.unwrap_or(DEFAULT_OVERLAP_SECS);
-    problems.check(
-        overlap <= MAX_OVERLAP_SECS,
-        "rotation_overlap_secs",
-        format!("must be at most {MAX_OVERLAP_SECS} (30 days)"),
+    let overlap = signing::check(
+        &mut problems,
+        "",
+        &input.signing_secret,
+        input.rotation_overlap_secs,
     );
-    if let Tri::Value(secret) = &input.signing_secret
-        && let Err(e) = SigningSecret::parse(secret)
-    {
-        problems.add("signing_secret", e.to_string());
-    }
-    if let Tri::Value(token) = &input.bearer_token {
-        problems.check(
-            (MIN_TOKEN_LEN..=512).contains(&token.len()),
-            "bearer_token",
-            format!("must be {MIN_TOKEN_LEN} to 512 characters long"),
-        );
-    }
+    signing::check_token(&mut problems, "bearer_token", &input.bearer_token);
     problems.into_result()?;
 
     let now = Utc::now();
-    let mut signing_secrets = current
-        .map(|r| r.signing_secrets.0.clone())
-        .unwrap_or_default();
-    signing_secrets.retain(|s| s.active_at(now));
-    match input.signing_secret {
-        Tri::Absent => {}
-        Tri::Null => signing_secrets.clear(),
-        Tri::Value(secret) => {
-            let expires =
-                now + chrono::Duration::seconds(i64::try_from(overlap).unwrap_or(i64::MAX / 2));
-            for old in &mut signing_secrets {
-                old.expires_at = Some(old.expires_at.map_or(expires, |at| at.min(expires)));
-            }
-            if overlap == 0 {
-                signing_secrets.clear();
-            }
-            signing_secrets.push(SealedSigningSecret {
-                id: format!("sec_{}", random_hex(6).map_err(ApiFailure::Crypto)?),
-                secret: seal(&state.keyring, "signing_secret", &secret)?,
-                created_at: now,
-                expires_at: None,
-            });
-        }
-    }
+    let signing_secrets = signing::rotate(
+        state,
+        "signing_secret",
+        current
+            .map(|r| r.signing_secrets.0.clone())
+            .unwrap_or_default(),
+        input.signing_secret,
+        overlap,
+        now,
+    )?;
     let bearer_token_hashes = match input.bearer_token {
         Tri::Absent => current
             .map(|r| r.bearer_token_hashes.clone())

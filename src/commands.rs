@@ -66,6 +66,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 dead_letters = rebuilt.dead_letters,
                 resolved = rebuilt.resolved,
                 circuit_changes = rebuilt.circuit_changes,
+                inbound = rebuilt.inbound,
                 "projections rebuilt from the streams"
             );
             Ok(ExitCode::SUCCESS)

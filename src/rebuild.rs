@@ -1,5 +1,6 @@
-//! `mih rebuild-projections`: the delivery log, its rollups, the dead letters and the circuit
-//! changes are projections of the streams (RESULTS, DLQ, the circuits bucket's history). This
+//! `mih rebuild-projections`: the delivery log, its rollups, the dead letters, the circuit
+//! changes and the inbound log are projections of the streams (RESULTS, DLQ, the circuits
+//! bucket's history, INBOUND). This
 //! empties them and projects again everything the streams still hold, with the same functions
 //! the recorder and the dlq service use, so a rebuild gives the same rows and counts.
 //!
@@ -12,7 +13,7 @@ use async_nats::jetstream::{self, consumer::pull, kv};
 use futures::{StreamExt, TryStreamExt};
 use sqlx::PgPool;
 
-use mih_api::delivery_log;
+use mih_api::{delivery_log, inbound_log};
 use mih_dlq::store as dead_letters;
 use mih_shared::circuit::Circuit;
 use mih_shared::config::Config;
@@ -30,6 +31,8 @@ pub struct Rebuilt {
     pub resolved: u64,
     /// Circuit states taken from the circuits bucket's history.
     pub circuit_changes: u64,
+    /// Messages of INBOUND projected into the inbound log.
+    pub inbound: u64,
 }
 
 pub async fn run(config: &Config) -> anyhow::Result<Rebuilt> {
@@ -56,8 +59,8 @@ pub async fn rebuild(
     let mut rebuilt = Rebuilt::default();
     // Dead letters first, so a delivered replay found in RESULTS can resolve its original.
     let mut dlq = StreamReader::open(js, &names.dlq_stream()).await?;
-    while let Some(payload) = dlq.next().await? {
-        match messages::decode::<DeadLetter>(&payload) {
+    while let Some(message) = dlq.next().await? {
+        match messages::decode::<DeadLetter>(&message.payload) {
             Ok(dead) => {
                 if dead_letters::store(pool, &dead).await? {
                     rebuilt.dead_letters += 1;
@@ -67,8 +70,8 @@ pub async fn rebuild(
         }
     }
     let mut results = StreamReader::open(js, &names.results_stream()).await?;
-    while let Some(payload) = results.next().await? {
-        let outcome = match messages::decode::<Outcome>(&payload) {
+    while let Some(message) = results.next().await? {
+        let outcome = match messages::decode::<Outcome>(&message.payload) {
             Ok(outcome) => outcome,
             Err(error) => {
                 tracing::warn!(%error, "unreadable outcome skipped");
@@ -88,6 +91,15 @@ pub async fn rebuild(
         }
     }
     rebuilt.circuit_changes = circuits(pool, js, names).await?;
+    inbound_log::truncate(pool)
+        .await
+        .context("emptying the inbound log")?;
+    let mut inbound = StreamReader::open(js, &names.inbound_stream()).await?;
+    while let Some(message) = inbound.next().await? {
+        if inbound_log::project(pool, names, &message).await? == Some(true) {
+            rebuilt.inbound += 1;
+        }
+    }
     Ok(rebuilt)
 }
 
@@ -121,7 +133,7 @@ impl StreamReader {
         })
     }
 
-    async fn next(&mut self) -> anyhow::Result<Option<bytes::Bytes>> {
+    async fn next(&mut self) -> anyhow::Result<Option<jetstream::Message>> {
         let Some(messages) = self.messages.as_mut() else {
             return Ok(None);
         };
@@ -133,7 +145,7 @@ impl StreamReader {
         if info.stream_sequence >= self.last || info.pending == 0 {
             self.messages = None;
         }
-        Ok(Some(message.payload.clone()))
+        Ok(Some(message))
     }
 }
 

@@ -520,3 +520,94 @@ async fn inbound_settings_are_validated_and_never_open() {
     assert!(removed.body["inbound"].is_null());
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbound_log_says_where_each_message_stands_and_the_stats_count_them() {
+    let hub = hub("").await;
+    create_crm(&hub, 100, 100).await;
+    let first = post_signed_until_accepted(&hub, "wh_1", br#"{"n": 1}"#).await;
+    let second = post_signed_until_accepted(&hub, "wh_2", br#"{"n": 2}"#).await;
+    // A reply the AMQP consumer could not store, as it parks one.
+    let parked = mih_shared::messages::ParkedInbound {
+        v: mih_shared::messages::Version,
+        id: mih_shared::messages::InboundId::new_v7(),
+        service: "crm".parse().expect("slug"),
+        via: mih_shared::messages::InboundVia::Amqp,
+        received_at: chrono::Utc::now(),
+        reason: "the body is not UTF-8 text (invalid byte at offset 3)".into(),
+        size: 5,
+        excerpt: "abc\u{fffd}\u{fffd}".into(),
+        external_id: Some("amqp-7".into()),
+    };
+    hub.js
+        .publish(
+            hub.names()
+                .inbound_parked_subject(&"crm".parse().expect("slug")),
+            mih_shared::messages::encode(&parked).expect("json"),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+
+    let log = mih_testkit::eventually(Duration::from_secs(20), || async {
+        let log = hub.api().get("/api/v1/inbound/log?service=crm").await;
+        match log.body["items"].as_array().map(Vec::len) {
+            Some(3) => Ok(log),
+            other => Err(format!("{other:?} logged: {}", log.body)),
+        }
+    })
+    .await
+    .expect("every message logged");
+    let items = log.body["items"].as_array().expect("items");
+    assert_eq!(items[0]["status"], "parked", "newest first");
+    assert_eq!(items[0]["parked_reason"], parked.reason);
+    assert_eq!(items[0]["via"], "amqp");
+    assert_eq!(items[1]["id"], second.body["id"]);
+    assert_eq!(items[1]["status"], "pending");
+    assert_eq!(items[1]["excerpt"], r#"{"n":2}"#);
+    assert_eq!(items[2]["id"], first.body["id"]);
+
+    // The site acknowledges the first: delivered; the second still waits.
+    let cursor = items[2]["cursor"].as_u64().expect("cursor");
+    let ack = hub
+        .api()
+        .post(
+            "/api/v1/inbound/ack",
+            &json!({"source": "moodle", "cursor": cursor}),
+        )
+        .await;
+    assert_eq!(ack.status, StatusCode::OK, "{}", ack.body);
+    let delivered = hub.api().get("/api/v1/inbound/log?status=delivered").await;
+    let ids: Vec<&Value> = delivered.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| &i["id"])
+        .collect();
+    assert_eq!(ids, [&first.body["id"]]);
+    let pending = hub.api().get("/api/v1/inbound/log?status=pending").await;
+    assert_eq!(pending.body["items"].as_array().map(Vec::len), Some(1));
+    let bad = hub.api().get("/api/v1/inbound/log?status=lost").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad.fields(), ["status"]);
+    let paged = hub.api().get("/api/v1/inbound/log?limit=2").await;
+    let next = paged.body["next_cursor"].as_str().expect("a next page");
+    let rest = hub
+        .api()
+        .get(&format!("/api/v1/inbound/log?limit=2&cursor={next}"))
+        .await;
+    assert_eq!(rest.body["items"][0]["id"], first.body["id"]);
+
+    // The statistics count them, per service too (the warm-up webhooks are crm's as well).
+    let stats = hub.api().get("/api/v1/stats?service=crm").await;
+    assert_eq!(
+        stats.body["totals"]["inbound"], 3,
+        "{}",
+        stats.body["totals"]
+    );
+    assert_eq!(stats.body["totals"]["inbound_parked"], 1);
+    let other = hub.api().get("/api/v1/stats?service=quiet").await;
+    assert_eq!(other.body["totals"]["inbound"], 0);
+    hub.stop().await;
+}

@@ -14,6 +14,7 @@ mod backfill;
 mod dashboard;
 mod error;
 mod extract;
+pub mod inbound_log;
 mod live;
 mod recent;
 mod reconcile;
@@ -112,6 +113,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     ));
     tokio::spawn(backfill::runner(state.clone(), shutdown.clone()));
     tokio::spawn(recorder::run(state.clone(), shutdown.clone()));
+    tokio::spawn(inbound_log::run(state.clone(), shutdown.clone()));
     tokio::spawn(replay::runner(state.replayer(), shutdown.clone()));
     tokio::spawn(retention::periodically(
         state.db.clone(),

@@ -106,6 +106,11 @@ pub async fn purge(db: &PgPool, settings: &RetentionConfig) -> Result<Purged, sq
             settings.dead_letters_max_rows,
         ),
         (
+            crate::inbound_log::store::RETENTION,
+            settings.deliveries_max_age,
+            0,
+        ),
+        (
             recorder::CIRCUIT_CHANGES_RETENTION,
             settings.circuit_changes_max_age,
             0,

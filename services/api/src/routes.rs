@@ -191,6 +191,7 @@ fn api() -> OpenApiRouter<AppState> {
         .at("/api/v1/stats",                               routes!(stats::get_stats))
         .at("/api/v1/inbound",                             routes!(inbound::pull))
         .at("/api/v1/inbound/ack",                         routes!(inbound::acknowledge))
+        .at("/api/v1/inbound/log",                         routes!(inbound::log::list))
         .into_router()
 }
 

@@ -92,6 +92,11 @@ pub struct Figures {
     pub circuit_changes: i64,
     /// How many of those opened a circuit.
     pub circuit_opened: i64,
+    /// Messages the services in scope sent back towards Moodle (webhooks, AMQP replies),
+    /// parked ones included; none in a rule's figures.
+    pub inbound: i64,
+    /// How many of those were parked (oversized, unreadable).
+    pub inbound_parked: i64,
 }
 
 /// One bucket of the series.
@@ -132,6 +137,8 @@ struct Acc {
     dead_letters: i64,
     circuit_changes: i64,
     circuit_opened: i64,
+    inbound: i64,
+    inbound_parked: i64,
 }
 
 impl Acc {
@@ -146,6 +153,8 @@ impl Acc {
         self.dead_letters += other.dead_letters;
         self.circuit_changes += other.circuit_changes;
         self.circuit_opened += other.circuit_opened;
+        self.inbound += other.inbound;
+        self.inbound_parked += other.inbound_parked;
     }
 
     /// The figures of a period of `seconds` that have passed.
@@ -184,6 +193,8 @@ impl Acc {
             dead_letters: self.dead_letters,
             circuit_changes: self.circuit_changes,
             circuit_opened: self.circuit_opened,
+            inbound: self.inbound,
+            inbound_parked: self.inbound_parked,
         }
     }
 }
@@ -487,6 +498,23 @@ pub(crate) async fn stats(state: &AppState, query: StatsQuery) -> ApiResult<Stat
         let acc = buckets.entry(at).or_default();
         acc.circuit_changes += n;
         acc.circuit_opened += opened;
+    }
+
+    // Inbound messages belong to services, not rules.
+    if rule_id.is_none() {
+        let inbound = crate::inbound_log::store::per_bucket(
+            &state.db,
+            width,
+            from,
+            to,
+            query.service.as_deref(),
+        )
+        .await?;
+        for (at, received, parked) in inbound {
+            let acc = buckets.entry(at).or_default();
+            acc.inbound += received;
+            acc.inbound_parked += parked;
+        }
     }
 
     let passed = |start: DateTime<Utc>, end: DateTime<Utc>| (end.min(now) - start).num_seconds();

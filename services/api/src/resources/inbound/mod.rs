@@ -6,6 +6,7 @@
 //! skipped. Messages are kept by the stream's age limit, not deleted on acknowledgement.
 
 pub mod cursors;
+pub mod log;
 
 use std::time::Duration;
 

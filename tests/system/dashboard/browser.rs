@@ -739,6 +739,52 @@ async fn rules_events_and_sources_pages_are_accessible_and_a_backfill_runs_from_
     browser.screenshot("events").await.expect("screenshot");
     browser.assert_accessible("events").await;
 
+    // Inbound: a reply the AMQP consumer had to park, as it parks one.
+    let patched = hub
+        .api()
+        .patch(
+            "/api/v1/services/sis",
+            &json!({"inbound": {"source": "moodle", "bearer_token": "sis-inbound-token-00001"}}),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    let parked = mih_shared::messages::ParkedInbound {
+        v: mih_shared::messages::Version,
+        id: mih_shared::messages::InboundId::new_v7(),
+        service: "sis".parse().expect("slug"),
+        via: mih_shared::messages::InboundVia::Amqp,
+        received_at: chrono::Utc::now(),
+        reason: "the body is larger than 262144 bytes".into(),
+        size: 300_000,
+        excerpt: "<script>alert(1)</script>".into(),
+        external_id: None,
+    };
+    hub.js
+        .publish(
+            hub.names()
+                .inbound_parked_subject(&"sis".parse().expect("slug")),
+            mih_shared::messages::encode(&parked).expect("json"),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let inbound = mih_testkit::eventually(WAIT, || async {
+        browser
+            .goto(&hub.url(ServiceName::Api, "/inbound?status=parked"))
+            .await
+            .map_err(|e| e.to_string())?;
+        browser
+            .wait_for_text("table.inbound tbody tr", "262144", Duration::from_secs(2))
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .expect("the parked reply is listed");
+    assert!(inbound.contains("sis"), "{inbound}");
+    browser.screenshot("inbound").await.expect("screenshot");
+    browser.assert_accessible("inbound").await;
+
     for (path, name) in [("/queue", "queue"), ("/queue/sis", "queue-jobs")] {
         browser
             .goto(&hub.url(ServiceName::Api, path))

@@ -397,3 +397,20 @@ queue-move-confirm = Move this job to the dead letters? It is not delivered unle
 queue-attempted = The job goes out again now.
 queue-moved = The job is in the dead letters.
 queue-none = No job is waiting for this service.
+
+## Inbound
+nav-inbound = Inbound
+inbound-title = Inbound messages
+inbound-intro = What services sent back towards Moodle (webhooks and AMQP replies): waiting for the site's plugin to pull it, delivered (the plugin raised its Moodle event and acknowledged it), or parked because it could not be stored.
+inbound-status-pending = waiting for the site
+inbound-status-delivered = delivered
+inbound-status-parked = parked
+inbound-received = Received
+inbound-site = Moodle site
+inbound-via = Via
+inbound-size = Size (bytes)
+inbound-payload = Payload
+inbound-show = Show
+inbound-external-id = Sender's id:
+inbound-message-id = Message id (the Moodle event's messageid):
+inbound-empty = No inbound message matches.

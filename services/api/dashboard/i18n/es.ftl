@@ -397,3 +397,20 @@ queue-move-confirm = ¿Mover este trabajo a mensajes fallidos? No se entrega sal
 queue-attempted = El trabajo sale de nuevo ahora.
 queue-moved = El trabajo está en mensajes fallidos.
 queue-none = Ningún trabajo espera para este servicio.
+
+## Inbound
+nav-inbound = Entrantes
+inbound-title = Mensajes entrantes
+inbound-intro = Lo que los servicios enviaron de vuelta a Moodle (webhooks y respuestas AMQP): en espera de que el plugin del sitio lo recoja, entregado (el plugin lanzó su evento de Moodle y lo confirmó) o apartado porque no se pudo guardar.
+inbound-status-pending = en espera del sitio
+inbound-status-delivered = entregado
+inbound-status-parked = apartado
+inbound-received = Recibido
+inbound-site = Sitio Moodle
+inbound-via = Vía
+inbound-size = Tamaño (bytes)
+inbound-payload = Contenido
+inbound-show = Mostrar
+inbound-external-id = Id del remitente:
+inbound-message-id = Id del mensaje (messageid del evento de Moodle):
+inbound-empty = Ningún mensaje entrante coincide.

@@ -397,3 +397,20 @@ queue-move-confirm = Déplacer cette tâche vers les lettres mortes ? Elle n’
 queue-attempted = La tâche repart maintenant.
 queue-moved = La tâche est dans les lettres mortes.
 queue-none = Aucune tâche n’attend pour ce service.
+
+## Inbound
+nav-inbound = Entrants
+inbound-title = Messages entrants
+inbound-intro = Ce que les services ont renvoyé vers Moodle (webhooks et réponses AMQP) : en attente que le plugin du site le récupère, remis (le plugin a déclenché son événement Moodle et l’a acquitté) ou mis de côté faute d’avoir pu être enregistré.
+inbound-status-pending = en attente du site
+inbound-status-delivered = remis
+inbound-status-parked = mis de côté
+inbound-received = Reçu
+inbound-site = Site Moodle
+inbound-via = Via
+inbound-size = Taille (octets)
+inbound-payload = Contenu
+inbound-show = Afficher
+inbound-external-id = Identifiant de l’expéditeur :
+inbound-message-id = Identifiant du message (messageid de l’événement Moodle) :
+inbound-empty = Aucun message entrant ne correspond.

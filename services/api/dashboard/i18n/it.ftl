@@ -397,3 +397,20 @@ queue-move-confirm = Spostare questo lavoro tra i non recapitati? Non viene cons
 queue-attempted = Il lavoro riparte ora.
 queue-moved = Il lavoro è tra i non recapitati.
 queue-none = Nessun lavoro in attesa per questo servizio.
+
+## Inbound
+nav-inbound = In entrata
+inbound-title = Messaggi in entrata
+inbound-intro = Ciò che i servizi hanno rimandato verso Moodle (webhook e risposte AMQP): in attesa che il plugin del sito lo prelevi, consegnato (il plugin ha generato il suo evento Moodle e lo ha confermato) o accantonato perché non è stato possibile salvarlo.
+inbound-status-pending = in attesa del sito
+inbound-status-delivered = consegnato
+inbound-status-parked = accantonato
+inbound-received = Ricevuto
+inbound-site = Sito Moodle
+inbound-via = Tramite
+inbound-size = Dimensione (byte)
+inbound-payload = Contenuto
+inbound-show = Mostra
+inbound-external-id = Id del mittente:
+inbound-message-id = Id del messaggio (messageid dell'evento Moodle):
+inbound-empty = Nessun messaggio in entrata corrisponde.

@@ -397,3 +397,20 @@ queue-move-confirm = Mover esta tarefa para as mensagens mortas? Ela só é entr
 queue-attempted = A tarefa sai de novo agora.
 queue-moved = A tarefa está nas mensagens mortas.
 queue-none = Nenhuma tarefa esperando por este serviço.
+
+## Inbound
+nav-inbound = Entrada
+inbound-title = Mensagens de entrada
+inbound-intro = O que os serviços enviaram de volta para o Moodle (webhooks e respostas AMQP): aguardando o plugin do site buscá-lo, entregue (o plugin disparou o evento do Moodle e o confirmou) ou separado porque não pôde ser armazenado.
+inbound-status-pending = aguardando o site
+inbound-status-delivered = entregue
+inbound-status-parked = separado
+inbound-received = Recebido
+inbound-site = Site Moodle
+inbound-via = Via
+inbound-size = Tamanho (bytes)
+inbound-payload = Conteúdo
+inbound-show = Mostrar
+inbound-external-id = Id do remetente:
+inbound-message-id = Id da mensagem (messageid do evento do Moodle):
+inbound-empty = Nenhuma mensagem de entrada corresponde.

@@ -10,6 +10,7 @@ mod event_catalogue;
 mod events;
 mod form;
 mod i18n;
+mod inbound;
 mod login;
 mod overview;
 mod queue;
@@ -99,6 +100,7 @@ pub fn router() -> Router<AppState> {
             post(queue::dead_letter),
         )
         .route("/events", get(events::list))
+        .route("/inbound", get(inbound::list))
         .route("/sources", get(sources::list).post(sources::add))
         .route("/sources/{id}/rotate", post(sources::rotate))
         .route("/sources/{id}/enable", post(sources::enable))

@@ -961,3 +961,70 @@ async fn the_queue_page_shows_waiting_jobs_and_an_operator_hurries_or_moves_them
     assert_eq!(sink.requests().len(), 3, "the moved job was not sent");
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_takes_messages_back_to_moodle_through_the_form() {
+    let hub = hub().await;
+    let mut admin = Visitor::new(&hub);
+    admin.log_in(ADMIN_TOKEN).await;
+    let form = admin.get("/services/new").await;
+    assert!(
+        form.body.contains(r#"<label for="f-inbound-source">"#),
+        "{}",
+        form.body
+    );
+    let csrf = csrf_of(&form);
+    let base = [
+        ("csrf", csrf.as_str()),
+        ("name", "sis"),
+        ("enabled", "on"),
+        ("transport.kind", "amqp"),
+        ("transport.host", "rabbit.example"),
+        ("transport.routing_key", "events"),
+        ("transport.response_queue", "sis.replies"),
+        ("auth.type", "none"),
+        ("inbound_on", "on"),
+        ("inbound.source", "moodle"),
+        ("inbound.enabled", "on"),
+        ("inbound.rate_limit_per_sec", "5"),
+        ("inbound.burst", "10"),
+    ];
+    // No secret and no token: there is no open mode, and the form says so.
+    let open = admin.post("/services/new", &base).await;
+    assert_eq!(open.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(open.body.contains("no open mode"), "{}", open.body);
+
+    let mut with_token = base.to_vec();
+    with_token.push(("inbound.bearer_token", "sis-inbound-token-0000001"));
+    let created = admin.post("/services/new", &with_token).await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let stored = hub.api().get("/api/v1/services/sis").await.body;
+    assert_eq!(stored["transport"]["response_queue"], "sis.replies");
+    assert_eq!(stored["inbound"]["source"], "moodle");
+    assert_eq!(stored["inbound"]["bearer_token_set"], true);
+    assert_eq!(stored["inbound"]["rate_limit_per_sec"], 5);
+
+    // The edit form keeps the token (write-only) when left empty; unticking removes inbound.
+    let edit = admin.get("/services/sis/edit").await;
+    assert!(!edit.body.contains("sis-inbound-token-0000001"));
+    let version = between(&edit.body, r#"name="version" value=""#, "\"")
+        .expect("version")
+        .to_owned();
+    let mut kept = base.to_vec();
+    kept.push(("version", &version));
+    let saved = admin.post("/services/sis/edit", &kept).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let stored = hub.api().get("/api/v1/services/sis").await.body;
+    assert_eq!(stored["inbound"]["bearer_token_set"], true, "kept");
+    let version = stored["version"].to_string();
+    let off: Vec<(&str, &str)> = base
+        .iter()
+        .copied()
+        .filter(|(name, _)| !name.starts_with("inbound") && *name != "transport.response_queue")
+        .chain([("version", version.as_str())])
+        .collect();
+    let saved = admin.post("/services/sis/edit", &off).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert!(hub.api().get("/api/v1/services/sis").await.body["inbound"].is_null());
+    hub.stop().await;
+}

@@ -414,3 +414,19 @@ inbound-show = Show
 inbound-external-id = Sender's id:
 inbound-message-id = Message id (the Moodle event's messageid):
 inbound-empty = No inbound message matches.
+
+## Service form: inbound
+svc-response-queue = Response queue
+svc-response-queue-hint = A queue the service puts its replies in; they go to the Moodle site below (needs “Messages back to Moodle”).
+svc-inbound = Messages back to Moodle
+svc-inbound-on = The service sends messages back to Moodle
+svc-inbound-on-hint = Webhooks to ingest's /v1/inbound/<service>, and replies on the response queue. Unticked: they are refused, and the stored secrets are removed.
+svc-inbound-source = Moodle site (source id)
+svc-inbound-source-hint = The site whose plugin receives the messages as \local_mih\event\webhook_received events.
+svc-inbound-enabled = Accept them now
+svc-inbound-secret = Inbound signing secret
+svc-inbound-secret-hint = A whsec_… secret the service signs its webhooks with (Standard Webhooks). A new one rotates: the previous one stays valid for a day.
+svc-inbound-token = Inbound bearer token
+svc-inbound-token-hint = Instead of signing, the service may send this token (16 characters or more, not one of the credentials above). A signing secret or a token is required.
+svc-inbound-rate = Inbound messages per second at most
+svc-inbound-burst = Burst above that rate

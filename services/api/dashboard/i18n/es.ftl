@@ -414,3 +414,19 @@ inbound-show = Mostrar
 inbound-external-id = Id del remitente:
 inbound-message-id = Id del mensaje (messageid del evento de Moodle):
 inbound-empty = Ningún mensaje entrante coincide.
+
+## Service form: inbound
+svc-response-queue = Cola de respuestas
+svc-response-queue-hint = Una cola donde el servicio deja sus respuestas; van al sitio Moodle indicado abajo (requiere «Mensajes de vuelta a Moodle»).
+svc-inbound = Mensajes de vuelta a Moodle
+svc-inbound-on = El servicio envía mensajes de vuelta a Moodle
+svc-inbound-on-hint = Webhooks a /v1/inbound/<servicio> de ingest y respuestas en la cola de respuestas. Sin marcar: se rechazan y se borran los secretos guardados.
+svc-inbound-source = Sitio Moodle (id de la fuente)
+svc-inbound-source-hint = El sitio cuyo plugin recibe los mensajes como eventos \local_mih\event\webhook_received.
+svc-inbound-enabled = Aceptarlos ahora
+svc-inbound-secret = Secreto de firma entrante
+svc-inbound-secret-hint = Un secreto whsec_… con el que el servicio firma sus webhooks (Standard Webhooks). Uno nuevo rota: el anterior sigue valiendo un día.
+svc-inbound-token = Token bearer entrante
+svc-inbound-token-hint = En lugar de firmar, el servicio puede enviar este token (16 caracteres o más, distinto de las credenciales de arriba). Se necesita un secreto de firma o un token.
+svc-inbound-rate = Mensajes entrantes por segundo como máximo
+svc-inbound-burst = Ráfaga por encima de ese ritmo

@@ -414,3 +414,19 @@ inbound-show = Afficher
 inbound-external-id = Identifiant de l’expéditeur :
 inbound-message-id = Identifiant du message (messageid de l’événement Moodle) :
 inbound-empty = Aucun message entrant ne correspond.
+
+## Service form: inbound
+svc-response-queue = File de réponses
+svc-response-queue-hint = Une file où le service dépose ses réponses ; elles vont au site Moodle indiqué plus bas (nécessite « Messages vers Moodle »).
+svc-inbound = Messages vers Moodle
+svc-inbound-on = Le service renvoie des messages vers Moodle
+svc-inbound-on-hint = Webhooks vers /v1/inbound/<service> d’ingest, et réponses sur la file de réponses. Décoché : ils sont refusés et les secrets enregistrés supprimés.
+svc-inbound-source = Site Moodle (identifiant de la source)
+svc-inbound-source-hint = Le site dont le plugin reçoit les messages comme événements \local_mih\event\webhook_received.
+svc-inbound-enabled = Les accepter maintenant
+svc-inbound-secret = Secret de signature entrant
+svc-inbound-secret-hint = Un secret whsec_… avec lequel le service signe ses webhooks (Standard Webhooks). Un nouveau le remplace : l’ancien reste valable un jour.
+svc-inbound-token = Jeton bearer entrant
+svc-inbound-token-hint = Au lieu de signer, le service peut envoyer ce jeton (16 caractères ou plus, différent des identifiants ci-dessus). Un secret de signature ou un jeton est nécessaire.
+svc-inbound-rate = Messages entrants par seconde au plus
+svc-inbound-burst = Rafale au-delà de ce débit

@@ -414,3 +414,19 @@ inbound-show = Mostra
 inbound-external-id = Id del mittente:
 inbound-message-id = Id del messaggio (messageid dell'evento Moodle):
 inbound-empty = Nessun messaggio in entrata corrisponde.
+
+## Service form: inbound
+svc-response-queue = Coda delle risposte
+svc-response-queue-hint = Una coda in cui il servizio mette le sue risposte; vanno al sito Moodle indicato sotto (richiede «Messaggi verso Moodle»).
+svc-inbound = Messaggi verso Moodle
+svc-inbound-on = Il servizio rimanda messaggi verso Moodle
+svc-inbound-on-hint = Webhook verso /v1/inbound/<servizio> di ingest e risposte sulla coda delle risposte. Non selezionato: vengono rifiutati e i segreti salvati eliminati.
+svc-inbound-source = Sito Moodle (id della sorgente)
+svc-inbound-source-hint = Il sito il cui plugin riceve i messaggi come eventi \local_mih\event\webhook_received.
+svc-inbound-enabled = Accettarli ora
+svc-inbound-secret = Segreto di firma in entrata
+svc-inbound-secret-hint = Un segreto whsec_… con cui il servizio firma i suoi webhook (Standard Webhooks). Uno nuovo lo sostituisce: il precedente resta valido per un giorno.
+svc-inbound-token = Token bearer in entrata
+svc-inbound-token-hint = Invece di firmare, il servizio può inviare questo token (16 caratteri o più, diverso dalle credenziali sopra). Serve un segreto di firma o un token.
+svc-inbound-rate = Messaggi in entrata al secondo al massimo
+svc-inbound-burst = Raffica oltre quel ritmo

@@ -414,3 +414,19 @@ inbound-show = Mostrar
 inbound-external-id = Id do remetente:
 inbound-message-id = Id da mensagem (messageid do evento do Moodle):
 inbound-empty = Nenhuma mensagem de entrada corresponde.
+
+## Service form: inbound
+svc-response-queue = Fila de respostas
+svc-response-queue-hint = Uma fila onde o serviço coloca suas respostas; elas vão para o site Moodle abaixo (requer “Mensagens de volta ao Moodle”).
+svc-inbound = Mensagens de volta ao Moodle
+svc-inbound-on = O serviço envia mensagens de volta ao Moodle
+svc-inbound-on-hint = Webhooks para /v1/inbound/<serviço> do ingest e respostas na fila de respostas. Desmarcado: são recusados e os segredos guardados removidos.
+svc-inbound-source = Site Moodle (id da origem)
+svc-inbound-source-hint = O site cujo plugin recebe as mensagens como eventos \local_mih\event\webhook_received.
+svc-inbound-enabled = Aceitá-las agora
+svc-inbound-secret = Segredo de assinatura de entrada
+svc-inbound-secret-hint = Um segredo whsec_… com o qual o serviço assina seus webhooks (Standard Webhooks). Um novo substitui: o anterior continua válido por um dia.
+svc-inbound-token = Token bearer de entrada
+svc-inbound-token-hint = Em vez de assinar, o serviço pode enviar este token (16 caracteres ou mais, diferente das credenciais acima). É necessário um segredo de assinatura ou um token.
+svc-inbound-rate = Mensagens de entrada por segundo no máximo
+svc-inbound-burst = Rajada acima dessa taxa

@@ -72,6 +72,7 @@ fn sections(creating: bool) -> Vec<(&'static str, &'static str, Option<&'static 
                 Field::new("transport.exchange", "svc-exchange", Text).hint(),
                 Field::new("transport.routing_key", "svc-routing-key", Text),
                 Field::new("transport.queue_declare", "svc-queue-declare", Text).hint(),
+                Field::new("transport.response_queue", "svc-response-queue", Text).hint(),
             ],
         ),
         (
@@ -104,6 +105,20 @@ fn sections(creating: bool) -> Vec<(&'static str, &'static str, Option<&'static 
                 Field::new("signing_secret", "svc-signing-secret", Secret).hint(),
                 Field::new("signing_secret_clear", "svc-signing-secret-clear", Checkbox),
                 Field::new("headers", "svc-headers", TextArea).hint(),
+            ],
+        ),
+        (
+            "inbound",
+            "svc-inbound",
+            None,
+            vec![
+                Field::new("inbound_on", "svc-inbound-on", Checkbox).hint(),
+                Field::new("inbound.source", "svc-inbound-source", Text).hint(),
+                Field::new("inbound.enabled", "svc-inbound-enabled", Checkbox),
+                Field::new("inbound.signing_secret", "svc-inbound-secret", Secret).hint(),
+                Field::new("inbound.bearer_token", "svc-inbound-token", Secret).hint(),
+                Field::new("inbound.rate_limit_per_sec", "svc-inbound-rate", Number),
+                Field::new("inbound.burst", "svc-inbound-burst", Number),
             ],
         ),
         (
@@ -174,6 +189,7 @@ fn input_of(values: &Submitted, creating: bool) -> Result<Value, Problems> {
                 "transport.username",
                 "transport.password",
                 "transport.queue_declare",
+                "transport.response_queue",
             ] {
                 text(&mut input, name);
             }
@@ -236,6 +252,29 @@ fn input_of(values: &Submitted, creating: bool) -> Result<Value, Problems> {
         "headers",
         Value::Object(headers_of(values, &mut problems)),
     );
+    if values.contains_key("inbound_on") {
+        put(&mut input, "inbound", json!({}));
+        for name in [
+            "inbound.source",
+            "inbound.signing_secret",
+            "inbound.bearer_token",
+        ] {
+            text(&mut input, name);
+        }
+        put(
+            &mut input,
+            "inbound.enabled",
+            json!(values.contains_key("inbound.enabled")),
+        );
+        for name in ["inbound.rate_limit_per_sec", "inbound.burst"] {
+            if let Some(n) = number(values, name, &mut problems) {
+                put(&mut input, name, json!(n));
+            }
+        }
+    } else if !creating {
+        // Unticked: the service takes no inbound messages any more, and its secrets go.
+        put(&mut input, "inbound", Value::Null);
+    }
     for name in [
         "timeout_ms",
         "retry.max_retries",
@@ -319,7 +358,18 @@ fn values_of(view: &Value) -> (Submitted, BTreeMap<&'static str, bool>) {
         ("auth.key", set(&view["auth"]["key_set"])),
         ("auth.password", set(&view["auth"]["password_set"])),
         ("signing_secret", set(&view["signing_secret_set"])),
+        (
+            "inbound.signing_secret",
+            view["inbound"]["signing_secrets"].as_u64().unwrap_or(0) > 0,
+        ),
+        (
+            "inbound.bearer_token",
+            set(&view["inbound"]["bearer_token_set"]),
+        ),
     ]);
+    if view["inbound"].is_object() {
+        values.insert("inbound_on".into(), "on".into());
+    }
     (values, secrets)
 }
 
@@ -339,6 +389,9 @@ fn defaults() -> Submitted {
         ("breaker.half_open_probes", "1"),
         ("concurrency", "10"),
         ("max_job_age_ms", "86400000"),
+        ("inbound.enabled", "on"),
+        ("inbound.rate_limit_per_sec", "10"),
+        ("inbound.burst", "20"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -4,10 +4,19 @@
 // 'internal' observers run at once (inside any open transaction); the others wait for the
 // outermost transaction to commit and are dropped if it rolls back; an observer's exception
 // is reported with debugging(), while an \Error reaches the code that triggered the event.
+//
+// Events defined by a class of their own (the plugin's) are created as in Moodle: init() sets
+// the static data and may fix the context, then validate_data() checks what was given. The
+// fixture events, replayed from recorded get_data(), keep every value they were given.
 
 namespace core\event;
 
 abstract class base {
+    /** Levels of educational value, as Moodle's. */
+    public const LEVEL_OTHER = 0;
+    public const LEVEL_TEACHING = 1;
+    public const LEVEL_PARTICIPATING = 2;
+
     /** The keys of get_data(), in Moodle's order. */
     public const KEYS = ['eventname', 'component', 'action', 'target', 'objecttable', 'objectid', 'crud', 'edulevel',
         'contextid', 'contextlevel', 'contextinstanceid', 'userid', 'courseid', 'relateduserid', 'anonymous', 'other',
@@ -15,6 +24,8 @@ abstract class base {
 
     protected array $data = [];
     protected ?array $logextra = null;
+    /** @var object|null the context, when init() or create() gave one */
+    protected $context = null;
     private bool $triggered = false;
 
     final protected function __construct() {
@@ -24,11 +35,14 @@ abstract class base {
     public static function create(?array $data = null): static {
         $event = new static();
         $parts = explode('\\', static::class);
+        // As Moodle: the class name is target_action.
+        $short = end($parts);
+        $split = strrpos($short, '_');
         $defaults = [
             'eventname' => '\\' . static::class,
             'component' => $parts[0],
-            'action' => 'viewed',
-            'target' => end($parts),
+            'action' => $split === false ? 'viewed' : substr($short, $split + 1),
+            'target' => $split === false ? $short : substr($short, 0, $split),
             'objecttable' => null,
             'objectid' => null,
             'crud' => 'r',
@@ -45,11 +59,39 @@ abstract class base {
         ];
         $data = (array) $data;
         $event->data = [];
+        $event->init();
+        if (isset($data['context'])) {
+            $event->context = $data['context'];
+        }
+        if ($event->context !== null) {
+            $defaults['contextid'] = $event->context->id;
+            $defaults['contextlevel'] = $event->context->contextlevel;
+            $defaults['contextinstanceid'] = $event->context->instanceid;
+        }
+        $defaults = array_merge($defaults, $event->data);
+        $event->data = [];
         foreach (self::KEYS as $key) {
             $event->data[$key] = array_key_exists($key, $data) ? $data[$key] : $defaults[$key];
         }
         $event->data['eventname'] = '\\' . static::class;
+        $event->validate_data();
         return $event;
+    }
+
+    /** Sets the static data of the event (crud, edulevel, objecttable) and may fix its context. */
+    protected function init() {
+    }
+
+    /** Checks the data given to create(); throws a coding_exception when it is wrong. */
+    protected function validate_data() {
+    }
+
+    public static function get_name() {
+        return static::class;
+    }
+
+    public function get_description() {
+        return null;
     }
 
     public function get_data(): array {

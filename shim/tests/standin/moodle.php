@@ -52,6 +52,17 @@ function get_string(string $identifier, string $component = '', $a = null): stri
     return $text;
 }
 
+/** The system context, the only one local_mih raises events in. */
+final class context_system {
+    public int $id = 1;
+    public int $contextlevel = 10;
+    public int $instanceid = 0;
+
+    public static function instance(): self {
+        return new self();
+    }
+}
+
 final class standin_debugging {
     /** @var string[] every debugging() message of the run */
     public static array $messages = [];

@@ -52,6 +52,11 @@ if ($hassiteconfig) {
             get_string('apiurl', 'local_mih'), get_string('apiurl_desc', 'local_mih'), '', PARAM_URL, 60));
         $settings->add(new admin_setting_configpasswordunmask('local_mih/apitoken',
             get_string('apitoken', 'local_mih'), get_string('apitoken_desc', 'local_mih'), ''));
+
+        $settings->add(new admin_setting_heading('local_mih/inboundheading',
+            get_string('heading_inbound', 'local_mih'), get_string('heading_inbound_desc', 'local_mih')));
+        $settings->add(new admin_setting_configcheckbox('local_mih/inbound',
+            get_string('inbound', 'local_mih'), get_string('inbound_desc', 'local_mih'), 1));
     }
 }
 

@@ -20,8 +20,8 @@
 defined('MOODLE_INTERNAL') || die();
 
 $plugin->component = 'local_mih';
-$plugin->version = 2026120500;
+$plugin->version = 2026120600;
 $plugin->requires = 2022112800; // Moodle 4.1.
 $plugin->supported = [401, 405];
 $plugin->maturity = MATURITY_BETA;
-$plugin->release = '0.1.0';
+$plugin->release = '0.2.0';

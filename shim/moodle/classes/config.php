@@ -38,6 +38,7 @@ final class config {
      * @param event_filter $filter which events are forwarded
      * @param int $batchsize events per request to ingest
      * @param int $timeout seconds a request to ingest may take
+     * @param bool $receive inbound messages are pulled from the hub and raised as events
      */
     public function __construct(
         public readonly bool $enabled,
@@ -49,6 +50,7 @@ final class config {
         public readonly event_filter $filter,
         public readonly int $batchsize,
         public readonly int $timeout,
+        public readonly bool $receive = true,
     ) {
     }
 
@@ -73,6 +75,7 @@ final class config {
             filter: new event_filter($get('include', '*'), $get('exclude')),
             batchsize: max(1, min(self::MAX_BATCH_SIZE, $batchsize ?: self::DEFAULT_BATCH_SIZE)),
             timeout: max(1, min(60, $timeout ?: self::DEFAULT_TIMEOUT)),
+            receive: $get('inbound', '1') === '1',
         );
     }
 
@@ -84,7 +87,7 @@ final class config {
      */
     public function with_timeout(int $timeout): self {
         return new self($this->enabled, $this->ingesturl, $this->apiurl, $this->sourceid, $this->secret,
-            $this->apitoken, $this->filter, $this->batchsize, max(1, $timeout));
+            $this->apitoken, $this->filter, $this->batchsize, max(1, $timeout), $this->receive);
     }
 
     /**
@@ -104,6 +107,22 @@ final class config {
     public function missing_for_sending(): array {
         $missing = [];
         foreach (['ingesturl' => $this->ingesturl, 'sourceid' => $this->sourceid, 'signingsecret' => $this->secret] as $name => $value) {
+            if ($value === '') {
+                $missing[] = $name;
+            }
+        }
+        return $missing;
+    }
+
+    /**
+     * What is missing before inbound messages can be pulled, as setting names (empty when
+     * nothing is): the hub's API answers for this site's source to its API token.
+     *
+     * @return string[]
+     */
+    public function missing_for_inbound(): array {
+        $missing = [];
+        foreach (['apiurl' => $this->apiurl, 'apitoken' => $this->apitoken, 'sourceid' => $this->sourceid] as $name => $value) {
             if ($value === '') {
                 $missing[] = $name;
             }

@@ -19,11 +19,22 @@
 
 defined('MOODLE_INTERNAL') || die();
 
-// The safety net behind the end-of-request send: whatever is still in the outbox (a hub
-// outage's backlog, rows whose request ended before sending) goes out once a minute.
 $tasks = [
+    // The safety net behind the end-of-request send: whatever is still in the outbox (a hub
+    // outage's backlog, rows whose request ended before sending) goes out once a minute.
     [
         'classname' => '\local_mih\task\send_outbox',
+        'blocking' => 0,
+        'minute' => '*',
+        'hour' => '*',
+        'day' => '*',
+        'month' => '*',
+        'dayofweek' => '*',
+    ],
+    // Messages from external services wait in the hub until this site pulls them; a minute
+    // apart at most, and each run also waits a few seconds for messages still arriving.
+    [
+        'classname' => '\local_mih\task\pull_inbound',
         'blocking' => 0,
         'minute' => '*',
         'hour' => '*',

@@ -8,7 +8,10 @@
 //   php driver.php raise-rollback FILE           trigger them inside a transaction that rolls back
 //   php driver.php send [--wait] [--start-at=MS]  send the outbox now, as cli/flush.php (prints a JSON
 //                                                report; --wait: respect the backoff)
-//   php driver.php task                          run the scheduled task
+//   php driver.php task [NAME]                   run a scheduled task (default send_outbox;
+//                                                pull_inbound)
+//   php driver.php cli SCRIPT [OPTIONS…]         run the plugin's cli/SCRIPT as an administrator
+//                                                would (its output and exit status are the script's)
 //   php driver.php status                        the outbox summary and parked rows as JSON
 //   php driver.php retry-parked                  put parked rows back in line
 //   php driver.php facade SERVICE PATH METHOD JSON   call a service through hub::request()
@@ -31,6 +34,29 @@ $events = static function (string $file): array {
     }
     return array_map(static fn($line) => json_decode($line, true, 512, JSON_THROW_ON_ERROR), $lines);
 };
+
+/**
+ * A Moodle-shaped directory for the plugin's cli/ scripts, which load ../../../config.php: its
+ * config.php loads this stand-in. The scripts are copied there (PHP resolves symlinks, which
+ * would lead them back to this repository), written whole so concurrent runs never see half.
+ */
+function standin_moodle_tree(): string {
+    $root = sys_get_temp_dir() . '/mih-standin-moodle-' . substr(md5(STANDIN_PLUGIN), 0, 12);
+    if (!is_dir("{$root}/local/mih/cli")) {
+        mkdir("{$root}/local/mih/cli", 0777, true);
+    }
+    $write = static function (string $path, string $content): void {
+        $partial = $path . '.' . getmypid();
+        file_put_contents($partial, $content);
+        rename($partial, $path);
+    };
+    $write("{$root}/config.php", "<?php\n// Moodle's config.php for the stand-in, written by shim/tests/driver.php.\n"
+        . 'require(' . var_export(__DIR__ . '/standin/bootstrap.php', true) . ");\n");
+    foreach (glob(STANDIN_PLUGIN . '/cli/*.php') as $file) {
+        $write("{$root}/local/mih/cli/" . basename($file), file_get_contents($file));
+    }
+    return $root;
+}
 
 switch ($command) {
     case 'install':
@@ -87,8 +113,24 @@ switch ($command) {
         break;
 
     case 'task':
-        (new \local_mih\task\send_outbox())->execute();
+        $name = $args[0] ?? 'send_outbox';
+        if (!preg_match('/^[a-z_]+$/', $name) || !class_exists($class = "\\local_mih\\task\\{$name}")) {
+            fwrite(STDERR, "no scheduled task {$name}\n");
+            exit(2);
+        }
+        (new $class())->execute();
         break;
+
+    case 'cli':
+        $script = $args[0] ?? '';
+        if (!preg_match('/^[a-z_]+\.php$/', $script) || !is_file(STANDIN_PLUGIN . "/cli/{$script}")) {
+            fwrite(STDERR, "no cli script {$script}\n");
+            exit(2);
+        }
+        // This process becomes the script's: the caller sees its output, exit status or signal.
+        pcntl_exec(PHP_BINARY, array_merge([standin_moodle_tree() . "/local/mih/cli/{$script}"], array_slice($argv, 3)));
+        fwrite(STDERR, "cannot run php\n");
+        exit(2);
 
     case 'status':
         $summary = \local_mih\outbox::summary();

@@ -2,6 +2,8 @@
 // Loads the stand-in for the Moodle APIs local_mih calls, so the plugin's classes run
 // unchanged outside Moodle: against a real database (MIH_STANDIN_DSN, a PDO DSN) with the
 // plugin's settings from MIH_STANDIN_CONFIG (a JSON object of local_mih settings).
+// MIH_STANDIN_EVENT_LOG (a file) adds an observer recording local_mih's inbound events
+// (recorder.php).
 
 define('STANDIN_PLUGIN', dirname(__DIR__, 2) . '/moodle');
 if (!defined('CLI_SCRIPT')) {
@@ -12,6 +14,8 @@ require_once(__DIR__ . '/moodle.php');
 require_once(__DIR__ . '/database.php');
 require_once(__DIR__ . '/events.php');
 require_once(__DIR__ . '/tasks.php');
+require_once(__DIR__ . '/lock.php');
+require_once(__DIR__ . '/recorder.php');
 
 $GLOBALS['CFG'] = (object) ['libdir' => __DIR__ . '/lib', 'dirroot' => dirname(STANDIN_PLUGIN), 'prefix' => 'mdl_'];
 
@@ -26,6 +30,9 @@ spl_autoload_register(static function (string $class): void {
 });
 
 \core\event\manager::$files = [STANDIN_PLUGIN . '/db/events.php'];
+if (getenv('MIH_STANDIN_EVENT_LOG')) {
+    \core\event\manager::$files[] = __DIR__ . '/observers.php';
+}
 
 $dsn = getenv('MIH_STANDIN_DSN');
 if (!$dsn) {

@@ -21,6 +21,8 @@ use core_privacy\local\request\writer;
 /**
  * What local_mih keeps and sends about users: events wait in the outbox (in the context they
  * happened in) until the hub stored them, and go to the hub, which is outside this site.
+ * Inbound messages from the hub are kept nowhere by the plugin: they become events, which
+ * Moodle's log stores keep under their own providers (and, like any event, may be forwarded).
  *
  * @package    local_mih
  * @copyright  2026 mih developers

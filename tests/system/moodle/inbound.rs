@@ -5,13 +5,14 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Output;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use mih_shared::ServiceName;
 use mih_testkit::HttpSink;
-use mih_testkit::sign::TEST_SECRET;
+use mih_testkit::sign::OTHER_SECRET;
 
 use super::driver::Site;
 use crate::harness::TestHub;
@@ -21,7 +22,8 @@ const EVENT: &str = "\\local_mih\\event\\webhook_received";
 const SERVICE: &str = "crm";
 const SOURCE: &str = "moodle";
 
-/// A hub whose service `crm` sends its inbound messages to the `moodle` source.
+/// A hub whose service `crm` sends its inbound messages to the `moodle` source, signed with
+/// a secret of its own.
 async fn hub_with_inbound() -> (TestHub, HttpSink) {
     let hub = TestHub::builder().start().await;
     let target = HttpSink::start().await.expect("sink");
@@ -32,33 +34,42 @@ async fn hub_with_inbound() -> (TestHub, HttpSink) {
             &json!({
                 "name": SERVICE,
                 "transport": {"kind": "rest", "base_url": target.url()},
-                "inbound": {"source": SOURCE, "signing_secrets": [TEST_SECRET]},
+                "inbound": {"source": SOURCE, "signing_secret": OTHER_SECRET},
             }),
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    hub.wait_for_config(ServiceName::Ingest).await;
     (hub, target)
 }
 
-/// The service posts a webhook to the hub, signed with its inbound secret.
+/// The service posts a webhook to the hub, signed with its inbound secret (again, freshly
+/// signed, until ingest has the service's new settings and takes it).
 async fn send_inbound(hub: &TestHub, body: &str, content_type: &str) {
-    let headers = mih_testkit::sign::signed_now(TEST_SECRET, SERVICE, body.as_bytes());
-    let mut request = hub
-        .http
-        .post(hub.url(ServiceName::Ingest, &format!("/v1/inbound/{SERVICE}")))
-        .header("content-type", content_type)
-        .body(body.to_owned());
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    let response = request.send().await.expect("ingest answers");
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    assert!(
-        status.is_success(),
-        "the hub took the message: {status} {text}"
-    );
+    let url = hub.url(ServiceName::Ingest, &format!("/v1/inbound/{SERVICE}"));
+    mih_testkit::eventually(Duration::from_secs(20), || {
+        let url = url.clone();
+        async move {
+            let headers = mih_testkit::sign::signed_now(OTHER_SECRET, SERVICE, body.as_bytes());
+            let mut request = hub
+                .http
+                .post(url)
+                .header("content-type", content_type)
+                .body(body.to_owned());
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("{status} {text}"))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("the hub never took the message: {e}"));
 }
 
 /// What the hub holds for the site past its acknowledged cursor, without acknowledging.

@@ -9,6 +9,8 @@
 //   php site.php --moodle=DIR privacy USERID   the privacy provider over that user's rows
 //   php site.php --moodle=DIR status           the outbox summary
 //   php site.php --moodle=DIR facade SERVICE PATH   call a service through \local_mih\hub
+//   php site.php --moodle=DIR inbound-log      the webhook_received events in Moodle's standard
+//                                              log, oldest first, with their description
 //
 // Prints JSON. Every run is a Moodle CLI request: its end-of-request send runs as it would.
 
@@ -141,6 +143,13 @@ switch ($args[0] ?? '') {
         $response = \local_mih\hub::request($args[1], $args[2] ?? '/', ['from' => 'moodle']);
         $out(['success' => $response->success, 'httpstatus' => $response->httpstatus, 'circuit' => $response->circuit,
             'error' => $response->error]);
+        break;
+
+    case 'inbound-log':
+        $reader = get_log_manager()->get_readers('\core\log\sql_reader')['logstore_standard'];
+        $events = $reader->get_events_select('eventname = :name', ['name' => '\local_mih\event\webhook_received'], 'id', 0, 0);
+        $out(array_values(array_map(static fn($event) => $event->get_data() + [
+            'name' => $event::get_name(), 'description' => $event->get_description()], $events)));
         break;
 
     default:

@@ -11,10 +11,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use mih_shared::ServiceName;
-use mih_testkit::HttpSink;
 use mih_testkit::sign::OTHER_SECRET;
+use mih_testkit::{HttpSink, fixtures};
 
 use super::driver::Site;
+use super::events::hub_to;
 use crate::harness::TestHub;
 
 const EVENT: &str = "\\local_mih\\event\\webhook_received";
@@ -22,29 +23,35 @@ const EVENT: &str = "\\local_mih\\event\\webhook_received";
 const SERVICE: &str = "crm";
 const SOURCE: &str = "moodle";
 
-/// A hub whose service `crm` sends its inbound messages to the `moodle` source, signed with
+/// A hub whose service `crm` sends its inbound messages to the `moodle` source, with a rule
+/// delivering every event to `sink` (as `events.rs`'s hub).
+async fn hub_with_inbound(sink: &HttpSink) -> TestHub {
+    let hub = hub_to(sink, None).await;
+    add_inbound_service(&hub).await;
+    hub
+}
+
+/// Registers the service `crm`, whose inbound messages go to the `moodle` source, signed with
 /// a secret of its own.
-async fn hub_with_inbound() -> (TestHub, HttpSink) {
-    let hub = TestHub::builder().start().await;
-    let target = HttpSink::start().await.expect("sink");
+pub(super) async fn add_inbound_service(hub: &TestHub) {
+    let target = format!("http://{}", hub.addr(ServiceName::Api));
     let created = hub
         .api()
         .post(
             "/api/v1/services",
             &json!({
                 "name": SERVICE,
-                "transport": {"kind": "rest", "base_url": target.url()},
+                "transport": {"kind": "rest", "base_url": target},
                 "inbound": {"source": SOURCE, "signing_secret": OTHER_SECRET},
             }),
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    (hub, target)
 }
 
 /// The service posts a webhook to the hub, signed with its inbound secret (again, freshly
 /// signed, until ingest has the service's new settings and takes it).
-async fn send_inbound(hub: &TestHub, body: &str, content_type: &str) {
+pub(super) async fn send_inbound(hub: &TestHub, body: &str, content_type: &str) {
     let url = hub.url(ServiceName::Ingest, &format!("/v1/inbound/{SERVICE}"));
     mih_testkit::eventually(Duration::from_secs(20), || {
         let url = url.clone();
@@ -108,7 +115,8 @@ fn ids(events: &[Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_message_is_raised_once_in_order_with_its_other_then_acknowledged() {
-    let (hub, _target) = hub_with_inbound().await;
+    let sink = HttpSink::start().await.expect("sink");
+    let hub = hub_with_inbound(&sink).await;
     let site = Site::install(&hub).await;
     send_inbound(
         &hub,
@@ -182,12 +190,30 @@ async fn each_message_is_raised_once_in_order_with_its_other_then_acknowledged()
     let raised = site.raised();
     assert_eq!(raised.len(), 4);
     assert_eq!(raised[3]["other"]["payload"], json!({"late": true}));
+
+    // The plugin's own observer sent the raised events to the hub like any other event; the
+    // hub's catch-all rule does not deliver them (only a rule naming the event would).
+    assert_eq!(site.status().await["pending"], 0, "the hub stored them");
+    let ordinary = fixtures::moodle_events()[0].clone();
+    let file = site.events_file("ordinary.jsonl", std::slice::from_ref(&ordinary));
+    site.run(&["raise", &file]).await;
+    sink.wait_for(1, Duration::from_secs(30))
+        .await
+        .expect("the ordinary event is delivered");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let delivered: Vec<Value> = sink
+        .requests()
+        .iter()
+        .map(|r| r.json().expect("JSON"))
+        .collect();
+    assert_eq!(delivered, vec![ordinary], "no inbound event went back out");
     hub.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_crash_or_a_failing_observer_the_same_messages_come_again_and_none_is_skipped() {
-    let (hub, _target) = hub_with_inbound().await;
+    let sink = HttpSink::start().await.expect("sink");
+    let hub = hub_with_inbound(&sink).await;
     let mut site = Site::install(&hub).await;
     for n in 1..=3 {
         send_inbound(&hub, &json!({"n": n}).to_string(), "application/json").await;
@@ -271,7 +297,8 @@ async fn after_a_crash_or_a_failing_observer_the_same_messages_come_again_and_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_is_said_clearly_and_raises_nothing_until_fixed() {
-    let (hub, _target) = hub_with_inbound().await;
+    let sink = HttpSink::start().await.expect("sink");
+    let hub = hub_with_inbound(&sink).await;
     let mut site = Site::install(&hub).await;
     send_inbound(&hub, r#"{"waits": true}"#, "application/json").await;
 

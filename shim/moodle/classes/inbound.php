@@ -160,7 +160,8 @@ final class inbound {
         return match (true) {
             $status === 0 => "the hub did not answer at {$apiurl}: {$words}",
             $status === 200 => "the hub's answer is not the JSON expected: {$words}",
-            $status === 401 => "the hub refused the API token (HTTP 401): {$words} — check the Hub API token in the plugin settings",
+            $status === 401 => "the hub refused the API token (HTTP 401): {$words} — "
+                . 'check the Hub API token in the plugin settings',
             $status === 403 => "the hub does not let the API token read inbound messages (HTTP 403): {$words} — "
                 . 'give the token the operator role',
             $status === 404 => "the hub answered HTTP 404 at {$apiurl}: {$words} — check the Hub API URL and the source id",

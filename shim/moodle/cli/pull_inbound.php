@@ -47,7 +47,8 @@ Exit status: 0 when every message was raised and acknowledged, 1 when the pass s
 
 $config = \local_mih\config::load();
 if (!$config->receive) {
-    cli_problem('Receiving inbound messages is switched off (setting "' . get_string('inbound', 'local_mih') . '"); nothing pulled.');
+    cli_problem('Receiving inbound messages is switched off (setting "' . get_string('inbound', 'local_mih')
+        . '"); nothing pulled.');
     exit(1);
 }
 // The scheduled task's own lock: a pass running alongside it would raise the same messages twice.

@@ -52,7 +52,9 @@ class pull_inbound extends \core\task\scheduled_task {
             return;
         }
         $report = (new inbound($config))->pull(time() + self::BUDGET, inbound::WAIT);
-        $acknowledged = $report->acknowledged === null ? 'nothing acknowledged' : "acknowledged up to cursor {$report->acknowledged}";
+        $acknowledged = $report->acknowledged === null
+            ? 'nothing acknowledged'
+            : "acknowledged up to cursor {$report->acknowledged}";
         mtrace("local_mih: raised {$report->raised} inbound messages from {$report->pulls} pulls; {$acknowledged}.");
         if ($report->stopped !== null) {
             mtrace('local_mih: stopped: ' . $report->stopped);

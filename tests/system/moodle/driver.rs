@@ -1,5 +1,6 @@
 //! A Moodle site on the stand-in: its database, the plugin's settings, and `driver.php` runs.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -22,6 +23,8 @@ pub struct Site {
     _db: TestDatabase,
     dsn: String,
     settings: Map<String, Value>,
+    /// Stand-in hooks (`MIH_STANDIN_…` variables) for the following runs.
+    env: BTreeMap<String, String>,
     dir: PathBuf,
 }
 
@@ -49,6 +52,7 @@ impl Site {
             _db: db,
             dsn,
             settings,
+            env: BTreeMap::new(),
             dir,
         };
         site.run_raw(&["install"]).await;
@@ -58,6 +62,32 @@ impl Site {
     /// Changes a setting of the plugin for the following runs.
     pub fn set(&mut self, name: &str, value: impl Into<Value>) {
         self.settings.insert(name.to_owned(), value.into());
+    }
+
+    /// Sets (or with `None` removes) a variable of the stand-in for the following runs, e.g.
+    /// `MIH_STANDIN_CRASH_AFTER` (`shim/tests/standin/recorder.php`).
+    pub fn set_env(&mut self, name: &str, value: Option<&str>) {
+        match value {
+            Some(value) => self.env.insert(name.to_owned(), value.to_owned()),
+            None => self.env.remove(name),
+        };
+    }
+
+    /// Every `\local_mih\event\webhook_received` raised so far, as the stand-in's observer
+    /// received it (`get_data()`), in order.
+    pub fn raised(&self) -> Vec<Value> {
+        match std::fs::read_to_string(self.event_log()) {
+            Ok(text) => text
+                .lines()
+                .map(|line| serde_json::from_str(line).expect("a recorded event"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => panic!("cannot read the recorded events: {e}"),
+        }
+    }
+
+    fn event_log(&self) -> PathBuf {
+        self.dir.join("raised.jsonl")
     }
 
     /// Writes events as a JSON-lines file for `raise`, answering its path.
@@ -82,11 +112,7 @@ impl Site {
 
     /// Runs a driver command; panics when it exits unsuccessfully.
     pub async fn run_raw(&self, args: &[&str]) -> Output {
-        let output = self
-            .command(args)
-            .output()
-            .await
-            .unwrap_or_else(|e| panic!("cannot run php ({e}); scripts/dev-deps installs it"));
+        let output = self.run_any(args).await;
         assert!(
             output.status.success(),
             "driver {args:?} failed ({}):\n{}\n{}",
@@ -95,6 +121,14 @@ impl Site {
             String::from_utf8_lossy(&output.stderr)
         );
         output
+    }
+
+    /// Runs a driver command, however it ends.
+    pub async fn run_any(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("cannot run php ({e}); scripts/dev-deps installs it"))
     }
 
     /// The command for a driver run, to start several at once.
@@ -108,6 +142,8 @@ impl Site {
                 "MIH_STANDIN_CONFIG",
                 Value::Object(self.settings.clone()).to_string(),
             )
+            .env("MIH_STANDIN_EVENT_LOG", self.event_log())
+            .envs(&self.env)
             .kill_on_drop(true);
         command
     }

@@ -6,5 +6,6 @@
 mod driver;
 mod events;
 mod facade;
+mod inbound;
 mod php;
 mod real;

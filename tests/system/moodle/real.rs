@@ -1,6 +1,7 @@
 //! The plugin in a real Moodle 4.4 (installed by `scripts/moodle-dev` into `.tools/moodle`):
 //! installed and configured with Moodle's own tools, events raised through Moodle's own APIs
-//! arrive at the sink once, a rolled-back one never, and the facade answers. Skipped, saying
+//! arrive at the sink once, a rolled-back one never, the facade answers, and a message from a
+//! service is raised by the scheduled task into Moodle's log. Skipped, saying
 //! so, where no such Moodle is installed (CI cannot fetch one).
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use mih_testkit::sign::TEST_SECRET;
 
 use super::driver::shim_dir;
 use super::events::{by_key, hub_to};
+use super::inbound::{add_inbound_service, send_inbound};
 use crate::harness::ADMIN_TOKEN;
 
 fn moodle_root() -> PathBuf {
@@ -198,10 +200,52 @@ async fn in_a_real_moodle_events_from_moodle_apis_arrive_once() {
     let called = php(&[&site, &moodle, "facade", "lms", "/ping"], &www).await;
     assert_eq!(called["success"], true, "{called}");
 
+    // A message from a service, raised in this Moodle by the scheduled task as cron runs it,
+    // and kept by Moodle's standard log with its other.
+    add_inbound_service(&hub).await;
+    send_inbound(&hub, r#"{"paid": true}"#, "application/json").await;
+    let logged = |log: &Value| log.as_array().cloned().unwrap_or_default();
+    let before = logged(&php(&[&site, &moodle, "inbound-log"], &www).await).len();
+    let task = php_text(
+        &[
+            "admin/cli/scheduled_task.php",
+            "--execute=\\local_mih\\task\\pull_inbound",
+        ],
+        &www,
+    )
+    .await;
+    assert!(
+        task.contains("local_mih: raised 1 inbound messages"),
+        "{task}"
+    );
+    let log = logged(&php(&[&site, &moodle, "inbound-log"], &www).await);
+    assert_eq!(log.len(), before + 1, "{log:?}");
+    let event = &log[before];
+    assert_eq!(
+        (&event["crud"], &event["name"]),
+        (&json!("c"), &json!("Message received from the hub")),
+        "{event}"
+    );
+    assert_eq!(
+        (
+            &event["other"]["servicename"],
+            &event["other"]["source"],
+            &event["other"]["payload"]
+        ),
+        (&json!("crm"), &json!("webhook"), &json!({"paid": true})),
+        "{event}"
+    );
+    let pulled = php_text(&["local/mih/cli/pull_inbound.php"], &www).await;
+    assert!(
+        pulled.starts_with("raised 0 events"),
+        "acknowledged: {pulled}"
+    );
+
     // The administrator's pages, served by PHP's web server and used as a browser would.
     let mut web = MoodleWeb::start(&www).await;
     let settings = web.get("/admin/settings.php?section=local_mih").await;
     for shown in [
+        "Receive inbound messages",
         "Hub ingest URL",
         "Signing secret",
         "Events never forwarded",

@@ -45,9 +45,7 @@ const PERSISTENT: u8 = 2;
 
 pub struct AmqpTarget {
     service: String,
-    /// Credentials included; deliberately not `Debug`. Boxed, like the link, to keep
-    /// `Target`'s variants of similar size.
-    uri: Box<AMQPUri>,
+    broker: Broker,
     exchange: String,
     routing_key: String,
     queue_declare: Option<String>,
@@ -55,7 +53,6 @@ pub struct AmqpTarget {
     /// The service's static headers.
     headers: FieldTable,
     signer: Option<standardwebhooks::Webhook>,
-    guard: Arc<SsrfGuard>,
     state: Mutex<State>,
 }
 
@@ -63,7 +60,7 @@ impl std::fmt::Debug for AmqpTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AmqpTarget")
             .field("service", &self.service)
-            .field("endpoint", &self.endpoint())
+            .field("endpoint", &self.broker.endpoint())
             .finish_non_exhaustive()
     }
 }
@@ -95,12 +92,7 @@ struct Lease {
 #[derive(Debug, thiserror::Error)]
 enum DeliveryError {
     #[error(transparent)]
-    Guard(#[from] SsrfError),
-    #[error("cannot connect to {endpoint}: {}", describe(source))]
-    Connect {
-        endpoint: String,
-        source: lapin::Error,
-    },
+    Connect(#[from] ConnectError),
     #[error("cannot open a channel to {endpoint}: {}", describe(source))]
     Channel {
         endpoint: String,
@@ -146,7 +138,7 @@ enum DeliveryError {
 impl DeliveryError {
     fn verdict(&self) -> Verdict {
         match self {
-            DeliveryError::Guard(SsrfError::Refused { .. })
+            DeliveryError::Connect(ConnectError::Guard(SsrfError::Refused { .. }))
             | DeliveryError::TooLong { .. }
             | DeliveryError::Unroutable { .. } => Verdict::Permanent,
             DeliveryError::Publish(error) if refused_by_broker(error) => Verdict::Permanent,
@@ -161,7 +153,7 @@ impl DeliveryError {
 
 /// The broker's own words and reply code when it refused something (`NOT_FOUND - no exchange
 /// 'x' in vhost '/' (404)`), lapin's description otherwise.
-fn describe(error: &lapin::Error) -> String {
+pub(crate) fn describe(error: &lapin::Error) -> String {
     match error.kind() {
         ErrorKind::ProtocolError(amqp) => format!("{} ({})", amqp.get_message(), amqp.get_id()),
         _ => error.to_string(),
@@ -192,14 +184,13 @@ impl AmqpTarget {
     ) -> Result<Self, TargetError> {
         Ok(AmqpTarget {
             service: service.name.to_string(),
-            uri: Box::new(uri(amqp, env)?),
+            broker: Broker::new(amqp, env, Duration::from_millis(service.timeout_ms))?,
             exchange: amqp.exchange.clone(),
             routing_key: amqp.routing_key.clone(),
             queue_declare: amqp.queue_declare.clone().filter(|q| !q.is_empty()),
             timeout: Duration::from_millis(service.timeout_ms),
             headers: static_headers(service)?,
             signer: signer(service, env)?,
-            guard: Arc::clone(&env.guard),
             state: Mutex::new(State::default()),
         })
     }
@@ -292,7 +283,7 @@ impl AmqpTarget {
         state: &mut State,
         deadline: tokio::time::Instant,
     ) -> Result<Link, DeliveryError> {
-        state.reconnect.check(&self.endpoint())?;
+        state.reconnect.check(&self.broker.endpoint())?;
         let opened = tokio::time::timeout_at(deadline, self.open_link())
             .await
             .unwrap_or_else(|_| Err(self.timed_out("connecting to the broker")));
@@ -331,56 +322,21 @@ impl AmqpTarget {
     /// A connection and its first channel, on which the queue to declare (if any) is declared:
     /// once per connection, before the first publish.
     async fn open_link(&self) -> Result<(Connection, Channel), DeliveryError> {
-        let host = &self.uri.authority.host;
-        let addrs = self.guard.resolve(host, self.uri.authority.port).await?;
         let connection = self
-            .connect(addrs)
-            .await
-            .map_err(|source| DeliveryError::Connect {
-                endpoint: self.endpoint(),
-                source,
-            })?;
+            .broker
+            .connect(format!("mih-dispatcher {}", self.service))
+            .await?;
         let channel = self.open_channel(&connection).await?;
         if let Some(queue) = &self.queue_declare {
             declare(&channel, queue).await?;
         }
-        tracing::debug!(service = %self.service, endpoint = %self.endpoint(), "AMQP connection open");
+        tracing::debug!(service = %self.service, endpoint = %self.broker.endpoint(), "AMQP connection open");
         Ok((connection, channel))
-    }
-
-    /// Connects to the addresses the guard approved, never to a second resolution of the name
-    /// (which could answer differently); TLS still verifies the certificate against the name.
-    async fn connect(&self, addrs: Vec<SocketAddr>) -> lapin::Result<Connection> {
-        let runtime = lapin::runtime::default_runtime()?;
-        let timeout = self.timeout;
-        let properties = ConnectionProperties::default()
-            .with_connection_name(format!("mih-dispatcher {}", self.service).into());
-        Connection::connector(
-            AMQPUri::clone(&self.uri),
-            runtime,
-            async move |uri: AMQPUri, runtime| {
-                let tcp =
-                    tokio::time::timeout(timeout, AsyncTcpStream::connect(&runtime, addrs.clone()))
-                        .await
-                        .map_err(|_| {
-                            io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out")
-                        })??;
-                Ok(match uri.scheme {
-                    AMQPScheme::AMQP => tcp,
-                    AMQPScheme::AMQPS => {
-                        tcp.into_tls(&uri.authority.host, TLSConfig::default())
-                            .await?
-                    }
-                })
-            },
-            properties,
-        )
-        .await
     }
 
     async fn open_channel(&self, connection: &Connection) -> Result<Channel, DeliveryError> {
         let failed = |source| DeliveryError::Channel {
-            endpoint: self.endpoint(),
+            endpoint: self.broker.endpoint(),
             source,
         };
         let channel = connection.create_channel().await.map_err(failed)?;
@@ -389,19 +345,6 @@ impl AmqpTarget {
             .await
             .map_err(failed)?;
         Ok(channel)
-    }
-
-    /// Where the service's broker is, for messages: no password.
-    fn endpoint(&self) -> String {
-        let AMQPAuthority {
-            userinfo,
-            host,
-            port,
-        } = &self.uri.authority;
-        format!(
-            "{}://{}@{host}:{port} (vhost `{}`)",
-            self.uri.scheme, userinfo.username, self.uri.vhost
-        )
     }
 
     /// The request's exchange and routing key, else the service's. With neither routing key and
@@ -561,6 +504,106 @@ impl Reconnect {
         let wait = ceiling.mul_f64(rand::random_range(0.5..=1.0));
         self.not_before = Some(Instant::now() + wait);
         self.last = error.to_string();
+    }
+}
+
+/// A service's broker and how to reach it — its URI with the password opened from the
+/// keyring, TLS, the SSRF guard — shared by the delivering [`AmqpTarget`] and the consumer of
+/// the service's response queue (`crate::inbound`), so both connect the same way.
+pub(crate) struct Broker {
+    /// Credentials included; deliberately not `Debug`. Boxed to keep `Target`'s variants of
+    /// similar size.
+    uri: Box<AMQPUri>,
+    guard: Arc<SsrfGuard>,
+    /// Bounds the TCP connect; callers bound the whole handshake.
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Broker").field(&self.endpoint()).finish()
+    }
+}
+
+/// Why a connection to a broker could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error(transparent)]
+    Guard(#[from] SsrfError),
+    #[error("cannot connect to {endpoint}: {}", describe(source))]
+    Connect {
+        endpoint: String,
+        source: lapin::Error,
+    },
+}
+
+impl Broker {
+    pub(crate) fn new(
+        amqp: &AmqpTransport,
+        env: &TransportEnv,
+        connect_timeout: Duration,
+    ) -> Result<Self, TargetError> {
+        Ok(Broker {
+            uri: Box::new(uri(amqp, env)?),
+            guard: Arc::clone(&env.guard),
+            connect_timeout,
+        })
+    }
+
+    /// Where the broker is, for messages: no password.
+    pub(crate) fn endpoint(&self) -> String {
+        let AMQPAuthority {
+            userinfo,
+            host,
+            port,
+        } = &self.uri.authority;
+        format!(
+            "{}://{}@{host}:{port} (vhost `{}`)",
+            self.uri.scheme, userinfo.username, self.uri.vhost
+        )
+    }
+
+    /// Opens a connection named `name` (shown by `rabbitmqctl list_connections`) to the
+    /// addresses the guard approved, never to a second resolution of the name (which could
+    /// answer differently); TLS still verifies the certificate against the name.
+    pub(crate) async fn connect(&self, name: String) -> Result<Connection, ConnectError> {
+        let addrs = self
+            .guard
+            .resolve(&self.uri.authority.host, self.uri.authority.port)
+            .await?;
+        self.open(addrs, name)
+            .await
+            .map_err(|source| ConnectError::Connect {
+                endpoint: self.endpoint(),
+                source,
+            })
+    }
+
+    async fn open(&self, addrs: Vec<SocketAddr>, name: String) -> lapin::Result<Connection> {
+        let runtime = lapin::runtime::default_runtime()?;
+        let timeout = self.connect_timeout;
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        Connection::connector(
+            AMQPUri::clone(&self.uri),
+            runtime,
+            async move |uri: AMQPUri, runtime| {
+                let tcp =
+                    tokio::time::timeout(timeout, AsyncTcpStream::connect(&runtime, addrs.clone()))
+                        .await
+                        .map_err(|_| {
+                            io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out")
+                        })??;
+                Ok(match uri.scheme {
+                    AMQPScheme::AMQP => tcp,
+                    AMQPScheme::AMQPS => {
+                        tcp.into_tls(&uri.authority.host, TLSConfig::default())
+                            .await?
+                    }
+                })
+            },
+            properties,
+        )
+        .await
     }
 }
 

@@ -217,6 +217,12 @@ pub struct DispatcherConfig {
     /// Most bytes of a target's response body a facade call returns; a longer one is cut and
     /// flagged `body_truncated`.
     pub facade_max_body_bytes: usize,
+    /// Messages RabbitMQ hands a response-queue consumer ahead of its acknowledgements (the
+    /// channel's QoS prefetch), per service and replica.
+    pub reply_prefetch: u16,
+    /// Largest body of a message on a response queue; a larger one is parked on
+    /// `<ns>.inbound-parked.<service>` instead of stored.
+    pub reply_max_bytes: usize,
 }
 
 /// How long the PostgreSQL projections keep rows. A zero age or row count means unlimited.

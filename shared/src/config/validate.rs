@@ -134,6 +134,18 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
             "must be between 1024 and 67108864 bytes".into(),
         );
     }
+    if config.dispatcher.reply_prefetch == 0 {
+        problem(
+            "dispatcher.reply_prefetch",
+            "must be between 1 and 65535".into(),
+        );
+    }
+    if !(1..=64 * 1024 * 1024).contains(&config.dispatcher.reply_max_bytes) {
+        problem(
+            "dispatcher.reply_max_bytes",
+            "must be between 1 and 67108864 bytes".into(),
+        );
+    }
     if config.database.max_connections == 0 {
         problem("database.max_connections", "must be at least 1".into());
     }

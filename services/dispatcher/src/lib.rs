@@ -1,11 +1,13 @@
 //! dispatcher: delivers jobs over REST, AMQP and SOAP. One worker per enabled service (its own
 //! consumer, concurrency and rate limits, so a slow or dead service never delays another),
 //! retries by delayed redelivery, a circuit breaker per service shared by every replica, an
-//! Outcome for every attempt and a DeadLetter for every job given up on.
+//! Outcome for every attempt and a DeadLetter for every job given up on. It also consumes the
+//! AMQP services' response queues into `<NS>_INBOUND` (`inbound`).
 
 mod breaker;
 mod facade;
 mod fleet;
+mod inbound;
 mod metrics;
 mod record;
 mod redact;
@@ -37,6 +39,19 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         keyring: Arc::new(keyring),
         guard: Arc::new(SsrfGuard::new(settings.allow_networks.clone())),
     };
+    let max_payload = ctx.nats.server_info().max_payload;
+    if settings.reply_max_bytes.saturating_mul(2) + inbound::HEADER_ROOM > max_payload {
+        // Twice: a text body is stored as a JSON string, where escaping can double it.
+        return Err(RunError::Setting {
+            setting: "dispatcher.reply_max_bytes (MIH_DISPATCHER_REPLY_MAX_BYTES)",
+            problem: format!(
+                "twice {} does not fit the NATS server's max_payload ({max_payload}); lower \
+                 the setting or raise max_payload on the server",
+                settings.reply_max_bytes
+            )
+            .into(),
+        });
+    }
     let circuits = CircuitStore::open(&ctx.jetstream, &ctx.names.circuits_bucket())
         .await
         .map_err(|e| RunError::Open {
@@ -60,6 +75,20 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         what: format!("the live configuration ({})", ctx.names.config_bucket()),
         cause: e.into(),
     })?;
+    let replies = inbound::Replies::new(
+        env.clone(),
+        inbound::Store {
+            nats: ctx.nats.clone(),
+            js: ctx.jetstream.clone(),
+            names: ctx.names.clone(),
+            max_payload,
+            send_timeout: ctx.config.nats.request_timeout,
+        },
+        inbound::ReplySettings {
+            prefetch: settings.reply_prefetch,
+            max_bytes: settings.reply_max_bytes,
+        },
+    );
     let fleet = Fleet::new(
         ctx.jetstream.clone(),
         ctx.nats.clone(),
@@ -87,8 +116,12 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         limits,
         shutdown.clone(),
     ));
+    let replies = tokio::spawn(replies.follow(snapshot.clone(), shutdown.clone()));
     ctx.readiness.mark_started();
     fleet.follow(snapshot, shutdown).await;
+    if let Err(error) = replies.await {
+        tracing::warn!(%error, "reply consumers ended abnormally");
+    }
     if let Err(error) = facade.await {
         tracing::warn!(%error, "facade responder ended abnormally");
     }

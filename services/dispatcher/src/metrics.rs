@@ -9,6 +9,8 @@ pub(crate) const CIRCUIT_STATE: &str = "mih_dispatcher_circuit_state";
 pub(crate) const CIRCUIT_TRANSITIONS: &str = "mih_dispatcher_circuit_transitions_total";
 pub(crate) const HELD: &str = "mih_dispatcher_jobs_held";
 pub(crate) const PROBES_FAILED: &str = "mih_dispatcher_probes_failed_total";
+pub(crate) const REPLIES: &str = "mih_dispatcher_replies_total";
+pub(crate) const REPLY_CONSUMERS: &str = "mih_dispatcher_reply_consumers";
 
 pub(crate) fn describe() {
     describe_counter!(
@@ -44,5 +46,18 @@ pub(crate) fn describe() {
         Unit::Count,
         "Half-open probes that failed because the service is still down, by service; they do \
          not count against the probe job's retries"
+    );
+    describe_counter!(
+        REPLIES,
+        Unit::Count,
+        "Messages taken from AMQP response queues, by service and result: stored (in \
+         <NS>_INBOUND), duplicate (its message-id was stored already), parked (on \
+         <ns>.inbound-parked.<service>: too large, not text, broken JSON), unavailable \
+         (JetStream did not acknowledge; handed back to the queue)"
+    );
+    describe_gauge!(
+        REPLY_CONSUMERS,
+        "Response-queue consumers of this replica consuming now, by service: 1 consuming, 0 \
+         (re)connecting or waiting for the queue"
     );
 }

@@ -491,6 +491,25 @@ async fn inbound_settings_are_validated_and_never_open() {
         .await;
     assert_eq!(amqp.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(amqp.fields(), ["transport.response_queue"]);
+    // Replying only on its queue, a service needs no webhook credentials (its webhooks are
+    // refused, as for any service without them).
+    let replies_only = hub
+        .api()
+        .post(
+            "/api/v1/services",
+            &json!({"name": "queue", "transport": {"kind": "amqp", "host": "127.0.0.1",
+                    "routing_key": "out", "response_queue": "replies"},
+                    "inbound": {"source": "moodle"}}),
+        )
+        .await;
+    assert_eq!(
+        replies_only.status,
+        StatusCode::CREATED,
+        "{}",
+        replies_only.body
+    );
+    assert_eq!(replies_only.body["transport"]["response_queue"], "replies");
+    assert_eq!(replies_only.body["inbound"]["signing_secrets"], 0);
 
     // Disabled, it may have no credentials; updating keeps what is left out; null removes it.
     let created = hub

@@ -989,8 +989,14 @@ async fn a_service_takes_messages_back_to_moodle_through_the_form() {
         ("inbound.rate_limit_per_sec", "5"),
         ("inbound.burst", "10"),
     ];
-    // No secret and no token: there is no open mode, and the form says so.
-    let open = admin.post("/services/new", &base).await;
+    // No secret and no token, and no response queue to reply on instead: there is no open
+    // mode, and the form says so.
+    let without_queue: Vec<(&str, &str)> = base
+        .iter()
+        .copied()
+        .filter(|(name, _)| *name != "transport.response_queue")
+        .collect();
+    let open = admin.post("/services/new", &without_queue).await;
     assert_eq!(open.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(open.body.contains("no open mode"), "{}", open.body);
 

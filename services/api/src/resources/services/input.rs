@@ -538,12 +538,6 @@ fn inbound(
         Tri::Value(token) => vec![hash_token_hex(&token)],
     };
     let enabled = input.enabled.or(current.map(|c| c.enabled)).unwrap_or(true);
-    problems.check(
-        !enabled || !signing_secrets.is_empty() || !bearer_token_hashes.is_empty(),
-        "inbound",
-        "an enabled inbound endpoint needs a `signing_secret` or a `bearer_token`: there is no \
-         open mode",
-    );
     // Without a source a problem was recorded: the request is refused anyway.
     Ok(source.map(|source| LiveInbound {
         source,
@@ -762,15 +756,31 @@ pub(super) fn apply(
             &auth,
         )?,
     };
-    if let Transport::Amqp(AmqpTransport {
-        response_queue: Some(_),
-        ..
-    }) = &transport
-    {
+    let replies_by_queue = matches!(
+        &transport,
+        Transport::Amqp(AmqpTransport {
+            response_queue: Some(_),
+            ..
+        })
+    );
+    if replies_by_queue {
         problems.check(
             inbound.is_some(),
             "transport.response_queue",
             "needs `inbound` with the `source` (Moodle site) that receives the replies",
+        );
+    }
+    // Webhooks without credentials could never be accepted (there is no open mode), so an
+    // enabled endpoint needs one — unless the service only replies on its AMQP queue.
+    if let Some(inbound) = &inbound {
+        problems.check(
+            !inbound.enabled
+                || replies_by_queue
+                || !inbound.signing_secrets.is_empty()
+                || !inbound.bearer_token_hashes.is_empty(),
+            "inbound",
+            "an enabled inbound endpoint needs a `signing_secret` or a `bearer_token` (there is \
+             no open mode), unless the service only replies on its AMQP `transport.response_queue`",
         );
     }
     problems.into_result()?;

@@ -16,6 +16,7 @@ mod lifecycle;
 mod live_config;
 mod matcher;
 mod moodle;
+mod observability;
 mod outages;
 mod preview;
 mod process;

@@ -102,8 +102,16 @@ async fn snapshot(db: &PgPool) -> Value {
         .fetch_one(db)
         .await
         .expect("circuit changes");
+    let inbound: Vec<(String, i64, String, Option<String>, String, Option<String>)> =
+        sqlx::query_as(
+            "SELECT id::text, sequence, service, source, excerpt, parked_reason
+             FROM inbound_messages ORDER BY sequence",
+        )
+        .fetch_all(db)
+        .await
+        .expect("inbound log");
     json!({"deliveries": deliveries, "rollups": rollups, "periods": periods, "latency": latency,
-           "dead_letters": dead, "circuit_changes": circuits})
+           "dead_letters": dead, "circuit_changes": circuits, "inbound": inbound})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,6 +236,61 @@ async fn a_rebuild_after_dropping_the_projections_yields_the_same_rows_and_stats
     })
     .await
     .expect("the recorder wrote the replay's delivery");
+    // Inbound messages, as ingest stores one and the reply consumer parks one: the inbound log
+    // is a projection of INBOUND too.
+    let stored = mih_shared::messages::InboundMessage {
+        v: mih_shared::messages::Version,
+        id: mih_shared::messages::InboundId::new_v7(),
+        service: "ok".parse().expect("slug"),
+        source: "moodle".parse().expect("source"),
+        via: mih_shared::messages::InboundVia::Webhook,
+        received_at: Utc::now(),
+        content_type: Some("application/json".into()),
+        payload: json!({"grade": 42}),
+        external_id: Some("wh_1".into()),
+    };
+    let parked = mih_shared::messages::ParkedInbound {
+        v: mih_shared::messages::Version,
+        id: mih_shared::messages::InboundId::new_v7(),
+        service: "ok".parse().expect("slug"),
+        via: mih_shared::messages::InboundVia::Amqp,
+        received_at: Utc::now(),
+        reason: "the body is not UTF-8 text".into(),
+        size: 3,
+        excerpt: "\u{fffd}".into(),
+        external_id: None,
+    };
+    let names = hub.names();
+    for (subject, payload) in [
+        (
+            names.inbound_subject(&stored.source, &stored.service),
+            mih_shared::messages::encode(&stored).expect("json"),
+        ),
+        (
+            names.inbound_parked_subject(&parked.service),
+            mih_shared::messages::encode(&parked).expect("json"),
+        ),
+    ] {
+        hub.js
+            .publish(subject, payload)
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    mih_testkit::eventually(WAIT, || async {
+        let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM inbound_messages")
+            .fetch_one(&db)
+            .await
+            .map_err(|e| e.to_string())?;
+        if logged == 2 {
+            Ok(())
+        } else {
+            Err(format!("{logged} inbound messages logged"))
+        }
+    })
+    .await
+    .expect("the inbound log caught up");
     let window =
         |d: chrono::Duration| (Utc::now() + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let stats_query = format!(
@@ -263,6 +326,7 @@ async fn a_rebuild_after_dropping_the_projections_yields_the_same_rows_and_stats
         "latency",
         "dead_letters",
         "circuit_changes",
+        "inbound",
     ] {
         assert!(
             after[part] == before[part],

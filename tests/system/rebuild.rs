@@ -61,6 +61,9 @@ fn timeless(mut stats: Value) -> Value {
     stats
 }
 
+/// An inbound log row: id, sequence, service, source, excerpt, parked reason.
+type InboundRow = (String, i64, String, Option<String>, String, Option<String>);
+
 /// Everything the projections hold, in a comparable form.
 async fn snapshot(db: &PgPool) -> Value {
     let deliveries: Vec<(String, i32, String, i64)> = sqlx::query_as(
@@ -102,14 +105,13 @@ async fn snapshot(db: &PgPool) -> Value {
         .fetch_one(db)
         .await
         .expect("circuit changes");
-    let inbound: Vec<(String, i64, String, Option<String>, String, Option<String>)> =
-        sqlx::query_as(
-            "SELECT id::text, sequence, service, source, excerpt, parked_reason
+    let inbound: Vec<InboundRow> = sqlx::query_as(
+        "SELECT id::text, sequence, service, source, excerpt, parked_reason
              FROM inbound_messages ORDER BY sequence",
-        )
-        .fetch_all(db)
-        .await
-        .expect("inbound log");
+    )
+    .fetch_all(db)
+    .await
+    .expect("inbound log");
     json!({"deliveries": deliveries, "rollups": rollups, "periods": periods, "latency": latency,
            "dead_letters": dead, "circuit_changes": circuits, "inbound": inbound})
 }
@@ -238,22 +240,22 @@ async fn a_rebuild_after_dropping_the_projections_yields_the_same_rows_and_stats
     .expect("the recorder wrote the replay's delivery");
     // Inbound messages, as ingest stores one and the reply consumer parks one: the inbound log
     // is a projection of INBOUND too.
-    let stored = mih_shared::messages::InboundMessage {
-        v: mih_shared::messages::Version,
-        id: mih_shared::messages::InboundId::new_v7(),
+    let stored = messages::InboundMessage {
+        v: Version,
+        id: messages::InboundId::new_v7(),
         service: "ok".parse().expect("slug"),
         source: "moodle".parse().expect("source"),
-        via: mih_shared::messages::InboundVia::Webhook,
+        via: messages::InboundVia::Webhook,
         received_at: Utc::now(),
         content_type: Some("application/json".into()),
         payload: json!({"grade": 42}),
         external_id: Some("wh_1".into()),
     };
-    let parked = mih_shared::messages::ParkedInbound {
-        v: mih_shared::messages::Version,
-        id: mih_shared::messages::InboundId::new_v7(),
+    let parked = messages::ParkedInbound {
+        v: Version,
+        id: messages::InboundId::new_v7(),
         service: "ok".parse().expect("slug"),
-        via: mih_shared::messages::InboundVia::Amqp,
+        via: messages::InboundVia::Amqp,
         received_at: Utc::now(),
         reason: "the body is not UTF-8 text".into(),
         size: 3,
@@ -264,11 +266,11 @@ async fn a_rebuild_after_dropping_the_projections_yields_the_same_rows_and_stats
     for (subject, payload) in [
         (
             names.inbound_subject(&stored.source, &stored.service),
-            mih_shared::messages::encode(&stored).expect("json"),
+            messages::encode(&stored).expect("json"),
         ),
         (
             names.inbound_parked_subject(&parked.service),
-            mih_shared::messages::encode(&parked).expect("json"),
+            messages::encode(&parked).expect("json"),
         ),
     ] {
         hub.js

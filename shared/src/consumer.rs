@@ -154,6 +154,37 @@ pub trait BatchHandler: Send + Sync + 'static {
 
 /// Runs `handler` on the consumer's messages until `shutdown`; returns once the messages being
 /// handled are settled.
+/// Opens (creates or updates) the durable pull consumer `config` on `stream`, trying again
+/// every `retry` while NATS or the stream is not there yet; `None` on shutdown.
+pub async fn open_durable(
+    js: &jetstream::Context,
+    stream: &str,
+    config: jetstream::consumer::pull::Config,
+    retry: Duration,
+    shutdown: &Shutdown,
+) -> Option<PullConsumer> {
+    let name = config.durable_name.clone().unwrap_or_default();
+    loop {
+        let created = match js.get_stream(stream).await {
+            Ok(stream) => stream
+                .create_consumer(config.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match created {
+            Ok(consumer) => return Some(consumer),
+            Err(error) => {
+                tracing::warn!(%error, consumer = %name, "cannot open the consumer yet; retrying");
+                tokio::select! {
+                    () = shutdown.triggered() => return None,
+                    () = tokio::time::sleep(retry) => {}
+                }
+            }
+        }
+    }
+}
+
 pub async fn run<H: Handler>(
     consumer: PullConsumer,
     settings: Settings,

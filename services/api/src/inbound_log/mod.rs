@@ -50,24 +50,16 @@ pub async fn run(state: AppState, shutdown: Shutdown) {
         Unit::Count,
         "Inbound messages taken into the inbound log, by result: recorded, duplicate"
     );
-    let consumer = loop {
-        let created = match state.js.get_stream(state.names.inbound_stream()).await {
-            Ok(stream) => stream
-                .create_consumer(consumer_config())
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match created {
-            Ok(consumer) => break consumer,
-            Err(error) => {
-                tracing::warn!(%error, "cannot open the {CONSUMER} consumer yet; retrying");
-                tokio::select! {
-                    () = shutdown.triggered() => return,
-                    () = tokio::time::sleep(RETRY_OPEN) => {}
-                }
-            }
-        }
+    let Some(consumer) = mih_shared::consumer::open_durable(
+        &state.js,
+        &state.names.inbound_stream(),
+        consumer_config(),
+        RETRY_OPEN,
+        &shutdown,
+    )
+    .await
+    else {
+        return;
     };
     let park = DeadLetters::Park {
         db: state.db.clone(),

@@ -26,19 +26,26 @@ pub struct Entry {
     pub parked_reason: Option<String>,
 }
 
-/// A logged message with where it stands.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A logged message with where it stands, as the API shows it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct Logged {
+    /// The Moodle event's `messageid`.
     pub id: Uuid,
+    /// Its position in the site's inbound messages (its stream sequence).
+    #[serde(rename = "cursor")]
     pub sequence: i64,
     pub service: String,
+    /// The Moodle site it is for (none when parked).
     pub source: Option<String>,
+    /// `webhook` or `amqp`.
     pub via: String,
     pub received_at: DateTime<Utc>,
     pub content_type: Option<String>,
     pub size_bytes: i32,
+    /// The start of the payload as text.
     pub excerpt: String,
     pub external_id: Option<String>,
+    /// Why it was parked.
     pub parked_reason: Option<String>,
     /// `pending` (waiting for its site to pull and acknowledge it), `delivered` (its site
     /// acknowledged it) or `parked`.

@@ -159,23 +159,16 @@ async fn outcomes(state: AppState, shutdown: Shutdown) {
     let parallel = usize::try_from(state.db.options().get_max_connections() / 2)
         .unwrap_or(1)
         .clamp(1, MAX_PARALLEL_BATCHES);
-    let consumer = loop {
-        let created = match state.js.get_stream(state.names.results_stream()).await {
-            Ok(stream) => stream
-                .create_consumer(consumer_config(&state.names, parallel))
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match created {
-            Ok(consumer) => break consumer,
-            Err(error) => {
-                tracing::warn!(%error, "cannot open the {CONSUMER} consumer yet; retrying");
-                if !pause(&shutdown, RESUBSCRIBE_DELAY).await {
-                    return;
-                }
-            }
-        }
+    let Some(consumer) = consumer::open_durable(
+        &state.js,
+        &state.names.results_stream(),
+        consumer_config(&state.names, parallel),
+        RESUBSCRIBE_DELAY,
+        &shutdown,
+    )
+    .await
+    else {
+        return;
     };
     let settings = Settings::new(
         CONSUMER,

@@ -363,6 +363,8 @@ pub(crate) async fn stats(state: &AppState, query: StatsQuery) -> ApiResult<Stat
     let mut buckets: BTreeMap<DateTime<Utc>, Acc> = BTreeMap::new();
 
     let width_s = periods::width_for(seconds);
+    // Both queries of each pair take the same six parameters; the minutes' ones only check
+    // that `$6` (the period width) is absent, which it is whenever they are chosen.
     let rows: Vec<RollupRow> = sqlx::query_as(match width_s {
         None => concat!(
             "SELECT ",

@@ -52,6 +52,31 @@ impl Violation {
     }
 }
 
+/// chromedriver on a free port, tried three times: the port chosen can be taken by another
+/// test before chromedriver binds it, and then it never answers.
+async fn start_driver() -> anyhow::Result<(Child, String)> {
+    let mut last = None;
+    for _ in 0..3 {
+        let port = free_port()?;
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting chromedriver")?;
+        let url = format!("http://127.0.0.1:{port}");
+        match wait_until_ok(&format!("{url}/status"), Duration::from_secs(15)).await {
+            Ok(()) => return Ok((driver, url)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(anyhow!(
+        "chromedriver did not start in three tries: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
 impl Browser {
     /// A 1366×768 headless Chromium speaking English.
     pub async fn start() -> anyhow::Result<Browser> {
@@ -67,18 +92,7 @@ impl Browser {
                 );
             }
         }
-        let port = free_port()?;
-        let driver = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting chromedriver")?;
-        let url = format!("http://127.0.0.1:{port}");
-        wait_until_ok(&format!("{url}/status"), Duration::from_secs(20))
-            .await
-            .map_err(|e| anyhow!("chromedriver did not start: {e}"))?;
+        let (driver, url) = start_driver().await?;
         let profile = tempfile::tempdir()?;
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(

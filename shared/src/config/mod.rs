@@ -101,7 +101,9 @@ pub struct NatsConfig {
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    pub replicas: usize,
+    /// Moved to `streams.replicas`; kept only to tell whoever still sets it where it went.
+    #[serde(default, skip_serializing)]
+    pub replicas: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +118,7 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamsConfig {
+    pub replicas: usize,
     #[serde(with = "humantime_serde")]
     pub events_max_age: Duration,
     #[serde(with = "humantime_serde")]

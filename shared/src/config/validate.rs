@@ -96,8 +96,16 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
             "must be -1 (unlimited) or a positive size in bytes".into(),
         );
     }
-    if !(1..=5).contains(&config.nats.replicas) {
-        problem("nats.replicas", "must be between 1 and 5".into());
+    // JetStream's own limit: an odd count up to 5 is what a Raft group sensibly has, but R2
+    // and R4 are legal too.
+    if !(1..=5).contains(&config.streams.replicas) {
+        problem("streams.replicas", "must be between 1 and 5".into());
+    }
+    if config.nats.replicas.is_some() {
+        problem(
+            "nats.replicas",
+            "moved to streams.replicas (MIH_STREAMS_REPLICAS); set it there".into(),
+        );
     }
     if config.nats.password.is_some() && config.nats.user.is_none() {
         problem("nats.user", "must be set when nats.password is".into());
@@ -225,7 +233,8 @@ mod tests {
             problems("[nats]\nconnect_timeout = \"0s\"\n"),
             ["nats.connect_timeout"]
         );
-        assert_eq!(problems("[nats]\nreplicas = 7\n"), ["nats.replicas"]);
+        assert_eq!(problems("[streams]\nreplicas = 7\n"), ["streams.replicas"]);
+        assert_eq!(problems("[nats]\nreplicas = 3\n"), ["nats.replicas"]);
         assert_eq!(
             problems("[streams]\nevents_max_age = \"1m\"\nduplicate_window = \"2m\"\n"),
             ["streams.duplicate_window"]

@@ -124,7 +124,7 @@ pub async fn connect_nats(
     let url = config.url.redacted();
     let client = loop {
         let options = nats_options(config, client_name).await?;
-        match options.connect(config.url.expose()).await {
+        match options.connect(server_list(config.url.expose())).await {
             Ok(client) => break client,
             Err(error) => {
                 let waited = started.elapsed();
@@ -153,6 +153,15 @@ pub async fn connect_nats(
     }
     tracing::info!(%url, version = %info.version, "nats ready");
     Ok(client)
+}
+
+/// `nats.url` may name several servers of a cluster, comma-separated: the client starts with
+/// whichever answers and learns the rest of the cluster from it.
+fn server_list(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|one| !one.is_empty())
+        .collect()
 }
 
 /// Whether a `major.minor.patch[-suffix]` nats-server version is at least [`MIN_NATS_VERSION`].

@@ -3,8 +3,11 @@
 //! Every service ensures what it touches at start (create, or update to the declared config),
 //! so any service can start first and a changed retention setting takes effect on restart.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use async_nats::jetstream::context::{
+    CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
+};
 use async_nats::jetstream::{self, kv, stream};
 
 use crate::config::Config;
@@ -61,13 +64,15 @@ pub enum TopologyError {
     #[error("cannot create or update stream `{name}`: {cause}")]
     Stream {
         name: String,
-        cause: jetstream::context::CreateStreamError,
+        cause: CreateStreamError,
     },
     #[error("cannot create or update KV bucket `{bucket}`: {cause}")]
     Kv {
         bucket: String,
-        cause: jetstream::context::CreateKeyValueError,
+        cause: CreateKeyValueError,
     },
+    #[error("stream `{name}` was created but cannot be read yet: {cause}")]
+    NotReadable { name: String, cause: String },
 }
 
 /// The declared configuration of every stream and bucket of one hub.
@@ -83,6 +88,8 @@ pub struct Topology {
     inbound_max_age: Duration,
     inbound_duplicate_window: Duration,
     dedup_horizon: Duration,
+    /// How long `ensure` keeps retrying what a busy or electing cluster did not answer.
+    patience: Duration,
 }
 
 /// Revisions kept per key in the config and circuits buckets, for debugging and watchers.
@@ -96,7 +103,7 @@ impl Topology {
     pub fn new(names: Names, config: &Config) -> Self {
         Self {
             names,
-            replicas: config.nats.replicas,
+            replicas: config.streams.replicas,
             max_bytes: config.streams.max_bytes,
             events_max_age: config.streams.events_max_age,
             duplicate_window: config.streams.duplicate_window,
@@ -105,6 +112,7 @@ impl Topology {
             inbound_max_age: config.streams.inbound_max_age,
             inbound_duplicate_window: config.streams.inbound_duplicate_window,
             dedup_horizon: config.matcher.dedup_horizon,
+            patience: config.nats.connect_timeout,
         }
     }
 
@@ -222,26 +230,118 @@ impl Topology {
         }
     }
 
-    /// Creates or updates each resource to its declared configuration.
+    /// Creates or updates each resource to its declared configuration. On a cluster a create
+    /// is a Raft proposal that can time out while a leader is elected or while several
+    /// services start at once; such answers are retried for `nats.connect_timeout`, a refusal
+    /// of the configuration is not.
     pub async fn ensure(
         &self,
         js: &jetstream::Context,
         resources: &[Resource],
     ) -> Result<(), TopologyError> {
         for &resource in resources {
-            if let Some(config) = self.stream_config(resource) {
-                let name = config.name.clone();
-                js.create_or_update_stream(config)
-                    .await
-                    .map_err(|cause| TopologyError::Stream { name, cause })?;
-            } else if let Some(config) = self.kv_config(resource) {
-                let bucket = config.bucket.clone();
-                js.create_or_update_key_value(config)
-                    .await
-                    .map_err(|cause| TopologyError::Kv { bucket, cause })?;
+            let started = Instant::now();
+            let mut delay = Duration::from_millis(200);
+            loop {
+                let error = match self.ensure_one(js, resource).await {
+                    Ok(()) => break,
+                    Err(error) => error,
+                };
+                if !error.is_transient() || started.elapsed() + delay > self.patience {
+                    return Err(error);
+                }
+                tracing::warn!(error = %error, retry_in = ?delay, "JetStream did not answer; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
         Ok(())
+    }
+
+    async fn ensure_one(
+        &self,
+        js: &jetstream::Context,
+        resource: Resource,
+    ) -> Result<(), TopologyError> {
+        let name = if let Some(config) = self.stream_config(resource) {
+            let name = config.name.clone();
+            js.create_or_update_stream(config)
+                .await
+                .map_err(|cause| TopologyError::Stream {
+                    name: name.clone(),
+                    cause,
+                })?;
+            name
+        } else if let Some(config) = self.kv_config(resource) {
+            let bucket = config.bucket.clone();
+            js.create_or_update_key_value(config)
+                .await
+                .map_err(|cause| TopologyError::Kv {
+                    bucket: bucket.clone(),
+                    cause,
+                })?;
+            format!("KV_{bucket}")
+        } else {
+            return Ok(());
+        };
+        // On a cluster the create is answered by the meta leader before the stream's own
+        // group serves reads; a service that opened the bucket right after was told "stream
+        // not found". Return only once it reads.
+        js.get_stream(&name)
+            .await
+            .map_err(|cause| TopologyError::NotReadable {
+                name,
+                cause: cause.to_string(),
+            })?;
+        Ok(())
+    }
+}
+
+impl TopologyError {
+    /// Whether trying again can succeed: no answer, JetStream unavailable for now, or a server
+    /// error (5xx) such as "no suitable peers" while a node is down. A 4xx is a refusal of the
+    /// configuration and stays one.
+    fn is_transient(&self) -> bool {
+        match self {
+            TopologyError::Stream { cause, .. } => stream_error_is_transient(cause),
+            TopologyError::Kv { cause, .. } => match cause.kind() {
+                CreateKeyValueErrorKind::TimedOut => true,
+                CreateKeyValueErrorKind::JetStream | CreateKeyValueErrorKind::BucketCreate => {
+                    kv_source_is_transient(cause)
+                }
+                CreateKeyValueErrorKind::InvalidStoreName
+                | CreateKeyValueErrorKind::TooLongHistory
+                | CreateKeyValueErrorKind::LimitMarkersNotSupported => false,
+            },
+            TopologyError::NotReadable { .. } => true,
+        }
+    }
+}
+
+fn stream_error_is_transient(error: &CreateStreamError) -> bool {
+    match error.kind() {
+        CreateStreamErrorKind::TimedOut
+        | CreateStreamErrorKind::JetStreamUnavailable
+        | CreateStreamErrorKind::Response => true,
+        CreateStreamErrorKind::JetStream(api) => api.code() >= 500,
+        CreateStreamErrorKind::EmptyStreamName
+        | CreateStreamErrorKind::InvalidStreamName
+        | CreateStreamErrorKind::DomainAndExternalSet
+        | CreateStreamErrorKind::NotFound
+        | CreateStreamErrorKind::ResponseParse => false,
+    }
+}
+
+/// A bucket is a stream underneath; async-nats keeps the stream's error as the source, or
+/// only its text.
+fn kv_source_is_transient(error: &CreateKeyValueError) -> bool {
+    use std::error::Error as _;
+    match error
+        .source()
+        .and_then(|source| source.downcast_ref::<CreateStreamError>())
+    {
+        Some(stream) => stream_error_is_transient(stream),
+        None => error.to_string().contains("timed out"),
     }
 }
 

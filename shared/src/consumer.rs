@@ -37,6 +37,15 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Pause before pulling again after the consumer could not be read.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
+/// A pull request stands for this long before it is renewed.
+const PULL_EXPIRES: Duration = Duration::from_secs(20);
+/// The server says "nothing for you" this often while a pull stands; two missed in a row and
+/// the request is issued again. When the node leading a consumer dies (a NATS cluster losing
+/// one node), the standing request dies with it and only this notices. async-nats' default
+/// (15 s, so 30 s to notice) could leave a consumer idle long after the cluster elected a new
+/// leader, which takes 4–9 s (JetStream's Raft election timeout); 2 s notices within that.
+const IDLE_HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// How long a message handed back without a delay of its own waits before it comes again:
 /// 0.5 s doubling per delivery, at most 30 s.
 pub fn retry_delay(delivered: u64) -> Duration {
@@ -74,7 +83,7 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Most messages one pull request asks for.
     pub pull_batch: usize,
-    /// Pull request expiry and idle heartbeat; `None` keeps async-nats' defaults.
+    /// Pull request expiry and idle heartbeat; `None` keeps async-nats' defaults (30 s, 15 s).
     pub expires: Option<Duration>,
     pub heartbeat: Option<Duration>,
     /// The delivery at which a message still [`Disposition::Refused`] is given up on.
@@ -89,8 +98,8 @@ impl Settings {
             name: name.into(),
             max_in_flight,
             pull_batch: max_in_flight,
-            expires: None,
-            heartbeat: None,
+            expires: Some(PULL_EXPIRES),
+            heartbeat: Some(IDLE_HEARTBEAT),
             give_up_after: GIVE_UP_AFTER,
             dead_letters,
         }

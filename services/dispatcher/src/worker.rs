@@ -116,8 +116,7 @@ impl Worker {
             concurrency,
             DeadLetters::Terminate,
         )
-        .pull_batch(concurrency.min(256))
-        .expires(Duration::from_secs(30), Duration::from_secs(5));
+        .pull_batch(concurrency.min(256));
         let jobs = Arc::new(Jobs {
             worker: self,
             shutdown: shutdown.clone(),

@@ -229,6 +229,8 @@ async fn idle(stream: &Stream, plan: &Plan, position: i64) -> Result<End, ScanEr
             ack_policy: AckPolicy::None,
             inactive_threshold: Duration::from_secs(30),
             memory_storage: true,
+            // A throwaway probe: on a cluster it needs no Raft group of its own.
+            num_replicas: 1,
             ..Default::default()
         })
         .await

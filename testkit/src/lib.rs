@@ -1,7 +1,8 @@
 //! Test and benchmark harness for mih: real servers, never mocks.
 //!
 //! - [`NatsServer`]: the pinned nats-server (installed by `scripts/dev-deps`) on a free port
-//!   with a temporary store; stoppable and restartable on the same port.
+//!   with a temporary store; stoppable and restartable on the same port. [`NatsCluster`]: three
+//!   of them as a JetStream cluster.
 //! - [`TestDatabase`]: a fresh PostgreSQL database, dropped afterwards.
 //! - [`HttpSink`]: an HTTP target on an ephemeral port that records what it receives and
 //!   answers with a settable status and delay.
@@ -21,7 +22,7 @@ mod sink;
 pub mod soap;
 mod wait;
 
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 pub use postgres::TestDatabase;
 pub use processes::{ADMIN_TOKEN, MihProcesses, Output};
 pub use sink::{HttpSink, Recorded, Reply};

@@ -1,4 +1,5 @@
-//! A throwaway nats-server: the pinned binary, a free port, a temporary JetStream store.
+//! A throwaway nats-server: the pinned binary, a free port, a temporary JetStream store; and a
+//! JetStream cluster of three such servers routed to each other on loopback.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -18,6 +19,17 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
+    cluster: Option<Membership>,
+}
+
+/// What makes a server one node of a cluster: its name, its route port and its peers'.
+#[derive(Debug, Clone)]
+struct Membership {
+    cluster_name: String,
+    server_name: String,
+    route_port: u16,
+    monitor_port: u16,
+    peers: Vec<u16>,
 }
 
 impl NatsServer {
@@ -33,6 +45,7 @@ impl NatsServer {
                 port: free_port()?,
                 store: tempfile::Builder::new().prefix("mih-nats-").tempdir()?,
                 child: None,
+                cluster: None,
             };
             match server.launch().await {
                 Ok(()) => return Ok(server),
@@ -81,9 +94,31 @@ impl NatsServer {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("nats-server did not restart")))
     }
 
+    /// The server's name in its cluster (`n0`, `n1`, …), as JetStream reports stream leaders.
+    pub fn name(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|m| m.server_name.as_str())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The server's log so far (it survives restarts: each launch appends).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.store.path().join("server.log")
+    }
+
     async fn launch(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::File::create(self.store.path().join("server.log"))?;
-        let mut child = Command::new(&self.bin)
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let mut command = Command::new(&self.bin);
+        command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -92,7 +127,25 @@ impl NatsServer {
                 "-js",
                 "-sd",
             ])
-            .arg(self.store.path())
+            .arg(self.store.path());
+        if let Some(member) = &self.cluster {
+            let routes = member
+                .peers
+                .iter()
+                .map(|port| format!("nats://127.0.0.1:{port}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            command
+                .args(["-n", &member.server_name])
+                .args(["--cluster_name", &member.cluster_name])
+                .args([
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{}", member.route_port),
+                ])
+                .args(["--routes", &routes])
+                .args(["-m", &member.monitor_port.to_string()]);
+        }
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .kill_on_drop(true)
@@ -107,9 +160,7 @@ impl NatsServer {
         })
         .await;
         if let Ok(Some(status)) = child.try_wait() {
-            let log =
-                std::fs::read_to_string(self.store.path().join("server.log")).unwrap_or_default();
-            bail!("nats-server exited with {status}: {log}");
+            bail!("nats-server exited with {status}: {}", self.log());
         }
         ready.context("nats-server did not accept connections")?;
         self.child = Some(child);
@@ -129,5 +180,119 @@ fn binary() -> anyhow::Result<PathBuf> {
             "the pinned nats-server is missing at {}: run scripts/dev-deps (or set {BINARY_ENV})",
             pinned.display()
         )
+    }
+}
+
+/// Three nats-servers with JetStream, routed to each other on loopback: enough for R3 streams
+/// to keep accepting writes (two of three) while one node is down.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub const SIZE: usize = 3;
+
+    /// Starts the nodes and waits until JetStream has a meta leader and every node is healthy.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut last_error = None;
+        // Ports freed a moment ago can be taken before the servers bind them; start over.
+        for _ in 0..3 {
+            match Self::try_start().await {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the NATS cluster did not start")))
+    }
+
+    async fn try_start() -> anyhow::Result<Self> {
+        let bin = binary()?;
+        let ports = crate::free_ports(Self::SIZE * 3)?;
+        let cluster_name = format!(
+            "mih-test-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let route_ports: Vec<u16> = ports[Self::SIZE..Self::SIZE * 2].to_vec();
+        let mut nodes = Vec::with_capacity(Self::SIZE);
+        for i in 0..Self::SIZE {
+            nodes.push(NatsServer {
+                bin: bin.clone(),
+                port: ports[i],
+                store: tempfile::Builder::new().prefix("mih-nats-").tempdir()?,
+                child: None,
+                cluster: Some(Membership {
+                    cluster_name: cluster_name.clone(),
+                    server_name: format!("n{i}"),
+                    route_port: route_ports[i],
+                    monitor_port: ports[Self::SIZE * 2 + i],
+                    peers: route_ports
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != i)
+                        .map(|(_, &port)| port)
+                        .collect(),
+                }),
+            });
+        }
+        let mut cluster = Self { nodes };
+        for node in &mut cluster.nodes {
+            node.launch().await?;
+        }
+        cluster.wait_healthy(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    /// Every node's client URL (what `async_nats::connect` takes for a cluster).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsServer::url).collect()
+    }
+
+    /// Every node's client URL, comma-separated: what mih's `nats.url` takes for a cluster.
+    pub fn setting(&self) -> String {
+        self.urls().join(",")
+    }
+
+    pub fn node(&self, index: usize) -> &NatsServer {
+        &self.nodes[index % self.nodes.len()]
+    }
+
+    pub fn node_mut(&mut self, index: usize) -> &mut NatsServer {
+        let len = self.nodes.len();
+        &mut self.nodes[index % len]
+    }
+
+    /// The index of the node called `name` (as JetStream names a stream's leader).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|node| node.name() == Some(name))
+    }
+
+    /// Waits until every running node answers its monitoring `/healthz` with JetStream ready
+    /// (a meta leader elected, its streams current).
+    pub async fn wait_healthy(&self, timeout: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|node| node.is_running())
+            .filter_map(|node| node.cluster.as_ref())
+            .map(|member| format!("http://127.0.0.1:{}/healthz", member.monitor_port))
+            .collect();
+        eventually(timeout, || {
+            let http = &http;
+            let urls = &urls;
+            async move {
+                for url in urls {
+                    let response = http.get(url).send().await.map_err(|e| e.to_string())?;
+                    if !response.status().is_success() {
+                        let body = response.text().await.unwrap_or_default();
+                        return Err(format!("{url}: {body}"));
+                    }
+                }
+                Ok(())
+            }
+        })
+        .await
+        .context("the NATS cluster did not become healthy")
     }
 }

@@ -83,6 +83,13 @@ impl MihProcesses {
         Ok(self)
     }
 
+    /// Makes `service` listen on `port` (chosen by the caller, e.g. with
+    /// [`free_ports`](crate::free_ports) together with other processes' ports).
+    pub fn listen_at(&mut self, service: &str, port: u16) -> &mut Self {
+        self.assign(service, port);
+        self
+    }
+
     /// Lets `service` listen on any port: for processes nobody calls over HTTP.
     pub fn listen_anywhere(&mut self, service: &str) -> &mut Self {
         self.set(&listen_variable(service), "127.0.0.1:0");

@@ -7,7 +7,7 @@ use async_nats::jetstream;
 use mih_shared::config::ConfigLoader;
 use mih_shared::names::{Names, Namespace};
 use mih_shared::topology::{Resource, Topology};
-use mih_testkit::{NatsServer, unique_namespace};
+use mih_testkit::{NatsCluster, NatsServer, eventually, unique_namespace};
 
 #[tokio::test]
 async fn ensure_creates_everything_is_idempotent_and_applies_changes() {
@@ -75,4 +75,89 @@ async fn ensure_creates_everything_is_idempotent_and_applies_changes() {
         .await
         .expect("info");
     assert_eq!(events.config.max_age, Duration::from_secs(3 * 24 * 3600));
+}
+
+/// On a cluster, `streams.replicas` is applied to every stream and bucket, and raising it on a
+/// hub that ran with one copy re-replicates in place: nothing is recreated, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_apply_to_every_stream_and_bucket_and_can_be_raised_in_place() {
+    let cluster = NatsCluster::start().await.expect("cluster");
+    let client = async_nats::connect(cluster.urls()).await.expect("connect");
+    let js = jetstream::new(client);
+    let names = Names::new(Namespace::parse(unique_namespace()).expect("ns"));
+    let single = ConfigLoader::new().load().expect("defaults");
+    assert_eq!(single.streams.replicas, 1, "one copy unless told otherwise");
+    Topology::new(names.clone(), &single)
+        .ensure(&js, &Resource::ALL)
+        .await
+        .expect("R1");
+    let subject = names.events_all().replace('>', "moodle.x");
+    js.publish(subject, "kept".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+
+    let clustered = ConfigLoader::new()
+        .toml("[streams]\nreplicas = 3\n")
+        .load()
+        .expect("valid");
+    Topology::new(names.clone(), &clustered)
+        .ensure(&js, &Resource::ALL)
+        .await
+        .expect("raised to R3");
+
+    let streams = [
+        names.events_stream(),
+        names.jobs_stream(),
+        names.results_stream(),
+        names.dlq_stream(),
+        names.inbound_stream(),
+    ];
+    let buckets = [
+        names.config_bucket(),
+        names.circuits_bucket(),
+        names.dedup_bucket(),
+        names.attempts_bucket(),
+    ];
+    let backing = buckets.iter().map(|bucket| format!("KV_{bucket}"));
+    for stream in streams.iter().cloned().chain(backing) {
+        // The copies are made in the background after the update: wait for a leader and two
+        // current replicas, not only the setting.
+        eventually(Duration::from_secs(20), || {
+            let (js, stream) = (&js, &stream);
+            async move {
+                let info = js
+                    .get_stream(stream)
+                    .await
+                    .map_err(|e| format!("{stream}: {e}"))?
+                    .get_info()
+                    .await
+                    .map_err(|e| format!("{stream}: {e}"))?;
+                if info.config.num_replicas != 3 {
+                    return Err(format!("{stream}: R{}", info.config.num_replicas));
+                }
+                let cluster = info.cluster.ok_or(format!("{stream}: not clustered"))?;
+                let current = cluster.replicas.iter().filter(|r| r.current).count();
+                if cluster.leader.is_some() && current == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{stream}: {cluster:?}"))
+                }
+            }
+        })
+        .await
+        .expect("three copies of every stream and bucket");
+    }
+    let events = js
+        .get_stream(names.events_stream())
+        .await
+        .expect("events")
+        .get_info()
+        .await
+        .expect("info");
+    assert_eq!(
+        events.state.messages, 1,
+        "the event stored at R1 is still there"
+    );
 }

@@ -1,6 +1,8 @@
-//! A hub of separate `mih` processes, one per service, sharing a test's NATS and database.
-//! Each process appends its output to `target/reliability/logs/<scenario>/<service>.log`, so a
-//! failing scenario can show what each service said.
+//! A hub of separate `mih` processes sharing a test's NATS and database: one per service, or
+//! (for the cluster scenarios) several replicas of ingest, matcher and dispatcher, each
+//! connected to its own node of a NATS cluster. Each process appends its output to
+//! `target/reliability/logs/<scenario>/<member>.log`, so a failing scenario can show what each
+//! process said.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,6 +19,40 @@ use mih_testkit::{ADMIN_TOKEN, MihProcesses, Output};
 /// Every service of the hub, in the order they are started.
 pub const SERVICES: [&str; 5] = ["api", "ingest", "matcher", "dispatcher", "dlq"];
 
+/// Services that run as several replicas in a replicated layout. api and dlq stay single: the
+/// scenarios are about the event path.
+const REPLICATED: [&str; 3] = ["ingest", "matcher", "dispatcher"];
+
+/// How the hub's processes are laid out over NATS.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Processes per replicated service.
+    pub replicas: usize,
+    /// The NATS servers; the members are spread over them in turn (a single URL for all when
+    /// there is one server).
+    pub nats_urls: Vec<String>,
+    /// `streams.replicas`.
+    pub stream_replicas: usize,
+}
+
+impl Layout {
+    pub fn single(nats_url: String) -> Self {
+        Self {
+            replicas: 1,
+            nats_urls: vec![nats_url],
+            stream_replicas: 1,
+        }
+    }
+}
+
+/// One process of the hub: a service, its name in logs and faults, and its own environment
+/// (its NATS server and listen port).
+#[derive(Debug, Clone)]
+struct Member {
+    service: &'static str,
+    mih: MihProcesses,
+}
+
 const READY_WAIT: Duration = Duration::from_secs(60);
 
 /// Where the reports and logs go: `$CARGO_TARGET_DIR/reliability` or `target/reliability`.
@@ -29,22 +65,25 @@ pub fn output_dir() -> PathBuf {
 
 pub struct Hub {
     mih: MihProcesses,
-    processes: BTreeMap<&'static str, Child>,
+    /// By member name: the service's name, or `<service>-<n>` for replicas.
+    members: BTreeMap<String, Member>,
+    processes: BTreeMap<String, Child>,
     logs: PathBuf,
     pub http: reqwest::Client,
 }
 
 impl Hub {
-    /// Starts every service as its own process and waits until each is ready.
-    pub async fn start(scenario: &str, nats_url: &str, database_url: &str) -> Self {
+    /// Starts every member as its own process and waits until each is ready.
+    pub async fn start(scenario: &str, layout: &Layout, database_url: &str) -> Self {
         // Whatever the level asked for, the line saying a service listens is needed.
         let log_level = format!(
             "{},mih::commands=info",
             std::env::var("MIH_RELIABILITY_LOG").unwrap_or_else(|_| "info,sqlx=warn".into())
         );
+        let all_nodes = layout.nats_urls.join(",");
         let mut mih = MihProcesses::new(
             env!("CARGO_BIN_EXE_mih"),
-            nats_url,
+            &all_nodes,
             database_url,
             &log_level,
         );
@@ -56,13 +95,15 @@ impl Hub {
             // A killed matcher's or dispatcher's unacknowledged messages come back after the
             // ack wait; the defaults (30 s, timeout + 30 s) would outlast a short scenario.
             .set("MIH_MATCHER_ACK_WAIT", "3s")
-            .set("MIH_DISPATCHER_ACK_WAIT_MARGIN", "2s");
-        mih.listen(&SERVICES).expect("free ports");
+            .set("MIH_DISPATCHER_ACK_WAIT_MARGIN", "2s")
+            .set("MIH_STREAMS_REPLICAS", layout.stream_replicas.to_string());
+        let members = members(&mih, layout);
         let logs = output_dir().join("logs").join(scenario);
         let _ = std::fs::remove_dir_all(&logs);
         std::fs::create_dir_all(&logs).expect("log directory");
         let mut hub = Self {
             mih,
+            members,
             processes: BTreeMap::new(),
             logs,
             http: reqwest::Client::builder()
@@ -70,66 +111,100 @@ impl Hub {
                 .build()
                 .expect("http client"),
         };
+        let names: Vec<String> = hub.members.keys().cloned().collect();
         let mut started = BTreeMap::new();
-        for service in SERVICES {
-            started.insert(service, hub.spawn(service));
+        // api first: it creates the streams and seeds the configuration the others wait for.
+        for name in names.iter().filter(|n| n.as_str() == "api") {
+            started.insert(name.clone(), hub.spawn(name));
+            hub.ensure_listening(name, started[name]).await;
+            hub.wait_ready(name).await;
         }
-        for service in SERVICES {
-            hub.ensure_listening(service, started[service]).await;
-            hub.wait_ready(service).await;
+        for name in names.iter().filter(|n| n.as_str() != "api") {
+            started.insert(name.clone(), hub.spawn(name));
+        }
+        for name in names.iter().filter(|n| n.as_str() != "api") {
+            hub.ensure_listening(name, started[name]).await;
+            hub.wait_ready(name).await;
         }
         hub
+    }
+
+    /// The names of the members running `service` (one, or its replicas).
+    pub fn members_of(&self, service: &str) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|(_, member)| member.service == service)
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Waits until `service`, spawned when its log was `log_offset` bytes long, listens. A port
     /// handed out as free can be taken by another test's process before this one binds it (seen
     /// in CI, where that other process even answered this one's readiness probe); a process
     /// that could not listen is started again on a new port.
-    async fn ensure_listening(&mut self, service: &'static str, mut log_offset: usize) {
+    async fn ensure_listening(&mut self, name: &str, mut log_offset: usize) {
+        let service = self.member(name).service;
         let listening = format!("listening service={service} ");
         for _ in 0..5 {
             let deadline = tokio::time::Instant::now() + READY_WAIT;
             loop {
-                let log = std::fs::read(self.log_path(service)).unwrap_or_default();
+                let log = std::fs::read(self.log_path(name)).unwrap_or_default();
                 let new = log.get(log_offset..).unwrap_or_default();
                 if String::from_utf8_lossy(new).contains(&listening) {
                     return;
                 }
                 let exited = self
                     .processes
-                    .get_mut(service)
+                    .get_mut(name)
                     .is_none_or(|child| child.try_wait().ok().flatten().is_some());
                 if exited {
                     break;
                 }
                 assert!(
                     tokio::time::Instant::now() < deadline,
-                    "{service} never listened:\n{}",
+                    "{name} never listened:\n{}",
                     String::from_utf8_lossy(new)
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            self.mih.relisten_if_taken(service).expect("a free port");
-            log_offset = self.spawn(service);
+            self.relisten_if_taken(name);
+            log_offset = self.spawn(name);
         }
         panic!(
-            "{service} could not start five times; see {}",
-            self.log_path(service).display()
+            "{name} could not start five times; see {}",
+            self.log_path(name).display()
         );
+    }
+
+    fn member(&self, name: &str) -> &Member {
+        self.members
+            .get(name)
+            .unwrap_or_else(|| panic!("no member {name} in this hub"))
+    }
+
+    fn relisten_if_taken(&mut self, name: &str) {
+        if let Some(member) = self.members.get_mut(name) {
+            member
+                .mih
+                .relisten_if_taken(member.service)
+                .expect("a free port");
+        }
     }
 
     pub fn names(&self) -> Names {
         self.mih.names()
     }
 
-    /// Starts `service`; answers how long its log was before, where the new process's lines begin.
-    fn spawn(&mut self, service: &'static str) -> usize {
-        let offset = std::fs::read(self.log_path(service)).map_or(0, |log| log.len());
-        let child = self
+    /// Starts member `name`; answers how long its log was before, where the new process's
+    /// lines begin.
+    fn spawn(&mut self, name: &str) -> usize {
+        let offset = std::fs::read(self.log_path(name)).map_or(0, |log| log.len());
+        let member = self.member(name);
+        let child = member
             .mih
-            .spawn(&[service], &Output::File(self.log_path(service)))
+            .spawn(&[member.service], &Output::File(self.log_path(name)))
             .expect("mih starts");
-        self.processes.insert(service, child);
+        self.processes.insert(name.to_owned(), child);
         offset
     }
 
@@ -137,10 +212,10 @@ impl Hub {
         self.logs.join(format!("{service}.log"))
     }
 
-    /// The last lines of each service's log that are warnings or errors.
+    /// The last lines of each member's log that are warnings or errors.
     pub fn complaints(&self) -> String {
         let mut out = String::new();
-        for service in SERVICES {
+        for service in self.members.keys() {
             let text = std::fs::read_to_string(self.log_path(service)).unwrap_or_default();
             let lines: Vec<&str> = text
                 .lines()
@@ -159,41 +234,53 @@ impl Hub {
         out
     }
 
+    /// A URL of the first member running `service`.
     pub fn url(&self, service: &str, path: &str) -> String {
-        self.mih.url(service, path)
+        let name = self
+            .members_of(service)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no {service} in this hub"));
+        self.member(&name).mih.url(service, path)
     }
 
-    pub fn ingest_url(&self) -> String {
-        self.url("ingest", "/v1/events")
+    /// The event endpoint of every ingest member: the load spreads over them.
+    pub fn ingest_urls(&self) -> Vec<String> {
+        self.members_of("ingest")
+            .iter()
+            .map(|name| self.member(name).mih.url("ingest", "/v1/events"))
+            .collect()
     }
 
-    pub async fn wait_ready(&self, service: &str) {
-        self.mih
-            .wait_ready(service, READY_WAIT)
+    pub async fn wait_ready(&self, name: &str) {
+        let member = self.member(name);
+        member
+            .mih
+            .wait_ready(member.service, READY_WAIT)
             .await
             .unwrap_or_else(|e| {
                 panic!(
-                    "{service} never became ready: {e}\n{}",
-                    std::fs::read_to_string(self.log_path(service)).unwrap_or_default()
+                    "{name} never became ready: {e}\n{}",
+                    std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
                 )
             });
     }
 
     /// kill -9: no drain, no goodbye.
-    pub async fn kill(&mut self, service: &'static str) {
-        if let Some(mut child) = self.processes.remove(service) {
+    pub async fn kill(&mut self, name: &str) {
+        if let Some(mut child) = self.processes.remove(name) {
             child.kill().await.expect("SIGKILL");
         }
     }
 
-    /// Starts the service again (same environment, same port unless another process took it
-    /// while the service was down) and waits until it is ready.
-    pub async fn restart(&mut self, service: &'static str) {
-        self.kill(service).await;
-        self.mih.relisten_if_taken(service).expect("a free port");
-        let offset = self.spawn(service);
-        self.ensure_listening(service, offset).await;
-        self.wait_ready(service).await;
+    /// Starts the member again (same environment, same port unless another process took it
+    /// while the member was down) and waits until it is ready.
+    pub async fn restart(&mut self, name: &str) {
+        self.kill(name).await;
+        self.relisten_if_taken(name);
+        let offset = self.spawn(name);
+        self.ensure_listening(name, offset).await;
+        self.wait_ready(name).await;
     }
 
     /// An admin API call.
@@ -253,11 +340,51 @@ impl Hub {
         }
     }
 
-    /// Waits until ingest knows the seeded source.
+    /// Waits until every ingest member knows the seeded source.
     pub async fn wait_source_known(&self) {
-        self.mih
-            .wait_source_known(READY_WAIT)
-            .await
-            .unwrap_or_else(|e| panic!("ingest never learnt the source: {e}"));
+        for name in self.members_of("ingest") {
+            self.member(&name)
+                .mih
+                .wait_source_known(READY_WAIT)
+                .await
+                .unwrap_or_else(|e| panic!("{name} never learnt the source: {e}"));
+        }
     }
+}
+
+/// The hub's members: each service once, the replicated ones `layout.replicas` times, spread
+/// over the NATS servers in turn so that replicas of one service talk to different nodes.
+fn members(base: &MihProcesses, layout: &Layout) -> BTreeMap<String, Member> {
+    let mut members = BTreeMap::new();
+    let mut next_node = 0;
+    let total = SERVICES.len() + REPLICATED.len() * (layout.replicas.max(1) - 1);
+    // Chosen together, so that no two members are handed the same port.
+    let mut ports = mih_testkit::free_ports(total)
+        .expect("free ports")
+        .into_iter();
+    for service in SERVICES {
+        let count = if REPLICATED.contains(&service) {
+            layout.replicas.max(1)
+        } else {
+            1
+        };
+        for n in 1..=count {
+            let name = if count == 1 {
+                service.to_owned()
+            } else {
+                format!("{service}-{n}")
+            };
+            let mut mih = base.clone();
+            if layout.nats_urls.len() > 1 {
+                mih.set(
+                    "MIH_NATS_URL",
+                    layout.nats_urls[next_node % layout.nats_urls.len()].clone(),
+                );
+                next_node += 1;
+            }
+            mih.listen_at(service, ports.next().expect("a port per member"));
+            members.insert(name, Member { service, mih });
+        }
+    }
+    members
 }

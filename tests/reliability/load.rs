@@ -2,7 +2,7 @@
 //! each with its own `Idempotency-Key`. Requests are not retried: a request that got no 202 is
 //! simply "not accepted".
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -19,6 +19,8 @@ pub struct Sent {
     pub accepted: Option<String>,
     /// The status or the error otherwise.
     pub refusal: Option<String>,
+    /// When the answer (or the error) came.
+    pub answered_at: Instant,
 }
 
 pub struct Load {
@@ -61,8 +63,9 @@ pub async fn post(http: &reqwest::Client, url: &str, key: &str, n: u64) -> Resul
 }
 
 impl Load {
-    /// Starts posting `rate` events a second to `url`, keys `<prefix>-<n>`.
-    pub fn start(http: reqwest::Client, url: String, rate: u32, prefix: String) -> Self {
+    /// Starts posting `rate` events a second, keys `<prefix>-<n>`, to the `urls` in turn (the
+    /// ingest replicas).
+    pub fn start(http: reqwest::Client, urls: Vec<String>, rate: u32, prefix: String) -> Self {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
@@ -76,7 +79,7 @@ impl Load {
                     _ = ticks.tick() => {
                         n += 1;
                         let http = http.clone();
-                        let url = url.clone();
+                        let url = urls[usize::try_from(n).unwrap_or(0) % urls.len().max(1)].clone();
                         let key = format!("{prefix}-{n}");
                         requests.spawn(async move {
                             let outcome = post(&http, &url, &key, n).await;
@@ -84,7 +87,7 @@ impl Load {
                                 Ok(id) => (Some(id), None),
                                 Err(why) => (None, Some(why)),
                             };
-                            Sent { key, accepted, refusal }
+                            Sent { key, accepted, refusal, answered_at: Instant::now() }
                         });
                     }
                 }

@@ -80,3 +80,13 @@ async fn target_is_slow() {
 async fn target_flaps() {
     run("target-flaps", Fault::Flap).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_cluster_node_lost() {
+    run("nats-cluster-node-lost", Fault::NatsNode).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_cluster_stream_leader_lost() {
+    run("nats-cluster-leader-lost", Fault::StreamLeader).await;
+}

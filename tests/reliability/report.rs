@@ -2,6 +2,7 @@
 //! duplicate recognisable by an `Idempotency-Key` the target saw before.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -14,6 +15,8 @@ pub struct Delivery {
     pub event_id: String,
     /// What the target can deduplicate by (HTTP: the `Idempotency-Key` header).
     pub key: Option<String>,
+    /// When the target received it (HTTP targets).
+    pub at: Option<Instant>,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,6 +44,13 @@ pub struct Report {
     /// Why requests were not accepted (status or error → count).
     pub refusals: BTreeMap<String, usize>,
     pub recovery_seconds: f64,
+    /// Longest time without a new accepted event reaching the target (HTTP targets): how long
+    /// delivery stood still around the fault.
+    pub delivery_stall_ms: Option<u64>,
+    /// Longest time without ingest answering 202.
+    pub acceptance_stall_ms: Option<u64>,
+    /// What the fault did (e.g. which node it killed and which streams that node led).
+    pub notes: Vec<String>,
 }
 
 pub fn accepted_ids(sent: &[Sent]) -> HashSet<String> {
@@ -71,6 +81,17 @@ pub struct Inputs<'a> {
     pub sent: &'a [Sent],
     pub deliveries: &'a [Delivery],
     pub dead: &'a HashSet<String>,
+    pub notes: &'a [String],
+}
+
+/// The longest gap between consecutive instants.
+fn longest_gap(mut times: Vec<Instant>) -> Option<u64> {
+    times.sort();
+    times
+        .windows(2)
+        .map(|pair| pair[1].duration_since(pair[0]))
+        .max()
+        .map(|gap: Duration| u64::try_from(gap.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub fn account(inputs: &Inputs<'_>) -> Report {
@@ -117,6 +138,24 @@ pub fn account(inputs: &Inputs<'_>) -> Report {
         let kind = why.split(':').next().unwrap_or(why).to_owned();
         *refusals.entry(kind).or_insert(0) += 1;
     }
+    let first_arrivals: HashMap<&str, Instant> = inputs
+        .deliveries
+        .iter()
+        .filter(|d| accepted.contains(&d.event_id))
+        .filter_map(|d| Some((d.event_id.as_str(), d.at?)))
+        .fold(HashMap::new(), |mut first, (id, at)| {
+            first
+                .entry(id)
+                .and_modify(|t: &mut Instant| *t = (*t).min(at))
+                .or_insert(at);
+            first
+        });
+    let acceptances = inputs
+        .sent
+        .iter()
+        .filter(|s| s.accepted.is_some())
+        .map(|s| s.answered_at)
+        .collect();
     Report {
         scenario: inputs.scenario.to_owned(),
         load_seconds: inputs.load_seconds,
@@ -133,6 +172,9 @@ pub fn account(inputs: &Inputs<'_>) -> Report {
         lost_events,
         refusals,
         recovery_seconds: inputs.recovery_seconds,
+        delivery_stall_ms: longest_gap(first_arrivals.into_values().collect()),
+        acceptance_stall_ms: longest_gap(acceptances),
+        notes: inputs.notes.to_vec(),
     }
 }
 
@@ -141,7 +183,7 @@ impl Report {
     /// `target/reliability/<scenario>.json`.
     pub fn publish(&self) {
         eprintln!(
-            "\n{:<22} {:>6} {:>8} {:>9} {:>10} {:>13} {:>5}\n{:<22} {:>6} {:>8} {:>9} {:>10} {:>13} {:>5}   (not accepted: {:?}; drained {:.1}s after the load)\n",
+            "\n{:<22} {:>6} {:>8} {:>9} {:>10} {:>13} {:>5}\n{:<22} {:>6} {:>8} {:>9} {:>10} {:>13} {:>5}   (not accepted: {:?}; drained {:.1}s after the load; longest stall: delivery {:?} ms, acceptance {:?} ms; {})\n",
             "scenario",
             "sent",
             "accepted",
@@ -158,6 +200,9 @@ impl Report {
             self.lost,
             self.refusals,
             self.recovery_seconds,
+            self.delivery_stall_ms,
+            self.acceptance_stall_ms,
+            self.notes.join("; "),
         );
         let dir = output_dir();
         std::fs::create_dir_all(&dir).expect("report directory");

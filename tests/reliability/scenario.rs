@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -14,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use mih_shared::messages::{self, DeadLetter};
 use mih_testkit::private_postgres::PrivatePostgres;
 use mih_testkit::rabbitmq::RabbitMqNode;
-use mih_testkit::{HttpSink, NatsServer, Reply, TestDatabase, eventually};
+use mih_testkit::{HttpSink, NatsCluster, NatsServer, Reply, TestDatabase, eventually};
 
-use crate::hub::Hub;
+use crate::hub::{Hub, Layout};
 use crate::load::{Load, post};
 use crate::report::{self, Delivery, Inputs};
 use crate::target::{FaultyTarget, Mode};
@@ -31,6 +32,12 @@ pub enum Fault {
     Kill(&'static str),
     /// Stop NATS (killed; its store kept), then start it again.
     Nats,
+    /// On a 3-node NATS cluster with R3 streams and two replicas of ingest, matcher and
+    /// dispatcher: kill -9 a node that does not lead the EVENTS stream, then restart it.
+    NatsNode,
+    /// The same hub: kill -9 the node leading the EVENTS stream (where every 202 is promised),
+    /// then restart it.
+    StreamLeader,
     /// Stop the (private) PostgreSQL, then start it again.
     Postgres,
     /// Stop the (private) RabbitMQ node, then start it again; the target is an AMQP queue.
@@ -52,6 +59,25 @@ impl Fault {
     /// that refuses them for good (422), the whole run long.
     fn with_dead_letters(self) -> bool {
         matches!(self, Fault::Kill("dlq") | Fault::Postgres)
+    }
+
+    fn on_a_cluster(self) -> bool {
+        matches!(self, Fault::NatsNode | Fault::StreamLeader)
+    }
+}
+
+/// The NATS the hub runs on.
+enum Nats {
+    Single(Box<NatsServer>),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    fn urls(&self) -> Vec<String> {
+        match self {
+            Nats::Single(server) => vec![server.url()],
+            Nats::Cluster(cluster) => cluster.urls(),
+        }
     }
 }
 
@@ -120,7 +146,10 @@ struct World {
     rabbit: Option<RabbitMqNode>,
     client: async_nats::Client,
     database: Database,
-    nats: NatsServer,
+    nats: Nats,
+    /// The cluster node a fault killed (to restart it), and what the report says about it.
+    killed_node: Option<usize>,
+    notes: Vec<String>,
 }
 
 /// Runs the scenario and panics, after writing its report, if anything was lost.
@@ -135,7 +164,7 @@ pub async fn run(name: &'static str, fault: Fault) {
 
     let load = Load::start(
         world.hub.http.clone(),
-        world.hub.ingest_url(),
+        world.hub.ingest_urls(),
         settings.rate,
         format!("{name}-{}", uuid::Uuid::new_v4().simple()),
     );
@@ -190,6 +219,7 @@ pub async fn run(name: &'static str, fault: Fault) {
         sent: &sent,
         deliveries: &deliveries,
         dead: &dead,
+        notes: &world.notes,
     });
     report.publish();
 
@@ -219,7 +249,20 @@ pub async fn run(name: &'static str, fault: Fault) {
 
 impl World {
     async fn start(name: &'static str, fault: Fault) -> Self {
-        let nats = NatsServer::start().await.expect("nats-server");
+        let nats = if fault.on_a_cluster() {
+            Nats::Cluster(NatsCluster::start().await.expect("NATS cluster"))
+        } else {
+            Nats::Single(Box::new(NatsServer::start().await.expect("nats-server")))
+        };
+        let layout = if fault.on_a_cluster() {
+            Layout {
+                replicas: 2,
+                nats_urls: nats.urls(),
+                stream_replicas: NatsCluster::SIZE,
+            }
+        } else {
+            Layout::single(nats.urls().join(","))
+        };
         let (database, database_url) = if fault == Fault::Postgres {
             let server = PrivatePostgres::start().await.expect("private PostgreSQL");
             let url = server.url("postgres");
@@ -250,11 +293,13 @@ impl World {
         sinks.error.set_reply(Reply::status(500));
         sinks.reject.set_reply(Reply::status(422));
         let target = Arc::new(FaultyTarget::start(Mode::Forward(sinks.good.addr())).await);
-        let hub = Hub::start(name, &nats.url(), &database_url).await;
-        let client = async_nats::connect(nats.url()).await.expect("nats client");
+        let hub = Hub::start(name, &layout, &database_url).await;
+        let client = async_nats::connect(nats.urls()).await.expect("nats client");
         Self {
             name,
             nats,
+            killed_node: None,
+            notes: Vec::new(),
             client,
             database,
             rabbit,
@@ -307,7 +352,7 @@ impl World {
     async fn warm_up(&self) {
         self.hub.wait_source_known().await;
         let probes = Mutex::new(Vec::new());
-        let url = self.hub.ingest_url();
+        let url = self.hub.ingest_urls()[0].clone();
         let http = self.hub.http.clone();
         let mut n = 0u64;
         eventually(Duration::from_secs(60), || {
@@ -375,7 +420,12 @@ impl World {
     async fn inject(&mut self, fault: Fault) {
         match fault {
             Fault::Kill(service) => self.hub.kill(service).await,
-            Fault::Nats => self.nats.stop().await.expect("NATS stops"),
+            Fault::Nats => {
+                if let Nats::Single(server) = &mut self.nats {
+                    server.stop().await.expect("NATS stops");
+                }
+            }
+            Fault::NatsNode | Fault::StreamLeader => self.kill_node(fault).await,
             Fault::Postgres => {
                 if let Database::Private(server) = &mut self.database {
                     server.stop().await.expect("PostgreSQL stops");
@@ -397,7 +447,12 @@ impl World {
     async fn recover(&mut self, fault: Fault) {
         match fault {
             Fault::Kill(service) => self.hub.restart(service).await,
-            Fault::Nats => self.nats.restart().await.expect("NATS restarts"),
+            Fault::Nats => {
+                if let Nats::Single(server) = &mut self.nats {
+                    server.restart().await.expect("NATS restarts");
+                }
+            }
+            Fault::NatsNode | Fault::StreamLeader => self.restart_node().await,
             Fault::Postgres => {
                 if let Database::Private(server) = &mut self.database {
                     server.restart().await.expect("PostgreSQL restarts");
@@ -413,6 +468,87 @@ impl World {
                 self.target.set(Mode::Forward(self.sinks.good.addr()));
             }
         }
+    }
+
+    /// kill -9 of the EVENTS stream's leader (`StreamLeader`) or of another node (`NatsNode`).
+    async fn kill_node(&mut self, fault: Fault) {
+        let leaders = self.stream_leaders().await;
+        let Nats::Cluster(cluster) = &mut self.nats else {
+            return;
+        };
+        let events = self.hub.names().events_stream();
+        let events_leader = leaders
+            .iter()
+            .find(|(stream, _)| *stream == events)
+            .and_then(|(_, leader)| cluster.index_of(leader))
+            .expect("the EVENTS stream has a leader");
+        let victim = match fault {
+            Fault::StreamLeader => events_leader,
+            _ => (events_leader + 1) % NatsCluster::SIZE,
+        };
+        let name = cluster.node(victim).name().unwrap_or("?").to_owned();
+        let led: Vec<&str> = leaders
+            .iter()
+            .filter(|(_, leader)| *leader == name)
+            .map(|(stream, _)| stream.as_str())
+            .collect();
+        self.notes.push(format!(
+            "killed node {name}, leader of {}",
+            if led.is_empty() {
+                "no stream".to_owned()
+            } else {
+                led.join(", ")
+            }
+        ));
+        cluster.node_mut(victim).stop().await.expect("node stops");
+        self.killed_node = Some(victim);
+    }
+
+    async fn restart_node(&mut self) {
+        let Nats::Cluster(cluster) = &mut self.nats else {
+            return;
+        };
+        if let Some(victim) = self.killed_node.take() {
+            cluster
+                .node_mut(victim)
+                .restart()
+                .await
+                .expect("node restarts");
+            cluster
+                .wait_healthy(Duration::from_secs(60))
+                .await
+                .expect("the cluster heals");
+        }
+    }
+
+    /// Each of the hub's streams and their durable consumers (`<stream>/<consumer>`) with the
+    /// name of the node leading it: a node's loss interrupts what it leads.
+    async fn stream_leaders(&self) -> Vec<(String, String)> {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let names = self.hub.names();
+        let mut leaders = Vec::new();
+        for stream in [
+            names.events_stream(),
+            names.jobs_stream(),
+            names.results_stream(),
+            names.dlq_stream(),
+        ] {
+            let Ok(mut handle) = js.get_stream(&stream).await else {
+                continue;
+            };
+            if let Ok(info) = handle.info().await
+                && let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone())
+            {
+                leaders.push((stream.clone(), leader));
+            }
+            let mut consumers = handle.consumers();
+            while let Some(Ok(info)) = consumers.next().await {
+                if let Some(leader) = info.cluster.as_ref().and_then(|c| c.leader.clone()) {
+                    leaders.push((format!("{stream}/{}", info.name), leader));
+                }
+            }
+        }
+        leaders
     }
 
     /// What the target took: the 2xx sinks' requests in arrival order, or the AMQP queue's
@@ -431,6 +567,7 @@ impl World {
                 Some(Delivery {
                     event_id: r.header("mih-event-id")?.to_owned(),
                     key: r.header("idempotency-key").map(str::to_owned),
+                    at: Some(r.received_at),
                 })
             })
             .collect())
@@ -502,6 +639,7 @@ impl World {
                 consumed.push(Delivery {
                     event_id: event.to_owned(),
                     key: Some(format!("{event}/{rule}")),
+                    at: None,
                 });
             }
         }

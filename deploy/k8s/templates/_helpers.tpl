@@ -298,6 +298,11 @@ seccompProfile:
 
 {{/* Environment of every mih container. */}}
 {{- define "mih.env" -}}
+{{- range .Values.extraEnv -}}
+{{- if has .name (list "MIH_CONFIG" "MIH_SERVICES") -}}
+{{- fail (printf "extraEnv: %s is set by the chart (the config file, the service of each Deployment)" .name) -}}
+{{- end -}}
+{{- end -}}
 - name: MIH_CONFIG
   value: /etc/mih/config/mih.toml
 {{- with .Values.extraEnv }}

@@ -1,5 +1,5 @@
-//! What SREs watch: every metric the Prometheus rules (`deploy/prometheus/mih-rules.yml`) and
-//! the Grafana dashboard (`deploy/grafana/mih-dashboard.json`) reference is one the services
+//! What SREs watch: every metric the Prometheus rules (`deploy/k8s/files/mih-rules.yml`) and
+//! the Grafana dashboard (`deploy/k8s/files/mih-dashboard.json`) reference is one the services
 //! really export, checked by scraping every service's `/metrics` after traffic that makes
 //! each of them appear.
 
@@ -106,8 +106,8 @@ async fn every_metric_the_rules_and_the_dashboard_use_is_exported() {
         .await
         .expect("stored");
 
-    let mut wanted = referenced("deploy/prometheus/mih-rules.yml");
-    wanted.extend(referenced("deploy/grafana/mih-dashboard.json"));
+    let mut wanted = referenced("deploy/k8s/files/mih-rules.yml");
+    wanted.extend(referenced("deploy/k8s/files/mih-dashboard.json"));
     assert!(wanted.len() >= 10, "{wanted:?}");
     let missing = mih_testkit::eventually(WAIT, || async {
         let mut exported = String::new();
@@ -140,10 +140,10 @@ async fn every_metric_the_rules_and_the_dashboard_use_is_exported() {
 }
 
 /// The alert rules are valid and each alert fires, with its labels and words, on the series
-/// of `deploy/prometheus/mih-rules.test.yml` — and not before its `for`.
+/// of `deploy/k8s/files/mih-rules.test.yml` — and not before its `for`.
 #[test]
 fn the_alert_rules_pass_promtool_and_their_unit_tests() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/k8s/files");
     for args in [
         ["check", "rules", "mih-rules.yml"],
         ["test", "rules", "mih-rules.test.yml"],

@@ -924,9 +924,14 @@ async fn mih_circuit_reset_closes_a_circuit_from_the_command_line() {
     publish(&hub, &job("lms", HttpMethod::Post, "/x", Some("{}"))).await;
     wait_for_circuit(&hub, "lms", CircuitState::Open).await;
     sink.set_reply(Reply::status(200));
+    // A cluster's servers, comma-separated, one of them down: mih uses the one that answers.
+    let down = mih_testkit::free_port().expect("a free port");
     let env = [
         ("MIH_NAMESPACE", hub.config.namespace.to_string()),
-        ("MIH_NATS_URL", hub.nats.url().to_owned()),
+        (
+            "MIH_NATS_URL",
+            format!("nats://127.0.0.1:{down},{}", hub.nats.url()),
+        ),
     ];
     let reset = crate::process::MihProcess::spawn(&["circuit", "reset", "lms"], &env);
     let (status, output) = reset.wait(Duration::from_secs(30)).await;

@@ -28,12 +28,42 @@ use crate::{free_port, wait_until_ok, workspace_root};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// A browser session; chromedriver (and with it Chromium) is killed when it is dropped.
+/// A browser session; chromedriver and its Chromium are killed when it is dropped.
 #[derive(Debug)]
 pub struct Browser {
     client: Client,
     _driver: Child,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    /// chromedriver dies with its `Child`, but the Chromium it started outlived it whenever a
+    /// test failed before closing the session (dozens were found running after a failed run).
+    /// Every Chromium process of this session names the session's own profile directory.
+    fn drop(&mut self) {
+        let marker = format!("--user-data-dir={}", self.profile.path().display());
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let pids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let mentions = cmdline
+                    .split(|&b| b == 0)
+                    .any(|arg| arg == marker.as_bytes());
+                mentions.then(|| pid.to_string())
+            })
+            .collect();
+        if !pids.is_empty() {
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .args(&pids)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
 }
 
 /// One accessibility problem axe-core found.
@@ -119,8 +149,14 @@ impl Browser {
         Ok(Browser {
             client,
             _driver: driver,
-            _profile: profile,
+            profile,
         })
+    }
+
+    /// The session's own Chromium profile directory (every Chromium process of the session
+    /// names it).
+    pub fn profile_dir(&self) -> String {
+        self.profile.path().display().to_string()
     }
 
     pub fn client(&self) -> &Client {
@@ -318,9 +354,9 @@ impl Browser {
         );
     }
 
-    /// Ends the WebDriver session.
+    /// Ends the WebDriver session (the client is a handle; the clone closes the one session).
     pub async fn close(self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
     }
 }
 

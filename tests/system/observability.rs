@@ -95,6 +95,42 @@ async fn every_metric_the_rules_and_the_dashboard_use_is_exported() {
         .await
         .expect("ingest answers");
     assert_eq!(webhook.status(), StatusCode::UNAUTHORIZED);
+    // A service that answers on an AMQP response queue (the machine's RabbitMQ): its reply
+    // consumer runs, and a reply it takes is counted.
+    let queue = format!("mih-observability-{}", uuid::Uuid::new_v4().simple());
+    amqp_tool("amqp-declare-queue", &["-d", "-q", &queue]);
+    let replies = hub
+        .api()
+        .post(
+            "/api/v1/services",
+            &json!({"name": "replies", "transport": {"kind": "amqp", "host": "127.0.0.1",
+                    "port": 5672, "username": "guest", "password": "guest",
+                    "routing_key": "out", "response_queue": queue},
+                    "inbound": {"source": "moodle"}}),
+        )
+        .await;
+    assert_eq!(replies.status, StatusCode::CREATED, "{}", replies.body);
+    mih_testkit::eventually(WAIT, || async {
+        let exported = hub.metrics(ServiceName::Dispatcher).await;
+        if exported.contains("mih_dispatcher_reply_consumers{service=\"replies\"} 1") {
+            Ok(())
+        } else {
+            Err("the reply consumer is not consuming yet".to_owned())
+        }
+    })
+    .await
+    .expect("the reply consumer runs");
+    amqp_tool(
+        "amqp-publish",
+        &[
+            "-r",
+            &queue,
+            "-C",
+            "application/json",
+            "-b",
+            "{\"grade\": 7}",
+        ],
+    );
     // An outcome nobody can read: the recorder parks it.
     hub.js
         .publish(
@@ -137,6 +173,23 @@ async fn every_metric_the_rules_and_the_dashboard_use_is_exported() {
     .await;
     missing.expect("every referenced metric is exported");
     hub.stop().await;
+}
+
+/// Runs one of Debian's amqp-tools (installed by scripts/dev-deps) against the machine's
+/// RabbitMQ.
+fn amqp_tool(tool: &str, args: &[&str]) {
+    let output = std::process::Command::new(tool)
+        .args(["--url", &mih_testkit::rabbitmq::system_url()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{tool} cannot run ({e}): scripts/dev-deps installs amqp-tools")
+        });
+    assert!(
+        output.status.success(),
+        "{tool}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// The alert rules are valid and each alert fires, with its labels and words, on the series

@@ -10,7 +10,7 @@ use async_nats::jetstream::context::{
 };
 use async_nats::jetstream::{self, kv, stream};
 
-use crate::config::Config;
+use crate::config::{Config, StreamsConfig};
 use crate::names::Names;
 use crate::service::ServiceName;
 
@@ -80,6 +80,7 @@ pub enum TopologyError {
 pub struct Topology {
     names: Names,
     replicas: usize,
+    placement: Option<stream::Placement>,
     max_bytes: i64,
     events_max_age: Duration,
     duplicate_window: Duration,
@@ -104,6 +105,7 @@ impl Topology {
         Self {
             names,
             replicas: config.streams.replicas,
+            placement: placement(&config.streams),
             max_bytes: config.streams.max_bytes,
             events_max_age: config.streams.events_max_age,
             duplicate_window: config.streams.duplicate_window,
@@ -128,6 +130,7 @@ impl Topology {
             discard: stream::DiscardPolicy::Old,
             storage: stream::StorageType::File,
             num_replicas: self.replicas,
+            placement: self.placement.clone(),
             max_age,
             max_bytes: self.max_bytes,
             duplicate_window: self.duplicate_window,
@@ -195,6 +198,7 @@ impl Topology {
                 max_bytes: self.max_bytes,
                 storage: stream::StorageType::File,
                 num_replicas: self.replicas,
+                placement: self.placement.clone(),
                 ..Default::default()
             };
         match resource {
@@ -295,6 +299,21 @@ impl Topology {
             })?;
         Ok(())
     }
+}
+
+/// `None` when nothing is asked for, so that JetStream is free to place (and a stream created
+/// before the settings existed compares equal).
+fn placement(streams: &StreamsConfig) -> Option<stream::Placement> {
+    let cluster = Some(streams.placement_cluster.trim())
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    if cluster.is_none() && streams.placement_tags.is_empty() {
+        return None;
+    }
+    Some(stream::Placement {
+        cluster,
+        tags: streams.placement_tags.clone(),
+    })
 }
 
 impl TopologyError {

@@ -30,6 +30,8 @@ struct Membership {
     route_port: u16,
     monitor_port: u16,
     peers: Vec<u16>,
+    /// The server's `server_tags`, which placement can ask for.
+    tags: Vec<String>,
 }
 
 impl NatsServer {
@@ -144,6 +146,13 @@ impl NatsServer {
                 ])
                 .args(["--routes", &routes])
                 .args(["-m", &member.monitor_port.to_string()]);
+            if !member.tags.is_empty() {
+                // Tags exist only in the configuration file; the flags above still win.
+                let file = self.store.path().join("tags.conf");
+                let quoted: Vec<String> = member.tags.iter().map(|t| format!("{t:?}")).collect();
+                std::fs::write(&file, format!("server_tags: [{}]\n", quoted.join(", ")))?;
+                command.arg("-c").arg(file);
+            }
         }
         let mut child = command
             .stdout(Stdio::null())
@@ -195,10 +204,15 @@ impl NatsCluster {
 
     /// Starts the nodes and waits until JetStream has a meta leader and every node is healthy.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_tagged(&[&[], &[], &[]]).await
+    }
+
+    /// The same, node `i` carrying the `server_tags` `tags[i]`.
+    pub async fn start_tagged(tags: &[&[&str]; Self::SIZE]) -> anyhow::Result<Self> {
         let mut last_error = None;
         // Ports freed a moment ago can be taken before the servers bind them; start over.
         for _ in 0..3 {
-            match Self::try_start().await {
+            match Self::try_start(tags).await {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) => last_error = Some(e),
             }
@@ -206,7 +220,7 @@ impl NatsCluster {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the NATS cluster did not start")))
     }
 
-    async fn try_start() -> anyhow::Result<Self> {
+    async fn try_start(tags: &[&[&str]; Self::SIZE]) -> anyhow::Result<Self> {
         let bin = binary()?;
         let ports = crate::free_ports(Self::SIZE * 3)?;
         let cluster_name = format!(
@@ -232,6 +246,7 @@ impl NatsCluster {
                         .filter(|&(j, _)| j != i)
                         .map(|(_, &port)| port)
                         .collect(),
+                    tags: tags[i].iter().map(|&t| t.to_owned()).collect(),
                 }),
             });
         }

@@ -161,3 +161,54 @@ async fn replicas_apply_to_every_stream_and_bucket_and_can_be_raised_in_place() 
         "the event stored at R1 is still there"
     );
 }
+
+/// `streams.placement_tags` keeps every stream and bucket on the servers carrying the tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_tags_keep_the_copies_on_the_tagged_servers() {
+    let cluster = NatsCluster::start_tagged(&[&["ssd"], &["ssd"], &["hdd"]])
+        .await
+        .expect("cluster");
+    let js = jetstream::new(async_nats::connect(cluster.urls()).await.expect("connect"));
+    let names = Names::new(Namespace::parse(unique_namespace()).expect("ns"));
+    let config = ConfigLoader::new()
+        .toml("[streams]\nreplicas = 2\nplacement_tags = [\"ssd\"]\n")
+        .load()
+        .expect("valid");
+    Topology::new(names.clone(), &config)
+        .ensure(&js, &Resource::ALL)
+        .await
+        .expect("placed");
+    let hdd = cluster.node(2).name().expect("named").to_owned();
+    for stream in [
+        names.events_stream(),
+        format!("KV_{}", names.dedup_bucket()),
+    ] {
+        eventually(Duration::from_secs(20), || {
+            let (js, stream, hdd) = (&js, &stream, &hdd);
+            async move {
+                let info = js
+                    .get_stream(stream)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .get_info()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let cluster = info.cluster.ok_or("not clustered")?;
+                let mut hosts: Vec<String> =
+                    cluster.replicas.iter().map(|r| r.name.clone()).collect();
+                hosts.extend(cluster.leader.clone());
+                if hosts.len() != 2 {
+                    return Err(format!("{stream}: copies on {hosts:?}"));
+                }
+                if hosts.contains(hdd) {
+                    return Err(format!(
+                        "{stream} has a copy on the untagged {hdd}: {hosts:?}"
+                    ));
+                }
+                Ok(())
+            }
+        })
+        .await
+        .expect("two copies, both on ssd servers");
+    }
+}

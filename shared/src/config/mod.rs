@@ -119,6 +119,9 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields)]
 pub struct StreamsConfig {
     pub replicas: usize,
+    pub placement_tags: Vec<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub placement_cluster: String,
     #[serde(with = "humantime_serde")]
     pub events_max_age: Duration,
     #[serde(with = "humantime_serde")]

@@ -101,6 +101,17 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
     if !(1..=5).contains(&config.streams.replicas) {
         problem("streams.replicas", "must be between 1 and 5".into());
     }
+    if config
+        .streams
+        .placement_tags
+        .iter()
+        .any(|tag| tag.trim().is_empty() || tag.chars().any(char::is_whitespace))
+    {
+        problem(
+            "streams.placement_tags",
+            "tags are non-empty and without spaces, as in a server's server_tags".into(),
+        );
+    }
     if config.nats.replicas.is_some() {
         problem(
             "nats.replicas",
@@ -235,6 +246,10 @@ mod tests {
         );
         assert_eq!(problems("[streams]\nreplicas = 7\n"), ["streams.replicas"]);
         assert_eq!(problems("[nats]\nreplicas = 3\n"), ["nats.replicas"]);
+        assert_eq!(
+            problems("[streams]\nplacement_tags = [\"ssd\", \"\"]\n"),
+            ["streams.placement_tags"]
+        );
         assert_eq!(
             problems("[streams]\nevents_max_age = \"1m\"\nduplicate_window = \"2m\"\n"),
             ["streams.duplicate_window"]

@@ -27,7 +27,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => {
             let config = cli.global.load_config()?;
-            let _telemetry = telemetry::init("mih", &config.telemetry)?;
+            let _telemetry = telemetry::init("mih", config.namespace.as_str(), &config.telemetry)?;
             let pool = connect::connect_database(&config.database).await?;
             let count = db::migrate(&pool).await?;
             tracing::info!(migrations = count, url = %config.database.url, "database schema up to date");
@@ -47,19 +47,19 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Secrets(SecretsCommand::Reencrypt) => {
             let config = cli.global.load_config()?;
-            let _telemetry = telemetry::init("mih", &config.telemetry)?;
+            let _telemetry = telemetry::init("mih", config.namespace.as_str(), &config.telemetry)?;
             let moved = admin::reencrypt(config).await?;
             tracing::info!(moved, "secrets re-encrypted with the current key");
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(command) => {
             let config = cli.global.load_config()?;
-            let _telemetry = telemetry::init("mih", &config.telemetry)?;
+            let _telemetry = telemetry::init("mih", config.namespace.as_str(), &config.telemetry)?;
             crate::dlq::execute(config, command).await
         }
         Command::RebuildProjections => {
             let config = cli.global.load_config()?;
-            let _telemetry = telemetry::init("mih", &config.telemetry)?;
+            let _telemetry = telemetry::init("mih", config.namespace.as_str(), &config.telemetry)?;
             let rebuilt = crate::rebuild::run(&config).await?;
             tracing::info!(
                 deliveries = rebuilt.deliveries,
@@ -106,7 +106,7 @@ async fn run(config: Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
         [one] => format!("mih-{one}"),
         _ => "mih".to_owned(),
     };
-    let _telemetry = telemetry::init(&process_name, &config.telemetry)?;
+    let _telemetry = telemetry::init(&process_name, config.namespace.as_str(), &config.telemetry)?;
     let names: Vec<String> = services.iter().map(ToString::to_string).collect();
     tracing::info!(services = %names.join(","), namespace = %config.namespace, "starting");
     let hub = supervisor::start(Arc::new(config), &services).await?;

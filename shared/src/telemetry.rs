@@ -1,17 +1,24 @@
-//! Logs and traces: `tracing` everywhere, exported over OTLP/HTTP when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and W3C `traceparent` carried across NATS.
+//! Logs and traces: `tracing` everywhere, exported over OTLP/HTTP to `telemetry.otlp_endpoint`
+//! (or `OTEL_EXPORTER_OTLP_ENDPOINT`), and W3C `traceparent` carried across NATS, HTTP and AMQP.
 //!
 //! The OpenTelemetry layer is always installed, exporter or not, so every request has a trace
 //! id to hand to the next hop; without an endpoint the spans are simply not shipped.
+//!
+//! Spans follow the OpenTelemetry semantic conventions so that a tracing backend draws them
+//! as what they are: `POST /v1/events` (server), `publish <subject>` (producer),
+//! `process <subject>` (consumer), `POST` (HTTP client) and `publish <exchange>` (AMQP
+//! producer). Their names are set through `otel.name`, their kinds through `otel.kind`.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
+use opentelemetry::KeyValue;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -30,7 +37,9 @@ const OTLP_ENDPOINT_VARS: [&str; 2] = [
 pub enum TelemetryError {
     #[error("telemetry.log_level `{0}` is not a valid filter: {1}")]
     BadFilter(String, String),
-    #[error("cannot build the OTLP exporter (check OTEL_EXPORTER_OTLP_ENDPOINT): {0}")]
+    #[error(
+        "cannot build the OTLP exporter (check telemetry.otlp_endpoint or OTEL_EXPORTER_OTLP_ENDPOINT): {0}"
+    )]
     Exporter(String),
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
@@ -44,6 +53,8 @@ pub struct TelemetryGuard {
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
+        // Spans still queued in the batch processor are sent now: the last seconds before a
+        // SIGTERM (a drain, a slow delivery) are often the ones someone wants to see.
         if let Err(e) = self.provider.shutdown() {
             // Nothing else can report it: the subscriber goes away with us.
             eprintln!("mih: trace export did not shut down cleanly: {e}");
@@ -51,9 +62,11 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber for a process named `service_name` (`mih` or `mih-ingest`).
+/// Installs the global subscriber for a process named `service_name` (`mih` or `mih-ingest`)
+/// of the hub in `namespace` (the resource's `service.namespace`).
 pub fn init(
     service_name: &str,
+    namespace: &str,
     config: &TelemetryConfig,
 ) -> Result<TelemetryGuard, TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
@@ -62,7 +75,7 @@ pub fn init(
         _ => EnvFilter::try_new(&config.log_level)
             .map_err(|e| TelemetryError::BadFilter(config.log_level.clone(), e.to_string()))?,
     };
-    let provider = tracer_provider(service_name)?;
+    let provider = tracer_provider(service_name, namespace, config)?;
     let tracer = provider.tracer("mih");
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
@@ -97,28 +110,42 @@ pub fn init(
 /// process, with trace propagation working as in production.
 pub fn init_for_tests() {
     static GUARD: OnceLock<Option<TelemetryGuard>> = OnceLock::new();
-    GUARD.get_or_init(|| {
-        let config = TelemetryConfig {
-            log_format: LogFormat::Text,
-            log_level: "warn".into(),
-        };
-        init("mih-test", &config).ok()
-    });
+    GUARD.get_or_init(|| init("mih-test", "test", &TelemetryConfig::for_tests()).ok());
 }
 
-fn tracer_provider(service_name: &str) -> Result<SdkTracerProvider, TelemetryError> {
+fn tracer_provider(
+    service_name: &str,
+    namespace: &str,
+    config: &TelemetryConfig,
+) -> Result<SdkTracerProvider, TelemetryError> {
     let resource = Resource::builder()
         .with_service_name(service_name.to_owned())
+        .with_attributes([
+            KeyValue::new("service.namespace", namespace.to_owned()),
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        ])
         .build();
-    let builder = SdkTracerProvider::builder().with_resource(resource);
-    let exporting = OTLP_ENDPOINT_VARS
-        .iter()
-        .any(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()));
-    if !exporting {
-        return Ok(builder.build());
-    }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
+    // Parent-based: a trace the caller (Moodle, a facade client) started and sampled is
+    // recorded whole whatever the ratio; only traces mih starts are thinned out.
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+        config.trace_sample_ratio.clamp(0.0, 1.0),
+    )));
+    let builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(sampler);
+    let exporter = match config.otlp_endpoint() {
+        Some(endpoint) => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/'))),
+        None if OTLP_ENDPOINT_VARS
+            .iter()
+            .any(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty())) =>
+        {
+            opentelemetry_otlp::SpanExporter::builder().with_http()
+        }
+        None => return Ok(builder.build()),
+    };
+    let exporter = exporter
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     Ok(builder.with_batch_exporter(exporter).build())
@@ -178,6 +205,116 @@ pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap) {
     if context.span().span_context().is_valid() {
         let _ = span.set_parent(context);
     }
+}
+
+/// An HTTP server span, `{method} {route}` (OTel HTTP semantic conventions), a child of the
+/// trace the caller sent in `traceparent`, if any; more fields may follow the three
+/// arguments. [`record_response`](crate::telemetry::record_response) completes it.
+#[macro_export]
+macro_rules! server_span {
+    ($method:expr, $route:expr, $headers:expr $(, $($fields:tt)*)?) => {{
+        let method: &::http::Method = $method;
+        let route: Option<&str> = $route;
+        let span = ::tracing::info_span!(
+            "http.server",
+            otel.name = %$crate::telemetry::server_span_name(method, route),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = route,
+            http.response.status_code = ::tracing::field::Empty,
+            otel.status_code = ::tracing::field::Empty,
+            $($($fields)*)?
+        );
+        $crate::telemetry::set_parent_from_http(&span, $headers);
+        span
+    }};
+}
+
+/// A JetStream consumer's span for one message, `process <subject>` (OTel messaging semantic
+/// conventions), a child of the publisher's span through the message's `traceparent`; more
+/// fields may follow the two arguments.
+#[macro_export]
+macro_rules! process_span {
+    ($message:expr, $consumer:expr $(, $($fields:tt)*)?) => {{
+        let message: &::async_nats::jetstream::Message = $message;
+        let span = ::tracing::info_span!(
+            "nats.process",
+            otel.name = %::std::format_args!("process {}", message.subject),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = %message.subject,
+            messaging.consumer.group.name = $consumer,
+            messaging.message.id = $crate::telemetry::message_id(message.headers.as_ref()),
+            messaging.message.body.size = message.payload.len(),
+            $($($fields)*)?
+        );
+        $crate::telemetry::set_parent_from(&span, message.headers.as_ref());
+        span
+    }};
+}
+
+/// `{method} {route}`, or the method alone where no route is known (a 404): raw paths would
+/// give every id its own span name.
+pub fn server_span_name(method: &http::Method, route: Option<&str>) -> String {
+    match route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_string(),
+    }
+}
+
+/// Records a server span's answer; a 5xx marks the span as failed (a 4xx is the client's).
+pub fn record_response(span: &tracing::Span, status: http::StatusCode) {
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// Axum middleware, installed with `route_layer` so that the matched route names the span:
+/// one [`server_span!`](crate::server_span) per request.
+pub async fn http_server_middleware(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument as _;
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let span = crate::server_span!(request.method(), route.as_deref(), request.headers());
+    let response = next.run(request).instrument(span.clone()).await;
+    record_response(&span, response.status());
+    response
+}
+
+/// A producer span for messages published to JetStream: `publish <subject>`. Headers injected
+/// inside it make the consumers' spans its children.
+pub fn publish_span(subject: &str, messages: usize) -> tracing::Span {
+    tracing::info_span!(
+        "nats.publish",
+        otel.name = %format_args!("publish {subject}"),
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = subject,
+        messaging.batch.message_count = messages,
+    )
+}
+
+/// The message id (`Nats-Msg-Id`) of a JetStream message, for `messaging.message.id`.
+pub fn message_id(headers: Option<&async_nats::HeaderMap>) -> Option<&str> {
+    headers
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str())
+}
+
+/// Adds an attribute to `span`'s trace only (not to its log lines), for values that vary by
+/// span kind and so cannot be declared fields.
+pub fn set_attribute(span: &tracing::Span, key: &'static str, value: &str) {
+    span.set_attribute(key, value.to_owned());
 }
 
 /// The current span's W3C `traceparent`, for outbound requests.

@@ -150,6 +150,38 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     #[serde(deserialize_with = "lenient::string")]
     pub log_level: String,
+    /// OTLP/HTTP collector base URL (`/v1/traces` is appended); empty = the standard
+    /// `OTEL_EXPORTER_OTLP_*ENDPOINT` variables decide, and without them nothing is exported.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces recorded, 0.0–1.0. A trace started elsewhere keeps its caller's
+    /// decision (the sampled flag of `traceparent`), so one trace is never half recorded.
+    #[serde(default = "TelemetryConfig::default_ratio")]
+    pub trace_sample_ratio: f64,
+}
+
+impl TelemetryConfig {
+    fn default_ratio() -> f64 {
+        1.0
+    }
+
+    /// The collector URL, if one is set.
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+    }
+
+    /// Quiet logs, every trace sampled, nothing exported unless the environment says so.
+    pub fn for_tests() -> Self {
+        Self {
+            log_format: LogFormat::Text,
+            log_level: "warn".into(),
+            otlp_endpoint: None,
+            trace_sample_ratio: 1.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -165,6 +165,25 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
             "must be between 1 and 67108864 bytes".into(),
         );
     }
+    // NaN fails the range check too, which is what it should do.
+    if !(0.0..=1.0).contains(&config.telemetry.trace_sample_ratio) {
+        problem(
+            "telemetry.trace_sample_ratio",
+            "must be between 0.0 (record no new trace) and 1.0 (record all)".into(),
+        );
+    }
+    if let Some(endpoint) = config.telemetry.otlp_endpoint() {
+        let scheme = url::Url::parse(endpoint).map(|url| url.scheme().to_owned());
+        if !matches!(scheme.as_deref(), Ok("http" | "https")) {
+            problem(
+                "telemetry.otlp_endpoint",
+                format!(
+                    "`{endpoint}` is not an http(s) URL; give the collector's OTLP/HTTP base, \
+                     e.g. http://otel-collector:4318"
+                ),
+            );
+        }
+    }
     if config.database.max_connections == 0 {
         problem("database.max_connections", "must be at least 1".into());
     }
@@ -253,6 +272,26 @@ mod tests {
         assert_eq!(
             problems("[streams]\nevents_max_age = \"1m\"\nduplicate_window = \"2m\"\n"),
             ["streams.duplicate_window"]
+        );
+    }
+
+    #[test]
+    fn trace_settings_are_checked() {
+        for bad in ["1.5", "-0.1"] {
+            assert_eq!(
+                problems(&format!("[telemetry]\ntrace_sample_ratio = {bad}\n")),
+                ["telemetry.trace_sample_ratio"]
+            );
+        }
+        assert_eq!(
+            problems("[telemetry]\notlp_endpoint = \"collector:4318\"\n"),
+            ["telemetry.otlp_endpoint"]
+        );
+        assert!(
+            problems(
+                "[telemetry]\ntrace_sample_ratio = 0.25\notlp_endpoint = \"http://otel:4318\"\n"
+            )
+            .is_empty()
         );
     }
 

@@ -71,8 +71,19 @@ fn strip_request(job: &mut Job) {
     }
 }
 
-/// Publishes every match of `event` and waits until JetStream stored them all.
+/// Publishes every match of `event` and waits until JetStream stored them all, in one producer
+/// span (`publish <JOBS stream>`) whose context every job carries to its dispatcher.
 pub async fn publish(
+    js: &jetstream::Context,
+    names: &Names,
+    event: &Event,
+    matches: Vec<Match>,
+) -> Result<Published, PublishError> {
+    let span = telemetry::publish_span(&names.jobs_stream(), matches.len());
+    tracing::Instrument::instrument(publish_all(js, names, event, matches), span).await
+}
+
+async fn publish_all(
     js: &jetstream::Context,
     names: &Names,
     event: &Event,

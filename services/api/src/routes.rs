@@ -244,6 +244,11 @@ pub fn router(state: AppState) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], document) }
             }),
         )
+        // Every route's requests get a server span named after the route (the caller's trace
+        // continues through a facade call or a replay).
+        .route_layer(axum::middleware::from_fn(
+            mih_shared::telemetry::http_server_middleware,
+        ))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

@@ -73,7 +73,18 @@ pub(crate) async fn serve(
             let Some(reply) = request.reply.clone() else {
                 return;
             };
-            let span = tracing::info_span!("dispatcher.facade");
+            // A request/reply server span (OTel messaging conventions), in the caller's trace:
+            // the API request a Moodle plugin made.
+            let span = tracing::info_span!(
+                "nats.process",
+                otel.name = %format_args!("process {}", request.subject),
+                otel.kind = "server",
+                messaging.system = "nats",
+                messaging.operation.type = "process",
+                messaging.operation.name = "process",
+                messaging.destination.name = %request.subject,
+                messaging.message.body.size = request.payload.len(),
+            );
             telemetry::set_parent_from(&span, request.headers.as_ref());
             let answer =
                 tracing::Instrument::instrument(answer(&fleet, &request.payload, limits), span)
@@ -227,7 +238,8 @@ async fn call_service(
             job_id: job.id,
             event_id: None,
             attempt,
-            traceparent: telemetry::current_traceparent(),
+            // Set by the target from the attempt's own span.
+            traceparent: None,
             body_limit: limits.body_bytes,
         };
         let started_at = Utc::now();

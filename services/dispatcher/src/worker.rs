@@ -18,13 +18,13 @@ use metrics::{counter, gauge, histogram};
 use rand::Rng;
 use tracing::Instrument;
 
+use mih_shared::Shutdown;
 use mih_shared::circuit::{Admission, Health};
 use mih_shared::consumer::{DeadLetters, Handler, Settings};
 use mih_shared::error::Disposition;
 use mih_shared::live::LiveService;
 use mih_shared::messages::{self, Job};
 use mih_shared::names::Names;
-use mih_shared::{Shutdown, telemetry};
 
 use crate::breaker::Breaker;
 use crate::metrics as m;
@@ -120,6 +120,7 @@ impl Worker {
         let jobs = Arc::new(Jobs {
             worker: self,
             shutdown: shutdown.clone(),
+            consumer: consumer.cached_info().name.clone(),
         });
         mih_shared::consumer::run(consumer, settings, jobs, shutdown).await;
     }
@@ -170,7 +171,8 @@ impl Worker {
             job_id: job.id,
             event_id: job.event_id,
             attempt,
-            traceparent: telemetry::current_traceparent(),
+            // Set by the target from the attempt's own span.
+            traceparent: None,
             body_limit: EXCERPT_LIMIT,
         };
         let started_at = Utc::now();
@@ -375,17 +377,19 @@ struct Jobs {
     worker: Arc<Worker>,
     /// Lets a job held behind an open circuit go back when the worker stops.
     shutdown: Shutdown,
+    /// The durable consumer's name, for the spans (`messaging.consumer.group.name`).
+    consumer: String,
 }
 
 impl Handler for Jobs {
     async fn handle(&self, message: &jetstream::Message) -> Disposition {
-        let span = tracing::info_span!(
-            "dispatcher.job",
+        let span = mih_shared::process_span!(
+            message,
+            self.consumer.as_str(),
             service = %self.worker.service.name,
             job_id = tracing::field::Empty,
             attempt = tracing::field::Empty,
         );
-        telemetry::set_parent_from(&span, message.headers.as_ref());
         self.worker
             .process(message, &self.shutdown)
             .instrument(span)

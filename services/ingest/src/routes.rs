@@ -68,13 +68,14 @@ async fn post_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let span = tracing::info_span!(
-        "ingest.request",
+    let span = mih_shared::server_span!(
+        &http::Method::POST,
+        Some("/v1/events"),
+        &headers,
         source = tracing::field::Empty,
         events = tracing::field::Empty
     );
-    telemetry::set_parent_from_http(&span, &headers);
-    async move {
+    let response = async {
         match accept(&state, &headers, body).await {
             Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
             Err(error) => {
@@ -88,8 +89,10 @@ async fn post_events(
             }
         }
     }
-    .instrument(span)
-    .await
+    .instrument(span.clone())
+    .await;
+    telemetry::record_response(&span, response.status());
+    response
 }
 
 async fn accept(
@@ -275,10 +278,20 @@ async fn publish(
             retry_after: state.config.retry_after,
         });
     }
+    // One producer span for the request's events: they leave in one pipelined burst.
+    let subject = prepared
+        .first()
+        .map(|p| p.subject.clone())
+        .unwrap_or_default();
+    let span = telemetry::publish_span(&subject, prepared.len());
     let mut trace = async_nats::HeaderMap::new();
-    telemetry::inject_current(&mut trace);
+    span.in_scope(|| telemetry::inject_current(&mut trace));
     let started = Instant::now();
-    let reports = state.publisher.publish(prepared, &trace).await;
+    let reports = state
+        .publisher
+        .publish(prepared, &trace)
+        .instrument(span)
+        .await;
     histogram!(m::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
     Ok(reports)
 }

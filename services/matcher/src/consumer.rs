@@ -25,11 +25,11 @@ use mih_rules::RuleSet;
 use mih_rules::budget::{Evaluators, OffloadError};
 use mih_rules::dedup::{Claim, Dedup};
 use mih_rules::publish;
+use mih_shared::Shutdown;
 use mih_shared::consumer::{DeadLetters, Handler, Settings, Settled};
 use mih_shared::error::Disposition;
 use mih_shared::messages::{self, Event, Origin};
 use mih_shared::names::{MATCHER_CONSUMER as CONSUMER, Names};
-use mih_shared::{Shutdown, telemetry};
 
 use crate::metrics as m;
 
@@ -171,12 +171,12 @@ impl Matcher {
 impl Handler for Matcher {
     async fn handle(&self, message: &jetstream::Message) -> Disposition {
         let started = Instant::now();
-        let span = tracing::info_span!(
-            "matcher.event",
+        let span = mih_shared::process_span!(
+            message,
+            CONSUMER,
             event_id = tracing::field::Empty,
             jobs = tracing::field::Empty
         );
-        telemetry::set_parent_from(&span, message.headers.as_ref());
         let disposition = self.process(message).instrument(span).await;
         histogram!(m::PROCESS_SECONDS).record(started.elapsed().as_secs_f64());
         disposition

@@ -20,6 +20,7 @@ use mih_rules::{Match, RuleSet};
 use mih_shared::Shutdown;
 use mih_shared::live::LiveConfig;
 use mih_shared::messages::{self, Event, Origin};
+use tracing::Instrument as _;
 
 use super::store::{self, Backfill, Counts};
 use crate::resources::config_row::ConfigRow;
@@ -318,16 +319,37 @@ async fn handle_one(
         return Ok(counts);
     }
     counts.matched = 1;
+    // Each backfilled event starts a trace of its own: one trace for a whole backfill would
+    // hold thousands of deliveries, and the event's original trace is long closed.
+    let span = tracing::info_span!(
+        parent: None,
+        "backfill.event",
+        otel.name = "backfill event",
+        mih.event.id = %event.id,
+        mih.backfill.jobs = matches.len(),
+    );
+    handle_match(state, dedup, &event, matches, counts)
+        .instrument(span)
+        .await
+}
+
+async fn handle_match(
+    state: &AppState,
+    dedup: &Dedup,
+    event: &Event,
+    matches: Vec<Match>,
+    mut counts: Counts,
+) -> Result<Counts, ScanError> {
     // Only look: a claim taken now would outlive the old event by the whole horizon.
     let holder = dedup
-        .holder(&event)
+        .holder(event)
         .await
         .map_err(|e| transient("dedup lookup")(&e))?;
     if holder.is_some_and(|holder| holder != event.id) {
         counts.skipped_duplicates = 1;
         return Ok(counts);
     }
-    let published = mih_rules::publish::publish(&state.js, &state.names, &event, matches)
+    let published = mih_rules::publish::publish(&state.js, &state.names, event, matches)
         .await
         .map_err(|e| transient("publishing jobs")(&e))?;
     counts.jobs = i64::try_from(published.jobs).unwrap_or(i64::MAX);

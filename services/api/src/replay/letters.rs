@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -168,7 +169,20 @@ impl Replayer {
     /// the stored event rendered by the rule as it is now. The dead letter is kept: the dlq
     /// service removes it when the new job is delivered; if that fails too, the new job's own
     /// dead letter arrives, linked by `replay_of`.
+    ///
+    /// Each replay is a span of its own: within the API request that asked for it (so the
+    /// operator's trace reaches the service), or a new trace for a bulk replay's items.
     pub(super) async fn republish(&self, job_id: Uuid, actor: &str) -> ApiResult<Replayed> {
+        let span = tracing::info_span!(
+            "dlq.replay",
+            otel.name = "replay dead letter",
+            mih.dead_letter.job_id = %job_id,
+            mih.actor = actor,
+        );
+        self.republish_now(job_id, actor).instrument(span).await
+    }
+
+    async fn republish_now(&self, job_id: Uuid, actor: &str) -> ApiResult<Replayed> {
         let row = dead_letters::replayable(&self.db, job_id)
             .await?
             .ok_or_else(|| not_found("dead letter", job_id.to_string()))?;
@@ -274,8 +288,10 @@ impl Replayer {
             ApiFailure::Unavailable(format!("cannot queue the replay: {e}"))
         };
         let payload = messages::encode(job).map_err(|e| ApiFailure::Internal(e.to_string()))?;
+        let subject = self.names.job_subject(&job.service);
+        let span = telemetry::publish_span(&subject, 1);
         let mut headers = HeaderMap::new();
-        telemetry::inject_current(&mut headers);
+        span.in_scope(|| telemetry::inject_current(&mut headers));
         if let Some(event) = job.event_id {
             headers.insert("Mih-Event-Id", event.to_string().as_str());
         }
@@ -286,12 +302,16 @@ impl Replayer {
             .payload(payload)
             .headers(headers)
             .message_id(job.id.to_string());
-        self.js
-            .send_publish(self.names.job_subject(&job.service), message)
-            .await
-            .map_err(|e| unavailable(&e))?
-            .await
-            .map_err(|e| unavailable(&e))?;
+        async {
+            self.js
+                .send_publish(subject, message)
+                .await
+                .map_err(|e| unavailable(&e))?
+                .await
+                .map_err(|e| unavailable(&e))
+        }
+        .instrument(span)
+        .await?;
         Ok(())
     }
 

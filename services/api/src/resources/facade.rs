@@ -13,11 +13,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use tracing::Instrument as _;
+
 use mih_shared::live::Transport;
 use mih_shared::messages::{
     self, FacadeRequest, FacadeResponse, Header, HttpMethod, JobId, Version,
 };
 use mih_shared::names::ServiceSlug;
+use mih_shared::telemetry;
 
 use super::{Problems, check_header_name, not_found, services};
 use crate::auth::{Caller, Role};
@@ -151,13 +154,20 @@ pub(crate) async fn call(
     }
     // The NATS client's own request timeout is shorter than a call may take; this call waits
     // for its whole deadline.
+    // The caller's trace goes on to the dispatcher that makes the call, and to the service.
+    let subject = state.names.rpc_request();
+    let span = telemetry::publish_span(&subject, 1);
+    let mut headers = async_nats::HeaderMap::new();
+    span.in_scope(|| telemetry::inject_current(&mut headers));
     let reply = nats
         .send_request(
-            state.names.rpc_request(),
+            subject,
             async_nats::Request::new()
                 .payload(payload)
+                .headers(headers)
                 .timeout(Some(wait)),
         )
+        .instrument(span)
         .await;
     let no_answer =
         |status: StatusCode, error: String, attempts: Option<u32>| -> ApiResult<Response> {

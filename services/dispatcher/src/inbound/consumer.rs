@@ -357,8 +357,17 @@ impl ReplyConsumer {
             redelivered,
             ..
         } = delivery;
+        // A RabbitMQ consumer span (OTel messaging conventions), in the trace of whoever sent
+        // the reply with a `traceparent` header.
         let span = tracing::info_span!(
-            "dispatcher.reply",
+            "amqp.process",
+            otel.name = %format_args!("process {}", self.queue),
+            otel.kind = "consumer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = self.queue.as_str(),
+            messaging.message.body.size = data.len(),
             service = %self.route.service,
             queue = self.queue.as_str(),
             message_id = field::Empty,

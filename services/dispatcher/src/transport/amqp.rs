@@ -347,15 +347,46 @@ impl AmqpTarget {
         Ok(channel)
     }
 
+    /// The producer span of one attempt (OTel messaging conventions for RabbitMQ):
+    /// `publish <exchange>`, the default exchange named `amq.default`.
+    pub fn span(&self, request: &AmqpRequest) -> tracing::Span {
+        let (exchange, routing_key) = self.destination(request);
+        let shown = if exchange.is_empty() {
+            "amq.default"
+        } else {
+            exchange
+        };
+        tracing::info_span!(
+            "amqp.publish",
+            otel.name = %format_args!("publish {shown}"),
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = shown,
+            messaging.rabbitmq.destination.routing_key = routing_key,
+            messaging.message.body.size = request.body.len(),
+            server.address = %self.broker.uri.authority.host,
+            server.port = self.broker.uri.authority.port,
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    }
+
     /// The request's exchange and routing key, else the service's. With neither routing key and
     /// the default exchange, the routing key is the queue to declare: straight into that queue.
-    fn message(&self, request: &AmqpRequest, meta: &AttemptMeta) -> Result<Message, DeliveryError> {
+    fn destination<'a>(&'a self, request: &'a AmqpRequest) -> (&'a str, &'a str) {
         let exchange = request.exchange.as_deref().unwrap_or(&self.exchange);
         let routing_key = match (request.routing_key.as_str(), self.routing_key.as_str()) {
             ("", "") if exchange.is_empty() => self.queue_declare.as_deref().unwrap_or(""),
             ("", service) => service,
             (request, _) => request,
         };
+        (exchange, routing_key)
+    }
+
+    fn message(&self, request: &AmqpRequest, meta: &AttemptMeta) -> Result<Message, DeliveryError> {
+        let (exchange, routing_key) = self.destination(request);
         Ok(Message {
             exchange: short("exchange", exchange)?,
             routing_key: short("routing key", routing_key)?,

@@ -50,6 +50,14 @@ impl HttpTarget {
         })
     }
 
+    /// The client span of one attempt (OTel HTTP conventions). `url.full` leaves out the
+    /// query, where tokens and personal data tend to travel.
+    pub fn span(&self, request: &HttpRequest) -> tracing::Span {
+        let method = method(request.method);
+        let url = join(&self.base, &request.path, &[]).unwrap_or_else(|_| self.base.clone());
+        client_span(&method, &url)
+    }
+
     pub async fn deliver(&self, request: &HttpRequest, meta: &AttemptMeta) -> Attempt {
         let url = match join(&self.base, &request.path, &request.query) {
             Ok(url) => url,
@@ -92,6 +100,28 @@ impl HttpTarget {
             Err(error) => failure(&error),
         }
     }
+}
+
+/// An HTTP client span for `method` to `url` (query and credentials left out).
+pub fn client_span(method: &Method, url: &Url) -> tracing::Span {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    // Only fails for URLs that cannot have credentials, which then have none to hide.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    tracing::info_span!(
+        "http.client",
+        otel.name = %method,
+        otel.kind = "client",
+        http.request.method = %method,
+        url.full = %shown,
+        server.address = url.host_str().unwrap_or_default(),
+        server.port = url.port_or_known_default(),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
 }
 
 /// The pooled client of one service: its timeout, no redirects (a redirect could lead past the

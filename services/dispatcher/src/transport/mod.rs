@@ -15,6 +15,8 @@ use std::time::Duration;
 use mih_shared::crypto::{CryptoError, Keyring};
 use mih_shared::live::{Auth, LiveService, Transport};
 use mih_shared::messages::{EventId, Header, JobId, Request};
+use mih_shared::telemetry;
+use tracing::Instrument as _;
 
 use crate::redact::Redactor;
 use crate::ssrf::SsrfGuard;
@@ -37,10 +39,30 @@ pub struct AttemptMeta {
     pub event_id: Option<EventId>,
     /// 1 for the first attempt.
     pub attempt: u32,
-    /// W3C `traceparent` of the current span, sent on to the target.
+    /// W3C `traceparent` sent on to the target: set by [`Target::deliver`] from the attempt's
+    /// own client (or producer) span, so the target's work is that span's child.
     pub traceparent: Option<String>,
     /// How much of the response body to keep (an excerpt for the log, more for the facade).
     pub body_limit: usize,
+}
+
+/// Completes an attempt's span: the status, and what kind of failure it was (`error.type`:
+/// the HTTP status, or `timeout`, `retryable`, `permanent` where there was none).
+fn record_outcome(span: &tracing::Span, attempt: &Attempt) {
+    if let Some(status) = attempt.status {
+        span.record("http.response.status_code", status);
+    }
+    let kind = match attempt.verdict {
+        Verdict::Delivered => return,
+        Verdict::Timeout => "timeout",
+        Verdict::Retryable { .. } => "retryable",
+        Verdict::Permanent => "permanent",
+    };
+    match attempt.status {
+        Some(status) => span.record("error.type", status.to_string()),
+        None => span.record("error.type", kind),
+    };
+    span.record("otel.status_code", "error");
 }
 
 /// What one attempt came to.
@@ -145,6 +167,24 @@ impl Target {
     /// Makes one attempt. Whatever the target answered, the service's own credentials are
     /// removed from the answer before anyone sees or stores it.
     pub async fn deliver(&self, request: &Request, meta: &AttemptMeta) -> Attempt {
+        let span = match (&self.link, request) {
+            (Link::Http(target), Request::Http(request)) => target.span(request),
+            (Link::Amqp(target), Request::Amqp(request)) => target.span(request),
+            (Link::Soap(target), Request::Soap(request)) => target.span(request),
+            _ => tracing::Span::none(),
+        };
+        let meta = AttemptMeta {
+            traceparent: span
+                .in_scope(telemetry::current_traceparent)
+                .or_else(|| meta.traceparent.clone()),
+            ..meta.clone()
+        };
+        let attempt = self.attempt(request, &meta).instrument(span.clone()).await;
+        record_outcome(&span, &attempt);
+        attempt
+    }
+
+    async fn attempt(&self, request: &Request, meta: &AttemptMeta) -> Attempt {
         let attempt = match (&self.link, request) {
             (Link::Http(target), Request::Http(request)) => target.deliver(request, meta).await,
             (Link::Amqp(target), Request::Amqp(request)) => target.deliver(request, meta).await,

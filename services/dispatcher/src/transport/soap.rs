@@ -123,6 +123,13 @@ impl SoapTarget {
         })
     }
 
+    /// The client span of one attempt: an HTTP `POST` to the endpoint, with the operation.
+    pub fn span(&self, request: &SoapRequest) -> tracing::Span {
+        let span = super::http::client_span(&reqwest::Method::POST, &self.endpoint);
+        mih_shared::telemetry::set_attribute(&span, "mih.soap.operation", &request.operation);
+        span
+    }
+
     pub async fn deliver(&self, request: &SoapRequest, meta: &AttemptMeta) -> Attempt {
         if let Err(refused) = check_literal(&self.guard, &self.endpoint) {
             return Attempt::failed(Verdict::Permanent, refused.to_string());

@@ -68,11 +68,17 @@ pub(crate) async fn post_inbound(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let span = tracing::info_span!("ingest.inbound", service = %service);
-    telemetry::set_parent_from_http(&span, &headers);
-    async move { accept(&state, &service, &headers, body).await }
-        .instrument(span)
-        .await
+    let span = mih_shared::server_span!(
+        &http::Method::POST,
+        Some("/v1/inbound/{service}"),
+        &headers,
+        service = %service
+    );
+    let response = async { accept(&state, &service, &headers, body).await }
+        .instrument(span.clone())
+        .await;
+    telemetry::record_response(&span, response.status());
+    response
 }
 
 async fn accept(
@@ -225,8 +231,12 @@ fn authenticate(
 /// message a duplicate inside the stream's (long) duplicate window.
 async fn store(state: &IngestState, message: &InboundMessage) -> Result<Stored, String> {
     let payload = messages::encode(message).map_err(|e| e.to_string())?;
+    let subject = state
+        .names
+        .inbound_subject(&message.source, &message.service);
+    let span = telemetry::publish_span(&subject, 1);
     let mut headers = async_nats::HeaderMap::new();
-    telemetry::inject_current(&mut headers);
+    span.in_scope(|| telemetry::inject_current(&mut headers));
     let mut publish = PublishMessage::build().payload(payload).headers(headers);
     let msg_id = message
         .external_id
@@ -235,17 +245,18 @@ async fn store(state: &IngestState, message: &InboundMessage) -> Result<Stored, 
     if let Some(msg_id) = &msg_id {
         publish = publish.message_id(msg_id);
     }
-    let subject = state
-        .names
-        .inbound_subject(&message.source, &message.service);
-    let ack = state
-        .publisher
-        .context()
-        .send_publish(subject, publish)
-        .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
+    let ack = async {
+        state
+            .publisher
+            .context()
+            .send_publish(subject, publish)
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .instrument(span)
+    .await?;
     if !ack.duplicate {
         return Ok(Stored {
             id: Some(message.id),

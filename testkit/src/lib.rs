@@ -13,6 +13,7 @@
 pub mod browser;
 pub mod fixtures;
 mod nats;
+pub mod otlp;
 mod postgres;
 pub mod private_postgres;
 mod processes;
@@ -23,6 +24,7 @@ pub mod soap;
 mod wait;
 
 pub use nats::{NatsCluster, NatsServer};
+pub use otlp::{CollectedSpan, OtlpCollector};
 pub use postgres::TestDatabase;
 pub use processes::{ADMIN_TOKEN, MihProcesses, Output};
 pub use sink::{HttpSink, Recorded, Reply};

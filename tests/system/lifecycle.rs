@@ -260,7 +260,9 @@ async fn config_errors_name_the_setting_and_dump_hides_secrets() {
 async fn traces_are_exported_over_otlp_when_the_endpoint_is_set() {
     let nats = NatsServer::start().await.expect("nats");
     let db = TestDatabase::create().await.expect("database");
-    let collector = mih_testkit::HttpSink::start().await.expect("collector");
+    let collector = mih_testkit::OtlpCollector::start()
+        .await
+        .expect("collector");
     let ingest_port = free_port().expect("port");
     let namespace = unique_namespace();
     let mut child = mih()
@@ -319,53 +321,35 @@ async fn traces_are_exported_over_otlp_when_the_endpoint_is_set() {
         .as_str()
         .to_owned();
     let trace_id = traceparent.split('-').nth(1).expect("trace id").to_owned();
-    let trace_id_bytes: Vec<u8> = (0..32)
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&trace_id[i..i + 2], 16).expect("hex"))
-        .collect();
 
-    // ...is the trace id of spans the collector received (OTLP protobuf carries it raw).
-    let exported = mih_testkit::eventually(Duration::from_secs(15), || {
-        let requests = collector.requests();
-        let (trace_id, trace_id_bytes) = (&trace_id, &trace_id_bytes);
+    // ...is the trace of spans the collector received, from a resource named `mih`.
+    let spans = mih_testkit::eventually(Duration::from_secs(15), || {
+        let spans = collector.trace(&trace_id);
+        let exports = collector.exports();
+        let trace_id = &trace_id;
         async move {
-            requests
-                .iter()
-                .find(|r| {
-                    r.uri.path() == "/v1/traces"
-                        && r.body
-                            .windows(trace_id_bytes.len())
-                            .any(|w| w == trace_id_bytes.as_slice())
-                })
-                .cloned()
-                .ok_or_else(|| {
-                    format!(
-                        "{} export requests, none with trace {trace_id}",
-                        requests.len()
-                    )
-                })
+            if spans.is_empty() {
+                Err(format!(
+                    "{exports} export requests, none with trace {trace_id}"
+                ))
+            } else {
+                Ok(spans)
+            }
         }
     })
     .await
     .expect("spans exported");
-    assert_eq!(
-        exported.header("content-type"),
-        Some("application/x-protobuf")
-    );
-    // The resource attribute service.name = "mih": the key, then an AnyValue whose
-    // string_value (field 1, length 3) is "mih".
-    let key = b"service.name";
-    let at = exported
-        .body
-        .windows(key.len())
-        .position(|w| w == key)
-        .expect("a service.name attribute");
-    let after = &exported.body[at + key.len()..(at + key.len() + 16).min(exported.body.len())];
+    for span in &spans {
+        assert_eq!(span.service, "mih", "{span:?}");
+        assert_eq!(
+            span.resource.get("service.namespace"),
+            Some(&namespace),
+            "{span:?}"
+        );
+    }
     assert!(
-        after
-            .windows(5)
-            .any(|w| w == [0x0a, 0x03, b'm', b'i', b'h']),
-        "service.name is mih: {after:?}"
+        spans.iter().any(|s| s.name == "POST /v1/events"),
+        "{spans:?}"
     );
 
     let pid = child.id().expect("running").to_string();

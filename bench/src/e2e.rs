@@ -16,7 +16,7 @@ use tokio::process::Child;
 use tokio::sync::Semaphore;
 
 use mih_testkit::sign::TEST_TOKEN;
-use mih_testkit::{ADMIN_TOKEN, HttpSink, fixtures};
+use mih_testkit::{ADMIN_TOKEN, HttpSink, OtlpCollector, fixtures};
 
 use crate::hub::BenchHub;
 use crate::process;
@@ -43,6 +43,17 @@ pub struct Args {
         default_value = "limits,rates,saturation,dispatchers,fanout"
     )]
     only: Vec<Scenario>,
+    /// Export every process's spans to an OTLP/HTTP receiver in this benchmark, recording this
+    /// share of traces (`telemetry.trace_sample_ratio`): what tracing costs. Unset: no exporter.
+    #[arg(long, value_parser = sample_ratio)]
+    traces: Option<f64>,
+}
+
+fn sample_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("`{text}` is not a ratio between 0.0 and 1.0")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,17 +82,25 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
     }
     if wanted(Scenario::Rates) {
         for &rate in &args.rates {
-            rows.push(fixed_rate(rate, args.seconds).await?);
+            rows.push(fixed_rate(rate, args.seconds, args.traces).await?);
         }
     }
     if wanted(Scenario::Saturation) {
-        rows.push(saturation(args.events, 1, 1).await?);
+        rows.push(saturation(args.events, 1, 1, args.traces).await?);
     }
     if wanted(Scenario::Dispatchers) {
-        rows.push(saturation(args.events, 2, 1).await?);
+        rows.push(saturation(args.events, 2, 1, args.traces).await?);
     }
     if wanted(Scenario::Fanout) {
-        rows.push(saturation(args.events / args.fanout.max(1), 1, args.fanout).await?);
+        rows.push(
+            saturation(
+                args.events / args.fanout.max(1),
+                1,
+                args.fanout,
+                args.traces,
+            )
+            .await?,
+        );
     }
     Ok(rows)
 }
@@ -97,28 +116,35 @@ fn event(n: usize) -> Value {
 }
 
 /// The hub as one process per service, an HTTP sink, one service and `rules` rules that every
-/// event matches.
+/// event matches; with `traces`, an OTLP receiver the processes export to.
 struct Pipeline {
     hub: BenchHub,
     sink: HttpSink,
+    collector: Option<OtlpCollector>,
     processes: Vec<(String, Child)>,
     http: reqwest::Client,
 }
 
 impl Pipeline {
-    async fn start(dispatchers: usize, rules: usize) -> anyhow::Result<Self> {
-        let hub = BenchHub::start(
-            &[],
-            &[
-                ("MIH_DISPATCHER_LISTEN", "127.0.0.1:0".to_owned()),
-                ("MIH_DLQ_LISTEN", "127.0.0.1:0".to_owned()),
-                (
-                    "MIH_DISPATCHER_ALLOW_NETWORKS",
-                    r#"["127.0.0.0/8"]"#.to_owned(),
-                ),
-            ],
-        )
-        .await?;
+    async fn start(dispatchers: usize, rules: usize, traces: Option<f64>) -> anyhow::Result<Self> {
+        let mut env = vec![
+            ("MIH_DISPATCHER_LISTEN", "127.0.0.1:0".to_owned()),
+            ("MIH_DLQ_LISTEN", "127.0.0.1:0".to_owned()),
+            (
+                "MIH_DISPATCHER_ALLOW_NETWORKS",
+                r#"["127.0.0.0/8"]"#.to_owned(),
+            ),
+        ];
+        let collector = match traces {
+            Some(ratio) => {
+                let collector = OtlpCollector::start().await?;
+                env.push(("MIH_TELEMETRY_OTLP_ENDPOINT", collector.url()));
+                env.push(("MIH_TELEMETRY_TRACE_SAMPLE_RATIO", ratio.to_string()));
+                Some(collector)
+            }
+            None => None,
+        };
+        let hub = BenchHub::start(&[], &env).await?;
         let sink = HttpSink::start().await?;
         let http = reqwest::Client::new();
         let admin = |path: &str, body: Value| {
@@ -162,6 +188,7 @@ impl Pipeline {
         let pipeline = Pipeline {
             hub,
             sink,
+            collector,
             processes,
             http,
         };
@@ -263,6 +290,14 @@ impl Pipeline {
     }
 
     async fn stop(mut self) {
+        if let Some(collector) = &self.collector {
+            // Counted after the measurement: decoding is the receiver's work, not mih's.
+            eprintln!(
+                "mih-bench: {} spans exported in {} requests (the last batch dies with the processes)",
+                collector.spans().len(),
+                collector.exports()
+            );
+        }
         for (_, child) in &mut self.processes {
             child.kill().await.ok();
         }
@@ -386,8 +421,8 @@ async fn await_deliveries(pipeline: &Pipeline, skip: usize, expected: usize) -> 
 }
 
 /// `rate` single-event requests per second for `seconds`.
-async fn fixed_rate(rate: u64, seconds: u64) -> anyhow::Result<Row> {
-    let pipeline = Arc::new(Pipeline::start(1, 1).await?);
+async fn fixed_rate(rate: u64, seconds: u64, traces: Option<f64>) -> anyhow::Result<Row> {
+    let pipeline = Arc::new(Pipeline::start(1, 1, traces).await?);
     let skip = pipeline.sink.count();
     let total = usize::try_from(rate * seconds)?;
     let sent = Arc::new(Mutex::new(HashMap::with_capacity(total)));
@@ -424,7 +459,7 @@ async fn fixed_rate(rate: u64, seconds: u64) -> anyhow::Result<Row> {
     let elapsed = last.map_or(offered, |l| l.saturating_duration_since(began));
     let services = usage(&start, elapsed);
     let mut row = latency_row(
-        format!("e2e {rate}/s ×{seconds}s"),
+        traced(format!("e2e {rate}/s ×{seconds}s"), traces),
         sent.len(),
         1,
         elapsed,
@@ -440,8 +475,13 @@ async fn fixed_rate(rate: u64, seconds: u64) -> anyhow::Result<Row> {
 }
 
 /// As fast as ingest takes them: 100-event batches, 4 requests in flight.
-async fn saturation(total: usize, dispatchers: usize, rules: usize) -> anyhow::Result<Row> {
-    let pipeline = Arc::new(Pipeline::start(dispatchers, rules).await?);
+async fn saturation(
+    total: usize,
+    dispatchers: usize,
+    rules: usize,
+    traces: Option<f64>,
+) -> anyhow::Result<Row> {
+    let pipeline = Arc::new(Pipeline::start(dispatchers, rules, traces).await?);
     let skip = pipeline.sink.count();
     let events: Vec<Value> = (0..total).map(event).collect();
     let chunks: Vec<Vec<Value>> = events.chunks(100).map(<[Value]>::to_vec).collect();
@@ -473,13 +513,27 @@ async fn saturation(total: usize, dispatchers: usize, rules: usize) -> anyhow::R
         (d, 1) => format!("e2e saturation, {d} dispatchers"),
         (_, r) => format!("e2e fan-out 1 → {r} rules"),
     };
-    let mut row = latency_row(name, sent.len(), rules, elapsed, &values, services);
+    let mut row = latency_row(
+        traced(name, traces),
+        sent.len(),
+        rules,
+        elapsed,
+        &values,
+        services,
+    );
     row.others = others(&others_before, elapsed);
     row.cpu_us_per_event = per_event(&row);
     if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
         pipeline.stop().await;
     }
     Ok(row)
+}
+
+fn traced(name: String, traces: Option<f64>) -> String {
+    match traces {
+        Some(ratio) => format!("{name}, traced (ratio {ratio})"),
+        None => name,
+    }
 }
 
 fn latency_row(

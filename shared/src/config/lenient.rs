@@ -52,3 +52,35 @@ pub fn duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Du
         ))
     })
 }
+
+struct FloatVisitor;
+
+impl Visitor<'_> for FloatVisitor {
+    type Value = f64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number such as 0.25")
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+        Ok(v)
+    }
+    #[allow(clippy::cast_precision_loss)]
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+    #[allow(clippy::cast_precision_loss)]
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+        v.trim()
+            .parse()
+            .map_err(|_| de::Error::custom(format!("`{v}` is not a number such as 0.25")))
+    }
+}
+
+/// A number written in TOML (`0.25`) or as text: the environment layer never guesses floats
+/// (see `MihEnv`), so `MIH_…=0.25` arrives as a string.
+pub fn float<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    d.deserialize_any(FloatVisitor)
+}

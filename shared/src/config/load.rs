@@ -282,13 +282,14 @@ mod tests {
     #[test]
     fn trace_settings_come_from_the_environment() {
         Jail::expect_with(|jail| {
-            jail.set_env("MIH_TELEMETRY_TRACE_SAMPLE_RATIO", "0");
+            // The environment layer keeps `0.25` as text (a password `1.50` must stay text).
+            jail.set_env("MIH_TELEMETRY_TRACE_SAMPLE_RATIO", "0.25");
             jail.set_env("MIH_TELEMETRY_OTLP_ENDPOINT", "http://otel:4318/");
             let config = ConfigLoader::new()
                 .env()
                 .load()
                 .map_err(|e| e.to_string())?;
-            assert_eq!(config.telemetry.trace_sample_ratio, 0.0);
+            assert_eq!(config.telemetry.trace_sample_ratio, 0.25);
             assert_eq!(config.telemetry.otlp_endpoint(), Some("http://otel:4318/"));
             Ok(())
         });

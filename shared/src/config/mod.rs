@@ -156,7 +156,10 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// Share of new traces recorded, 0.0–1.0. A trace started elsewhere keeps its caller's
     /// decision (the sampled flag of `traceparent`), so one trace is never half recorded.
-    #[serde(default = "TelemetryConfig::default_ratio")]
+    #[serde(
+        default = "TelemetryConfig::default_ratio",
+        deserialize_with = "lenient::float"
+    )]
     pub trace_sample_ratio: f64,
 }
 

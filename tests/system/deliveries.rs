@@ -312,3 +312,41 @@ fn enc_text(text: &str) -> String {
         .trim_start_matches("v=")
         .to_owned()
 }
+
+/// `dispatcher.record_requests = false`: the target gets the request, the log keeps only the
+/// answer (no body, which may hold personal data, is copied into RESULTS or PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_stay_out_of_the_log_when_record_requests_is_off() {
+    let hub = TestHub::builder()
+        .services(&[ServiceName::Api, ServiceName::Dispatcher])
+        .toml("[dispatcher]\nrecord_requests = false\n")
+        .start()
+        .await;
+    let sink = HttpSink::start().await.expect("sink");
+    sink.script([Reply::status(503)]);
+    sink.set_reply(Reply::status(200));
+    service(&hub, "grades", &sink).await;
+    let sent = job("grades", "/grades", r#"{"grade": "private"}"#);
+    publish(&hub, &sent).await;
+    wait_for_items(&hub, "service=grades", 2).await;
+    let arrived = sink.wait_for(2, WAIT).await.expect("delivered");
+    assert_eq!(arrived[1].body.as_ref(), br#"{"grade": "private"}"#);
+
+    let detail = hub
+        .api()
+        .get(&format!("/api/v1/deliveries/{}", sent.id))
+        .await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.body);
+    assert_eq!(detail.body["status"], "delivered");
+    assert_eq!(detail.body["request"], Value::Null, "{}", detail.body);
+    let results = hub.stored(&hub.names().results_stream()).await;
+    assert_eq!(results.len(), 2);
+    for outcome in &results {
+        let text = String::from_utf8_lossy(&outcome.payload);
+        assert!(
+            !text.contains("private"),
+            "a request copied into RESULTS: {text}"
+        );
+    }
+    hub.stop().await;
+}

@@ -12,6 +12,7 @@ use tokio::sync::RwLock;
 
 use mih_shared::Shutdown;
 use mih_shared::circuit::CircuitStore;
+use mih_shared::config::DispatcherConfig;
 use mih_shared::live::{ConfigSnapshot, LiveConfig, LiveService};
 use mih_shared::names::{Names, ServiceSlug};
 
@@ -57,18 +58,18 @@ impl Fleet {
         env: TransportEnv,
         circuits: CircuitStore,
         uncounted: Uncounted,
-        ack_wait_margin: Duration,
+        settings: &DispatcherConfig,
     ) -> Self {
         Fleet {
             inner: Arc::new(Inner {
-                recorder: Recorder::new(js.clone(), names.clone()),
+                recorder: Recorder::new(js.clone(), names.clone(), settings.record_requests),
                 js,
                 nats,
                 names,
                 env,
                 circuits,
                 uncounted,
-                ack_wait_margin,
+                ack_wait_margin: settings.ack_wait_margin,
                 running: RwLock::new(HashMap::new()),
                 applied: tokio::sync::watch::Sender::new(0),
             }),

@@ -96,7 +96,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         env,
         circuits,
         uncounted,
-        settings.ack_wait_margin,
+        settings,
     );
     let serving = tokio::spawn(ops::serve(
         ctx.listener,

@@ -25,11 +25,17 @@ pub(crate) struct RecordError {
 pub(crate) struct Recorder {
     js: jetstream::Context,
     names: Names,
+    /// `dispatcher.record_requests`.
+    record_requests: bool,
 }
 
 impl Recorder {
-    pub(crate) fn new(js: jetstream::Context, names: Names) -> Self {
-        Recorder { js, names }
+    pub(crate) fn new(js: jetstream::Context, names: Names, record_requests: bool) -> Self {
+        Recorder {
+            js,
+            names,
+            record_requests,
+        }
     }
 
     /// Publishes the outcome of one attempt. A lost outcome costs a line in the log, not a
@@ -96,7 +102,8 @@ impl Recorder {
             source: job.source.clone(),
             eventname: job.eventname.clone(),
             replay_of: job.replay_of,
-            request: (attempt == 1).then(|| job.request.clone()),
+            // Once per job: later attempts send the same request.
+            request: (self.record_requests && attempt == 1).then(|| job.request.clone()),
             retry_at: None,
         }
     }

@@ -264,6 +264,15 @@ pub struct DispatcherConfig {
     /// Largest body of a message on a response queue; a larger one is parked on
     /// `<ns>.inbound-parked.<service>` instead of stored.
     pub reply_max_bytes: usize,
+    /// Whether a job's first outcome carries the rendered request into the delivery log.
+    /// Off: less work per delivery, and no request bodies (often personal data) in RESULTS
+    /// or PostgreSQL; the job in JOBS and its dead letter still hold the request.
+    #[serde(default = "default_true")]
+    pub record_requests: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// How long the PostgreSQL projections keep rows. A zero age or row count means unlimited.

@@ -1,8 +1,11 @@
 //! End to end: 1 KiB Moodle events posted to ingest, matched, and delivered to an HTTP sink,
 //! with every service as its own `mih` process. Measures delivered events/s, latency from the
 //! ingest request to the sink's arrival at fixed rates and at saturation, fan-out, one versus
-//! two dispatchers, CPU and RSS per service — and, in the same run, the raw limits mih is built
-//! on: a three-hop JetStream chain and the HTTP sink alone.
+//! two dispatchers, replicas of ingest, matcher and dispatcher (`--ingests`, `--matchers`,
+//! `--dispatchers`, and the 1-2-4 scaling table of `--scale`), CPU and RSS per process and CPU
+//! per delivered event per process — and, in the same run, the raw limits mih is built on: a
+//! three-hop JetStream chain and the HTTP sink alone. Every scenario is bounded (a fixed count
+//! of events, deliveries awaited at most 120 s), so it runs unattended.
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -36,13 +39,29 @@ pub struct Args {
     /// Rules every event matches in the fan-out scenario.
     #[arg(long, default_value_t = 10)]
     fanout: usize,
-    /// Scenario groups to run (all by default): limits, rates, saturation, dispatchers, fanout.
+    /// Scenario groups to run (all by default): limits, rates, saturation, dispatchers, fanout,
+    /// scaling.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "limits,rates,saturation,dispatchers,fanout"
+        default_value = "limits,rates,saturation,dispatchers,fanout,scaling"
     )]
     only: Vec<Scenario>,
+    /// Ingest processes of the rates and saturation scenarios; the benchmark spreads its
+    /// requests over them in turn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    ingests: u16,
+    /// Matcher processes of the rates and saturation scenarios (they share EVENTS' consumer).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    matchers: u16,
+    /// Dispatcher processes of the rates and saturation scenarios (they share each service's
+    /// consumer).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    dispatchers: u16,
+    /// Replicas of the scaling scenario: saturation with this many ingest, matcher and
+    /// dispatcher processes each, one row per count.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    scale: Vec<u16>,
     /// Export every process's spans to an OTLP/HTTP receiver in this benchmark, recording this
     /// share of traces (`telemetry.trace_sample_ratio`): what tracing costs. Unset: no exporter.
     #[arg(long, value_parser = sample_ratio)]
@@ -68,6 +87,39 @@ enum Scenario {
     Dispatchers,
     /// One event to many rules.
     Fanout,
+    /// Saturation with 1, 2, 4 … replicas of ingest, matcher and dispatcher (`--scale`).
+    Scaling,
+}
+
+/// How many processes of each event-path service a scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Replicas {
+    ingest: u16,
+    matcher: u16,
+    dispatcher: u16,
+}
+
+impl Replicas {
+    fn each(n: u16) -> Self {
+        Replicas {
+            ingest: n,
+            matcher: n,
+            dispatcher: n,
+        }
+    }
+
+    /// `, 2 ingest, 2 matcher, 2 dispatcher` — what differs from one of each, for row names.
+    fn label(self) -> String {
+        [
+            ("ingest", self.ingest),
+            ("matcher", self.matcher),
+            ("dispatcher", self.dispatcher),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(service, n)| format!(", {n} {service}"))
+        .collect()
+    }
 }
 
 /// Bytes of each event as JSON (the fixtures, padded).
@@ -75,6 +127,11 @@ const EVENT_BYTES: usize = 1024;
 
 pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
     let wanted = |scenario| args.only.contains(&scenario);
+    let chosen = Replicas {
+        ingest: args.ingests,
+        matcher: args.matchers,
+        dispatcher: args.dispatchers,
+    };
     let mut rows = Vec::new();
     if wanted(Scenario::Limits) {
         rows.push(raw_jetstream(args.events).await?);
@@ -82,25 +139,34 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
     }
     if wanted(Scenario::Rates) {
         for &rate in &args.rates {
-            rows.push(fixed_rate(rate, args.seconds, args.traces).await?);
+            rows.push(fixed_rate(rate, args.seconds, chosen, args.traces).await?);
         }
     }
     if wanted(Scenario::Saturation) {
-        rows.push(saturation(args.events, 1, 1, args.traces).await?);
+        rows.push(saturation(args.events, chosen, 1, args.traces).await?);
     }
     if wanted(Scenario::Dispatchers) {
-        rows.push(saturation(args.events, 2, 1, args.traces).await?);
+        let two = Replicas {
+            dispatcher: 2,
+            ..chosen
+        };
+        rows.push(saturation(args.events, two, 1, args.traces).await?);
     }
     if wanted(Scenario::Fanout) {
         rows.push(
             saturation(
                 args.events / args.fanout.max(1),
-                1,
+                chosen,
                 args.fanout,
                 args.traces,
             )
             .await?,
         );
+    }
+    if wanted(Scenario::Scaling) {
+        for &n in &args.scale {
+            rows.push(saturation(args.events, Replicas::each(n.max(1)), 1, args.traces).await?);
+        }
     }
     Ok(rows)
 }
@@ -119,6 +185,9 @@ fn event(n: usize) -> Value {
 /// event matches; with `traces`, an OTLP receiver the processes export to.
 struct Pipeline {
     hub: BenchHub,
+    /// Every ingest's events URL; requests go to each in turn.
+    ingests: Vec<String>,
+    next_ingest: std::sync::atomic::AtomicUsize,
     sink: HttpSink,
     collector: Option<OtlpCollector>,
     processes: Vec<(String, Child)>,
@@ -126,7 +195,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    async fn start(dispatchers: usize, rules: usize, traces: Option<f64>) -> anyhow::Result<Self> {
+    async fn start(replicas: Replicas, rules: usize, traces: Option<f64>) -> anyhow::Result<Self> {
         let mut env = vec![
             ("MIH_DISPATCHER_LISTEN", "127.0.0.1:0".to_owned()),
             ("MIH_DLQ_LISTEN", "127.0.0.1:0".to_owned()),
@@ -174,19 +243,27 @@ impl Pipeline {
             }
         }
         let mut processes = Vec::new();
-        processes.push(("api".to_owned(), None));
-        for service in ["ingest", "matcher", "dlq"] {
-            processes.push((service.to_owned(), Some(hub.spawn(&[service])?)));
+        let mut ingests = vec![hub.ingest_url()];
+        processes.push(("ingest".to_owned(), hub.spawn(&["ingest"])?));
+        for i in 1..replicas.ingest {
+            let (child, url) = hub.spawn_ingest().await?;
+            processes.push((format!("ingest-{i}"), child));
+            ingests.push(url);
         }
-        for d in 0..dispatchers {
-            processes.push((format!("dispatcher-{d}"), Some(hub.spawn(&["dispatcher"])?)));
+        for m in 0..replicas.matcher {
+            processes.push((
+                numbered("matcher", m, replicas.matcher),
+                hub.spawn(&["matcher"])?,
+            ));
         }
-        let processes = processes
-            .into_iter()
-            .filter_map(|(name, child)| child.map(|c| (name, c)))
-            .collect();
+        processes.push(("dlq".to_owned(), hub.spawn(&["dlq"])?));
+        for d in 0..replicas.dispatcher {
+            processes.push((format!("dispatcher-{d}"), hub.spawn(&["dispatcher"])?));
+        }
         let pipeline = Pipeline {
             hub,
+            ingests,
+            next_ingest: std::sync::atomic::AtomicUsize::new(0),
             sink,
             collector,
             processes,
@@ -215,11 +292,19 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The next ingest in turn.
+    fn ingest_url(&self) -> &str {
+        let n = self
+            .next_ingest
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.ingests[n % self.ingests.len()]
+    }
+
     /// Posts one event; its mih event id when accepted.
     async fn post(&self, body: &Value) -> anyhow::Result<String> {
         let answer = self
             .http
-            .post(self.hub.ingest_url())
+            .post(self.ingest_url())
             .bearer_auth(TEST_TOKEN)
             .json(body)
             .send()
@@ -238,7 +323,7 @@ impl Pipeline {
     async fn post_batch(&self, events: &[Value]) -> anyhow::Result<Vec<String>> {
         let answer = self
             .http
-            .post(self.hub.ingest_url())
+            .post(self.ingest_url())
             .bearer_auth(TEST_TOKEN)
             .json(&events)
             .send()
@@ -368,6 +453,11 @@ fn per_event(row: &Row) -> Vec<(String, f64)> {
     let mut parts = Vec::new();
     if !row.services.is_empty() {
         parts.push(("mih".to_owned(), us(row.mih_cpu_cores)));
+        parts.extend(
+            row.services
+                .iter()
+                .map(|s| (s.service.clone(), us(s.cpu_cores))),
+        );
     }
     parts.extend(
         row.others
@@ -421,8 +511,13 @@ async fn await_deliveries(pipeline: &Pipeline, skip: usize, expected: usize) -> 
 }
 
 /// `rate` single-event requests per second for `seconds`.
-async fn fixed_rate(rate: u64, seconds: u64, traces: Option<f64>) -> anyhow::Result<Row> {
-    let pipeline = Arc::new(Pipeline::start(1, 1, traces).await?);
+async fn fixed_rate(
+    rate: u64,
+    seconds: u64,
+    replicas: Replicas,
+    traces: Option<f64>,
+) -> anyhow::Result<Row> {
+    let pipeline = Arc::new(Pipeline::start(replicas, 1, traces).await?);
     let skip = pipeline.sink.count();
     let total = usize::try_from(rate * seconds)?;
     let sent = Arc::new(Mutex::new(HashMap::with_capacity(total)));
@@ -459,7 +554,10 @@ async fn fixed_rate(rate: u64, seconds: u64, traces: Option<f64>) -> anyhow::Res
     let elapsed = last.map_or(offered, |l| l.saturating_duration_since(began));
     let services = usage(&start, elapsed);
     let mut row = latency_row(
-        traced(format!("e2e {rate}/s ×{seconds}s"), traces),
+        traced(
+            format!("e2e {rate}/s ×{seconds}s{}", replicas.label()),
+            traces,
+        ),
         sent.len(),
         1,
         elapsed,
@@ -477,11 +575,11 @@ async fn fixed_rate(rate: u64, seconds: u64, traces: Option<f64>) -> anyhow::Res
 /// As fast as ingest takes them: 100-event batches, 4 requests in flight.
 async fn saturation(
     total: usize,
-    dispatchers: usize,
+    replicas: Replicas,
     rules: usize,
     traces: Option<f64>,
 ) -> anyhow::Result<Row> {
-    let pipeline = Arc::new(Pipeline::start(dispatchers, rules, traces).await?);
+    let pipeline = Arc::new(Pipeline::start(replicas, rules, traces).await?);
     let skip = pipeline.sink.count();
     let events: Vec<Value> = (0..total).map(event).collect();
     let chunks: Vec<Vec<Value>> = events.chunks(100).map(<[Value]>::to_vec).collect();
@@ -508,10 +606,9 @@ async fn saturation(
     let (values, last) = latencies(&sent, &arrivals);
     let elapsed = last.map_or(began.elapsed(), |l| l.saturating_duration_since(began));
     let services = usage(&start, elapsed);
-    let name = match (dispatchers, rules) {
-        (1, 1) => "e2e saturation".to_owned(),
-        (d, 1) => format!("e2e saturation, {d} dispatchers"),
-        (_, r) => format!("e2e fan-out 1 → {r} rules"),
+    let name = match rules {
+        1 => format!("e2e saturation{}", replicas.label()),
+        r => format!("e2e fan-out 1 → {r} rules{}", replicas.label()),
     };
     let mut row = latency_row(
         traced(name, traces),
@@ -527,6 +624,15 @@ async fn saturation(
         pipeline.stop().await;
     }
     Ok(row)
+}
+
+/// `matcher` for the only one, `matcher-0`, `matcher-1` … for several.
+fn numbered(service: &str, n: u16, of: u16) -> String {
+    if of == 1 {
+        service.to_owned()
+    } else {
+        format!("{service}-{n}")
+    }
 }
 
 fn traced(name: String, traces: Option<f64>) -> String {

@@ -90,6 +90,20 @@ impl BenchHub {
             .context("starting mih")
     }
 
+    /// Another ingest of this hub on a port of its own, once it is ready: its events URL.
+    pub async fn spawn_ingest(&self) -> anyhow::Result<(Child, String)> {
+        let mut processes = self.processes.clone();
+        processes.listen_at("ingest", mih_testkit::free_port()?);
+        let child = processes
+            .spawn(&["ingest"], &output())
+            .context("starting ingest")?;
+        processes
+            .wait_ready("ingest", READY_WAIT)
+            .await
+            .context("the extra ingest did not become ready")?;
+        Ok((child, processes.url("ingest", "/v1/events")))
+    }
+
     pub fn pid(&self) -> anyhow::Result<u32> {
         self.mih.id().context("mih is not running")
     }

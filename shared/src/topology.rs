@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::context::{
     CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
 };
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, ErrorCode, kv, stream};
 
 use crate::config::{Config, StreamsConfig};
 use crate::names::Names;
@@ -246,11 +246,25 @@ impl Topology {
         for &resource in resources {
             let started = Instant::now();
             let mut delay = Duration::from_millis(200);
+            let mut races = 0;
             loop {
-                let error = match self.ensure_one(js, resource).await {
+                // Boxed: inline, its state made every service's start future too large.
+                let error = match Box::pin(self.ensure_one(js, resource)).await {
                     Ok(()) => break,
                     Err(error) => error,
                 };
+                // Replicas starting together: a peer created the stream between our lookup and
+                // our create, and the cluster refused the second create ("subjects overlap",
+                // "name in use"). If the stream is there now, trying again updates it. A real
+                // overlap with a stream of another name is not retried.
+                if error.lost_a_create_race()
+                    && races < 3
+                    && js.get_stream(self.stream_name(resource)).await.is_ok()
+                {
+                    races += 1;
+                    tracing::debug!(error = %error, "another replica created it first; updating");
+                    continue;
+                }
                 if !error.is_transient() || started.elapsed() + delay > self.patience {
                     return Err(error);
                 }
@@ -260,6 +274,15 @@ impl Topology {
             }
         }
         Ok(())
+    }
+
+    /// The JetStream stream behind `resource` (a bucket's is `KV_<bucket>`).
+    fn stream_name(&self, resource: Resource) -> String {
+        match (self.stream_config(resource), self.kv_config(resource)) {
+            (Some(stream), _) => stream.name,
+            (None, Some(kv)) => format!("KV_{}", kv.bucket),
+            (None, None) => String::new(),
+        }
     }
 
     async fn ensure_one(
@@ -317,6 +340,34 @@ fn placement(streams: &StreamsConfig) -> Option<stream::Placement> {
 }
 
 impl TopologyError {
+    /// The refusals a create gets when the same stream was created a moment before.
+    fn lost_a_create_race(&self) -> bool {
+        let stream = match self {
+            TopologyError::Stream { cause, .. } => Some(cause),
+            TopologyError::Kv { cause, .. } => {
+                use std::error::Error as _;
+                cause
+                    .source()
+                    .and_then(|source| source.downcast_ref::<CreateStreamError>())
+            }
+            TopologyError::NotReadable { .. } => None,
+        };
+        let code = match stream.map(CreateStreamError::kind) {
+            Some(CreateStreamErrorKind::JetStream(api)) => Some(api.error_code()),
+            _ => None,
+        };
+        // Without the typed error (a bucket's is sometimes only text), the message says it.
+        code.map_or_else(
+            || {
+                let text = self.to_string();
+                text.contains("error code 10065") || text.contains("error code 10058")
+            },
+            |code| {
+                code == ErrorCode::STREAM_SUBJECT_OVERLAP || code == ErrorCode::STREAM_NAME_EXIST
+            },
+        )
+    }
+
     /// Whether trying again can succeed: no answer, JetStream unavailable for now, or a server
     /// error (5xx) such as "no suitable peers" while a node is down. A 4xx is a refusal of the
     /// configuration and stays one.

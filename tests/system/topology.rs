@@ -212,3 +212,37 @@ async fn placement_tags_keep_the_copies_on_the_tagged_servers() {
         .expect("two copies, both on ssd servers");
     }
 }
+
+/// Replicas of every service start at once on a fresh cluster, each connected to another
+/// node: every one of them gets the streams and buckets, none fails because a peer created
+/// one between its lookup and its create (seen in CI: "subjects overlap with an existing
+/// stream", code 10065, and the ingest replica exited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_starting_together_on_a_cluster_all_get_the_topology() {
+    let cluster = NatsCluster::start().await.expect("cluster");
+    let urls = cluster.urls();
+    let config = ConfigLoader::new()
+        .toml("[streams]\nreplicas = 3\n")
+        .load()
+        .expect("valid");
+    // Two rounds: the race showed in one round of two before the fix. Each takes 10-30 s,
+    // because a cluster answers concurrent creates of one stream slowly.
+    for round in 0..2 {
+        let names = Names::new(Namespace::parse(unique_namespace()).expect("ns"));
+        let mut starting = Vec::new();
+        for replica in 0..6 {
+            let url = urls[replica % urls.len()].clone();
+            let topology = Topology::new(names.clone(), &config);
+            starting.push(tokio::spawn(async move {
+                let js = jetstream::new(async_nats::connect(url).await.expect("connect"));
+                topology.ensure(&js, &Resource::ALL).await
+            }));
+        }
+        for (replica, started) in starting.into_iter().enumerate() {
+            started
+                .await
+                .expect("joined")
+                .unwrap_or_else(|e| panic!("round {round}, replica {replica}: {e}"));
+        }
+    }
+}

@@ -66,6 +66,24 @@ pub struct Args {
     /// share of traces (`telemetry.trace_sample_ratio`): what tracing costs. Unset: no exporter.
     #[arg(long, value_parser = sample_ratio)]
     traces: Option<f64>,
+    /// More environment for every mih process, `NAME=VALUE`, repeatable (e.g.
+    /// `--mih-env TOKIO_WORKER_THREADS=1`); shown in the scenario's name.
+    #[arg(long = "mih-env", value_parser = name_value)]
+    mih_env: Vec<(String, String)>,
+}
+
+fn name_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not NAME=VALUE")),
+    }
+}
+
+/// What every scenario's processes get beyond the defaults.
+#[derive(Debug, Clone, Default)]
+struct Setup {
+    traces: Option<f64>,
+    env: Vec<(String, String)>,
 }
 
 fn sample_ratio(text: &str) -> Result<f64, String> {
@@ -132,6 +150,10 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
         matcher: args.matchers,
         dispatcher: args.dispatchers,
     };
+    let setup = Setup {
+        traces: args.traces,
+        env: args.mih_env.clone(),
+    };
     let mut rows = Vec::new();
     if wanted(Scenario::Limits) {
         rows.push(raw_jetstream(args.events).await?);
@@ -139,18 +161,18 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
     }
     if wanted(Scenario::Rates) {
         for &rate in &args.rates {
-            rows.push(fixed_rate(rate, args.seconds, chosen, args.traces).await?);
+            rows.push(fixed_rate(rate, args.seconds, chosen, &setup).await?);
         }
     }
     if wanted(Scenario::Saturation) {
-        rows.push(saturation(args.events, chosen, 1, args.traces).await?);
+        rows.push(saturation(args.events, chosen, 1, &setup).await?);
     }
     if wanted(Scenario::Dispatchers) {
         let two = Replicas {
             dispatcher: 2,
             ..chosen
         };
-        rows.push(saturation(args.events, two, 1, args.traces).await?);
+        rows.push(saturation(args.events, two, 1, &setup).await?);
     }
     if wanted(Scenario::Fanout) {
         rows.push(
@@ -158,14 +180,14 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
                 args.events / args.fanout.max(1),
                 chosen,
                 args.fanout,
-                args.traces,
+                &setup,
             )
             .await?,
         );
     }
     if wanted(Scenario::Scaling) {
         for &n in &args.scale {
-            rows.push(saturation(args.events, Replicas::each(n.max(1)), 1, args.traces).await?);
+            rows.push(saturation(args.events, Replicas::each(n.max(1)), 1, &setup).await?);
         }
     }
     Ok(rows)
@@ -195,7 +217,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    async fn start(replicas: Replicas, rules: usize, traces: Option<f64>) -> anyhow::Result<Self> {
+    async fn start(replicas: Replicas, rules: usize, setup: &Setup) -> anyhow::Result<Self> {
         let mut env = vec![
             ("MIH_DISPATCHER_LISTEN", "127.0.0.1:0".to_owned()),
             ("MIH_DLQ_LISTEN", "127.0.0.1:0".to_owned()),
@@ -204,7 +226,10 @@ impl Pipeline {
                 r#"["127.0.0.0/8"]"#.to_owned(),
             ),
         ];
-        let collector = match traces {
+        for (name, value) in &setup.env {
+            env.push((name.as_str(), value.clone()));
+        }
+        let collector = match setup.traces {
             Some(ratio) => {
                 let collector = OtlpCollector::start().await?;
                 env.push(("MIH_TELEMETRY_OTLP_ENDPOINT", collector.url()));
@@ -515,9 +540,9 @@ async fn fixed_rate(
     rate: u64,
     seconds: u64,
     replicas: Replicas,
-    traces: Option<f64>,
+    setup: &Setup,
 ) -> anyhow::Result<Row> {
-    let pipeline = Arc::new(Pipeline::start(replicas, 1, traces).await?);
+    let pipeline = Arc::new(Pipeline::start(replicas, 1, setup).await?);
     let skip = pipeline.sink.count();
     let total = usize::try_from(rate * seconds)?;
     let sent = Arc::new(Mutex::new(HashMap::with_capacity(total)));
@@ -556,7 +581,7 @@ async fn fixed_rate(
     let mut row = latency_row(
         traced(
             format!("e2e {rate}/s ×{seconds}s{}", replicas.label()),
-            traces,
+            setup,
         ),
         sent.len(),
         1,
@@ -577,9 +602,9 @@ async fn saturation(
     total: usize,
     replicas: Replicas,
     rules: usize,
-    traces: Option<f64>,
+    setup: &Setup,
 ) -> anyhow::Result<Row> {
-    let pipeline = Arc::new(Pipeline::start(replicas, rules, traces).await?);
+    let pipeline = Arc::new(Pipeline::start(replicas, rules, setup).await?);
     let skip = pipeline.sink.count();
     let events: Vec<Value> = (0..total).map(event).collect();
     let chunks: Vec<Vec<Value>> = events.chunks(100).map(<[Value]>::to_vec).collect();
@@ -611,7 +636,7 @@ async fn saturation(
         r => format!("e2e fan-out 1 → {r} rules{}", replicas.label()),
     };
     let mut row = latency_row(
-        traced(name, traces),
+        traced(name, setup),
         sent.len(),
         rules,
         elapsed,
@@ -635,11 +660,16 @@ fn numbered(service: &str, n: u16, of: u16) -> String {
     }
 }
 
-fn traced(name: String, traces: Option<f64>) -> String {
-    match traces {
+/// The scenario's name with what its setup changed.
+fn traced(name: String, setup: &Setup) -> String {
+    let mut name = match setup.traces {
         Some(ratio) => format!("{name}, traced (ratio {ratio})"),
         None => name,
+    };
+    for (var, value) in &setup.env {
+        name.push_str(&format!(", {var}={value}"));
     }
+    name
 }
 
 fn latency_row(

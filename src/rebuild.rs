@@ -71,23 +71,15 @@ pub async fn rebuild(
     }
     let mut results = StreamReader::open(js, &names.results_stream()).await?;
     while let Some(message) = results.next().await? {
-        let outcome = match messages::decode::<Outcome>(&message.payload) {
-            Ok(outcome) => outcome,
+        let outcomes = match messages::decode_outcomes(&message.payload) {
+            Ok(outcomes) => outcomes,
             Err(error) => {
                 tracing::warn!(%error, "unreadable outcome skipped");
                 continue;
             }
         };
-        if delivery_log::record(pool, &outcome).await? {
-            rebuilt.deliveries += 1;
-        }
-        if outcome.replay_of.is_some() {
-            if dead_letters::resolve(pool, &outcome).await? {
-                rebuilt.resolved += 1;
-            } else if outcome.status != OutcomeStatus::Delivered {
-                // A replay that has not succeeded (yet): its original is being replayed.
-                dead_letters::mark_replaying(pool, &outcome).await?;
-            }
+        for outcome in &outcomes {
+            rebuild_outcome(pool, outcome, &mut rebuilt).await?;
         }
     }
     rebuilt.circuit_changes = circuits(pool, js, names).await?;
@@ -101,6 +93,26 @@ pub async fn rebuild(
         }
     }
     Ok(rebuilt)
+}
+
+/// Projects one outcome of RESULTS into the delivery log and the dead letters.
+async fn rebuild_outcome(
+    pool: &PgPool,
+    outcome: &Outcome,
+    rebuilt: &mut Rebuilt,
+) -> anyhow::Result<()> {
+    if delivery_log::record(pool, outcome).await? {
+        rebuilt.deliveries += 1;
+    }
+    if outcome.replay_of.is_some() {
+        if dead_letters::resolve(pool, outcome).await? {
+            rebuilt.resolved += 1;
+        } else if outcome.status != OutcomeStatus::Delivered {
+            // A replay that has not succeeded (yet): its original is being replayed.
+            dead_letters::mark_replaying(pool, outcome).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads the messages a stream holds now, in order, one at a time (a week of RESULTS need

@@ -248,12 +248,27 @@ async fn amqp(total: usize, concurrency: u32) -> anyhow::Result<Row> {
     )
     .await?;
     let js = hub.jetstream().await?;
-    let results = hub.names()?.results_stream();
+    let names = hub.names()?;
+    let (jobs, consumer) = (
+        names.jobs_stream(),
+        names.dispatch_consumer(&"rabbit".parse()?),
+    );
+    // Done when the service's consumer acknowledged every job (each after its outcome was
+    // stored); RESULTS messages no longer count outcomes, since they carry batches.
     let (elapsed, cpu, peak) = measure(&hub, total, || {
-        let (js, results) = (js.clone(), results.clone());
+        let (js, jobs, consumer) = (js.clone(), jobs.clone(), consumer.clone());
         async move {
-            let mut stream = js.get_stream(&results).await?;
-            Ok(usize::try_from(stream.info().await?.state.messages)?)
+            let Ok(mut consumer) = js
+                .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                    &consumer, &jobs,
+                )
+                .await
+            else {
+                return Ok(0);
+            };
+            Ok(usize::try_from(
+                consumer.info().await?.ack_floor.stream_sequence,
+            )?)
         }
     })
     .await?;

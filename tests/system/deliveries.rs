@@ -340,7 +340,11 @@ async fn requests_stay_out_of_the_log_when_record_requests_is_off() {
     assert_eq!(detail.body["status"], "delivered");
     assert_eq!(detail.body["request"], Value::Null, "{}", detail.body);
     let results = hub.stored(&hub.names().results_stream()).await;
-    assert_eq!(results.len(), 2);
+    let outcomes: usize = results
+        .iter()
+        .map(|m| messages::decode_outcomes(&m.payload).map_or(0, |o| o.len()))
+        .sum();
+    assert_eq!(outcomes, 2);
     for outcome in &results {
         let text = String::from_utf8_lossy(&outcome.payload);
         assert!(
@@ -348,5 +352,68 @@ async fn requests_stay_out_of_the_log_when_record_requests_is_off() {
             "a request copied into RESULTS: {text}"
         );
     }
+    hub.stop().await;
+}
+
+/// Outcomes ready together travel to RESULTS in one message (here gathered for 500 ms), yet
+/// the log has each attempt once and every job is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_ready_together_share_a_message_and_each_is_logged_once() {
+    let hub = TestHub::builder()
+        .services(&[ServiceName::Api, ServiceName::Dispatcher])
+        .toml("[dispatcher]\noutcome_linger = \"500ms\"\n")
+        .start()
+        .await;
+    let sink = HttpSink::start().await.expect("sink");
+    let body = json!({
+        "name": "grades",
+        "concurrency": 16,
+        "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())},
+    });
+    let answer = hub.api().post("/api/v1/services", &body).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    hub.wait_for_config(ServiceName::Dispatcher).await;
+    let sent: Vec<Job> = (0..30)
+        .map(|i| job("grades", &format!("/grades/{i}"), "{}"))
+        .collect();
+    for job in &sent {
+        publish(&hub, job).await;
+    }
+    sink.wait_for(30, WAIT).await.expect("delivered");
+    let items = wait_for_items(&hub, "service=grades&limit=100", 30).await;
+    let mut logged: Vec<String> = items
+        .iter()
+        .map(|i| i["job_id"].as_str().expect("job id").to_owned())
+        .collect();
+    logged.sort();
+    let mut expected: Vec<String> = sent.iter().map(|j| j.id.to_string()).collect();
+    expected.sort();
+    assert_eq!(logged, expected, "each job's attempt logged once");
+
+    let slug = "grades".parse().expect("slug");
+    hub.wait_for_consumer(
+        &hub.names().jobs_stream(),
+        &hub.names().dispatch_consumer(&slug),
+    )
+    .await;
+    let results = hub.stored(&hub.names().results_stream()).await;
+    let per_message: Vec<usize> = results
+        .iter()
+        .map(|m| {
+            messages::decode_outcomes(&m.payload)
+                .expect("outcomes")
+                .len()
+        })
+        .collect();
+    assert_eq!(per_message.iter().sum::<usize>(), 30, "{per_message:?}");
+    assert!(
+        per_message.len() < 30,
+        "16 deliveries at once within 500 ms share messages: {per_message:?}"
+    );
+    let metrics = hub.metrics(ServiceName::Dispatcher).await;
+    assert!(
+        metrics.contains("mih_dispatcher_outcomes_per_message"),
+        "the batch sizes are exported"
+    );
     hub.stop().await;
 }

@@ -86,11 +86,12 @@ pub(crate) async fn publish(hub: &TestHub, job: &Job) {
         .expect("stored");
 }
 
+/// Every outcome in RESULTS, in order (a message holds one or a batch).
 pub(crate) async fn outcomes(hub: &TestHub) -> Vec<Outcome> {
     hub.stored(&hub.names().results_stream())
         .await
         .iter()
-        .map(|m| messages::decode(&m.payload).expect("an outcome"))
+        .flat_map(|m| messages::decode_outcomes(&m.payload).expect("outcomes"))
         .collect()
 }
 

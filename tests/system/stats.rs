@@ -515,6 +515,97 @@ async fn an_outcome_published_twice_is_recorded_and_counted_once() {
     hub.stop().await;
 }
 
+/// The dispatcher sends the outcomes that are ready together as one message (a JSON array):
+/// each is recorded and counted once, also when one of them was recorded before, and one the
+/// database refuses parks its message without losing the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_batched_in_one_message_are_each_recorded_and_counted_once() {
+    let hub = api_hub().await;
+    let db = sqlx::PgPool::connect(hub.config.database.url.expose())
+        .await
+        .expect("database");
+    sqlx::query(
+        "ALTER TABLE deliveries ADD CONSTRAINT no_poison_batch CHECK (error IS NULL OR error NOT LIKE 'poison%')",
+    )
+    .execute(&db)
+    .await
+    .expect("constraint");
+    let started = at("2026-02-02T09:00:05Z");
+    let batch: Vec<Outcome> = (0..5)
+        .map(|i| {
+            outcome(
+                "batched",
+                None,
+                started,
+                10 * (i + 1),
+                OutcomeStatus::Delivered,
+            )
+        })
+        .collect();
+    // One of them already came alone (a redelivery of a batch whose ack was lost).
+    publish(&hub, &batch[2]).await;
+    let encoded: Vec<bytes::Bytes> = batch
+        .iter()
+        .map(|o| messages::encode(o).expect("encodes"))
+        .collect();
+    publish_raw(
+        &hub,
+        "batched",
+        messages::join_outcomes(&encoded),
+        "batch-1",
+    )
+    .await;
+    // A second batch in which the database refuses one outcome.
+    let mut poisoned = outcome("batched", None, started, 70, OutcomeStatus::FailedRetryable);
+    poisoned.error = Some("poison".into());
+    let fine = outcome("batched", None, started, 60, OutcomeStatus::Delivered);
+    let second = [
+        messages::encode(&fine).expect("encodes"),
+        messages::encode(&poisoned).expect("encodes"),
+    ];
+    publish_raw(&hub, "batched", messages::join_outcomes(&second), "batch-2").await;
+
+    let parked = mih_testkit::eventually(Duration::from_secs(60), || async {
+        let page = hub.api().get("/api/v1/parked?consumer=recorder").await;
+        let items = page.body["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 1 {
+            Ok(items)
+        } else {
+            Err(format!("{} parked: {}", items.len(), page.body))
+        }
+    })
+    .await
+    .expect("the message with the refused outcome parked");
+    assert!(
+        parked[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no_poison_batch"),
+        "{}",
+        parked[0]
+    );
+    wait_for_recorder(&hub).await;
+    let recorded: Vec<(i64,)> = sqlx::query_as(
+        "SELECT duration_ms FROM deliveries WHERE service = 'batched' ORDER BY duration_ms",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("rows");
+    assert_eq!(
+        recorded.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [10, 20, 30, 40, 50, 60],
+        "every outcome of both batches but the refused one, once"
+    );
+    let body = stats(
+        &hub,
+        "from=2026-02-02T09:00:00Z&to=2026-02-02T09:01:00Z&service=batched",
+    )
+    .await;
+    assert_eq!(int(&body["totals"]["attempts"]), 6, "{body}");
+    assert_eq!(int(&body["totals"]["delivered"]), 6, "{body}");
+    hub.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_is_idempotent_on_job_and_attempt() {
     let hub = api_hub().await;

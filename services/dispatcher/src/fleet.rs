@@ -17,6 +17,7 @@ use mih_shared::live::{ConfigSnapshot, LiveConfig, LiveService};
 use mih_shared::names::{Names, ServiceSlug};
 
 use crate::breaker::Breaker;
+use crate::outcome_batch::BatchLimits;
 use crate::record::Recorder;
 use crate::transport::{Target, TransportEnv};
 use crate::uncounted::Uncounted;
@@ -62,7 +63,16 @@ impl Fleet {
     ) -> Self {
         Fleet {
             inner: Arc::new(Inner {
-                recorder: Recorder::new(js.clone(), names.clone(), settings.record_requests),
+                recorder: Recorder::start(
+                    js.clone(),
+                    names.clone(),
+                    settings.record_requests,
+                    BatchLimits::new(
+                        settings.outcome_batch_max,
+                        nats.server_info().max_payload,
+                        settings.outcome_linger,
+                    ),
+                ),
                 js,
                 nats,
                 names,

@@ -4,6 +4,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 pub(crate) const ATTEMPTS: &str = "mih_dispatcher_attempts_total";
 pub(crate) const ATTEMPT_SECONDS: &str = "mih_dispatcher_attempt_duration_seconds";
+pub(crate) const OUTCOMES_PER_MESSAGE: &str = "mih_dispatcher_outcomes_per_message";
 pub(crate) const DEAD_LETTERS: &str = "mih_dispatcher_dead_letters_total";
 pub(crate) const CIRCUIT_STATE: &str = "mih_dispatcher_circuit_state";
 pub(crate) const CIRCUIT_TRANSITIONS: &str = "mih_dispatcher_circuit_transitions_total";
@@ -22,6 +23,11 @@ pub(crate) fn describe() {
         ATTEMPT_SECONDS,
         Unit::Seconds,
         "Duration of delivery attempts, by service"
+    );
+    describe_histogram!(
+        OUTCOMES_PER_MESSAGE,
+        Unit::Count,
+        "Outcomes per RESULTS message: 1 when idle, more as outcomes gather under load"
     );
     describe_counter!(
         DEAD_LETTERS,

@@ -11,6 +11,7 @@ use mih_shared::messages::{self, DeadLetter, FailureStage, Job, Outcome, Outcome
 use mih_shared::names::Names;
 use mih_shared::telemetry;
 
+use crate::outcome_batch::{BatchLimits, OutcomeBatcher};
 use crate::transport::{Attempt, EXCERPT_LIMIT, Verdict};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +28,19 @@ pub(crate) struct Recorder {
     names: Names,
     /// `dispatcher.record_requests`.
     record_requests: bool,
+    outcomes: OutcomeBatcher,
 }
 
 impl Recorder {
-    pub(crate) fn new(js: jetstream::Context, names: Names, record_requests: bool) -> Self {
+    /// Starts the outcome batcher: call within the runtime.
+    pub(crate) fn start(
+        js: jetstream::Context,
+        names: Names,
+        record_requests: bool,
+        limits: BatchLimits,
+    ) -> Self {
         Recorder {
+            outcomes: OutcomeBatcher::start(js.clone(), limits),
             js,
             names,
             record_requests,
@@ -108,16 +117,21 @@ impl Recorder {
         }
     }
 
+    /// Publishes an outcome in the next batch of its subject. No message id: a batch has
+    /// none of its own, and the readers are idempotent on (job, attempt) anyway.
     async fn publish_outcome(&self, job: &Job, attempt: u32, outcome: Outcome) -> Outcome {
         metrics::counter!(crate::metrics::ATTEMPTS, "service" => job.service.to_string(), "status" => outcome.status.as_str()).increment(1);
-        let id = format!("{}:{attempt}", job.id);
         let subject = if job.replay_of.is_some() {
             self.names.replay_result_subject(&job.service)
         } else {
             self.names.result_subject(&job.service)
         };
-        if let Err(error) = self.publish(subject, id, &outcome, "outcome", job).await {
-            tracing::warn!(%error, "outcome not recorded");
+        let stored = match messages::encode(&outcome) {
+            Ok(encoded) => self.outcomes.publish(subject, encoded).await,
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = stored {
+            tracing::warn!(%error, job_id = %job.id, attempt, "outcome not recorded");
         }
         outcome
     }

@@ -125,15 +125,29 @@ impl Projector {
         }
     }
 
+    /// Resolves the dead letters whose replays a RESULTS message reports delivered (one
+    /// outcome, or a batch of them).
     async fn resolve(&self, message: &jetstream::Message) -> Disposition {
-        let outcome: Outcome = match messages::decode(&message.payload) {
-            Ok(outcome) => outcome,
+        let outcomes = match messages::decode_outcomes(&message.payload) {
+            Ok(outcomes) => outcomes,
             Err(error) => return unreadable(self.kind, message, &error),
         };
-        if outcome.replay_of.is_none() {
-            return Disposition::Ack;
+        for outcome in outcomes
+            .iter()
+            .filter(|outcome| outcome.replay_of.is_some())
+        {
+            // The first failure settles the message; the outcomes resolved before it are
+            // found resolved when it comes again.
+            let disposition = self.resolve_one(outcome).await;
+            if !matches!(disposition, Disposition::Ack) {
+                return disposition;
+            }
         }
-        match projection::resolve(&self.db, &outcome).await {
+        Disposition::Ack
+    }
+
+    async fn resolve_one(&self, outcome: &Outcome) -> Disposition {
+        match projection::resolve(&self.db, outcome).await {
             Ok(true) => {
                 counter!(m::RESOLVED, "service" => outcome.service.to_string()).increment(1);
                 tracing::info!(

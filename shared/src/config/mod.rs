@@ -269,6 +269,25 @@ pub struct DispatcherConfig {
     /// or PostgreSQL; the job in JOBS and its dead letter still hold the request.
     #[serde(default = "default_true")]
     pub record_requests: bool,
+    /// Most outcomes in one RESULTS message. Outcomes of one service that are ready together
+    /// share a message (fewer messages for JetStream to store and the recorder to take); 1
+    /// sends each alone.
+    #[serde(default = "default_outcome_batch_max")]
+    pub outcome_batch_max: usize,
+    /// How long a RESULTS message waits for more outcomes once it has one. Zero: it leaves as
+    /// soon as a publish slot is free (batches still form while earlier ones are stored). A
+    /// job is acknowledged only after its outcome is stored, so this holds its concurrency
+    /// slot that much longer; the delivery itself is not delayed.
+    #[serde(
+        default,
+        serialize_with = "humantime_serde::serialize",
+        deserialize_with = "lenient::duration_or_zero"
+    )]
+    pub outcome_linger: Duration,
+}
+
+fn default_outcome_batch_max() -> usize {
+    128
 }
 
 fn default_true() -> bool {

@@ -153,6 +153,20 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
             "must be between 1024 and 67108864 bytes".into(),
         );
     }
+    if !(1..=10_000).contains(&config.dispatcher.outcome_batch_max) {
+        problem(
+            "dispatcher.outcome_batch_max",
+            "must be between 1 and 10000 outcomes".into(),
+        );
+    }
+    if config.dispatcher.outcome_linger > Duration::from_secs(1) {
+        problem(
+            "dispatcher.outcome_linger",
+            "must be at most 1s: every job of the service waits that long for its \
+             acknowledgement"
+                .into(),
+        );
+    }
     if config.dispatcher.reply_prefetch == 0 {
         problem(
             "dispatcher.reply_prefetch",

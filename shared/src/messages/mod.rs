@@ -32,5 +32,39 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, serde
     serde_json::from_slice(payload)
 }
 
+/// Decodes a RESULTS message: one outcome, or a JSON array of outcomes (the dispatcher batches
+/// the outcomes of one subject that are ready together into one message).
+pub fn decode_outcomes(payload: &[u8]) -> Result<Vec<Outcome>, serde_json::Error> {
+    let first = payload.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        serde_json::from_slice(payload)
+    } else {
+        serde_json::from_slice(payload).map(|outcome| vec![outcome])
+    }
+}
+
+/// Makes one RESULTS message of outcomes encoded one by one: the outcome itself when it is
+/// alone (what readers before batching understood), a JSON array otherwise.
+pub fn join_outcomes(encoded: &[bytes::Bytes]) -> bytes::Bytes {
+    if let [only] = encoded {
+        return only.clone();
+    }
+    let size = encoded
+        .iter()
+        .map(|outcome| outcome.len() + 1)
+        .sum::<usize>()
+        + 1;
+    let mut joined = Vec::with_capacity(size);
+    joined.push(b'[');
+    for (i, outcome) in encoded.iter().enumerate() {
+        if i > 0 {
+            joined.push(b',');
+        }
+        joined.extend_from_slice(outcome);
+    }
+    joined.push(b']');
+    bytes::Bytes::from(joined)
+}
+
 #[cfg(test)]
 mod tests;

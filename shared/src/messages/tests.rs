@@ -98,6 +98,56 @@ fn job_round_trips_for_every_transport() {
     assert_eq!(round_trip(&job), job);
 }
 
+fn sample_outcome(attempt: u32) -> Outcome {
+    let job = sample_job();
+    Outcome {
+        v: Version,
+        job_id: job.id,
+        service: job.service.clone(),
+        attempt,
+        started_at: Utc::now(),
+        duration_ms: 12,
+        status: OutcomeStatus::Delivered,
+        response_status: Some(200),
+        response_excerpt: None,
+        error: None,
+        event_id: job.event_id,
+        rule_id: job.rule_id,
+        origin: job.origin,
+        trace_id: None,
+        source: job.source.clone(),
+        eventname: job.eventname.clone(),
+        replay_of: None,
+        request: None,
+        retry_at: None,
+    }
+}
+
+#[test]
+fn results_messages_hold_one_outcome_or_an_array_of_them() {
+    let outcomes: Vec<Outcome> = (1..=3).map(sample_outcome).collect();
+    let encoded: Vec<bytes::Bytes> = outcomes.iter().map(|o| encode(o).unwrap()).collect();
+
+    let alone = join_outcomes(&encoded[..1]);
+    assert_eq!(
+        alone, encoded[0],
+        "a lone outcome is sent as it was before batching"
+    );
+    assert_eq!(decode_outcomes(&alone).unwrap(), outcomes[..1]);
+
+    let joined = join_outcomes(&encoded);
+    assert_eq!(joined.first(), Some(&b'['));
+    assert_eq!(decode_outcomes(&joined).unwrap(), outcomes);
+    assert_eq!(decode_outcomes(b" \n[]").unwrap(), Vec::<Outcome>::new());
+
+    let one_bad = format!("[{},{{\"v\":1}}]", String::from_utf8_lossy(&encoded[0]));
+    assert!(
+        decode_outcomes(one_bad.as_bytes()).is_err(),
+        "an array is read whole or not at all"
+    );
+    assert!(decode_outcomes(b"{\"v\":2}").is_err());
+}
+
 #[test]
 fn outcome_and_dead_letter_round_trip() {
     let job = sample_job();

@@ -4,8 +4,9 @@
 //! bucket into `circuit_changes`.
 //!
 //! Every api replica runs one; they share the durable pull consumer [`CONSUMER`], so each
-//! outcome is handled by one replica at a time. Outcomes are recorded in batches (whatever the
-//! pull has ready, up to [`BATCH`]), one transaction each, and acknowledged only after it
+//! outcome is handled by one replica at a time. A RESULTS message carries one outcome or an
+//! array of them (the dispatcher batches what is ready together). Outcomes are recorded in
+//! batches (whatever the pull has ready, up to [`BATCH`] messages), one transaction each, and acknowledged only after it
 //! committed; a redelivery (crash between commit and ack, two replicas racing after an ack
 //! timeout, the same outcome published twice) finds its row and changes nothing, so the
 //! rollups count every attempt exactly once. A batch the database refuses for its content is
@@ -193,13 +194,17 @@ impl BatchHandler for Outcomes {
     async fn handle(&self, messages: &[jetstream::Message]) -> Vec<Disposition> {
         let started = Instant::now();
         let mut dispositions = Vec::with_capacity(messages.len());
-        let mut readable = Vec::with_capacity(messages.len());
+        // A RESULTS message holds one outcome or several (the dispatcher batches them);
+        // `carrier[k]` is the message outcome k came in, which is acknowledged for all of them.
+        let mut carrier = Vec::with_capacity(messages.len());
         let mut outcomes = Vec::with_capacity(messages.len());
+        let mut last_readable = None;
         for (i, message) in messages.iter().enumerate() {
-            match messages::decode::<Outcome>(&message.payload) {
-                Ok(outcome) => {
-                    readable.push(i);
-                    outcomes.push(outcome);
+            match messages::decode_outcomes(&message.payload) {
+                Ok(batch) => {
+                    last_readable = Some(i);
+                    carrier.extend(std::iter::repeat_n(i, batch.len()));
+                    outcomes.extend(batch);
                     dispositions.push(Disposition::Ack);
                 }
                 Err(error) => dispositions.push(Disposition::DeadLetter {
@@ -207,15 +212,18 @@ impl BatchHandler for Outcomes {
                 }),
             }
         }
-        let Some(&last) = readable.last() else {
+        let Some(last) = last_readable else {
             return dispositions;
         };
         if let Ok(info) = messages[last].info() {
             let waited = time::OffsetDateTime::now_utc() - info.published;
             gauge!(LAG_SECONDS).set(waited.as_seconds_f64().max(0.0));
         }
+        if outcomes.is_empty() {
+            return dispositions;
+        }
         metrics::histogram!(BATCH_SIZE).record(outcomes.len() as f64);
-        if let ([i], [outcome]) = (readable.as_slice(), outcomes.as_slice()) {
+        if let ([i], [outcome]) = (carrier.as_slice(), outcomes.as_slice()) {
             // Alone (the usual case below a few hundred outcomes/s), one statement is one round
             // trip where a transaction would be four.
             dispositions[*i] = record_one(&self.db, outcome).await;
@@ -232,13 +240,18 @@ impl BatchHandler for Outcomes {
             Err(error) if Failure::of(&error) == Failure::Refused => {
                 tracing::warn!(%error, outcomes = outcomes.len(),
                     "a batch of outcomes was refused; recording them one at a time");
-                for (&i, outcome) in readable.iter().zip(&outcomes) {
-                    dispositions[i] = record_one(&self.db, outcome).await;
+                for (&i, outcome) in carrier.iter().zip(&outcomes) {
+                    let disposition = record_one(&self.db, outcome).await;
+                    // A message is settled by the worst of its outcomes; those recorded are
+                    // duplicates when it comes again, so nothing counts twice.
+                    if matches!(dispositions[i], Disposition::Ack) {
+                        dispositions[i] = disposition;
+                    }
                 }
             }
             Err(error) => {
                 tracing::warn!(%error, outcomes = outcomes.len(), "outcomes not recorded yet; retrying");
-                for &i in &readable {
+                for &i in &carrier {
                     dispositions[i] = Disposition::Retry { after: None };
                 }
             }

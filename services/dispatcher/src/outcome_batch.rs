@@ -19,8 +19,10 @@ use mih_shared::messages;
 
 /// Outcomes waiting for a batch before senders wait in turn.
 const QUEUE: usize = 4096;
-/// Publishes awaiting their acknowledgement at once; what arrives meanwhile forms the next.
-const IN_FLIGHT: usize = 2;
+/// Outcomes whose publish awaits its acknowledgement, at most (as whole batches, and at least
+/// two of those): what arrives meanwhile forms the next batch. With batches of one, as many
+/// publishes are in flight as the dispatcher has deliveries, as before batching.
+const IN_FLIGHT_OUTCOMES: usize = 256;
 /// Room left in a NATS message for its headers and the array's punctuation.
 const ENVELOPE: usize = 4096;
 
@@ -85,7 +87,9 @@ impl OutcomeBatcher {
 }
 
 async fn run(js: jetstream::Context, mut pending: mpsc::Receiver<Pending>, limits: BatchLimits) {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let in_flight = Arc::new(Semaphore::new(
+        (IN_FLIGHT_OUTCOMES / limits.max_outcomes).max(2),
+    ));
     while let Some(first) = pending.recv().await {
         // Waiting for a free publish slot is what lets a batch grow under load.
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {

@@ -97,9 +97,8 @@ async fn run(js: jetstream::Context, mut pending: mpsc::Receiver<Pending>, limit
         };
         let mut ready = vec![first];
         gather(&mut pending, &mut ready, &limits).await;
-        let mut batches = cut(ready, &limits).into_iter();
         let mut permit = Some(permit);
-        while let Some(batch) = batches.next() {
+        for batch in cut(ready, &limits) {
             let permit = match permit.take() {
                 Some(permit) => permit,
                 None => match Arc::clone(&in_flight).acquire_owned().await {

@@ -126,19 +126,25 @@ fn sample_outcome(attempt: u32) -> Outcome {
 #[test]
 fn results_messages_hold_one_outcome_or_an_array_of_them() {
     let outcomes: Vec<Outcome> = (1..=3).map(sample_outcome).collect();
-    let encoded: Vec<bytes::Bytes> = outcomes.iter().map(|o| encode(o).unwrap()).collect();
+    let encoded: Vec<bytes::Bytes> = outcomes
+        .iter()
+        .map(|o| encode(o).expect("encodes"))
+        .collect();
 
     let alone = join_outcomes(&encoded[..1]);
     assert_eq!(
         alone, encoded[0],
         "a lone outcome is sent as it was before batching"
     );
-    assert_eq!(decode_outcomes(&alone).unwrap(), outcomes[..1]);
+    assert_eq!(decode_outcomes(&alone).expect("one"), outcomes[..1]);
 
     let joined = join_outcomes(&encoded);
     assert_eq!(joined.first(), Some(&b'['));
-    assert_eq!(decode_outcomes(&joined).unwrap(), outcomes);
-    assert_eq!(decode_outcomes(b" \n[]").unwrap(), Vec::<Outcome>::new());
+    assert_eq!(decode_outcomes(&joined).expect("an array"), outcomes);
+    assert_eq!(
+        decode_outcomes(b" \n[]").expect("empty"),
+        Vec::<Outcome>::new()
+    );
 
     let one_bad = format!("[{},{{\"v\":1}}]", String::from_utf8_lossy(&encoded[0]));
     assert!(

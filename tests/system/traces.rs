@@ -190,25 +190,33 @@ async fn amqp_message(queue: &str) -> lapin::message::BasicGetMessage {
     )
     .await
     .expect("RabbitMQ (scripts/dev-deps starts it)");
-    let channel = connection.create_channel().await.expect("channel");
+    // A channel per try: a `basic.get` on a queue the dispatcher has not declared yet makes
+    // RabbitMQ close the channel (404), and every later try on it would fail.
     let message = eventually(WAIT, || {
-        let channel = channel.clone();
+        let connection = &connection;
         async move {
-            channel
+            let channel = connection
+                .create_channel()
+                .await
+                .map_err(|e| e.to_string())?;
+            let got = channel
                 .basic_get(
                     queue.into(),
                     lapin::options::BasicGetOptions { no_ack: true },
                 )
                 .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "no message yet".to_owned())
+                .map_err(|e| e.to_string())?;
+            let _ = channel.close(200, "done".into()).await;
+            got.ok_or_else(|| "no message yet".to_owned())
         }
     })
     .await
     .expect("the AMQP service received the event");
-    let _ = channel
-        .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
-        .await;
+    if let Ok(channel) = connection.create_channel().await {
+        let _ = channel
+            .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+            .await;
+    }
     let _ = connection.close(200, "done".into()).await;
     message
 }

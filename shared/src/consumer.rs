@@ -83,6 +83,9 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Most messages one pull request asks for.
     pub pull_batch: usize,
+    /// Most bytes one pull request asks for; `None`: bounded by the message count only. Must
+    /// exceed the largest message (the server's max_payload), or that message never comes.
+    pub pull_bytes: Option<usize>,
     /// Pull request expiry and idle heartbeat; `None` keeps async-nats' defaults (30 s, 15 s).
     pub expires: Option<Duration>,
     pub heartbeat: Option<Duration>,
@@ -98,6 +101,7 @@ impl Settings {
             name: name.into(),
             max_in_flight,
             pull_batch: max_in_flight,
+            pull_bytes: None,
             expires: Some(PULL_EXPIRES),
             heartbeat: Some(IDLE_HEARTBEAT),
             give_up_after: GIVE_UP_AFTER,
@@ -107,6 +111,11 @@ impl Settings {
 
     pub fn pull_batch(mut self, messages: usize) -> Self {
         self.pull_batch = messages.max(1);
+        self
+    }
+
+    pub fn pull_bytes(mut self, bytes: usize) -> Self {
+        self.pull_bytes = Some(bytes.max(1));
         self
     }
 
@@ -270,6 +279,9 @@ async fn subscribe(
         let mut pull = consumer
             .stream()
             .max_messages_per_batch(settings.pull_batch);
+        if let Some(bytes) = settings.pull_bytes {
+            pull = pull.max_bytes_per_batch(bytes);
+        }
         if let Some(heartbeat) = settings.heartbeat {
             pull = pull.heartbeat(heartbeat);
         }

@@ -606,6 +606,44 @@ async fn outcomes_batched_in_one_message_are_each_recorded_and_counted_once() {
     hub.stop().await;
 }
 
+/// Messages carrying more outcomes than one transaction takes (256) are recorded in several,
+/// each outcome once, and every message acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_outcomes_than_one_transaction_takes_are_each_recorded_once() {
+    let hub = api_hub().await;
+    let started = at("2026-02-03T10:00:05Z");
+    for message in 0..5 {
+        let encoded: Vec<bytes::Bytes> = (0..70)
+            .map(|_| outcome("many", None, started, 3, OutcomeStatus::Delivered))
+            .map(|o| messages::encode(&o).expect("encodes"))
+            .collect();
+        publish_raw(
+            &hub,
+            "many",
+            messages::join_outcomes(&encoded),
+            &format!("many-{message}"),
+        )
+        .await;
+    }
+    wait_for_recorder(&hub).await;
+    let body = mih_testkit::eventually(WAIT, || async {
+        let body = stats(
+            &hub,
+            "from=2026-02-03T10:00:00Z&to=2026-02-03T10:01:00Z&service=many",
+        )
+        .await;
+        if int(&body["totals"]["attempts"]) == 350 {
+            Ok(body)
+        } else {
+            Err(body.to_string())
+        }
+    })
+    .await
+    .expect("350 attempts counted");
+    assert_eq!(int(&body["totals"]["delivered"]), 350);
+    hub.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_is_idempotent_on_job_and_attempt() {
     let hub = api_hub().await;

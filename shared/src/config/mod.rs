@@ -287,7 +287,7 @@ pub struct DispatcherConfig {
 }
 
 fn default_outcome_batch_max() -> usize {
-    32
+    8
 }
 
 fn default_true() -> bool {

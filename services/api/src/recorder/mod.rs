@@ -85,6 +85,10 @@ pub const CIRCUIT_STATES: &str = "mih_recorder_circuit_states_total";
 
 /// Most outcomes recorded in one transaction.
 pub const BATCH: usize = 256;
+/// Most bytes of outcomes one pull brings (at least twice the server's max_payload): RESULTS
+/// messages carry up to `dispatcher.outcome_batch_max` outcomes each, so the message count
+/// alone no longer bounds what the recorder holds.
+const PULL_BYTES: usize = 2 * 1024 * 1024;
 /// Most batches recorded at once; more would only queue on the same rollup rows.
 const MAX_PARALLEL_BATCHES: usize = 4;
 const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -179,7 +183,17 @@ async fn outcomes(state: AppState, shutdown: Shutdown) {
             consumer: CONSUMER.to_owned(),
         },
     )
-    .pull_batch(BATCH);
+    .pull_batch(BATCH)
+    .pull_bytes(
+        PULL_BYTES.max(
+            state
+                .js
+                .client()
+                .server_info()
+                .max_payload
+                .saturating_mul(2),
+        ),
+    );
     let handler = Arc::new(Outcomes { db: state.db });
     consumer::run_batches(consumer, settings, BATCH, handler, shutdown).await;
 }
@@ -188,6 +202,38 @@ async fn outcomes(state: AppState, shutdown: Shutdown) {
 #[derive(Debug)]
 struct Outcomes {
     db: PgPool,
+}
+
+impl Outcomes {
+    /// Records outcomes in one transaction; each one's disposition, in order.
+    async fn record_chunk(&self, outcomes: &[Outcome]) -> Vec<Disposition> {
+        match record_batch(&self.db, outcomes).await {
+            Ok(fresh) => fresh
+                .into_iter()
+                .map(|new| {
+                    let result = if new { "recorded" } else { "duplicate" };
+                    counter!(OUTCOMES, "result" => result).increment(1);
+                    Disposition::Ack
+                })
+                .collect(),
+            Err(error) if Failure::of(&error) == Failure::Refused => {
+                tracing::warn!(%error, outcomes = outcomes.len(),
+                    "a batch of outcomes was refused; recording them one at a time");
+                let mut dispositions = Vec::with_capacity(outcomes.len());
+                for outcome in outcomes {
+                    dispositions.push(record_one(&self.db, outcome).await);
+                }
+                dispositions
+            }
+            Err(error) => {
+                tracing::warn!(%error, outcomes = outcomes.len(), "outcomes not recorded yet; retrying");
+                outcomes
+                    .iter()
+                    .map(|_| Disposition::Retry { after: None })
+                    .collect()
+            }
+        }
+    }
 }
 
 impl BatchHandler for Outcomes {
@@ -230,29 +276,14 @@ impl BatchHandler for Outcomes {
             metrics::histogram!(RECORD_SECONDS).record(started.elapsed().as_secs_f64());
             return dispositions;
         }
-        match record_batch(&self.db, &outcomes).await {
-            Ok(fresh) => {
-                for new in fresh {
-                    let result = if new { "recorded" } else { "duplicate" };
-                    counter!(OUTCOMES, "result" => result).increment(1);
-                }
-            }
-            Err(error) if Failure::of(&error) == Failure::Refused => {
-                tracing::warn!(%error, outcomes = outcomes.len(),
-                    "a batch of outcomes was refused; recording them one at a time");
-                for (&i, outcome) in carrier.iter().zip(&outcomes) {
-                    let disposition = record_one(&self.db, outcome).await;
-                    // A message is settled by the worst of its outcomes; those recorded are
-                    // duplicates when it comes again, so nothing counts twice.
-                    if matches!(dispositions[i], Disposition::Ack) {
-                        dispositions[i] = disposition;
-                    }
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, outcomes = outcomes.len(), "outcomes not recorded yet; retrying");
-                for &i in &carrier {
-                    dispositions[i] = Disposition::Retry { after: None };
+        // At most BATCH outcomes per transaction, however many the messages carry.
+        for (chunk, start) in outcomes.chunks(BATCH).zip((0..).step_by(BATCH)) {
+            let carriers = &carrier[start..start + chunk.len()];
+            for (&i, disposition) in carriers.iter().zip(self.record_chunk(chunk).await) {
+                // A message is settled by the worst of its outcomes; those recorded are
+                // duplicates when it comes again, so nothing counts twice.
+                if matches!(dispositions[i], Disposition::Ack) {
+                    dispositions[i] = disposition;
                 }
             }
         }

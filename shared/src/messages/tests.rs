@@ -158,25 +158,12 @@ fn results_messages_hold_one_outcome_or_an_array_of_them() {
 fn outcome_and_dead_letter_round_trip() {
     let job = sample_job();
     let outcome = Outcome {
-        v: Version,
-        job_id: job.id,
-        service: job.service.clone(),
-        attempt: 3,
-        started_at: Utc::now(),
-        duration_ms: 12,
         status: OutcomeStatus::FailedPermanent,
         response_status: Some(400),
         response_excerpt: Some("bad".into()),
         error: Some("HTTP 400".into()),
-        event_id: job.event_id,
-        rule_id: job.rule_id,
-        origin: job.origin,
-        trace_id: None,
-        source: job.source.clone(),
-        eventname: job.eventname.clone(),
-        replay_of: None,
         request: Some(job.request.clone()),
-        retry_at: None,
+        ..sample_outcome(3)
     };
     assert_eq!(round_trip(&outcome), outcome);
     let dead = DeadLetter {

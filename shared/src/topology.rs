@@ -393,7 +393,13 @@ fn stream_error_is_transient(error: &CreateStreamError) -> bool {
         CreateStreamErrorKind::TimedOut
         | CreateStreamErrorKind::JetStreamUnavailable
         | CreateStreamErrorKind::Response => true,
-        CreateStreamErrorKind::JetStream(api) => api.code() >= 500,
+        // "No suitable peers for placement": on a cluster that is still forming, the meta
+        // leader has not heard from enough peers yet (seen in CI with two clusters starting
+        // at once). Too few nodes or unmatched placement tags give it too, and then `ensure`
+        // reports it when its patience runs out.
+        CreateStreamErrorKind::JetStream(api) => {
+            api.code() >= 500 || api.error_code() == ErrorCode::CLUSTER_NO_PEERS
+        }
         CreateStreamErrorKind::EmptyStreamName
         | CreateStreamErrorKind::InvalidStreamName
         | CreateStreamErrorKind::DomainAndExternalSet
@@ -424,6 +430,23 @@ mod tests {
     fn topology() -> Topology {
         let config = ConfigLoader::new().load().expect("defaults");
         Topology::new(Names::new(Namespace::parse("t").expect("ns")), &config)
+    }
+
+    #[test]
+    fn a_cluster_without_enough_peers_yet_is_retried_and_a_bad_request_is_not() {
+        let api = |json: &str| {
+            let error: jetstream::Error = serde_json::from_str(json).expect("an API error");
+            CreateStreamError::new(CreateStreamErrorKind::JetStream(error))
+        };
+        assert!(stream_error_is_transient(&api(
+            r#"{"code": 400, "err_code": 10005, "description": "no suitable peers for placement"}"#
+        )));
+        assert!(stream_error_is_transient(&api(
+            r#"{"code": 503, "err_code": 10008, "description": "JetStream system temporarily unavailable"}"#
+        )));
+        assert!(!stream_error_is_transient(&api(
+            r#"{"code": 400, "err_code": 10052, "description": "replicas > 1 not supported in non-clustered mode"}"#
+        )));
     }
 
     #[test]

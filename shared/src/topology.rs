@@ -89,6 +89,7 @@ pub struct Topology {
     inbound_max_age: Duration,
     inbound_duplicate_window: Duration,
     dedup_horizon: Duration,
+    dedup_max_claims: i64,
     /// How long `ensure` keeps retrying what a busy or electing cluster did not answer.
     patience: Duration,
 }
@@ -114,6 +115,7 @@ impl Topology {
             inbound_max_age: config.streams.inbound_max_age,
             inbound_duplicate_window: config.streams.inbound_duplicate_window,
             dedup_horizon: config.matcher.dedup_horizon,
+            dedup_max_claims: config.matcher.dedup_max_claims,
             patience: config.nats.connect_timeout,
         }
     }
@@ -307,7 +309,11 @@ impl Topology {
                     bucket: bucket.clone(),
                     cause,
                 })?;
-            format!("KV_{bucket}")
+            let name = format!("KV_{bucket}");
+            if resource == Resource::DedupKv {
+                self.bound_claims(js, &name).await?;
+            }
+            name
         } else {
             return Ok(());
         };
@@ -319,6 +325,43 @@ impl Topology {
             .map_err(|cause| TopologyError::NotReadable {
                 name,
                 cause: cause.to_string(),
+            })?;
+        Ok(())
+    }
+}
+
+impl Topology {
+    /// Caps the dedup bucket at `matcher.dedup_max_claims` keys, dropping the oldest past it.
+    /// A KV bucket is created refusing writes when full (discard new), which for claims would
+    /// stop the matcher; async-nats' bucket settings have no message count, hence a second
+    /// update of the bucket's stream, made only when it differs.
+    async fn bound_claims(&self, js: &jetstream::Context, name: &str) -> Result<(), TopologyError> {
+        let not_updated = |cause: String| TopologyError::NotReadable {
+            name: name.to_owned(),
+            cause,
+        };
+        let mut stream = js
+            .get_stream(name)
+            .await
+            .map_err(|e| not_updated(e.to_string()))?;
+        let mut config = stream
+            .info()
+            .await
+            .map_err(|e| not_updated(e.to_string()))?
+            .config
+            .clone();
+        if config.max_messages == self.dedup_max_claims
+            && config.discard == stream::DiscardPolicy::Old
+        {
+            return Ok(());
+        }
+        config.max_messages = self.dedup_max_claims;
+        config.discard = stream::DiscardPolicy::Old;
+        js.update_stream(config)
+            .await
+            .map_err(|cause| TopologyError::Stream {
+                name: name.to_owned(),
+                cause,
             })?;
         Ok(())
     }

@@ -61,7 +61,15 @@ pub(crate) async fn wait_for_jobs(
     hub: &TestHub,
     count: usize,
 ) -> Vec<(crate::harness::Stored, Job)> {
-    mih_testkit::eventually(Duration::from_secs(15), || async {
+    wait_for_jobs_within(hub, count, Duration::from_secs(15)).await
+}
+
+pub(crate) async fn wait_for_jobs_within(
+    hub: &TestHub,
+    count: usize,
+    patience: Duration,
+) -> Vec<(crate::harness::Stored, Job)> {
+    mih_testkit::eventually(patience, || async {
         let found = jobs(hub).await;
         if found.len() >= count {
             Ok(found)
@@ -298,6 +306,116 @@ async fn equal_mih_style_tuples_are_different_events_but_equal_dedup_keys_are_no
     assert!(
         all.iter()
             .all(|(_, j)| j.event_id.map(|id| id.to_string()) != Some(fourth_id.clone()))
+    );
+    hub.stop().await;
+}
+
+/// nats-server keeps every key of a bucket in memory, so the dedup claims are bounded: past
+/// `matcher.dedup_max_claims` the oldest go first. A full bucket must never refuse a claim
+/// (which would stop the matcher): every event still becomes its job, a repeat of a recent
+/// event is still a duplicate, and only a repeat of a dropped claim gets through again.
+#[tokio::test]
+async fn a_full_dedup_bucket_drops_its_oldest_claims_and_keeps_matching() {
+    const CAP: usize = 1_000;
+    const SENT: usize = 1_100;
+    let hub = pipeline(&format!(
+        "[streams]\nduplicate_window = \"1s\"\n[matcher]\ndedup_max_claims = {CAP}\n"
+    ))
+    .await;
+    create_service(&hub, "sis").await;
+    create_rule(
+        &hub,
+        json!({"name": "views", "events": ["\\core\\event\\course_viewed"], "service": "sis"}),
+    )
+    .await;
+    settle(&hub).await;
+    let viewed = fixtures::moodle_events()
+        .into_iter()
+        .find(|e| e["eventname"] == "\\core\\event\\course_viewed")
+        .expect("fixture");
+    let keyed = |i: usize| json!({"idempotency_key": format!("row-{i}"), "event": viewed});
+    let auth = [("authorization".to_owned(), format!("Bearer {TEST_TOKEN}"))];
+    for (n, chunk) in (0..SENT).collect::<Vec<_>>().chunks(100).enumerate() {
+        let batch: Vec<Value> = chunk.iter().map(|&i| keyed(i)).collect();
+        let answer = hub
+            .post_events(
+                serde_json::to_vec(&batch).expect("json"),
+                "application/json",
+                &auth,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+        if n == 0 {
+            // The matcher claims concurrently: the first hundred are the oldest claims only
+            // once they are all made before the rest arrive.
+            wait_for_jobs(&hub, chunk.len()).await;
+        }
+    }
+    wait_for_jobs_within(&hub, SENT, Duration::from_secs(90)).await;
+    let claims = hub
+        .js
+        .get_stream(format!("KV_{}", hub.names().dedup_bucket()))
+        .await
+        .expect("dedup bucket")
+        .info()
+        .await
+        .expect("bucket info")
+        .state
+        .messages;
+    assert_eq!(
+        claims, CAP as u64,
+        "the bucket keeps its newest claims only"
+    );
+
+    // Past the 1 s JetStream window, ingest stores both repeats and the matcher decides.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let repeats = json!([keyed(SENT - 1), keyed(0)]);
+    let answer = hub
+        .post_events(
+            serde_json::to_vec(&repeats).expect("json"),
+            "application/json",
+            &auth,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    let dropped_claim = answer.body["events"][1]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_for_jobs(&hub, SENT + 1).await;
+    let metrics_url = hub.url(ServiceName::Matcher, "/metrics");
+    let text = mih_testkit::eventually(Duration::from_secs(10), || async {
+        let text = hub
+            .http
+            .get(&metrics_url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        if text.contains("mih_matcher_events_total{outcome=\"duplicate\"} 1") {
+            Ok(text)
+        } else {
+            Err("the recent repeat is not counted as a duplicate yet".into())
+        }
+    })
+    .await
+    .expect("the repeat of a kept claim is a duplicate");
+    assert!(
+        text.contains("mih_matcher_dedup_claims"),
+        "the bucket's size is exported"
+    );
+    let all = jobs(&hub).await;
+    assert_eq!(
+        all.len(),
+        SENT + 1,
+        "one job more: the repeat whose claim was dropped"
+    );
+    assert!(
+        all.iter()
+            .any(|(_, j)| j.event_id.map(|id| id.to_string()) == Some(dropped_claim.clone())),
+        "the repeat of the oldest event got through"
     );
     hub.stop().await;
 }

@@ -3,6 +3,7 @@
 //! is rendered and published to `<NS>_JOBS` before the event is acknowledged. Matching, dedup and
 //! publishing are `mih_rules`'; this crate is the EVENTS consumer that runs them, with its metrics.
 
+mod claims;
 mod consumer;
 mod metrics;
 
@@ -52,6 +53,13 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
             cause: e.into(),
         })?;
     let settings = &ctx.config.matcher;
+    tokio::spawn(claims::watch(
+        ctx.jetstream.clone(),
+        format!("KV_{}", ctx.names.dedup_bucket()),
+        settings.dedup_max_claims,
+        settings.dedup_horizon,
+        shutdown.clone(),
+    ));
     let events = ctx
         .jetstream
         .get_stream(ctx.names.events_stream())

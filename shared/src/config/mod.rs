@@ -233,6 +233,9 @@ pub struct MatcherConfig {
     /// How long a dedup key is remembered; a repeat within it is dropped.
     #[serde(with = "humantime_serde")]
     pub dedup_horizon: Duration,
+    /// Most dedup claims kept; past it the oldest go first, so the horizon shrinks rather than
+    /// nats-server's memory growing (it indexes every key in memory, ~0.25–0.5 KiB each).
+    pub dedup_max_claims: i64,
     pub max_in_flight: usize,
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,

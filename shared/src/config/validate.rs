@@ -127,6 +127,12 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
             "nats.tls_cert_file and nats.tls_key_file go together".into(),
         );
     }
+    if !(1_000..=1_000_000_000).contains(&config.matcher.dedup_max_claims) {
+        problem(
+            "matcher.dedup_max_claims",
+            "must be between 1000 and 1000000000".into(),
+        );
+    }
     if !(1..=10_000).contains(&config.matcher.max_in_flight) {
         problem(
             "matcher.max_in_flight",
@@ -341,6 +347,19 @@ mod tests {
         assert!(text.contains("http.max_connections"), "{text}");
         assert!(text.contains("MIH_HTTP_MAX_CONNECTIONS"), "{text}");
         assert!(text.contains("must be at least 1"), "{text}");
+    }
+
+    #[test]
+    fn the_dedup_claims_bound_is_checked_with_its_name() {
+        assert_eq!(
+            problems("[matcher]\ndedup_max_claims = 10\n"),
+            ["matcher.dedup_max_claims"]
+        );
+        assert_eq!(
+            problems("[matcher]\ndedup_max_claims = -1\n"),
+            ["matcher.dedup_max_claims"]
+        );
+        assert!(problems("[matcher]\ndedup_max_claims = 1000\n").is_empty());
     }
 
     #[test]

@@ -550,6 +550,21 @@ async fn fixed_rate(
     let start = pipeline.usage_start();
     let others_before = others_start(pipeline.hub.nats.pid());
     let began = Instant::now();
+    let mut watched: Vec<(String, u32)> = start
+        .iter()
+        .map(|(name, pid, _)| (name.clone(), *pid))
+        .collect();
+    watched.extend(
+        pipeline
+            .hub
+            .nats
+            .pid()
+            .map(|pid| ("nats-server".to_owned(), pid)),
+    );
+    let rss = (seconds >= 2 * MINUTE.as_secs()).then(|| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        (stop, tokio::spawn(rss_by_minute(watched, stopped)))
+    });
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let mut tasks = Vec::with_capacity(total);
     for n in 0..total {
@@ -576,6 +591,16 @@ async fn fixed_rate(
     await_deliveries(&pipeline, skip, sent.len()).await?;
     let arrivals = pipeline.arrivals(skip);
     let (values, last) = latencies(&sent, &arrivals);
+    let by_minute = rss
+        .is_some()
+        .then(|| p99_by_minute(&sent, &arrivals, began));
+    let rss = match rss {
+        Some((stop, task)) => {
+            let _ = stop.send(());
+            task.await.unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
     let elapsed = last.map_or(offered, |l| l.saturating_duration_since(began));
     let services = usage(&start, elapsed);
     let mut row = latency_row(
@@ -591,10 +616,64 @@ async fn fixed_rate(
     );
     row.others = others(&others_before, elapsed);
     row.cpu_us_per_event = per_event(&row);
+    row.p99_by_minute_ms = by_minute.unwrap_or_default();
+    row.rss_by_minute_mib = rss;
     if let Ok(pipeline) = Arc::try_unwrap(pipeline) {
         pipeline.stop().await;
     }
     Ok(row)
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The p99 latency of the events sent in each whole minute since `began`.
+fn p99_by_minute(
+    sent: &HashMap<String, Instant>,
+    arrivals: &[(String, Instant)],
+    began: Instant,
+) -> Vec<f64> {
+    let mut minutes: Vec<Vec<f64>> = Vec::new();
+    for (id, at) in arrivals {
+        let Some(sent_at) = sent.get(id) else {
+            continue;
+        };
+        let minute =
+            usize::try_from(sent_at.saturating_duration_since(began).as_secs() / MINUTE.as_secs())
+                .unwrap_or(usize::MAX);
+        if minutes.len() <= minute {
+            minutes.resize_with(minute + 1, Vec::new);
+        }
+        minutes[minute].push(at.saturating_duration_since(*sent_at).as_secs_f64() * 1000.0);
+    }
+    minutes
+        .into_iter()
+        .filter(|values| !values.is_empty())
+        .map(|mut values| {
+            values.sort_by(f64::total_cmp);
+            quantile(&values, 0.99)
+        })
+        .collect()
+}
+
+/// Each process's RSS once a minute until `stop`.
+async fn rss_by_minute(
+    watched: Vec<(String, u32)>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<(String, Vec<f64>)> {
+    let mut samples: Vec<(String, Vec<f64>)> = watched
+        .iter()
+        .map(|(name, _)| (name.clone(), Vec::new()))
+        .collect();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + MINUTE, MINUTE);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return samples,
+            _ = ticks.tick() => {}
+        }
+        for ((_, pid), (_, values)) in watched.iter().zip(samples.iter_mut()) {
+            values.push(process::memory_mib(*pid).map_or(0.0, |(rss, _)| rss));
+        }
+    }
 }
 
 /// As fast as ingest takes them: 100-event batches, 4 requests in flight.
@@ -820,4 +899,35 @@ async fn raw_http(total: usize) -> anyhow::Result<Row> {
     };
     row.cpu_us_per_event = per_event(&row);
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_minute_gets_the_p99_of_the_events_sent_in_it() {
+        let began = Instant::now();
+        let at = |s: u64| began + Duration::from_secs(s);
+        let mut sent = HashMap::new();
+        let mut arrivals = Vec::new();
+        // Minute 0: 100 events taking 1 ms, one taking 900 ms; minute 2: one taking 5 ms.
+        for n in 0..100 {
+            sent.insert(format!("a{n}"), at(10));
+            arrivals.push((format!("a{n}"), at(10) + Duration::from_millis(1)));
+        }
+        sent.insert("slow".to_owned(), at(59));
+        arrivals.push(("slow".to_owned(), at(59) + Duration::from_millis(900)));
+        sent.insert("late".to_owned(), at(130));
+        arrivals.push(("late".to_owned(), at(130) + Duration::from_millis(5)));
+        arrivals.push(("unknown".to_owned(), at(20)));
+        let minutes = p99_by_minute(&sent, &arrivals, began);
+        assert_eq!(
+            minutes.len(),
+            2,
+            "the empty minute is left out: {minutes:?}"
+        );
+        assert!((minutes[0] - 1.0).abs() < 0.01, "{minutes:?}");
+        assert!((minutes[1] - 5.0).abs() < 0.01, "{minutes:?}");
+    }
 }

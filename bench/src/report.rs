@@ -40,6 +40,13 @@ pub struct Row {
     /// (all its processes) and of each of `others`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cpu_us_per_event: Vec<(String, f64)>,
+    /// Fixed rates of two minutes or more: the p99 of the events sent in each minute, to show
+    /// whether the tail drifts as streams, buckets and tables grow.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub p99_by_minute_ms: Vec<f64>,
+    /// The same runs: each process's RSS at the end of each minute (nats-server included).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rss_by_minute_mib: Vec<(String, Vec<f64>)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -103,7 +110,21 @@ pub fn print_table(rows: &[Row]) {
                 .collect();
             println!("    CPU µs per event: {}", parts.join(", "));
         }
+        if !r.p99_by_minute_ms.is_empty() {
+            println!("    p99 ms by minute: {}", joined(&r.p99_by_minute_ms, 1));
+        }
+        for (who, rss) in &r.rss_by_minute_mib {
+            println!("    RSS MiB by minute, {who}: {}", joined(rss, 0));
+        }
     }
+}
+
+fn joined(values: &[f64], decimals: usize) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.decimals$}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Request latencies alone (one request at a time): scenario, requests, p50, p95, max, and the

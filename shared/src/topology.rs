@@ -294,12 +294,14 @@ impl Topology {
     ) -> Result<(), TopologyError> {
         let name = if let Some(config) = self.stream_config(resource) {
             let name = config.name.clone();
-            js.create_or_update_stream(config)
-                .await
-                .map_err(|cause| TopologyError::Stream {
-                    name: name.clone(),
-                    cause,
+            if !stream_is_current(js, &config).await {
+                js.create_or_update_stream(config).await.map_err(|cause| {
+                    TopologyError::Stream {
+                        name: name.clone(),
+                        cause,
+                    }
                 })?;
+            }
             name
         } else if let Some(config) = self.kv_config(resource) {
             let bucket = config.bucket.clone();
@@ -365,6 +367,37 @@ impl Topology {
             })?;
         Ok(())
     }
+}
+
+/// Whether the stream exists with every setting mih declares for it. An update is a proposal
+/// to the cluster's meta leader even when it changes nothing, and with every replica of every
+/// service starting at once those queue up (10–30 s on a three-node cluster); a stream that is
+/// already as declared is left alone. Any doubt (not found, no answer) means update.
+async fn stream_is_current(js: &jetstream::Context, declared: &stream::Config) -> bool {
+    let Ok(stream) = js.get_stream(&declared.name).await else {
+        return false;
+    };
+    stream
+        .get_info()
+        .await
+        .is_ok_and(|info| declared_settings_match(declared, &info.config))
+}
+
+/// The settings `Topology` declares, compared with a stream's stored configuration (which has
+/// the server's defaults filled in for the rest).
+fn declared_settings_match(declared: &stream::Config, stored: &stream::Config) -> bool {
+    declared.name == stored.name
+        && declared.subjects == stored.subjects
+        && declared.description == stored.description
+        && declared.retention == stored.retention
+        && declared.discard == stored.discard
+        && declared.storage == stored.storage
+        && declared.num_replicas.max(1) == stored.num_replicas.max(1)
+        && declared.placement == stored.placement
+        && declared.max_age == stored.max_age
+        && declared.max_bytes == stored.max_bytes
+        && declared.duplicate_window == stored.duplicate_window
+        && declared.allow_direct == stored.allow_direct
 }
 
 /// `None` when nothing is asked for, so that JetStream is free to place (and a stream created
@@ -490,6 +523,39 @@ mod tests {
         assert!(!stream_error_is_transient(&api(
             r#"{"code": 400, "err_code": 10052, "description": "replicas > 1 not supported in non-clustered mode"}"#
         )));
+    }
+
+    #[test]
+    fn a_stored_stream_matches_when_every_declared_setting_does() {
+        let declared = topology().stream_config(Resource::Events).expect("stream");
+        // What the server answers: the declared settings plus its own defaults.
+        let stored = stream::Config {
+            max_messages: -1,
+            max_messages_per_subject: -1,
+            max_message_size: -1,
+            ..declared.clone()
+        };
+        assert!(declared_settings_match(&declared, &stored));
+        for changed in [
+            stream::Config {
+                max_age: Duration::from_secs(60),
+                ..stored.clone()
+            },
+            stream::Config {
+                num_replicas: 3,
+                ..stored.clone()
+            },
+            stream::Config {
+                subjects: vec!["other.>".into()],
+                ..stored.clone()
+            },
+            stream::Config {
+                discard: stream::DiscardPolicy::New,
+                ..stored.clone()
+            },
+        ] {
+            assert!(!declared_settings_match(&declared, &changed), "{changed:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use futures::StreamExt;
 
 use mih_shared::config::ConfigLoader;
 use mih_shared::names::{Names, Namespace};
@@ -21,10 +22,34 @@ async fn ensure_creates_everything_is_idempotent_and_applies_changes() {
         .ensure(&js, &Resource::ALL)
         .await
         .expect("first ensure");
+    // JetStream announces every API request it serves; a stream already as declared gets no
+    // update (each one is a proposal to a cluster's meta leader, queued behind every other
+    // replica's at a rolling start).
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let mut audit = client
+        .subscribe("$JS.EVENT.ADVISORY.API")
+        .await
+        .expect("subscribe to API advisories");
+    client.flush().await.expect("flush");
     topology
         .ensure(&js, &Resource::ALL)
         .await
         .expect("second ensure changes nothing");
+    let our_updates = format!(
+        "STREAM.UPDATE.{}_",
+        names.namespace().as_str().to_ascii_uppercase()
+    );
+    let mut requests = Vec::new();
+    while let Ok(Some(advisory)) =
+        tokio::time::timeout(Duration::from_millis(500), audit.next()).await
+    {
+        requests.push(String::from_utf8_lossy(&advisory.payload).into_owned());
+    }
+    assert!(!requests.is_empty(), "the audit advisories arrive");
+    assert!(
+        !requests.iter().any(|r| r.contains(&our_updates)),
+        "a stream already as declared was updated: {requests:#?}"
+    );
     for stream in [
         names.events_stream(),
         names.jobs_stream(),
@@ -75,6 +100,32 @@ async fn ensure_creates_everything_is_idempotent_and_applies_changes() {
         .await
         .expect("info");
     assert_eq!(events.config.max_age, Duration::from_secs(3 * 24 * 3600));
+
+    // The dedup claims are bounded, oldest first, and a new bound applies at the next start.
+    let claims = |js: jetstream::Context, bucket: String| async move {
+        js.get_stream(format!("KV_{bucket}"))
+            .await
+            .expect("dedup bucket")
+            .get_info()
+            .await
+            .expect("info")
+            .config
+    };
+    let bounded = claims(js.clone(), names.dedup_bucket()).await;
+    assert_eq!(bounded.max_messages, 1_000_000);
+    assert_eq!(bounded.discard, jetstream::stream::DiscardPolicy::Old);
+    let smaller = ConfigLoader::new()
+        .toml("[matcher]\ndedup_max_claims = 5000\n")
+        .load()
+        .expect("valid");
+    Topology::new(names.clone(), &smaller)
+        .ensure(&js, &[Resource::DedupKv])
+        .await
+        .expect("update");
+    assert_eq!(
+        claims(js.clone(), names.dedup_bucket()).await.max_messages,
+        5_000
+    );
 }
 
 /// On a cluster, `streams.replicas` is applied to every stream and bucket, and raising it on a

@@ -383,21 +383,12 @@ async fn a_full_dedup_bucket_drops_its_oldest_claims_and_keeps_matching() {
         .expect("id")
         .to_owned();
     wait_for_jobs(&hub, SENT + 1).await;
-    let metrics_url = hub.url(ServiceName::Matcher, "/metrics");
     let text = mih_testkit::eventually(Duration::from_secs(10), || async {
-        let text = hub
-            .http
-            .get(&metrics_url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
+        let text = hub.metrics(ServiceName::Matcher).await;
         if text.contains("mih_matcher_events_total{outcome=\"duplicate\"} 1") {
             Ok(text)
         } else {
-            Err("the recent repeat is not counted as a duplicate yet".into())
+            Err("the recent repeat is not counted as a duplicate yet".to_owned())
         }
     })
     .await

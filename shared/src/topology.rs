@@ -294,14 +294,19 @@ impl Topology {
     ) -> Result<(), TopologyError> {
         let name = if let Some(config) = self.stream_config(resource) {
             let name = config.name.clone();
-            if !stream_is_current(js, &config).await {
-                js.create_or_update_stream(config).await.map_err(|cause| {
-                    TopologyError::Stream {
-                        name: name.clone(),
-                        cause,
-                    }
-                })?;
+            if stored_config(js, &name)
+                .await
+                .is_ok_and(|stored| declared_settings_match(&config, &stored))
+            {
+                // Read just now, so readable: nothing to wait for.
+                return Ok(());
             }
+            js.create_or_update_stream(config)
+                .await
+                .map_err(|cause| TopologyError::Stream {
+                    name: name.clone(),
+                    cause,
+                })?;
             name
         } else if let Some(config) = self.kv_config(resource) {
             let bucket = config.bucket.clone();
@@ -330,28 +335,19 @@ impl Topology {
             })?;
         Ok(())
     }
-}
 
-impl Topology {
     /// Caps the dedup bucket at `matcher.dedup_max_claims` keys, dropping the oldest past it.
     /// A KV bucket is created refusing writes when full (discard new), which for claims would
     /// stop the matcher; async-nats' bucket settings have no message count, hence a second
     /// update of the bucket's stream, made only when it differs.
     async fn bound_claims(&self, js: &jetstream::Context, name: &str) -> Result<(), TopologyError> {
-        let not_updated = |cause: String| TopologyError::NotReadable {
-            name: name.to_owned(),
-            cause,
-        };
-        let mut stream = js
-            .get_stream(name)
-            .await
-            .map_err(|e| not_updated(e.to_string()))?;
-        let mut config = stream
-            .info()
-            .await
-            .map_err(|e| not_updated(e.to_string()))?
-            .config
-            .clone();
+        let mut config =
+            stored_config(js, name)
+                .await
+                .map_err(|cause| TopologyError::NotReadable {
+                    name: name.to_owned(),
+                    cause,
+                })?;
         if config.max_messages == self.dedup_max_claims
             && config.discard == stream::DiscardPolicy::Old
         {
@@ -369,22 +365,17 @@ impl Topology {
     }
 }
 
-/// Whether the stream exists with every setting mih declares for it. An update is a proposal
-/// to the cluster's meta leader even when it changes nothing, and with every replica of every
-/// service starting at once those queue up (10–30 s on a three-node cluster); a stream that is
-/// already as declared is left alone. Any doubt (not found, no answer) means update.
-async fn stream_is_current(js: &jetstream::Context, declared: &stream::Config) -> bool {
-    let Ok(stream) = js.get_stream(&declared.name).await else {
-        return false;
-    };
-    stream
-        .get_info()
-        .await
-        .is_ok_and(|info| declared_settings_match(declared, &info.config))
+/// The configuration JetStream holds for stream `name`.
+async fn stored_config(js: &jetstream::Context, name: &str) -> Result<stream::Config, String> {
+    let stream = js.get_stream(name).await.map_err(|e| e.to_string())?;
+    Ok(stream.get_info().await.map_err(|e| e.to_string())?.config)
 }
 
 /// The settings `Topology` declares, compared with a stream's stored configuration (which has
-/// the server's defaults filled in for the rest).
+/// the server's defaults filled in for the rest). An update is a proposal to a cluster's meta
+/// leader even when it changes nothing, and with every replica of every service starting at
+/// once those queue up (10–30 s on a three-node cluster), so a stream already as declared is
+/// left alone; any doubt (not found, no answer) means update.
 fn declared_settings_match(declared: &stream::Config, stored: &stream::Config) -> bool {
     declared.name == stored.name
         && declared.subjects == stored.subjects

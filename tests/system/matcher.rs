@@ -334,17 +334,9 @@ async fn a_full_dedup_bucket_drops_its_oldest_claims_and_keeps_matching() {
         .find(|e| e["eventname"] == "\\core\\event\\course_viewed")
         .expect("fixture");
     let keyed = |i: usize| json!({"idempotency_key": format!("row-{i}"), "event": viewed});
-    let auth = [("authorization".to_owned(), format!("Bearer {TEST_TOKEN}"))];
     for (n, chunk) in (0..SENT).collect::<Vec<_>>().chunks(100).enumerate() {
         let batch: Vec<Value> = chunk.iter().map(|&i| keyed(i)).collect();
-        let answer = hub
-            .post_events(
-                serde_json::to_vec(&batch).expect("json"),
-                "application/json",
-                &auth,
-            )
-            .await;
-        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+        post(&hub, &Value::Array(batch), &[]).await;
         if n == 0 {
             // The matcher claims concurrently: the first hundred are the oldest claims only
             // once they are all made before the rest arrive.
@@ -369,19 +361,8 @@ async fn a_full_dedup_bucket_drops_its_oldest_claims_and_keeps_matching() {
 
     // Past the 1 s JetStream window, ingest stores both repeats and the matcher decides.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let repeats = json!([keyed(SENT - 1), keyed(0)]);
-    let answer = hub
-        .post_events(
-            serde_json::to_vec(&repeats).expect("json"),
-            "application/json",
-            &auth,
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
-    let dropped_claim = answer.body["events"][1]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    post(&hub, &json!([keyed(SENT - 1)]), &[]).await;
+    let dropped_claim = post(&hub, &json!([keyed(0)]), &[]).await;
     wait_for_jobs(&hub, SENT + 1).await;
     let text = mih_testkit::eventually(Duration::from_secs(10), || async {
         let text = hub.metrics(ServiceName::Matcher).await;

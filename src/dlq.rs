@@ -298,7 +298,10 @@ async fn open(config: &Config) -> anyhow::Result<(Replayer, async_nats::Client)>
     Topology::new(names.clone(), config)
         .ensure(&js, &[Resource::Jobs])
         .await?;
-    Ok((Replayer::new(pool, js, names), nats))
+    Ok((
+        Replayer::new(pool, js, names, config.streams.job_partitions()),
+        nats,
+    ))
 }
 
 #[cfg(test)]

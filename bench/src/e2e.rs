@@ -62,6 +62,10 @@ pub struct Args {
     /// dispatcher processes each, one row per count.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     scale: Vec<u16>,
+    /// Partitions of JOBS (`streams.job_partitions`) in every scenario; shown in the
+    /// scenario's name when more than one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    partitions: u16,
     /// Export every process's spans to an OTLP/HTTP receiver in this benchmark, recording this
     /// share of traces (`telemetry.trace_sample_ratio`): what tracing costs. Unset: no exporter.
     #[arg(long, value_parser = sample_ratio)]
@@ -83,6 +87,7 @@ fn name_value(text: &str) -> Result<(String, String), String> {
 #[derive(Debug, Clone, Default)]
 struct Setup {
     traces: Option<f64>,
+    partitions: u16,
     env: Vec<(String, String)>,
 }
 
@@ -152,6 +157,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
     };
     let setup = Setup {
         traces: args.traces,
+        partitions: args.partitions,
         env: args.mih_env.clone(),
     };
     let mut rows = Vec::new();
@@ -226,6 +232,7 @@ impl Pipeline {
                 r#"["127.0.0.0/8"]"#.to_owned(),
             ),
         ];
+        env.push(("MIH_STREAMS_JOB_PARTITIONS", setup.partitions.to_string()));
         for (name, value) in &setup.env {
             env.push((name.as_str(), value.clone()));
         }
@@ -745,6 +752,9 @@ fn traced(name: String, setup: &Setup) -> String {
         Some(ratio) => format!("{name}, traced (ratio {ratio})"),
         None => name,
     };
+    if setup.partitions > 1 {
+        name.push_str(&format!(", {} partitions", setup.partitions));
+    }
     for (var, value) in &setup.env {
         name.push_str(&format!(", {var}={value}"));
     }

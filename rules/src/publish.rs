@@ -1,5 +1,5 @@
-//! Publishing what matched: jobs to `<NS>_JOBS` (message id = job id, so a re-publish is
-//! recognised) and render failures as dead letters to `<NS>_DLQ`. Every publish is awaited.
+//! Publishing what matched: jobs to their partition of `<NS>_JOBS` (message id = job id, and
+//! a job's partition is fixed by its key, so a re-publish is recognised) and render failures as dead letters to `<NS>_DLQ`. Every publish is awaited.
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -8,6 +8,7 @@ use futures::future::try_join_all;
 
 use mih_shared::messages::{self, DeadLetter, Event, FailureStage, Job, Request, Version};
 use mih_shared::names::Names;
+use mih_shared::partition::JobPartitions;
 use mih_shared::telemetry;
 
 use crate::decision::Match;
@@ -76,16 +77,18 @@ fn strip_request(job: &mut Job) {
 pub async fn publish(
     js: &jetstream::Context,
     names: &Names,
+    partitions: JobPartitions,
     event: &Event,
     matches: Vec<Match>,
 ) -> Result<Published, PublishError> {
     let span = telemetry::publish_span(&names.jobs_stream(), matches.len());
-    tracing::Instrument::instrument(publish_all(js, names, event, matches), span).await
+    tracing::Instrument::instrument(publish_all(js, names, partitions, event, matches), span).await
 }
 
 async fn publish_all(
     js: &jetstream::Context,
     names: &Names,
+    partitions: JobPartitions,
     event: &Event,
     matches: Vec<Match>,
 ) -> Result<Published, PublishError> {
@@ -111,7 +114,7 @@ async fn publish_all(
                 published.jobs += 1;
                 (
                     crate::metrics::JOBS,
-                    names.job_subject(&job.service),
+                    names.job_subject_in(&job.service, partitions.of(&job)),
                     job.id.to_string(),
                     payload,
                     job,

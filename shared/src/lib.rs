@@ -16,6 +16,7 @@ pub mod moodle;
 pub mod names;
 pub mod ops;
 pub mod parking;
+pub mod partition;
 pub mod pgtext;
 pub mod readiness;
 pub mod server;

@@ -258,11 +258,48 @@ impl Names {
             .collect()
     }
 
+    /// A service's jobs in partition 0, the stream every hub had before partitions.
     pub fn job_subject(&self, service: &ServiceSlug) -> String {
         format!("{}.jobs.{}", self.ns, service)
     }
+    /// A service's jobs in `partition`: `<ns>.jobs.<service>` in partition 0 (so a hub of one
+    /// partition is what it was before partitions), `<ns>.jobs.<service>.<p>` in the others.
+    pub fn job_subject_in(&self, service: &ServiceSlug, partition: u16) -> String {
+        if partition == 0 {
+            self.job_subject(service)
+        } else {
+            format!("{}.jobs.{}.{partition}", self.ns, service)
+        }
+    }
+    /// Every job of every partition.
     pub fn jobs_all(&self) -> String {
         format!("{}.jobs.>", self.ns)
+    }
+    /// The subjects of partition `partition`'s stream; no two partitions' overlap.
+    pub fn jobs_of_partition(&self, partition: u16) -> String {
+        if partition == 0 {
+            format!("{}.jobs.*", self.ns)
+        } else {
+            format!("{}.jobs.*.{partition}", self.ns)
+        }
+    }
+    /// `<NS>_JOBS` for partition 0, `<NS>_JOBS_<p>` for the others.
+    pub fn jobs_partition_stream(&self, partition: u16) -> String {
+        if partition == 0 {
+            self.jobs_stream()
+        } else {
+            format!("{}_JOBS_{partition}", self.stream_prefix)
+        }
+    }
+    /// The partition whose stream is `stream`, if it is one of this hub's JOBS partitions.
+    pub fn jobs_partition_of_stream(&self, stream: &str) -> Option<u16> {
+        if stream == self.jobs_stream() {
+            return Some(0);
+        }
+        let number = stream.strip_prefix(&format!("{}_JOBS_", self.stream_prefix))?;
+        // Only the spelling this hub writes: "01" or "+1" would be another stream's name.
+        let partition: u16 = number.parse().ok()?;
+        (partition > 0 && partition.to_string() == number).then_some(partition)
     }
     pub fn result_subject(&self, service: &ServiceSlug) -> String {
         format!("{}.results.{}", self.ns, service)
@@ -328,6 +365,34 @@ mod tests {
 
     fn names() -> Names {
         Names::new(Namespace::parse("t-1").expect("valid namespace"))
+    }
+
+    #[test]
+    fn job_partitions_have_disjoint_subjects_and_partition_0_is_the_old_stream() {
+        let n = names();
+        let sis = ServiceSlug::parse("sis").expect("slug");
+        assert_eq!(n.jobs_partition_stream(0), "T-1_JOBS");
+        assert_eq!(n.jobs_partition_stream(3), "T-1_JOBS_3");
+        assert_eq!(n.job_subject_in(&sis, 0), n.job_subject(&sis));
+        assert_eq!(n.job_subject_in(&sis, 3), "t-1.jobs.sis.3");
+        // Partition 0's filter takes two tokens after `jobs`; the others three.
+        assert_eq!(n.jobs_of_partition(0), "t-1.jobs.*");
+        assert_eq!(n.jobs_of_partition(3), "t-1.jobs.*.3");
+        for p in [0, 1, 12] {
+            assert_eq!(
+                n.jobs_partition_of_stream(&n.jobs_partition_stream(p)),
+                Some(p)
+            );
+        }
+        for other in [
+            "T-1_JOBS_0",
+            "T-1_JOBS_01",
+            "T-1_JOBS_x",
+            "T-1_EVENTS",
+            "T-2_JOBS_1",
+        ] {
+            assert_eq!(n.jobs_partition_of_stream(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use async_nats::jetstream::{self, ErrorCode, kv, stream};
 
 use crate::config::{Config, StreamsConfig};
 use crate::names::Names;
+use crate::partition::JobPartitions;
 use crate::service::ServiceName;
 
 /// One stream or bucket of a hub.
@@ -90,6 +91,7 @@ pub struct Topology {
     inbound_duplicate_window: Duration,
     dedup_horizon: Duration,
     dedup_max_claims: i64,
+    job_partitions: JobPartitions,
     /// How long `ensure` keeps retrying what a busy or electing cluster did not answer.
     patience: Duration,
 }
@@ -116,6 +118,7 @@ impl Topology {
             inbound_duplicate_window: config.streams.inbound_duplicate_window,
             dedup_horizon: config.matcher.dedup_horizon,
             dedup_max_claims: config.matcher.dedup_max_claims,
+            job_partitions: config.streams.job_partitions(),
             patience: config.nats.connect_timeout,
         }
     }
@@ -141,23 +144,53 @@ impl Topology {
         }
     }
 
-    /// The stream behind a resource, or `None` for KV buckets.
+    /// The stream behind a resource (JOBS' partition 0), or `None` for KV buckets.
     pub fn stream_config(&self, resource: Resource) -> Option<stream::Config> {
+        self.stream_configs(resource).into_iter().next()
+    }
+
+    /// The streams behind a resource: one per partition for JOBS, one for every other stream,
+    /// none for KV buckets.
+    pub fn stream_configs(&self, resource: Resource) -> Vec<stream::Config> {
+        if resource == Resource::Jobs {
+            return self
+                .job_partitions
+                .all()
+                .map(|partition| self.jobs_partition(partition))
+                .collect();
+        }
+        self.single_stream_config(resource).into_iter().collect()
+    }
+
+    fn jobs_partition(&self, partition: u16) -> stream::Config {
+        let n = &self.names;
+        stream::Config {
+            description: Some(if partition == 0 {
+                "Deliveries to do, one subject per service".into()
+            } else {
+                format!("Deliveries to do, one subject per service: partition {partition}")
+            }),
+            retention: stream::RetentionPolicy::WorkQueue,
+            // A full work queue must refuse new jobs, never drop pending ones.
+            discard: stream::DiscardPolicy::New,
+            // No max age: an expiring job would vanish silently. Age-outs are the
+            // dispatcher's decision, into the DLQ.
+            ..self.stream(
+                n.jobs_partition_stream(partition),
+                vec![n.jobs_of_partition(partition)],
+                Duration::ZERO,
+            )
+        }
+    }
+
+    fn single_stream_config(&self, resource: Resource) -> Option<stream::Config> {
         let n = &self.names;
         match resource {
             Resource::Events => Some(stream::Config {
                 description: Some("Moodle events accepted by ingest".into()),
                 ..self.stream(n.events_stream(), vec![n.events_all()], self.events_max_age)
             }),
-            Resource::Jobs => Some(stream::Config {
-                description: Some("Deliveries to do, one subject per service".into()),
-                retention: stream::RetentionPolicy::WorkQueue,
-                // A full work queue must refuse new jobs, never drop pending ones.
-                discard: stream::DiscardPolicy::New,
-                // No max age: an expiring job would vanish silently. Age-outs are the
-                // dispatcher's decision, into the DLQ.
-                ..self.stream(n.jobs_stream(), vec![n.jobs_all()], Duration::ZERO)
-            }),
+            Resource::Jobs => Some(self.jobs_partition(0)),
             Resource::Results => Some(stream::Config {
                 description: Some("Outcome of every delivery attempt".into()),
                 ..self.stream(
@@ -245,13 +278,21 @@ impl Topology {
         js: &jetstream::Context,
         resources: &[Resource],
     ) -> Result<(), TopologyError> {
-        for &resource in resources {
+        let units = resources.iter().flat_map(|&resource| {
+            let streams = self.stream_configs(resource);
+            let kv = self.kv_config(resource);
+            streams
+                .into_iter()
+                .map(Unit::Stream)
+                .chain(kv.map(|kv| Unit::Kv(resource, kv)))
+        });
+        for unit in units {
             let started = Instant::now();
             let mut delay = Duration::from_millis(200);
             let mut races = 0;
             loop {
                 // Boxed: inline, its state made every service's start future too large.
-                let error = match Box::pin(self.ensure_one(js, resource)).await {
+                let error = match Box::pin(self.ensure_one(js, &unit)).await {
                     Ok(()) => break,
                     Err(error) => error,
                 };
@@ -261,7 +302,7 @@ impl Topology {
                 // overlap with a stream of another name is not retried.
                 if error.lost_a_create_race()
                     && races < 3
-                    && js.get_stream(self.stream_name(resource)).await.is_ok()
+                    && js.get_stream(unit.stream_name()).await.is_ok()
                 {
                     races += 1;
                     tracing::debug!(error = %error, "another replica created it first; updating");
@@ -278,52 +319,36 @@ impl Topology {
         Ok(())
     }
 
-    /// The JetStream stream behind `resource` (a bucket's is `KV_<bucket>`).
-    fn stream_name(&self, resource: Resource) -> String {
-        match (self.stream_config(resource), self.kv_config(resource)) {
-            (Some(stream), _) => stream.name,
-            (None, Some(kv)) => format!("KV_{}", kv.bucket),
-            (None, None) => String::new(),
+    async fn ensure_one(&self, js: &jetstream::Context, unit: &Unit) -> Result<(), TopologyError> {
+        let name = unit.stream_name();
+        match unit {
+            Unit::Stream(config) => {
+                if stored_config(js, &name)
+                    .await
+                    .is_ok_and(|stored| declared_settings_match(config, &stored))
+                {
+                    // Read just now, so readable: nothing to wait for.
+                    return Ok(());
+                }
+                js.create_or_update_stream(config.clone())
+                    .await
+                    .map_err(|cause| TopologyError::Stream {
+                        name: name.clone(),
+                        cause,
+                    })?;
+            }
+            Unit::Kv(resource, config) => {
+                js.create_or_update_key_value(config.clone())
+                    .await
+                    .map_err(|cause| TopologyError::Kv {
+                        bucket: config.bucket.clone(),
+                        cause,
+                    })?;
+                if *resource == Resource::DedupKv {
+                    self.bound_claims(js, &name).await?;
+                }
+            }
         }
-    }
-
-    async fn ensure_one(
-        &self,
-        js: &jetstream::Context,
-        resource: Resource,
-    ) -> Result<(), TopologyError> {
-        let name = if let Some(config) = self.stream_config(resource) {
-            let name = config.name.clone();
-            if stored_config(js, &name)
-                .await
-                .is_ok_and(|stored| declared_settings_match(&config, &stored))
-            {
-                // Read just now, so readable: nothing to wait for.
-                return Ok(());
-            }
-            js.create_or_update_stream(config)
-                .await
-                .map_err(|cause| TopologyError::Stream {
-                    name: name.clone(),
-                    cause,
-                })?;
-            name
-        } else if let Some(config) = self.kv_config(resource) {
-            let bucket = config.bucket.clone();
-            js.create_or_update_key_value(config)
-                .await
-                .map_err(|cause| TopologyError::Kv {
-                    bucket: bucket.clone(),
-                    cause,
-                })?;
-            let name = format!("KV_{bucket}");
-            if resource == Resource::DedupKv {
-                self.bound_claims(js, &name).await?;
-            }
-            name
-        } else {
-            return Ok(());
-        };
         // On a cluster the create is answered by the meta leader before the stream's own
         // group serves reads; a service that opened the bucket right after was told "stream
         // not found". Return only once it reads.
@@ -362,6 +387,22 @@ impl Topology {
                 cause,
             })?;
         Ok(())
+    }
+}
+
+/// One stream or bucket to ensure.
+enum Unit {
+    Stream(stream::Config),
+    Kv(Resource, kv::Config),
+}
+
+impl Unit {
+    /// The JetStream stream behind it (a bucket's is `KV_<bucket>`).
+    fn stream_name(&self) -> String {
+        match self {
+            Unit::Stream(config) => config.name.clone(),
+            Unit::Kv(_, config) => format!("KV_{}", config.bucket),
+        }
     }
 }
 
@@ -566,7 +607,26 @@ mod tests {
         assert_eq!(jobs.max_age, Duration::ZERO);
         assert_eq!(jobs.retention, stream::RetentionPolicy::WorkQueue);
         assert_eq!(jobs.discard, stream::DiscardPolicy::New);
-        assert_eq!(jobs.subjects, ["t.jobs.>"]);
+        assert_eq!(jobs.subjects, ["t.jobs.*"]);
+    }
+
+    #[test]
+    fn every_job_partition_is_a_work_queue_of_its_own() {
+        let config = ConfigLoader::new()
+            .toml("[streams]\njob_partitions = 3\n")
+            .load()
+            .expect("valid");
+        let t = Topology::new(Names::new(Namespace::parse("t").expect("ns")), &config);
+        let jobs = t.stream_configs(Resource::Jobs);
+        let names: Vec<&str> = jobs.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["T_JOBS", "T_JOBS_1", "T_JOBS_2"]);
+        let subjects: Vec<&str> = jobs.iter().map(|c| c.subjects[0].as_str()).collect();
+        assert_eq!(subjects, ["t.jobs.*", "t.jobs.*.1", "t.jobs.*.2"]);
+        for partition in &jobs {
+            assert_eq!(partition.retention, stream::RetentionPolicy::WorkQueue);
+            assert_eq!(partition.discard, stream::DiscardPolicy::New);
+            assert_eq!(partition.max_age, Duration::ZERO);
+        }
     }
 
     #[test]

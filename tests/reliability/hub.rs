@@ -33,6 +33,8 @@ pub struct Layout {
     pub nats_urls: Vec<String>,
     /// `streams.replicas`.
     pub stream_replicas: usize,
+    /// `streams.job_partitions`.
+    pub job_partitions: u16,
 }
 
 impl Layout {
@@ -41,6 +43,7 @@ impl Layout {
             replicas: 1,
             nats_urls: vec![nats_url],
             stream_replicas: 1,
+            job_partitions: 1,
         }
     }
 }
@@ -96,7 +99,11 @@ impl Hub {
             // ack wait; the defaults (30 s, timeout + 30 s) would outlast a short scenario.
             .set("MIH_MATCHER_ACK_WAIT", "3s")
             .set("MIH_DISPATCHER_ACK_WAIT_MARGIN", "2s")
-            .set("MIH_STREAMS_REPLICAS", layout.stream_replicas.to_string());
+            .set("MIH_STREAMS_REPLICAS", layout.stream_replicas.to_string())
+            .set(
+                "MIH_STREAMS_JOB_PARTITIONS",
+                layout.job_partitions.to_string(),
+            );
         let members = members(&mih, layout);
         let logs = output_dir().join("logs").join(scenario);
         let _ = std::fs::remove_dir_all(&logs);

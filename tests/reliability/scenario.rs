@@ -38,6 +38,9 @@ pub enum Fault {
     /// The same hub: kill -9 the node leading the EVENTS stream (where every 202 is promised),
     /// then restart it.
     StreamLeader,
+    /// Two replicas each of ingest, matcher and dispatcher, JOBS in four partitions: kill -9
+    /// one matcher and one dispatcher replica, then start them again.
+    KillReplicas,
     /// Stop the (private) PostgreSQL, then start it again.
     Postgres,
     /// Stop the (private) RabbitMQ node, then start it again; the target is an AMQP queue.
@@ -259,6 +262,13 @@ impl World {
                 replicas: 2,
                 nats_urls: nats.urls(),
                 stream_replicas: NatsCluster::SIZE,
+                job_partitions: 1,
+            }
+        } else if fault == Fault::KillReplicas {
+            Layout {
+                replicas: 2,
+                job_partitions: 4,
+                ..Layout::single(nats.urls().join(","))
             }
         } else {
             Layout::single(nats.urls().join(","))
@@ -420,6 +430,10 @@ impl World {
     async fn inject(&mut self, fault: Fault) {
         match fault {
             Fault::Kill(service) => self.hub.kill(service).await,
+            Fault::KillReplicas => {
+                self.hub.kill("matcher-1").await;
+                self.hub.kill("dispatcher-1").await;
+            }
             Fault::Nats => {
                 if let Nats::Single(server) = &mut self.nats {
                     server.stop().await.expect("NATS stops");
@@ -447,6 +461,10 @@ impl World {
     async fn recover(&mut self, fault: Fault) {
         match fault {
             Fault::Kill(service) => self.hub.restart(service).await,
+            Fault::KillReplicas => {
+                self.hub.restart("matcher-1").await;
+                self.hub.restart("dispatcher-1").await;
+            }
             Fault::Nats => {
                 if let Nats::Single(server) = &mut self.nats {
                     server.restart().await.expect("NATS restarts");

@@ -18,6 +18,7 @@ mod matcher;
 mod moodle;
 mod observability;
 mod outages;
+mod partitions;
 mod preview;
 mod process;
 mod queue;

@@ -454,9 +454,15 @@ async fn a_crash_between_publishing_jobs_and_acknowledging_publishes_them_once()
         dedup.claim(&event).await.expect("claim"),
         mih_rules::dedup::Claim::Claimed
     );
-    let published = mih_rules::publish::publish(&hub.js, &hub.names(), &event, matches)
-        .await
-        .expect("published");
+    let published = mih_rules::publish::publish(
+        &hub.js,
+        &hub.names(),
+        mih_shared::partition::JobPartitions::ONE,
+        &event,
+        matches,
+    )
+    .await
+    .expect("published");
     assert_eq!(published.jobs, 2);
     drop(pulled);
     drop(message); // the crash: never acknowledged

@@ -158,7 +158,7 @@ async fn the_queue_of_a_service_that_is_down_grows_and_a_job_can_be_moved_to_dea
     // Paging by stream sequence.
     let page = jobs(&hub, "erp", "limit=3").await;
     assert_eq!(items(&page).len(), 3);
-    assert_eq!(page.body["next_after"], seqs[2]);
+    assert_eq!(page.body["next_after"], seqs[2].to_string());
     let rest = jobs(&hub, "erp", &format!("limit=3&after={}", seqs[2])).await;
     assert_eq!(items(&rest).len(), 1, "{}", rest.body);
     assert!(rest.body["next_after"].is_null());

@@ -297,3 +297,53 @@ async fn services_starting_together_on_a_cluster_all_get_the_topology() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_unpartitioned_jobs_stream_keeps_its_jobs_when_partitions_are_added() {
+    let nats = NatsServer::start().await.expect("nats");
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+    let names = Names::new(Namespace::parse(unique_namespace()).expect("ns"));
+    // JOBS as every hub before partitions declared it: every subject under `<ns>.jobs`, which
+    // would overlap the other partitions' subjects.
+    js.create_stream(jetstream::stream::Config {
+        name: names.jobs_stream(),
+        subjects: vec![names.jobs_all()],
+        retention: jetstream::stream::RetentionPolicy::WorkQueue,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .expect("the old JOBS");
+    let sis = mih_shared::names::ServiceSlug::parse("sis").expect("slug");
+    for n in 0..3 {
+        js.publish(names.job_subject(&sis), format!("job {n}").into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+    let config = ConfigLoader::new()
+        .toml("[streams]\njob_partitions = 3\n")
+        .load()
+        .expect("valid");
+    Topology::new(names.clone(), &config)
+        .ensure(&js, &[Resource::Jobs])
+        .await
+        .expect("partitions added to a hub that had one JOBS stream");
+    let mut old = js.get_stream(names.jobs_stream()).await.expect("JOBS");
+    let info = old.info().await.expect("info");
+    assert_eq!(info.config.subjects, [names.jobs_of_partition(0)]);
+    assert_eq!(info.state.messages, 3, "its jobs stay");
+    for partition in 1..3 {
+        let mut stream = js
+            .get_stream(names.jobs_partition_stream(partition))
+            .await
+            .expect("partition stream");
+        let info = stream.info().await.expect("info");
+        assert_eq!(info.config.subjects, [names.jobs_of_partition(partition)]);
+        assert_eq!(
+            info.config.retention,
+            jetstream::stream::RetentionPolicy::WorkQueue
+        );
+    }
+}

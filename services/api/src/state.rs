@@ -17,6 +17,9 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     pub live: LiveWriter,
     pub names: Names,
+    /// The partitions of JOBS (`streams.job_partitions`): where replays and backfills put a
+    /// job, and which streams the queue views read.
+    pub partitions: mih_shared::partition::JobPartitions,
     pub js: async_nats::jetstream::Context,
     /// The services' shared circuit breakers (`<ns>_circuits`).
     pub circuits: mih_shared::circuit::CircuitStore,
@@ -63,6 +66,7 @@ impl AppState {
             )),
             max_request_bytes: config.matcher.max_request_bytes,
             backfill_wake: Arc::default(),
+            partitions: config.streams.job_partitions(),
             db,
             names,
             js,
@@ -71,6 +75,11 @@ impl AppState {
 
     /// What replaying dead letters needs of the state.
     pub(crate) fn replayer(&self) -> Replayer {
-        Replayer::new(self.db.clone(), self.js.clone(), self.names.clone())
+        Replayer::new(
+            self.db.clone(),
+            self.js.clone(),
+            self.names.clone(),
+            self.partitions,
+        )
     }
 }

@@ -2,6 +2,10 @@
 //! service gets a consumer and a worker, a changed one a new worker (new transport, limits and
 //! consumer settings; the old one finishes its in-flight deliveries first), a disabled one
 //! stops (its jobs wait in JOBS), a deleted one stops and loses its consumer.
+//!
+//! A worker reads every partition of JOBS in use: the configured ones and any left over from a
+//! higher `streams.job_partitions` (drained, never abandoned). Those are looked up again every
+//! [`PARTITIONS_CHECK`], so a partition another service created later gets its consumers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use mih_shared::circuit::CircuitStore;
 use mih_shared::config::DispatcherConfig;
 use mih_shared::live::{ConfigSnapshot, LiveConfig, LiveService};
 use mih_shared::names::{Names, ServiceSlug};
+use mih_shared::partition::{self, JobPartitions};
 
 use crate::breaker::Breaker;
 use crate::outcome_batch::BatchLimits;
@@ -23,10 +28,15 @@ use crate::transport::{Target, TransportEnv};
 use crate::uncounted::Uncounted;
 use crate::worker::{self, Worker};
 
+/// How often the partitions in use are looked up again.
+const PARTITIONS_CHECK: Duration = Duration::from_secs(30);
+
 /// What a facade call needs of a running service.
 #[derive(Debug, Clone)]
 pub(crate) struct Running {
     pub worker: Arc<Worker>,
+    /// The partitions it has consumers in.
+    partitions: Vec<u16>,
     stop: Shutdown,
     done: Arc<tokio::sync::Notify>,
 }
@@ -41,6 +51,7 @@ struct Inner {
     js: jetstream::Context,
     nats: async_nats::Client,
     names: Names,
+    partitions: JobPartitions,
     env: TransportEnv,
     circuits: CircuitStore,
     uncounted: Uncounted,
@@ -60,6 +71,7 @@ impl Fleet {
         circuits: CircuitStore,
         uncounted: Uncounted,
         settings: &DispatcherConfig,
+        settings_partitions: JobPartitions,
     ) -> Self {
         Fleet {
             inner: Arc::new(Inner {
@@ -76,6 +88,7 @@ impl Fleet {
                 js,
                 nats,
                 names,
+                partitions: settings_partitions,
                 env,
                 circuits,
                 uncounted,
@@ -124,6 +137,9 @@ impl Fleet {
     pub(crate) async fn follow(self, snapshot: ConfigSnapshot, shutdown: Shutdown) {
         let mut changes = snapshot.changes();
         self.apply(&snapshot.current(), &shutdown).await;
+        let mut check = tokio::time::interval(PARTITIONS_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.reset();
         loop {
             tokio::select! {
                 () = shutdown.triggered() => break,
@@ -133,6 +149,7 @@ impl Fleet {
                     }
                     self.apply(&snapshot.current(), &shutdown).await;
                 }
+                _ = check.tick() => self.apply(&snapshot.current(), &shutdown).await,
             }
         }
         let running: Vec<Running> = self
@@ -149,17 +166,26 @@ impl Fleet {
     }
 
     async fn apply(&self, config: &LiveConfig, shutdown: &Shutdown) {
-        let current: HashMap<ServiceSlug, i64> = self
+        // Unanswered: keep what runs (a restart would stop deliveries for nothing).
+        let partitions = self.partitions_in_use().await;
+        let current: HashMap<ServiceSlug, (i64, Vec<u16>)> = self
             .inner
             .running
             .read()
             .await
             .iter()
-            .map(|(name, running)| (name.clone(), running.worker.service.version))
+            .map(|(name, running)| {
+                (
+                    name.clone(),
+                    (running.worker.service.version, running.partitions.clone()),
+                )
+            })
             .collect();
-        for (name, version) in &current {
+        for (name, (version, running_in)) in &current {
             let wanted = config.services.get(name);
-            let keep = wanted.is_some_and(|s| s.enabled && s.version == *version);
+            let same_partitions = partitions.as_ref().is_none_or(|p| p == running_in);
+            let keep =
+                wanted.is_some_and(|s| s.enabled && s.version == *version) && same_partitions;
             if keep {
                 continue;
             }
@@ -168,14 +194,23 @@ impl Fleet {
                 stop(running).await;
             }
             if wanted.is_none() {
-                self.remove_consumer(name).await;
+                self.remove_consumer(name, running_in).await;
             }
         }
+        let Some(partitions) = partitions else {
+            self.inner
+                .applied
+                .send_modify(|generation| *generation += 1);
+            return;
+        };
         for service in config.services.values() {
             if !service.enabled || self.inner.running.read().await.contains_key(&service.name) {
                 continue;
             }
-            match self.start(Arc::clone(service), shutdown).await {
+            match self
+                .start(Arc::clone(service), partitions.clone(), shutdown)
+                .await
+            {
                 Ok(running) => {
                     self.inner
                         .running
@@ -193,9 +228,45 @@ impl Fleet {
             .send_modify(|generation| *generation += 1);
     }
 
+    /// The partitions of JOBS whose streams exist, or `None` when NATS did not answer.
+    async fn partitions_in_use(&self) -> Option<Vec<u16>> {
+        let inner = &self.inner;
+        let listed = match partition::in_use(&inner.js, &inner.names, inner.partitions).await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the partitions of JOBS; trying again later");
+                return None;
+            }
+        };
+        let mut existing = Vec::with_capacity(listed.len());
+        for partition in listed {
+            // A configured partition not created yet is left for the next check.
+            if inner
+                .js
+                .get_stream(inner.names.jobs_partition_stream(partition))
+                .await
+                .is_ok()
+            {
+                existing.push(partition);
+            }
+        }
+        if existing.is_empty() {
+            return None;
+        }
+        if existing.len() > usize::from(inner.partitions.count()) {
+            tracing::warn!(
+                configured = inner.partitions.count(),
+                in_use = existing.len(),
+                "more JOBS partitions exist than streams.job_partitions: their jobs are still delivered; delete a partition's stream once it is empty"
+            );
+        }
+        Some(existing)
+    }
+
     async fn start(
         &self,
         service: Arc<LiveService>,
+        partitions: Vec<u16>,
         shutdown: &Shutdown,
     ) -> Result<Running, String> {
         let inner = &self.inner;
@@ -212,14 +283,26 @@ impl Fleet {
         .await
         .map_err(|e| e.to_string())?;
         let ack_wait = worker::ack_wait(&service, inner.ack_wait_margin);
-        let consumer = inner
-            .js
-            .get_stream(inner.names.jobs_stream())
-            .await
-            .map_err(|e| e.to_string())?
-            .create_consumer(worker::consumer_config(&inner.names, &service, ack_wait))
-            .await
-            .map_err(|e| format!("cannot create its consumer: {e}"))?;
+        let share = worker::concurrency_per_partition(&service, partitions.len());
+        let mut consumers = Vec::with_capacity(partitions.len());
+        for &partition in &partitions {
+            let stream = inner.names.jobs_partition_stream(partition);
+            let consumer = inner
+                .js
+                .get_stream(&stream)
+                .await
+                .map_err(|e| format!("{stream}: {e}"))?
+                .create_consumer(worker::consumer_config(
+                    &inner.names,
+                    &service,
+                    partition,
+                    share,
+                    ack_wait,
+                ))
+                .await
+                .map_err(|e| format!("cannot create its consumer on {stream}: {e}"))?;
+            consumers.push(consumer);
+        }
         let worker = Arc::new(Worker::new(
             Arc::clone(&service),
             Arc::new(target),
@@ -231,29 +314,40 @@ impl Fleet {
         let done = Arc::new(tokio::sync::Notify::new());
         let running = Running {
             worker: Arc::clone(&worker),
+            partitions,
             stop: stop.clone(),
             done: Arc::clone(&done),
         };
-        tracing::info!(service = %service.name, transport = worker.target.kind(), concurrency = service.concurrency, "delivering the service's jobs");
+        tracing::info!(service = %service.name, transport = worker.target.kind(), concurrency = service.concurrency, partitions = consumers.len(), "delivering the service's jobs");
         tokio::spawn(async move {
-            worker.clone().run(consumer, stop).await;
+            worker.clone().run(consumers, stop).await;
             worker.target.close().await;
             done.notify_one();
         });
         Ok(running)
     }
 
-    async fn remove_consumer(&self, name: &ServiceSlug) {
+    async fn remove_consumer(&self, name: &ServiceSlug, partitions: &[u16]) {
         let inner = &self.inner;
-        let Ok(stream) = inner.js.get_stream(inner.names.jobs_stream()).await else {
-            return;
-        };
-        match stream
-            .delete_consumer(&inner.names.dispatch_consumer(name))
-            .await
-        {
-            Ok(_) => tracing::info!(service = %name, "service deleted; its consumer removed"),
-            Err(error) => tracing::debug!(service = %name, %error, "no consumer to remove"),
+        for &partition in partitions {
+            let Ok(stream) = inner
+                .js
+                .get_stream(inner.names.jobs_partition_stream(partition))
+                .await
+            else {
+                continue;
+            };
+            match stream
+                .delete_consumer(&inner.names.dispatch_consumer(name))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(service = %name, partition, "service deleted; its consumer removed");
+                }
+                Err(error) => {
+                    tracing::debug!(service = %name, partition, %error, "no consumer to remove");
+                }
+            }
         }
     }
 }

@@ -98,6 +98,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         circuits,
         uncounted,
         settings,
+        ctx.config.streams.job_partitions(),
     );
     let serving = tokio::spawn(ops::serve(
         ctx.listener,

@@ -1,5 +1,6 @@
-//! One service's worker: its durable consumer on `<ns>.jobs.<service>`, at most `concurrency`
-//! deliveries at once (also the consumer's max unacknowledged, so JetStream hands out no more),
+//! One service's worker: its durable consumer on the service's subject in every partition of
+//! JOBS, at most `concurrency` deliveries at once shared out among the partitions (each
+//! consumer's max unacknowledged is its share, so JetStream hands out no more to all replicas),
 //! an optional rate limit, and the circuit breaker in front of every attempt.
 //!
 //! Retries are `nak`s with a delay (exponential backoff, full jitter), never a sleep on a held
@@ -53,19 +54,28 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// The durable consumer of one service's jobs.
+/// A service's deliveries at once in each of `partitions` partitions: its concurrency shared
+/// out, at least one each (so a service with fewer than `partitions` may have `partitions`).
+pub(crate) fn concurrency_per_partition(service: &LiveService, partitions: usize) -> usize {
+    let concurrency = usize::try_from(service.concurrency.max(1)).unwrap_or(1);
+    concurrency.div_ceil(partitions.max(1)).max(1)
+}
+
+/// The durable consumer of one service's jobs in one partition.
 pub(crate) fn consumer_config(
     names: &Names,
     service: &LiveService,
+    partition: u16,
+    share: usize,
     ack_wait: Duration,
 ) -> pull::Config {
     pull::Config {
         durable_name: Some(names.dispatch_consumer(&service.name)),
         description: Some(format!("mih dispatcher: jobs of {}", service.name)),
-        filter_subject: names.job_subject(&service.name),
+        filter_subject: names.job_subject_in(&service.name, partition),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait,
-        max_ack_pending: i64::from(service.concurrency.max(1)),
+        max_ack_pending: i64::try_from(share).unwrap_or(i64::MAX),
         deliver_policy: jetstream::consumer::DeliverPolicy::All,
         // The worker decides when a job is exhausted (max_retries) and dead-letters it.
         max_deliver: -1,
@@ -102,27 +112,28 @@ impl Worker {
         }
     }
 
-    /// Delivers the service's jobs until `shutdown`; in-flight deliveries finish first.
+    /// Delivers the service's jobs from every partition's consumer until `shutdown`;
+    /// in-flight deliveries finish first.
     pub(crate) async fn run(
         self: Arc<Self>,
-        consumer: jetstream::consumer::PullConsumer,
+        consumers: Vec<jetstream::consumer::PullConsumer>,
         shutdown: Shutdown,
     ) {
-        let concurrency = usize::try_from(self.service.concurrency.max(1)).unwrap_or(1);
-        // The worker dead-letters what it gives up on itself (to DLQ); the loop only drops
-        // what cannot be read.
-        let settings = Settings::new(
-            self.service.name.to_string(),
-            concurrency,
-            DeadLetters::Terminate,
-        )
-        .pull_batch(concurrency.min(256));
-        let jobs = Arc::new(Jobs {
-            worker: self,
-            shutdown: shutdown.clone(),
-            consumer: consumer.cached_info().name.clone(),
+        let share = concurrency_per_partition(&self.service, consumers.len());
+        let loops = consumers.into_iter().map(|consumer| {
+            // The worker dead-letters what it gives up on itself (to DLQ); the loop only
+            // drops what cannot be read.
+            let settings =
+                Settings::new(self.service.name.to_string(), share, DeadLetters::Terminate)
+                    .pull_batch(share.min(256));
+            let jobs = Arc::new(Jobs {
+                worker: Arc::clone(&self),
+                shutdown: shutdown.clone(),
+                consumer: consumer.cached_info().name.clone(),
+            });
+            mih_shared::consumer::run(consumer, settings, jobs, shutdown.clone())
         });
-        mih_shared::consumer::run(consumer, settings, jobs, shutdown).await;
+        futures::future::join_all(loops).await;
     }
 
     async fn process(&self, message: &jetstream::Message, shutdown: &Shutdown) -> Disposition {

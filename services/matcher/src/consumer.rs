@@ -30,6 +30,7 @@ use mih_shared::consumer::{DeadLetters, Handler, Settings, Settled};
 use mih_shared::error::Disposition;
 use mih_shared::messages::{self, Event, Origin};
 use mih_shared::names::{MATCHER_CONSUMER as CONSUMER, Names};
+use mih_shared::partition::JobPartitions;
 
 use crate::metrics as m;
 
@@ -47,6 +48,8 @@ const EVALUATOR_WAIT: Duration = Duration::from_secs(10);
 pub(crate) struct Matcher {
     pub js: jetstream::Context,
     pub names: Names,
+    /// Where each job goes: the partitions of JOBS.
+    pub partitions: JobPartitions,
     pub rules: Arc<ArcSwap<RuleSet>>,
     pub dedup: Dedup,
     /// Where events are matched: off the async workers, one per core at a time.
@@ -148,7 +151,7 @@ impl Matcher {
                 return RETRY;
             }
         }
-        match publish::publish(&self.js, &self.names, &event, matches).await {
+        match publish::publish(&self.js, &self.names, self.partitions, &event, matches).await {
             Ok(published) => {
                 tracing::Span::current().record("jobs", published.jobs);
                 tracing::debug!(

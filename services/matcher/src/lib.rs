@@ -83,6 +83,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     let matcher = Arc::new(Matcher {
         js: ctx.jetstream.clone(),
         names: ctx.names.clone(),
+        partitions: ctx.config.streams.job_partitions(),
         rules,
         dedup,
         evaluators: Evaluators::per_core(),

@@ -135,6 +135,13 @@ pub struct StreamsConfig {
     #[serde(with = "humantime_serde")]
     pub inbound_duplicate_window: Duration,
     pub max_bytes: i64,
+    pub job_partitions: u16,
+}
+
+impl StreamsConfig {
+    pub fn job_partitions(&self) -> crate::partition::JobPartitions {
+        crate::partition::JobPartitions::new(self.job_partitions)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -98,6 +98,15 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
     }
     // JetStream's own limit: an odd count up to 5 is what a Raft group sensibly has, but R2
     // and R4 are legal too.
+    if !(1..=crate::partition::MAX_JOB_PARTITIONS).contains(&config.streams.job_partitions) {
+        problem(
+            "streams.job_partitions",
+            format!(
+                "must be between 1 and {}",
+                crate::partition::MAX_JOB_PARTITIONS
+            ),
+        );
+    }
     if !(1..=5).contains(&config.streams.replicas) {
         problem("streams.replicas", "must be between 1 and 5".into());
     }
@@ -284,6 +293,12 @@ mod tests {
             ["nats.connect_timeout"]
         );
         assert_eq!(problems("[streams]\nreplicas = 7\n"), ["streams.replicas"]);
+        for bad in [0, 65] {
+            assert_eq!(
+                problems(&format!("[streams]\njob_partitions = {bad}\n")),
+                ["streams.job_partitions"]
+            );
+        }
         assert_eq!(problems("[nats]\nreplicas = 3\n"), ["nats.replicas"]);
         assert_eq!(
             problems("[streams]\nplacement_tags = [\"ssd\", \"\"]\n"),

@@ -349,9 +349,10 @@ async fn handle_match(
         counts.skipped_duplicates = 1;
         return Ok(counts);
     }
-    let published = mih_rules::publish::publish(&state.js, &state.names, event, matches)
-        .await
-        .map_err(|e| transient("publishing jobs")(&e))?;
+    let published =
+        mih_rules::publish::publish(&state.js, &state.names, state.partitions, event, matches)
+            .await
+            .map_err(|e| transient("publishing jobs")(&e))?;
     counts.jobs = i64::try_from(published.jobs).unwrap_or(i64::MAX);
     counts.render_failures = i64::try_from(published.render_failures).unwrap_or(i64::MAX);
     Ok(counts)

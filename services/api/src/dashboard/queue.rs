@@ -73,7 +73,7 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
 
 #[derive(Debug, Deserialize)]
 pub struct JobsPageQuery {
-    after: Option<u64>,
+    after: Option<String>,
     done: Option<String>,
 }
 
@@ -103,7 +103,7 @@ pub async fn service_jobs(
         .iter()
         .map(|job| {
             json!({
-                "seq": job.seq,
+                "seq": job.handle,
                 "job_id": job.job_id,
                 "eventname": job.eventname,
                 "origin": job.origin,
@@ -133,7 +133,9 @@ pub async fn service_jobs(
             "page": "queue",
             "service": service,
             "jobs": jobs,
-            "next": found.next_after.map(|after| format!("{here}?after={after}")),
+            "next": found
+                .next_after
+                .map(|after| format!("{here}?after={}", percent_encode(&after))),
             "done": query.done.filter(|d| matches!(d.as_str(), "queue-attempted" | "queue-moved")),
             "can_operate": session.caller.role >= Role::Operator,
         }),

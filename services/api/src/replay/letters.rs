@@ -282,13 +282,15 @@ impl Replayer {
         })
     }
 
-    /// Publishes a job to its service's subject and waits until JetStream stored it.
+    /// Publishes a job to its service's subject in its partition and waits until JetStream stored it.
     async fn publish(&self, job: &Job) -> ApiResult<()> {
         let unavailable = |e: &dyn std::fmt::Display| {
             ApiFailure::Unavailable(format!("cannot queue the replay: {e}"))
         };
         let payload = messages::encode(job).map_err(|e| ApiFailure::Internal(e.to_string()))?;
-        let subject = self.names.job_subject(&job.service);
+        let subject = self
+            .names
+            .job_subject_in(&job.service, self.partitions.of(job));
         let span = telemetry::publish_span(&subject, 1);
         let mut headers = HeaderMap::new();
         span.in_scope(|| telemetry::inject_current(&mut headers));

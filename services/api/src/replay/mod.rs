@@ -43,11 +43,22 @@ pub struct Replayer {
     pub db: PgPool,
     js: async_nats::jetstream::Context,
     names: Names,
+    partitions: mih_shared::partition::JobPartitions,
 }
 
 impl Replayer {
-    pub fn new(db: PgPool, js: async_nats::jetstream::Context, names: Names) -> Self {
-        Replayer { db, js, names }
+    pub fn new(
+        db: PgPool,
+        js: async_nats::jetstream::Context,
+        names: Names,
+        partitions: mih_shared::partition::JobPartitions,
+    ) -> Self {
+        Replayer {
+            db,
+            js,
+            names,
+            partitions,
+        }
     }
 }
 

@@ -2,10 +2,14 @@
 //! which are waiting for a retry — and an operator's two actions on one of them: attempt it
 //! now, or move it to the dead letters (never a silent delete).
 //!
-//! JOBS is one work-queue stream, one subject per service (`<ns>.jobs.<service>`), one durable
-//! consumer per service (`dispatch-<service>`); it is not partitioned. A job is in the stream
-//! until the dispatcher acknowledges it (delivered, or dead-lettered by the dispatcher). The
-//! consumer's delivered stream sequence splits the jobs of a service in two: above it,
+//! JOBS is one work-queue stream per partition (`<NS>_JOBS`, `<NS>_JOBS_1`, ...), one subject
+//! per service in each (`<ns>.jobs.<service>`, `<ns>.jobs.<service>.<p>`), one durable
+//! consumer per service in each (`dispatch-<service>`). A job is in its partition's stream
+//! until the dispatcher acknowledges it (delivered, or dead-lettered by the dispatcher); what
+//! is shown per service adds up every partition. A job's handle is its stream sequence in
+//! partition 0 (`57`), and `<partition>.<sequence>` in the others (`3.57`).
+//! In each partition, the consumer's delivered stream sequence splits the jobs of a service in
+//! two: above it,
 //! *queued* (never handed to a dispatcher); at or below it, *in the dispatcher* (being attempted,
 //! held behind an open circuit, or waiting out a retry delay — a `nak` with a delay keeps the
 //! message ack-pending, so `num_ack_pending` counts it and `num_pending` does not).
@@ -13,6 +17,7 @@
 use std::collections::HashMap;
 
 use async_nats::jetstream::consumer;
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use axum::Json;
@@ -52,8 +57,10 @@ pub struct QueueEntry {
     /// Of the jobs in the dispatcher, those handed out more than once (`num_redelivered`).
     /// A job waiting for its first retry is not counted until it comes back.
     pub redelivered: u64,
-    /// Whether a dispatcher has created the service's consumer.
+    /// Whether a dispatcher has created the service's consumer (in every partition).
     pub consumer: bool,
+    /// The partitions of JOBS read for this answer.
+    pub partitions: u16,
     /// When the oldest job still in JOBS for the service was stored there.
     pub oldest_enqueued_at: Option<DateTime<Utc>>,
     /// Its age, in milliseconds, when this answer was made.
@@ -66,7 +73,7 @@ pub struct QueueList {
     pub items: Vec<QueueEntry>,
 }
 
-/// The jobs query: paging by stream sequence.
+/// The jobs query: paging by position in every partition.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -74,15 +81,20 @@ pub struct JobsQuery {
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
-    /// Jobs after this stream sequence (`next_after` of the previous page); 0 or absent for
-    /// the oldest.
-    pub after: Option<u64>,
+    /// Jobs after this position (`next_after` of the previous page): the last stream sequence
+    /// read in each partition, comma-separated from partition 0 (a single number is partition
+    /// 0's); absent for the oldest.
+    pub after: Option<String>,
 }
 
 /// One job still in JOBS.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueuedJob {
-    /// Its stream sequence: the handle of the actions below.
+    /// The handle of the actions below: `seq` in partition 0, `<partition>.<seq>` in another.
+    pub handle: String,
+    /// Its partition of JOBS.
+    pub partition: u16,
+    /// Its sequence in its partition's stream.
     pub seq: u64,
     /// `null` only when the message is not a readable job (the dispatcher drops those).
     pub job_id: Option<Uuid>,
@@ -122,15 +134,18 @@ pub struct QueuedJob {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueuePage {
     pub service: String,
+    /// Oldest first across the partitions (by the time each job was stored).
     pub items: Vec<QueuedJob>,
     /// `after` for the next page; absent on the last page.
-    pub next_after: Option<u64>,
+    pub next_after: Option<String>,
 }
 
 /// What an action did to one job.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueueAction {
     pub service: String,
+    pub handle: String,
+    pub partition: u16,
     pub seq: u64,
     pub job_id: Uuid,
     /// attempt_now or dead_letter.
@@ -142,15 +157,48 @@ fn nats(what: &str, error: impl std::fmt::Display) -> ApiFailure {
     ApiFailure::Unavailable(format!("{what}: {error}"))
 }
 
-fn gone(service: &str, seq: u64) -> ApiFailure {
+fn gone(service: &str, place: Place) -> ApiFailure {
     ApiFailure::Conflict(format!(
-        "job {seq} of service `{service}` is no longer in the queue: already delivered or moved"
+        "job {} of service `{service}` is no longer in the queue: already delivered or moved",
+        place.handle()
     ))
 }
 
 fn chrono_time(at: time::OffsetDateTime) -> DateTime<Utc> {
     let nanos = i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX);
     DateTime::from_timestamp_nanos(nanos)
+}
+
+/// Where a job is in JOBS: its partition and its sequence in that partition's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    partition: u16,
+    seq: u64,
+}
+
+impl Place {
+    fn handle(self) -> String {
+        if self.partition == 0 {
+            self.seq.to_string()
+        } else {
+            format!("{}.{}", self.partition, self.seq)
+        }
+    }
+
+    fn parse(raw: &str) -> ApiResult<Place> {
+        let (partition, seq) = match raw.split_once('.') {
+            Some((partition, seq)) => (partition.parse::<u16>().ok(), seq),
+            None => (Some(0), raw),
+        };
+        match (partition, seq.parse::<u64>().ok().filter(|seq| *seq > 0)) {
+            (Some(partition), Some(seq)) => Ok(Place { partition, seq }),
+            _ => Err(ApiFailure::invalid(
+                "seq",
+                "must be a job's handle: its stream sequence (a positive integer), or \
+                 <partition>.<sequence> for a job in another partition than 0",
+            )),
+        }
+    }
 }
 
 async fn service(state: &AppState, name: &str) -> ApiResult<std::sync::Arc<LiveService>> {
@@ -161,15 +209,59 @@ async fn service(state: &AppState, name: &str) -> ApiResult<std::sync::Arc<LiveS
         .ok_or_else(|| not_found("service", name))
 }
 
-async fn jobs_stream(state: &AppState) -> ApiResult<Stream> {
-    state
-        .js
-        .get_stream(state.names.jobs_stream())
-        .await
-        .map_err(|e| nats("the JOBS stream is unavailable", e))
+/// One partition of JOBS and the subject of the service's jobs in it.
+struct Partition {
+    number: u16,
+    stream: Stream,
+    subject: String,
 }
 
-/// The service's dispatcher consumer, or `None` while no dispatcher has created it.
+/// Every partition of JOBS that can hold `service`'s jobs, partition 0 first: the configured
+/// ones that exist and any left over from a higher `streams.job_partitions`.
+async fn partitions(state: &AppState, service: &ServiceSlug) -> ApiResult<Vec<Partition>> {
+    let numbers = mih_shared::partition::in_use(&state.js, &state.names, state.partitions)
+        .await
+        .map_err(|e| nats("cannot list the JOBS partitions", e))?;
+    let mut found = Vec::with_capacity(numbers.len());
+    for number in numbers {
+        match state
+            .js
+            .get_stream(state.names.jobs_partition_stream(number))
+            .await
+        {
+            Ok(stream) => found.push(Partition {
+                number,
+                stream,
+                subject: state.names.job_subject_in(service, number),
+            }),
+            // Configured but not created yet (no service of this version has started).
+            Err(error) if number > 0 && is_missing(&error) => {}
+            Err(error) => return Err(nats("the JOBS stream is unavailable", error)),
+        }
+    }
+    Ok(found)
+}
+
+fn is_missing(error: &async_nats::jetstream::context::GetStreamError) -> bool {
+    matches!(error.kind(), GetStreamErrorKind::JetStream(api)
+        if api.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// The partition holding `place`, which must be one `service`'s jobs can be in.
+async fn partition_of(
+    state: &AppState,
+    service: &ServiceSlug,
+    place: Place,
+) -> ApiResult<Partition> {
+    partitions(state, service)
+        .await?
+        .into_iter()
+        .find(|p| p.number == place.partition)
+        .ok_or_else(|| not_found("queued job", format!("{service}/{}", place.handle())))
+}
+
+/// The service's dispatcher consumer in one partition, or `None` while no dispatcher has
+/// created it.
 async fn consumer_info(
     stream: &Stream,
     state: &AppState,
@@ -187,7 +279,7 @@ async fn consumer_info(
     }
 }
 
-/// How many messages JOBS holds on `subject`.
+/// How many messages a stream holds on `subject`.
 async fn count(stream: &Stream, subject: &str) -> ApiResult<u64> {
     let mut subjects = stream
         .info_with_subjects(subject)
@@ -204,36 +296,69 @@ async fn count(stream: &Stream, subject: &str) -> ApiResult<u64> {
     Ok(total)
 }
 
-async fn entry(
-    state: &AppState,
-    stream: &Stream,
-    service: &LiveService,
-    circuit: CircuitView,
-    now: DateTime<Utc>,
-) -> ApiResult<QueueEntry> {
-    let subject = state.names.job_subject(&service.name);
-    let jobs = count(stream, &subject).await?;
-    let info = consumer_info(stream, state, &service.name).await?;
-    let oldest = match stream.direct_get_first_for_subject(subject.clone()).await {
+/// One partition's share of a service's queue.
+#[derive(Debug, Default)]
+struct Share {
+    jobs: u64,
+    queued: u64,
+    in_dispatcher: u64,
+    redelivered: u64,
+    consumer: bool,
+    oldest: Option<DateTime<Utc>>,
+}
+
+async fn share(state: &AppState, partition: &Partition, service: &ServiceSlug) -> ApiResult<Share> {
+    let jobs = count(&partition.stream, &partition.subject).await?;
+    let info = consumer_info(&partition.stream, state, service).await?;
+    let oldest = match partition
+        .stream
+        .direct_get_first_for_subject(partition.subject.clone())
+        .await
+    {
         Ok(message) => Some(chrono_time(message.time)),
         Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => None,
         Err(error) => return Err(nats("cannot read the oldest job", error)),
     };
-    let (queued, in_dispatcher, redelivered) = match &info {
-        Some(info) => (
-            info.num_pending,
-            u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX),
-            u64::try_from(info.num_redelivered).unwrap_or(u64::MAX),
-        ),
-        None => (jobs, 0, 0),
-    };
+    Ok(match &info {
+        Some(info) => Share {
+            jobs,
+            queued: info.num_pending,
+            in_dispatcher: u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX),
+            redelivered: u64::try_from(info.num_redelivered).unwrap_or(u64::MAX),
+            consumer: true,
+            oldest,
+        },
+        None => Share {
+            jobs,
+            queued: jobs,
+            oldest,
+            ..Share::default()
+        },
+    })
+}
+
+async fn entry(
+    state: &AppState,
+    service: &LiveService,
+    circuit: CircuitView,
+    now: DateTime<Utc>,
+) -> ApiResult<QueueEntry> {
+    let partitions = partitions(state, &service.name).await?;
+    let shares = futures::future::try_join_all(
+        partitions
+            .iter()
+            .map(|partition| share(state, partition, &service.name)),
+    )
+    .await?;
+    let oldest = shares.iter().filter_map(|s| s.oldest).min();
     Ok(QueueEntry {
         service: service.name.to_string(),
-        jobs,
-        queued,
-        in_dispatcher,
-        redelivered,
-        consumer: info.is_some(),
+        jobs: shares.iter().map(|s| s.jobs).sum(),
+        queued: shares.iter().map(|s| s.queued).sum(),
+        in_dispatcher: shares.iter().map(|s| s.in_dispatcher).sum(),
+        redelivered: shares.iter().map(|s| s.redelivered).sum(),
+        consumer: !shares.is_empty() && shares.iter().all(|s| s.consumer),
+        partitions: u16::try_from(partitions.len()).unwrap_or(u16::MAX),
         oldest_enqueued_at: oldest,
         oldest_age_ms: oldest.map(|at| u64::try_from((now - at).num_milliseconds()).unwrap_or(0)),
         circuit,
@@ -255,14 +380,13 @@ pub(crate) async fn list(
         .into_iter()
         .map(|view| (view.service.clone(), view))
         .collect();
-    let stream = jobs_stream(&state).await?;
     let now = Utc::now();
     let mut items = Vec::with_capacity(services.len());
     for service in services.values() {
         let Some(circuit) = circuits.remove(service.name.as_str()) else {
             continue; // created between the two reads; it shows next time
         };
-        items.push(entry(&state, &stream, service, circuit, now).await?);
+        items.push(entry(&state, service, circuit, now).await?);
     }
     Ok(Json(QueueList { items }))
 }
@@ -301,7 +425,7 @@ async fn logged(state: &AppState, ids: &[Uuid]) -> ApiResult<HashMap<Uuid, Logge
 }
 
 fn job_view(
-    seq: u64,
+    place: Place,
     enqueued_at: DateTime<Utc>,
     delivered_up_to: u64,
     job: Result<Job, String>,
@@ -311,8 +435,11 @@ fn job_view(
         Ok(job) => (Some(job), None),
         Err(why) => (None, Some(why)),
     };
+    let taken = place.seq <= delivered_up_to;
     QueuedJob {
-        seq,
+        handle: place.handle(),
+        partition: place.partition,
+        seq: place.seq,
         job_id: job.as_ref().map(|j| j.id.0),
         event_id: job.as_ref().and_then(|j| j.event_id.map(|id| id.0)),
         rule_id: job.as_ref().and_then(|j| j.rule_id.map(|id| id.0)),
@@ -327,12 +454,7 @@ fn job_view(
         replay_of: job.as_ref().and_then(|j| j.replay_of.map(|id| id.0)),
         created_at: job.as_ref().map(|j| j.created_at),
         enqueued_at,
-        state: if seq <= delivered_up_to {
-            "in_dispatcher"
-        } else {
-            "queued"
-        }
-        .to_owned(),
+        state: if taken { "in_dispatcher" } else { "queued" }.to_owned(),
         attempts: log.map_or(0, |l| u32::try_from(l.attempts).unwrap_or(u32::MAX)),
         last_attempt_at: log.map(|l| l.started_at),
         last_status: log.map(|l| l.status.clone()),
@@ -340,14 +462,40 @@ fn job_view(
         last_response_status: log
             .and_then(|l| l.response_status.and_then(|s| u16::try_from(s).ok())),
         // Only a job a dispatcher holds is waiting for that retry; a queued one goes in turn.
-        next_attempt_at: log
-            .and_then(|l| l.retry_at)
-            .filter(|_| seq <= delivered_up_to),
+        next_attempt_at: log.and_then(|l| l.retry_at).filter(|_| taken),
         unreadable,
     }
 }
 
-/// The jobs of one service still in JOBS, oldest first, paged by stream sequence.
+/// `after`: the last sequence read in each partition, from partition 0.
+fn parse_after(raw: Option<&str>) -> ApiResult<Vec<u64>> {
+    let Some(raw) = raw.map(str::trim).filter(|raw| !raw.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(|part| part.trim().parse::<u64>())
+        .collect::<Result<Vec<u64>, _>>()
+        .map_err(|_| {
+            ApiFailure::invalid(
+                "after",
+                "must be the next_after of a previous page: sequences separated by commas",
+            )
+        })
+}
+
+fn format_after(positions: &[u64]) -> String {
+    let used = positions
+        .iter()
+        .rposition(|seq| *seq > 0)
+        .map_or(1, |last| last + 1);
+    positions[..used]
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The jobs of one service still in JOBS, oldest first across its partitions, paged.
 #[utoipa::path(get, path = "/api/v1/queue/{service}/jobs", tag = "queue",
     params(("service" = String, Path), JobsQuery),
     responses((status = 200, body = QueuePage), (status = 401), (status = 403), (status = 404), (status = 422),
@@ -363,53 +511,87 @@ pub(crate) async fn jobs(
     let limit = query.limit.unwrap_or(50);
     problems.check((1..=500).contains(&limit), "limit", "must be 1 to 500");
     problems.into_result()?;
+    let after = parse_after(query.after.as_deref())?;
     let limit = usize::try_from(limit).unwrap_or(50);
     let service = service(&state, &name).await?;
-    let stream = jobs_stream(&state).await?;
-    let subject = state.names.job_subject(&service.name);
-    let delivered_up_to = consumer_info(&stream, &state, &service.name)
-        .await?
-        .map_or(0, |info| info.delivered.stream_sequence);
-
-    let mut messages = Vec::new();
-    let mut from = query.after.unwrap_or(0).saturating_add(1);
-    let mut more = false;
-    while let Some(message) = next_message(&stream, &subject, from).await? {
-        if messages.len() == limit {
-            more = true;
-            break;
-        }
-        from = message.sequence.saturating_add(1);
-        messages.push(message);
-    }
-    let decoded: Vec<Result<Job, String>> = messages
+    let partitions = partitions(&state, &service.name).await?;
+    let width = partitions
         .iter()
-        .map(|m| messages::decode::<Job>(&m.payload).map_err(|e| e.to_string()))
+        .map(|p| usize::from(p.number) + 1)
+        .max()
+        .unwrap_or(1)
+        .max(after.len());
+    let mut positions = vec![0u64; width];
+    positions[..after.len()].copy_from_slice(&after);
+
+    // A merge of the partitions by the time each job was stored: one message read ahead in
+    // each, so a page costs about `limit` reads whatever the number of partitions.
+    let mut heads = Vec::with_capacity(partitions.len());
+    let mut delivered_up_to = HashMap::new();
+    for partition in &partitions {
+        let index = usize::from(partition.number);
+        let from = positions[index].saturating_add(1);
+        heads.push(next_message(&partition.stream, &partition.subject, from).await?);
+        delivered_up_to.insert(
+            partition.number,
+            consumer_info(&partition.stream, &state, &service.name)
+                .await?
+                .map_or(0, |info| info.delivered.stream_sequence),
+        );
+    }
+    let mut taken = Vec::new();
+    while taken.len() < limit {
+        let next = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, head)| head.as_ref().map(|m| (m.time, partitions[i].number, i)))
+            .min();
+        let Some((_, _, i)) = next else { break };
+        let Some(message) = heads[i].take() else {
+            break;
+        };
+        let partition = &partitions[i];
+        positions[usize::from(partition.number)] = message.sequence;
+        heads[i] = next_message(
+            &partition.stream,
+            &partition.subject,
+            message.sequence.saturating_add(1),
+        )
+        .await?;
+        taken.push((partition.number, message));
+    }
+    let more = heads.iter().any(Option::is_some);
+
+    let decoded: Vec<Result<Job, String>> = taken
+        .iter()
+        .map(|(_, m)| messages::decode::<Job>(&m.payload).map_err(|e| e.to_string()))
         .collect();
     let ids: Vec<Uuid> = decoded
         .iter()
         .filter_map(|job| job.as_ref().ok().map(|job| job.id.0))
         .collect();
     let log = logged(&state, &ids).await?;
-    let items: Vec<QueuedJob> = messages
+    let items: Vec<QueuedJob> = taken
         .iter()
         .zip(decoded)
-        .map(|(message, job)| {
+        .map(|((partition, message), job)| {
             let entry = job.as_ref().ok().and_then(|job| log.get(&job.id.0));
             job_view(
-                message.sequence,
+                Place {
+                    partition: *partition,
+                    seq: message.sequence,
+                },
                 chrono_time(message.time),
-                delivered_up_to,
+                delivered_up_to.get(partition).copied().unwrap_or(0),
                 job,
                 entry,
             )
         })
         .collect();
-    let next_after = more.then(|| items.last().map(|item| item.seq)).flatten();
     Ok(Json(QueuePage {
         service: service.name.to_string(),
         items,
-        next_after,
+        next_after: more.then(|| format_after(&positions)),
     }))
 }
 
@@ -428,37 +610,33 @@ async fn next_message(
     }
 }
 
-/// The job stored at `seq`, which must be one of `service`'s: 404 when it is another
+/// The job stored at `place`, which must be one of `service`'s: 404 when it is another
 /// service's, 409 when it is gone.
 async fn queued_job(
-    state: &AppState,
-    stream: &Stream,
+    partition: &Partition,
     service: &ServiceSlug,
-    seq: u64,
+    place: Place,
 ) -> ApiResult<(Job, DateTime<Utc>)> {
-    let message = match stream.direct_get(seq).await {
+    let message = match partition.stream.direct_get(place.seq).await {
         Ok(message) => message,
         Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => {
-            return Err(gone(service.as_str(), seq));
+            return Err(gone(service.as_str(), place));
         }
         Err(error) => return Err(nats("cannot read the job", error)),
     };
-    if message.subject.as_str() != state.names.job_subject(service) {
-        return Err(not_found("queued job", format!("{service}/{seq}")));
+    if message.subject.as_str() != partition.subject {
+        return Err(not_found(
+            "queued job",
+            format!("{service}/{}", place.handle()),
+        ));
     }
     let job: Job = messages::decode(&message.payload).map_err(|e| {
         ApiFailure::Conflict(format!(
-            "job {seq} is not a readable job ({e}); the dispatcher drops it"
+            "job {} is not a readable job ({e}); the dispatcher drops it",
+            place.handle()
         ))
     })?;
     Ok((job, chrono_time(message.time)))
-}
-
-fn parse_seq(raw: &str) -> ApiResult<u64> {
-    raw.parse::<u64>()
-        .ok()
-        .filter(|seq| *seq > 0)
-        .ok_or_else(|| ApiFailure::invalid("seq", "must be a stream sequence (a positive integer)"))
 }
 
 /// Attempt a job waiting for a retry now, without waiting out its retry delay.
@@ -472,7 +650,8 @@ fn parse_seq(raw: &str) -> ApiResult<u64> {
 /// be lost. Race: a job being attempted at the moment of the request is handed out again
 /// and may be attempted twice; targets dedupe by the idempotency key.
 #[utoipa::path(post, path = "/api/v1/queue/{service}/jobs/{seq}/attempt-now", tag = "queue",
-    params(("service" = String, Path), ("seq" = u64, Path)),
+    params(("service" = String, Path),
+           ("seq" = String, Path, description = "The job's handle: `<seq>` in partition 0, `<partition>.<seq>` in another")),
     responses((status = 202, body = QueueAction), (status = 401), (status = 403), (status = 404),
               (status = 409, description = "The job is gone (already delivered or moved), not yet taken by a dispatcher, or the circuit is open"),
               (status = 503, description = "NATS did not answer")))]
@@ -483,9 +662,9 @@ pub(crate) async fn attempt_now(
 ) -> ApiResult<(StatusCode, Json<QueueAction>)> {
     caller.require(Role::Operator)?;
     let service = service(&state, &name).await?;
-    let seq = parse_seq(&seq)?;
-    let stream = jobs_stream(&state).await?;
-    let (job, enqueued_at) = queued_job(&state, &stream, &service.name, seq).await?;
+    let place = Place::parse(&seq)?;
+    let partition = partition_of(&state, &service.name, place).await?;
+    let (job, enqueued_at) = queued_job(&partition, &service.name, place).await?;
     let (circuit, _) = state
         .circuits
         .load(&service.name)
@@ -498,12 +677,13 @@ pub(crate) async fn attempt_now(
         )));
     }
     let consumer_name = state.names.dispatch_consumer(&service.name);
-    let info = consumer_info(&stream, &state, &service.name)
+    let info = consumer_info(&partition.stream, &state, &service.name)
         .await?
-        .filter(|info| seq <= info.delivered.stream_sequence)
+        .filter(|info| place.seq <= info.delivered.stream_sequence)
         .ok_or_else(|| {
             ApiFailure::Conflict(format!(
-                "job {seq} is queued, not waiting for a retry: it goes out in its turn"
+                "job {} is queued, not waiting for a retry: it goes out in its turn",
+                place.handle()
             ))
         })?;
     // The consumer's reply subject for a delivery of `seq`: `$JS.ACK.<stream>.<consumer>.
@@ -512,9 +692,9 @@ pub(crate) async fn attempt_now(
     // floor and its last delivery — the last delivery's is always such a one.
     let subject = format!(
         "$JS.ACK.{}.{}.1.{}.{}.{}.0",
-        state.names.jobs_stream(),
+        state.names.jobs_partition_stream(place.partition),
         consumer_name,
-        seq,
+        place.seq,
         info.delivered.consumer_sequence,
         Utc::now().timestamp_nanos_opt().unwrap_or(0),
     );
@@ -527,7 +707,7 @@ pub(crate) async fn attempt_now(
         .flush()
         .await
         .map_err(|e| nats("cannot reach the dispatcher's consumer", e))?;
-    let view = job_view(seq, enqueued_at, seq, Ok(job.clone()), None);
+    let view = job_view(place, enqueued_at, place.seq, Ok(job.clone()), None);
     let mut conn = state.db.acquire().await?;
     audit::record(
         &mut conn,
@@ -543,7 +723,9 @@ pub(crate) async fn attempt_now(
         StatusCode::ACCEPTED,
         Json(QueueAction {
             service: service.name.to_string(),
-            seq,
+            handle: place.handle(),
+            partition: place.partition,
+            seq: place.seq,
             job_id: job.id.0,
             action: "attempt_now".to_owned(),
         }),
@@ -588,7 +770,8 @@ fn last_outcome(job: &Job, log: &Logged) -> Option<Outcome> {
 /// being attempted at the moment of the request may still reach the target and also appear in
 /// the dead letters (a replay then sends it under a new job id, with the same event id).
 #[utoipa::path(post, path = "/api/v1/queue/{service}/jobs/{seq}/dead-letter", tag = "queue",
-    params(("service" = String, Path), ("seq" = u64, Path)),
+    params(("service" = String, Path),
+           ("seq" = String, Path, description = "The job's handle: `<seq>` in partition 0, `<partition>.<seq>` in another")),
     responses((status = 200, body = QueueAction), (status = 401), (status = 403), (status = 404),
               (status = 409, description = "The job is gone: already delivered or moved"),
               (status = 503, description = "NATS did not store the dead letter or delete the job")))]
@@ -599,9 +782,9 @@ pub(crate) async fn dead_letter(
 ) -> ApiResult<Json<QueueAction>> {
     caller.require(Role::Operator)?;
     let service = service(&state, &name).await?;
-    let seq = parse_seq(&seq)?;
-    let stream = jobs_stream(&state).await?;
-    let (job, enqueued_at) = queued_job(&state, &stream, &service.name, seq).await?;
+    let place = Place::parse(&seq)?;
+    let partition = partition_of(&state, &service.name, place).await?;
+    let (job, enqueued_at) = queued_job(&partition, &service.name, place).await?;
     let log = logged(&state, &[job.id.0]).await?;
     let log = log.get(&job.id.0);
     let actor = caller.actor();
@@ -631,9 +814,9 @@ pub(crate) async fn dead_letter(
         .await
         .map_err(|e| nats("the dead letter was not stored", e))?;
     // Only now, with the dead letter stored, may the job leave JOBS.
-    match stream.delete_message(seq).await {
+    match partition.stream.delete_message(place.seq).await {
         Ok(true) => {}
-        Ok(false) => return Err(gone(service.name.as_str(), seq)),
+        Ok(false) => return Err(gone(service.name.as_str(), place)),
         Err(error) => {
             let missing = matches!(
                 error.kind(),
@@ -642,8 +825,8 @@ pub(crate) async fn dead_letter(
                         || e.error_code() == async_nats::jetstream::ErrorCode::NO_MESSAGE_FOUND
             );
             if missing {
-                tracing::warn!(job_id = %job.id, seq, "job left the queue while it was being dead-lettered; its dead letter stays");
-                return Err(gone(service.name.as_str(), seq));
+                tracing::warn!(job_id = %job.id, handle = %place.handle(), "job left the queue while it was being dead-lettered; its dead letter stays");
+                return Err(gone(service.name.as_str(), place));
             }
             return Err(nats(
                 "the dead letter is stored but the job is still queued (it may be delivered too)",
@@ -651,7 +834,7 @@ pub(crate) async fn dead_letter(
             ));
         }
     }
-    let view = job_view(seq, enqueued_at, 0, Ok(job.clone()), log);
+    let view = job_view(place, enqueued_at, 0, Ok(job.clone()), log);
     let mut conn = state.db.acquire().await?;
     audit::record(
         &mut conn,
@@ -665,7 +848,9 @@ pub(crate) async fn dead_letter(
     .await?;
     Ok(Json(QueueAction {
         service: service.name.to_string(),
-        seq,
+        handle: place.handle(),
+        partition: place.partition,
+        seq: place.seq,
         job_id: job.id.0,
         action: "dead_letter".to_owned(),
     }))

@@ -283,8 +283,8 @@ impl Topology {
             let kv = self.kv_config(resource);
             streams
                 .into_iter()
-                .map(Unit::Stream)
-                .chain(kv.map(|kv| Unit::Kv(resource, kv)))
+                .map(|config| Unit::Stream(Box::new(config)))
+                .chain(kv.map(|kv| Unit::Kv(resource, Box::new(kv))))
         });
         for unit in units {
             let started = Instant::now();
@@ -330,7 +330,7 @@ impl Topology {
                     // Read just now, so readable: nothing to wait for.
                     return Ok(());
                 }
-                js.create_or_update_stream(config.clone())
+                js.create_or_update_stream(config.as_ref().clone())
                     .await
                     .map_err(|cause| TopologyError::Stream {
                         name: name.clone(),
@@ -338,7 +338,7 @@ impl Topology {
                     })?;
             }
             Unit::Kv(resource, config) => {
-                js.create_or_update_key_value(config.clone())
+                js.create_or_update_key_value(config.as_ref().clone())
                     .await
                     .map_err(|cause| TopologyError::Kv {
                         bucket: config.bucket.clone(),
@@ -392,8 +392,8 @@ impl Topology {
 
 /// One stream or bucket to ensure.
 enum Unit {
-    Stream(stream::Config),
-    Kv(Resource, kv::Config),
+    Stream(Box<stream::Config>),
+    Kv(Resource, Box<kv::Config>),
 }
 
 impl Unit {

@@ -16,7 +16,7 @@ use tokio::sync::RwLock;
 
 use mih_shared::Shutdown;
 use mih_shared::circuit::CircuitStore;
-use mih_shared::config::DispatcherConfig;
+use mih_shared::config::Config;
 use mih_shared::live::{ConfigSnapshot, LiveConfig, LiveService};
 use mih_shared::names::{Names, ServiceSlug};
 use mih_shared::partition::{self, JobPartitions};
@@ -70,9 +70,9 @@ impl Fleet {
         env: TransportEnv,
         circuits: CircuitStore,
         uncounted: Uncounted,
-        settings: &DispatcherConfig,
-        settings_partitions: JobPartitions,
+        config: &Config,
     ) -> Self {
+        let settings = &config.dispatcher;
         Fleet {
             inner: Arc::new(Inner {
                 recorder: Recorder::start(
@@ -88,7 +88,7 @@ impl Fleet {
                 js,
                 nats,
                 names,
-                partitions: settings_partitions,
+                partitions: config.streams.job_partitions(),
                 env,
                 circuits,
                 uncounted,

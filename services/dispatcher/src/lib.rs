@@ -97,8 +97,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         env,
         circuits,
         uncounted,
-        settings,
-        ctx.config.streams.job_partitions(),
+        &ctx.config,
     );
     let serving = tokio::spawn(ops::serve(
         ctx.listener,

@@ -214,8 +214,10 @@ pub async fn run<H: Handler>(
     while let Some(messages) = subscribe(&consumer, &settings, &shutdown).await {
         let mut messages = pin!(messages.take_until(shutdown.triggered_owned()));
         while let Some(message) = messages.next().await {
-            let Some(message) = pulled(message, &settings) else {
-                continue;
+            let message = match pulled(message, &settings) {
+                Pulled::Message(message) => message,
+                Pulled::Nothing => continue,
+                Pulled::RequestLost => break,
             };
             let Some(slot) = in_flight.slot(&shutdown).await else {
                 break;
@@ -247,7 +249,14 @@ pub async fn run_batches<H: BatchHandler>(
     while let Some(messages) = subscribe(&consumer, &settings, &shutdown).await {
         let messages = messages
             .take_until(shutdown.triggered_owned())
-            .filter_map(|message| std::future::ready(pulled(message, &settings)));
+            .map(|message| pulled(message, &settings))
+            .take_while(|pulled| std::future::ready(!matches!(pulled, Pulled::RequestLost)))
+            .filter_map(|pulled| {
+                std::future::ready(match pulled {
+                    Pulled::Message(message) => Some(message),
+                    Pulled::Nothing | Pulled::RequestLost => None,
+                })
+            });
         let mut batches = pin!(ready_batches(Box::pin(messages), max_batch.max(1)));
         while let Some(batch) = batches.next().await {
             let Some(slot) = in_flight.slot(&shutdown).await else {
@@ -302,15 +311,33 @@ async fn subscribe(
     None
 }
 
+/// What one item of a pull subscription means for the loop.
+enum Pulled {
+    Message(jetstream::Message),
+    /// An error the subscription goes on after.
+    Nothing,
+    /// The standing pull request is gone: a fresh subscription must issue another.
+    RequestLost,
+}
+
 fn pulled(
     message: Result<jetstream::Message, jetstream::consumer::pull::MessagesError>,
     settings: &Settings,
-) -> Option<jetstream::Message> {
+) -> Pulled {
+    use jetstream::consumer::pull::MessagesErrorKind;
     match message {
-        Ok(message) => Some(message),
+        Ok(message) => Pulled::Message(message),
+        // The server sends heartbeats for as long as it holds the request; none means it no
+        // longer does (its node died, or it dropped it). async-nats only reports this and
+        // issues the next request when the old one's expiry has passed (`expires` + 5 s, 25 s
+        // here), so without a new subscription the consumer would sit idle that long.
+        Err(error) if error.kind() == MessagesErrorKind::MissingHeartbeat => {
+            tracing::warn!(consumer = %settings.name, "no heartbeat for the standing pull request; issuing a new one");
+            Pulled::RequestLost
+        }
         Err(error) => {
             tracing::warn!(%error, consumer = %settings.name, "pulling messages failed");
-            None
+            Pulled::Nothing
         }
     }
 }

@@ -60,6 +60,20 @@ async fn held(hub: &TestHub, partition: u16) -> u64 {
         .messages
 }
 
+/// Waits until none of the first `partitions` partitions holds a job.
+async fn wait_until_drained(hub: &TestHub, partitions: u16) {
+    for partition in 0..partitions {
+        mih_testkit::eventually(WAIT, || async {
+            match held(hub, partition).await {
+                0 => Ok(()),
+                n => Err(format!("partition {partition} still holds {n}")),
+            }
+        })
+        .await
+        .unwrap_or_else(|last| panic!("not drained: {last}"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_spread_over_the_partitions_and_two_dispatchers_deliver_each_once() {
     let mut hub = hub(DELIVERY, 4).await;
@@ -89,16 +103,8 @@ async fn jobs_spread_over_the_partitions_and_two_dispatchers_deliver_each_once()
     assert_eq!(keys, ids, "each job delivered, under its own id");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sink.count(), 240, "no job delivered twice");
-    for partition in 0..4 {
-        mih_testkit::eventually(WAIT, || async {
-            match held(&hub, partition).await {
-                0 => Ok(()),
-                n => Err(format!("partition {partition} still holds {n}")),
-            }
-        })
-        .await
-        .expect("every partition drained (a work queue keeps only what is unacknowledged)");
-    }
+    // A work queue keeps only what is unacknowledged.
+    wait_until_drained(&hub, 4).await;
     hub.stop().await;
 }
 
@@ -244,15 +250,6 @@ async fn partitions_left_over_from_a_higher_setting_are_drained() {
     sink.wait_for(12, WAIT)
         .await
         .expect("the jobs of every partition, left over ones too, are delivered");
-    for partition in 0..4 {
-        mih_testkit::eventually(WAIT, || async {
-            match held(&hub, partition).await {
-                0 => Ok(()),
-                n => Err(format!("partition {partition} still holds {n}")),
-            }
-        })
-        .await
-        .expect("drained");
-    }
+    wait_until_drained(&hub, 4).await;
     hub.stop().await;
 }

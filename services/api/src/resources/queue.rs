@@ -216,9 +216,9 @@ struct Partition {
     subject: String,
 }
 
-/// Every partition of JOBS that can hold `service`'s jobs, partition 0 first: the configured
-/// ones that exist and any left over from a higher `streams.job_partitions`.
-async fn partitions(state: &AppState, service: &ServiceSlug) -> ApiResult<Vec<Partition>> {
+/// The streams of every partition of JOBS, partition 0 first: the configured ones that exist
+/// and any left over from a higher `streams.job_partitions`.
+async fn partition_streams(state: &AppState) -> ApiResult<Vec<(u16, Stream)>> {
     let numbers = mih_shared::partition::in_use(&state.js, &state.names, state.partitions)
         .await
         .map_err(|e| nats("cannot list the JOBS partitions", e))?;
@@ -229,17 +229,34 @@ async fn partitions(state: &AppState, service: &ServiceSlug) -> ApiResult<Vec<Pa
             .get_stream(state.names.jobs_partition_stream(number))
             .await
         {
-            Ok(stream) => found.push(Partition {
-                number,
-                stream,
-                subject: state.names.job_subject_in(service, number),
-            }),
+            Ok(stream) => found.push((number, stream)),
             // Configured but not created yet (no service of this version has started).
             Err(error) if number > 0 && is_missing(&error) => {}
             Err(error) => return Err(nats("the JOBS stream is unavailable", error)),
         }
     }
     Ok(found)
+}
+
+/// `service`'s subject in each of `streams`.
+fn of_service(
+    state: &AppState,
+    streams: &[(u16, Stream)],
+    service: &ServiceSlug,
+) -> Vec<Partition> {
+    streams
+        .iter()
+        .map(|(number, stream)| Partition {
+            number: *number,
+            stream: stream.clone(),
+            subject: state.names.job_subject_in(service, *number),
+        })
+        .collect()
+}
+
+/// Every partition of JOBS that can hold `service`'s jobs, partition 0 first.
+async fn partitions(state: &AppState, service: &ServiceSlug) -> ApiResult<Vec<Partition>> {
+    Ok(of_service(state, &partition_streams(state).await?, service))
 }
 
 fn is_missing(error: &async_nats::jetstream::context::GetStreamError) -> bool {
@@ -339,11 +356,12 @@ async fn share(state: &AppState, partition: &Partition, service: &ServiceSlug) -
 
 async fn entry(
     state: &AppState,
+    streams: &[(u16, Stream)],
     service: &LiveService,
     circuit: CircuitView,
     now: DateTime<Utc>,
 ) -> ApiResult<QueueEntry> {
-    let partitions = partitions(state, &service.name).await?;
+    let partitions = of_service(state, streams, &service.name);
     let shares = futures::future::try_join_all(
         partitions
             .iter()
@@ -380,13 +398,15 @@ pub(crate) async fn list(
         .into_iter()
         .map(|view| (view.service.clone(), view))
         .collect();
+    // Looked up once for every service.
+    let streams = partition_streams(&state).await?;
     let now = Utc::now();
     let mut items = Vec::with_capacity(services.len());
     for service in services.values() {
         let Some(circuit) = circuits.remove(service.name.as_str()) else {
             continue; // created between the two reads; it shows next time
         };
-        items.push(entry(&state, service, circuit, now).await?);
+        items.push(entry(&state, &streams, service, circuit, now).await?);
     }
     Ok(Json(QueueList { items }))
 }

@@ -283,9 +283,10 @@ impl Fleet {
         .await
         .map_err(|e| e.to_string())?;
         let ack_wait = worker::ack_wait(&service, inner.ack_wait_margin);
-        let share = worker::concurrency_per_partition(&service, partitions.len());
         let mut consumers = Vec::with_capacity(partitions.len());
-        for &partition in &partitions {
+        for (index, &partition) in partitions.iter().enumerate() {
+            let share =
+                worker::concurrency_of_partition(service.concurrency, partitions.len(), index);
             let stream = inner.names.jobs_partition_stream(partition);
             let consumer = inner
                 .js

@@ -54,11 +54,13 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// A service's deliveries at once in each of `partitions` partitions: its concurrency shared
-/// out, at least one each (so a service with fewer than `partitions` may have `partitions`).
-pub(crate) fn concurrency_per_partition(service: &LiveService, partitions: usize) -> usize {
-    let concurrency = usize::try_from(service.concurrency.max(1)).unwrap_or(1);
-    concurrency.div_ceil(partitions.max(1)).max(1)
+/// A service's deliveries at once in the `index`th of `partitions` partitions: `concurrency`
+/// shared out exactly (10 over 4: 3, 3, 2, 2) but at least one each, so a service with fewer
+/// than `partitions` may have `partitions` at once.
+pub(crate) fn concurrency_of_partition(concurrency: u32, partitions: usize, index: usize) -> usize {
+    let concurrency = usize::try_from(concurrency.max(1)).unwrap_or(1);
+    let partitions = partitions.max(1);
+    (concurrency / partitions + usize::from(index < concurrency % partitions)).max(1)
 }
 
 /// The durable consumer of one service's jobs in one partition.
@@ -119,8 +121,12 @@ impl Worker {
         consumers: Vec<jetstream::consumer::PullConsumer>,
         shutdown: Shutdown,
     ) {
-        let share = concurrency_per_partition(&self.service, consumers.len());
         let loops = consumers.into_iter().map(|consumer| {
+            // The consumer's max unacknowledged is this partition's share of the concurrency.
+            let share = usize::try_from(consumer.cached_info().config.max_ack_pending)
+                .ok()
+                .filter(|share| *share > 0)
+                .unwrap_or(1);
             // The worker dead-letters what it gives up on itself (to DLQ); the loop only
             // drops what cannot be read.
             let settings =
@@ -445,6 +451,21 @@ fn describe(result: &Attempt) -> String {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn a_services_concurrency_is_shared_out_exactly_among_the_partitions() {
+        let shares = |concurrency, partitions| -> Vec<usize> {
+            (0..partitions)
+                .map(|index| concurrency_of_partition(concurrency, partitions, index))
+                .collect()
+        };
+        assert_eq!(shares(10, 4), [3, 3, 2, 2]);
+        assert_eq!(shares(8, 4), [2, 2, 2, 2]);
+        assert_eq!(shares(64, 1), [64]);
+        // Fewer than the partitions: one each, the least that lets every partition move.
+        assert_eq!(shares(1, 3), [1, 1, 1]);
+        assert_eq!(shares(0, 2), [1, 1]);
+    }
 
     #[test]
     fn backoff_grows_to_the_cap_with_full_jitter() {

@@ -78,6 +78,43 @@ pub async fn in_use(
     Ok(found.into_iter().collect())
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionsError {
+    #[error("cannot list the partitions of JOBS: {0}")]
+    List(#[from] jetstream::context::StreamsError),
+    #[error("stream `{name}` is unavailable: {cause}")]
+    Stream {
+        name: String,
+        cause: jetstream::context::GetStreamError,
+    },
+}
+
+/// The stream of every partition in [`in_use`] that exists, partition 0 first. A configured
+/// partition whose stream no service of this version has created yet is left out; partition 0
+/// missing, or a stream that does not answer, is an error.
+pub async fn streams(
+    js: &jetstream::Context,
+    names: &Names,
+    configured: JobPartitions,
+) -> Result<Vec<(u16, jetstream::stream::Stream)>, PartitionsError> {
+    let numbers = in_use(js, names, configured).await?;
+    let mut found = Vec::with_capacity(numbers.len());
+    for number in numbers {
+        let name = names.jobs_partition_stream(number);
+        match js.get_stream(&name).await {
+            Ok(stream) => found.push((number, stream)),
+            Err(cause) if number > 0 && is_missing(&cause) => {}
+            Err(cause) => return Err(PartitionsError::Stream { name, cause }),
+        }
+    }
+    Ok(found)
+}
+
+fn is_missing(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(error.kind(), jetstream::context::GetStreamErrorKind::JetStream(api)
+        if api.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
 impl Default for JobPartitions {
     fn default() -> Self {
         Self::ONE

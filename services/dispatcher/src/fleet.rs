@@ -181,9 +181,12 @@ impl Fleet {
                 )
             })
             .collect();
+        let numbers: Option<Vec<u16>> = partitions
+            .as_ref()
+            .map(|found| found.iter().map(|(number, _)| *number).collect());
         for (name, (version, running_in)) in &current {
             let wanted = config.services.get(name);
-            let same_partitions = partitions.as_ref().is_none_or(|p| p == running_in);
+            let same_partitions = numbers.as_ref().is_none_or(|p| p == running_in);
             let keep =
                 wanted.is_some_and(|s| s.enabled && s.version == *version) && same_partitions;
             if keep {
@@ -207,10 +210,7 @@ impl Fleet {
             if !service.enabled || self.inner.running.read().await.contains_key(&service.name) {
                 continue;
             }
-            match self
-                .start(Arc::clone(service), partitions.clone(), shutdown)
-                .await
-            {
+            match self.start(Arc::clone(service), &partitions, shutdown).await {
                 Ok(running) => {
                     self.inner
                         .running
@@ -228,31 +228,16 @@ impl Fleet {
             .send_modify(|generation| *generation += 1);
     }
 
-    /// The partitions of JOBS whose streams exist, or `None` when NATS did not answer.
-    async fn partitions_in_use(&self) -> Option<Vec<u16>> {
+    /// The streams of the partitions of JOBS that exist, or `None` when NATS did not answer.
+    async fn partitions_in_use(&self) -> Option<Vec<(u16, jetstream::stream::Stream)>> {
         let inner = &self.inner;
-        let listed = match partition::in_use(&inner.js, &inner.names, inner.partitions).await {
-            Ok(listed) => listed,
+        let existing = match partition::streams(&inner.js, &inner.names, inner.partitions).await {
+            Ok(existing) => existing,
             Err(error) => {
-                tracing::warn!(%error, "cannot list the partitions of JOBS; trying again later");
+                tracing::warn!(%error, "cannot read the partitions of JOBS; trying again later");
                 return None;
             }
         };
-        let mut existing = Vec::with_capacity(listed.len());
-        for partition in listed {
-            // A configured partition not created yet is left for the next check.
-            if inner
-                .js
-                .get_stream(inner.names.jobs_partition_stream(partition))
-                .await
-                .is_ok()
-            {
-                existing.push(partition);
-            }
-        }
-        if existing.is_empty() {
-            return None;
-        }
         if existing.len() > usize::from(inner.partitions.count()) {
             tracing::warn!(
                 configured = inner.partitions.count(),
@@ -266,7 +251,7 @@ impl Fleet {
     async fn start(
         &self,
         service: Arc<LiveService>,
-        partitions: Vec<u16>,
+        partitions: &[(u16, jetstream::stream::Stream)],
         shutdown: &Shutdown,
     ) -> Result<Running, String> {
         let inner = &self.inner;
@@ -284,15 +269,11 @@ impl Fleet {
         .map_err(|e| e.to_string())?;
         let ack_wait = worker::ack_wait(&service, inner.ack_wait_margin);
         let mut consumers = Vec::with_capacity(partitions.len());
-        for (index, &partition) in partitions.iter().enumerate() {
+        for (index, (partition, stream)) in partitions.iter().enumerate() {
             let share =
                 worker::concurrency_of_partition(service.concurrency, partitions.len(), index);
-            let stream = inner.names.jobs_partition_stream(partition);
-            let consumer = inner
-                .js
-                .get_stream(&stream)
-                .await
-                .map_err(|e| format!("{stream}: {e}"))?
+            let partition = *partition;
+            let consumer = stream
                 .create_consumer(worker::consumer_config(
                     &inner.names,
                     &service,
@@ -301,7 +282,10 @@ impl Fleet {
                     ack_wait,
                 ))
                 .await
-                .map_err(|e| format!("cannot create its consumer on {stream}: {e}"))?;
+                .map_err(|e| {
+                    let name = inner.names.jobs_partition_stream(partition);
+                    format!("cannot create its consumer on {name}: {e}")
+                })?;
             consumers.push(consumer);
         }
         let worker = Arc::new(Worker::new(
@@ -315,7 +299,7 @@ impl Fleet {
         let done = Arc::new(tokio::sync::Notify::new());
         let running = Running {
             worker: Arc::clone(&worker),
-            partitions,
+            partitions: partitions.iter().map(|(number, _)| *number).collect(),
             stop: stop.clone(),
             done: Arc::clone(&done),
         };

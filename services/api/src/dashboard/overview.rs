@@ -171,29 +171,16 @@ async fn pending_per_service(
     state: &AppState,
     circuits: &[circuits::CircuitView],
 ) -> Vec<Option<u64>> {
-    let Ok(partitions) =
-        mih_shared::partition::in_use(&state.js, &state.names, state.partitions).await
+    let Ok(streams) =
+        mih_shared::partition::streams(&state.js, &state.names, state.partitions).await
     else {
         return vec![None; circuits.len()];
     };
-    let mut streams = Vec::with_capacity(partitions.len());
-    for partition in partitions {
-        if let Ok(stream) = state
-            .js
-            .get_stream(state.names.jobs_partition_stream(partition))
-            .await
-        {
-            streams.push(stream);
-        }
-    }
-    if streams.is_empty() {
-        return vec![None; circuits.len()];
-    }
     let streams = &streams;
     futures::future::join_all(circuits.iter().map(|circuit| async move {
         let slug = ServiceSlug::parse(circuit.service.as_str()).ok()?;
         let mut pending = 0u64;
-        for stream in streams {
+        for (_, stream) in streams {
             let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
                 .get_consumer(&state.names.dispatch_consumer(&slug))
                 .await

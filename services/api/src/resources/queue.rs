@@ -17,7 +17,6 @@
 use std::collections::HashMap;
 
 use async_nats::jetstream::consumer;
-use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{DirectGetErrorKind, Stream};
 use axum::Json;
@@ -219,23 +218,9 @@ struct Partition {
 /// The streams of every partition of JOBS, partition 0 first: the configured ones that exist
 /// and any left over from a higher `streams.job_partitions`.
 async fn partition_streams(state: &AppState) -> ApiResult<Vec<(u16, Stream)>> {
-    let numbers = mih_shared::partition::in_use(&state.js, &state.names, state.partitions)
+    mih_shared::partition::streams(&state.js, &state.names, state.partitions)
         .await
-        .map_err(|e| nats("cannot list the JOBS partitions", e))?;
-    let mut found = Vec::with_capacity(numbers.len());
-    for number in numbers {
-        match state
-            .js
-            .get_stream(state.names.jobs_partition_stream(number))
-            .await
-        {
-            Ok(stream) => found.push((number, stream)),
-            // Configured but not created yet (no service of this version has started).
-            Err(error) if number > 0 && is_missing(&error) => {}
-            Err(error) => return Err(nats("the JOBS stream is unavailable", error)),
-        }
-    }
-    Ok(found)
+        .map_err(|e| nats("the JOBS stream is unavailable", e))
 }
 
 /// `service`'s subject in each of `streams`.
@@ -257,11 +242,6 @@ fn of_service(
 /// Every partition of JOBS that can hold `service`'s jobs, partition 0 first.
 async fn partitions(state: &AppState, service: &ServiceSlug) -> ApiResult<Vec<Partition>> {
     Ok(of_service(state, &partition_streams(state).await?, service))
-}
-
-fn is_missing(error: &async_nats::jetstream::context::GetStreamError) -> bool {
-    matches!(error.kind(), GetStreamErrorKind::JetStream(api)
-        if api.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
 /// The partition holding `place`, which must be one `service`'s jobs can be in.

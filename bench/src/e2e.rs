@@ -62,8 +62,8 @@ pub struct Args {
     /// dispatcher processes each, one row per count.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     scale: Vec<u16>,
-    /// Partitions of JOBS (`streams.job_partitions`) in every scenario; shown in the
-    /// scenario's name when more than one.
+    /// Partitions of EVENTS and of JOBS (`streams.event_partitions`, `streams.job_partitions`)
+    /// in every scenario; shown in the scenario's name when more than one.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     partitions: u16,
     /// Export every process's spans to an OTLP/HTTP receiver in this benchmark, recording this
@@ -233,6 +233,7 @@ impl Pipeline {
             ),
         ];
         env.push(("MIH_STREAMS_JOB_PARTITIONS", setup.partitions.to_string()));
+        env.push(("MIH_STREAMS_EVENT_PARTITIONS", setup.partitions.to_string()));
         for (name, value) in &setup.env {
             env.push((name.as_str(), value.clone()));
         }

@@ -145,13 +145,21 @@ impl BenchHub {
         Ok(async_nats::jetstream::new(client))
     }
 
-    /// Messages in `<NS>_EVENTS`.
+    /// Messages in `<NS>_EVENTS` and its partitions.
     pub async fn stored_events(&self) -> anyhow::Result<u64> {
-        let stream = self
-            .jetstream()
-            .await?
-            .get_stream(self.names()?.events_stream())
-            .await?;
-        Ok(stream.get_info().await?.state.messages)
+        let js = self.jetstream().await?;
+        let names = self.names()?;
+        let streams = mih_shared::partition::streams(
+            &js,
+            &names,
+            mih_shared::partition::Partitioned::Events,
+            mih_shared::partition::Partitions::ONE,
+        )
+        .await?;
+        let mut stored = 0;
+        for (_, stream) in streams {
+            stored += stream.get_info().await?.state.messages;
+        }
+        Ok(stored)
     }
 }

@@ -8,7 +8,7 @@ use futures::future::try_join_all;
 
 use mih_shared::messages::{self, DeadLetter, Event, FailureStage, Job, Request, Version};
 use mih_shared::names::Names;
-use mih_shared::partition::JobPartitions;
+use mih_shared::partition::Partitions;
 use mih_shared::telemetry;
 
 use crate::decision::Match;
@@ -77,7 +77,7 @@ fn strip_request(job: &mut Job) {
 pub async fn publish(
     js: &jetstream::Context,
     names: &Names,
-    partitions: JobPartitions,
+    partitions: Partitions,
     event: &Event,
     matches: Vec<Match>,
 ) -> Result<Published, PublishError> {
@@ -88,7 +88,7 @@ pub async fn publish(
 async fn publish_all(
     js: &jetstream::Context,
     names: &Names,
-    partitions: JobPartitions,
+    partitions: Partitions,
     event: &Event,
     matches: Vec<Match>,
 ) -> Result<Published, PublishError> {
@@ -114,7 +114,7 @@ async fn publish_all(
                 published.jobs += 1;
                 (
                     crate::metrics::JOBS,
-                    names.job_subject_in(&job.service, partitions.of(&job)),
+                    names.job_subject_in(&job.service, partitions.of_job(&job)),
                     job.id.to_string(),
                     payload,
                     job,

@@ -196,6 +196,45 @@ impl Names {
             event.event_token()
         )
     }
+    /// `event_subject` in `partition`: unchanged in partition 0 (so a hub of one partition is
+    /// what it was before partitions), `.<p>` appended in the others.
+    pub fn event_subject_in(
+        &self,
+        source: &SourceId,
+        event: &crate::moodle::EventName,
+        partition: u16,
+    ) -> String {
+        Self::in_event_partition(self.event_subject(source, event), partition)
+    }
+    /// A filter of event subjects (from `events_matching`, `events_of_source`…) as it must
+    /// read in `partition`'s stream, whose subjects carry the partition as a last token.
+    pub fn in_event_partition(filter: String, partition: u16) -> String {
+        if partition == 0 || filter.ends_with('>') {
+            filter
+        } else {
+            format!("{filter}.{partition}")
+        }
+    }
+    /// The subjects of event partition `partition`'s stream; no two partitions' overlap.
+    pub fn events_of_partition(&self, partition: u16) -> String {
+        if partition == 0 {
+            format!("{}.events.*.*.*", self.ns)
+        } else {
+            format!("{}.events.*.*.*.{partition}", self.ns)
+        }
+    }
+    /// `<NS>_EVENTS` for partition 0, `<NS>_EVENTS_<p>` for the others.
+    pub fn events_partition_stream(&self, partition: u16) -> String {
+        if partition == 0 {
+            self.events_stream()
+        } else {
+            format!("{}_EVENTS_{partition}", self.stream_prefix)
+        }
+    }
+    /// The partition whose stream is `stream`, if it is one of this hub's EVENTS partitions.
+    pub fn events_partition_of_stream(&self, stream: &str) -> Option<u16> {
+        self.partition_of_stream(stream, &self.events_stream())
+    }
     /// Every event of every source.
     pub fn events_all(&self) -> String {
         format!("{}.events.>", self.ns)
@@ -293,10 +332,13 @@ impl Names {
     }
     /// The partition whose stream is `stream`, if it is one of this hub's JOBS partitions.
     pub fn jobs_partition_of_stream(&self, stream: &str) -> Option<u16> {
-        if stream == self.jobs_stream() {
+        self.partition_of_stream(stream, &self.jobs_stream())
+    }
+    fn partition_of_stream(&self, stream: &str, first: &str) -> Option<u16> {
+        if stream == first {
             return Some(0);
         }
-        let number = stream.strip_prefix(&format!("{}_JOBS_", self.stream_prefix))?;
+        let number = stream.strip_prefix(first)?.strip_prefix('_')?;
         // Only the spelling this hub writes: "01" or "+1" would be another stream's name.
         let partition: u16 = number.parse().ok()?;
         (partition > 0 && partition.to_string() == number).then_some(partition)
@@ -392,6 +434,43 @@ mod tests {
             "T-2_JOBS_1",
         ] {
             assert_eq!(n.jobs_partition_of_stream(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn event_partitions_have_disjoint_subjects_and_partition_0_is_the_old_stream() {
+        let n = names();
+        let moodle: SourceId = "moodle".parse().expect("source");
+        let graded = EventName::parse("\\core\\event\\user_graded").expect("name");
+        assert_eq!(n.events_partition_stream(0), "T-1_EVENTS");
+        assert_eq!(n.events_partition_stream(5), "T-1_EVENTS_5");
+        assert_eq!(
+            n.event_subject_in(&moodle, &graded, 0),
+            n.event_subject(&moodle, &graded)
+        );
+        assert_eq!(
+            n.event_subject_in(&moodle, &graded, 5),
+            "t-1.events.moodle.core.user_graded.5"
+        );
+        assert_eq!(n.events_of_partition(0), "t-1.events.*.*.*");
+        assert_eq!(n.events_of_partition(5), "t-1.events.*.*.*.5");
+        // Filters: exact ones gain the partition token, `>` ones already cover it.
+        assert_eq!(
+            Names::in_event_partition("t-1.events.moodle.core.*".into(), 5),
+            "t-1.events.moodle.core.*.5"
+        );
+        assert_eq!(
+            Names::in_event_partition(n.events_of_source(&moodle), 5),
+            "t-1.events.moodle.>"
+        );
+        assert_eq!(
+            Names::in_event_partition("t-1.events.moodle.core.x".into(), 0),
+            "t-1.events.moodle.core.x"
+        );
+        assert_eq!(n.events_partition_of_stream("T-1_EVENTS_5"), Some(5));
+        assert_eq!(n.events_partition_of_stream("T-1_EVENTS"), Some(0));
+        for other in ["T-1_EVENTS_0", "T-1_EVENTS_05", "T-1_JOBS_1", "T-1_EVENTSX"] {
+            assert_eq!(n.events_partition_of_stream(other), None, "{other}");
         }
     }
 

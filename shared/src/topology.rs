@@ -12,7 +12,7 @@ use async_nats::jetstream::{self, ErrorCode, kv, stream};
 
 use crate::config::{Config, StreamsConfig};
 use crate::names::Names;
-use crate::partition::JobPartitions;
+use crate::partition::Partitions;
 use crate::service::ServiceName;
 
 /// One stream or bucket of a hub.
@@ -91,7 +91,8 @@ pub struct Topology {
     inbound_duplicate_window: Duration,
     dedup_horizon: Duration,
     dedup_max_claims: i64,
-    job_partitions: JobPartitions,
+    job_partitions: Partitions,
+    event_partitions: Partitions,
     /// How long `ensure` keeps retrying what a busy or electing cluster did not answer.
     patience: Duration,
 }
@@ -119,6 +120,7 @@ impl Topology {
             dedup_horizon: config.matcher.dedup_horizon,
             dedup_max_claims: config.matcher.dedup_max_claims,
             job_partitions: config.streams.job_partitions(),
+            event_partitions: config.streams.event_partitions(),
             patience: config.nats.connect_timeout,
         }
     }
@@ -144,22 +146,44 @@ impl Topology {
         }
     }
 
-    /// The stream behind a resource (JOBS' partition 0), or `None` for KV buckets.
+    /// The stream behind a resource (EVENTS' and JOBS' partition 0), or `None` for KV buckets.
     pub fn stream_config(&self, resource: Resource) -> Option<stream::Config> {
         self.stream_configs(resource).into_iter().next()
     }
 
-    /// The streams behind a resource: one per partition for JOBS, one for every other stream,
-    /// none for KV buckets.
+    /// The streams behind a resource: one per partition for EVENTS and JOBS, partition 0
+    /// first (it is narrowed from the old `.>` subjects before the others can exist), one for
+    /// every other stream, none for KV buckets.
     pub fn stream_configs(&self, resource: Resource) -> Vec<stream::Config> {
-        if resource == Resource::Jobs {
-            return self
+        match resource {
+            Resource::Jobs => self
                 .job_partitions
                 .all()
                 .map(|partition| self.jobs_partition(partition))
-                .collect();
+                .collect(),
+            Resource::Events => self
+                .event_partitions
+                .all()
+                .map(|partition| self.events_partition(partition))
+                .collect(),
+            _ => self.single_stream_config(resource).into_iter().collect(),
         }
-        self.single_stream_config(resource).into_iter().collect()
+    }
+
+    fn events_partition(&self, partition: u16) -> stream::Config {
+        let n = &self.names;
+        stream::Config {
+            description: Some(if partition == 0 {
+                "Moodle events accepted by ingest".into()
+            } else {
+                format!("Moodle events accepted by ingest: partition {partition}")
+            }),
+            ..self.stream(
+                n.events_partition_stream(partition),
+                vec![n.events_of_partition(partition)],
+                self.events_max_age,
+            )
+        }
     }
 
     fn jobs_partition(&self, partition: u16) -> stream::Config {
@@ -186,10 +210,7 @@ impl Topology {
     fn single_stream_config(&self, resource: Resource) -> Option<stream::Config> {
         let n = &self.names;
         match resource {
-            Resource::Events => Some(stream::Config {
-                description: Some("Moodle events accepted by ingest".into()),
-                ..self.stream(n.events_stream(), vec![n.events_all()], self.events_max_age)
-            }),
+            Resource::Events => Some(self.events_partition(0)),
             Resource::Jobs => Some(self.jobs_partition(0)),
             Resource::Results => Some(stream::Config {
                 description: Some("Outcome of every delivery attempt".into()),

@@ -35,6 +35,8 @@ pub struct Layout {
     pub stream_replicas: usize,
     /// `streams.job_partitions`.
     pub job_partitions: u16,
+    /// `streams.event_partitions`.
+    pub event_partitions: u16,
 }
 
 impl Layout {
@@ -44,6 +46,7 @@ impl Layout {
             nats_urls: vec![nats_url],
             stream_replicas: 1,
             job_partitions: 1,
+            event_partitions: 1,
         }
     }
 }
@@ -103,6 +106,10 @@ impl Hub {
             .set(
                 "MIH_STREAMS_JOB_PARTITIONS",
                 layout.job_partitions.to_string(),
+            )
+            .set(
+                "MIH_STREAMS_EVENT_PARTITIONS",
+                layout.event_partitions.to_string(),
             );
         let members = members(&mih, layout);
         let logs = output_dir().join("logs").join(scenario);

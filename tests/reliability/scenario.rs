@@ -263,11 +263,13 @@ impl World {
                 nats_urls: nats.urls(),
                 stream_replicas: NatsCluster::SIZE,
                 job_partitions: 1,
+                event_partitions: 1,
             }
         } else if fault == Fault::KillReplicas {
             Layout {
                 replicas: 2,
                 job_partitions: 4,
+                event_partitions: 4,
                 ..Layout::single(nats.urls().join(","))
             }
         } else {

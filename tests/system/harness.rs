@@ -502,11 +502,21 @@ impl TestHub {
     /// Waits until the matcher has acknowledged every event stored so far: whatever it was
     /// going to publish for them is published.
     pub async fn wait_for_matcher_idle(&self) {
-        self.wait_for_consumer(
-            &self.names().events_stream(),
-            mih_shared::names::MATCHER_CONSUMER,
+        let partitions = mih_shared::partition::in_use(
+            &self.js,
+            &self.names(),
+            mih_shared::partition::Partitioned::Events,
+            mih_shared::partition::Partitions::ONE,
         )
-        .await;
+        .await
+        .expect("the partitions of EVENTS");
+        for partition in partitions {
+            self.wait_for_consumer(
+                &self.names().events_partition_stream(partition),
+                mih_shared::names::MATCHER_CONSUMER,
+            )
+            .await;
+        }
     }
 
     /// Waits until the durable `consumer` has acknowledged (done with, for good or not)

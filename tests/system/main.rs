@@ -8,6 +8,7 @@ mod dashboard;
 mod dead_letters;
 mod deliveries;
 mod dispatcher;
+mod event_partitions;
 mod facade;
 mod harness;
 mod inbound;

@@ -457,7 +457,7 @@ async fn a_crash_between_publishing_jobs_and_acknowledging_publishes_them_once()
     let published = mih_rules::publish::publish(
         &hub.js,
         &hub.names(),
-        mih_shared::partition::JobPartitions::ONE,
+        mih_shared::partition::Partitions::ONE,
         &event,
         matches,
     )

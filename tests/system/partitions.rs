@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use mih_shared::ServiceName;
 use mih_shared::config::ConfigLoader;
 use mih_shared::messages::{self, HttpMethod, Job};
-use mih_shared::partition::JobPartitions;
+use mih_shared::partition::Partitions;
 use mih_shared::topology::{Resource, Topology};
 use mih_testkit::HttpSink;
 
@@ -80,12 +80,12 @@ async fn jobs_spread_over_the_partitions_and_two_dispatchers_deliver_each_once()
     let sink = HttpSink::start().await.expect("sink");
     service(&hub, "sis", &sink, json!({"concurrency": 8})).await;
     hub.add_services(&[ServiceName::Dispatcher]).await;
-    let partitions = JobPartitions::new(4);
+    let partitions = Partitions::new(4);
     let mut per_partition = BTreeMap::new();
     let mut ids = HashSet::new();
     for n in 0..240 {
         let job = keyed("sis", &format!("user-{}", n % 60), n);
-        let partition = partitions.of(&job);
+        let partition = partitions.of_job(&job);
         *per_partition.entry(partition).or_insert(0) += 1;
         ids.insert(job.id.to_string());
         publish_to_partition(&hub, &job, partition).await;
@@ -130,10 +130,10 @@ async fn the_queue_shows_every_partition_and_acts_on_a_job_in_any() {
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    let partitions = JobPartitions::new(3);
+    let partitions = Partitions::new(3);
     for n in 0..30 {
         let job = keyed("sis", &format!("course-{n}"), n);
-        publish_to_partition(&hub, &job, partitions.of(&job)).await;
+        publish_to_partition(&hub, &job, partitions.of_job(&job)).await;
     }
 
     let queue = hub.api().get("/api/v1/queue").await;

@@ -142,7 +142,7 @@ async fn replicas_apply_to_every_stream_and_bucket_and_can_be_raised_in_place() 
         .ensure(&js, &Resource::ALL)
         .await
         .expect("R1");
-    let subject = names.events_all().replace('>', "moodle.x");
+    let subject = names.events_all().replace('>', "moodle.core.x");
     js.publish(subject, "kept".into())
         .await
         .expect("publish")
@@ -346,4 +346,60 @@ async fn an_unpartitioned_jobs_stream_keeps_its_jobs_when_partitions_are_added()
             jetstream::stream::RetentionPolicy::WorkQueue
         );
     }
+}
+
+#[tokio::test]
+async fn an_unpartitioned_events_stream_keeps_its_events_when_partitions_are_added() {
+    let nats = NatsServer::start().await.expect("nats");
+    let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+    let names = Names::new(Namespace::parse(unique_namespace()).expect("ns"));
+    // EVENTS as every hub before partitions declared it: every subject under `<ns>.events`,
+    // which would overlap the other partitions' subjects.
+    js.create_stream(jetstream::stream::Config {
+        name: names.events_stream(),
+        subjects: vec![names.events_all()],
+        ..Default::default()
+    })
+    .await
+    .expect("the old EVENTS");
+    let moodle: mih_shared::names::SourceId = "moodle".parse().expect("source");
+    let viewed =
+        mih_shared::moodle::EventName::parse("\\core\\event\\course_viewed").expect("name");
+    for n in 0..3 {
+        js.publish(
+            names.event_subject(&moodle, &viewed),
+            format!("event {n}").into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    }
+    let config = ConfigLoader::new()
+        .toml("[streams]\nevent_partitions = 3\n")
+        .load()
+        .expect("valid");
+    Topology::new(names.clone(), &config)
+        .ensure(&js, &[Resource::Events])
+        .await
+        .expect("partitions added to a hub that had one EVENTS stream");
+    let mut old = js.get_stream(names.events_stream()).await.expect("EVENTS");
+    let info = old.info().await.expect("info");
+    assert_eq!(info.config.subjects, [names.events_of_partition(0)]);
+    assert_eq!(info.state.messages, 3, "its events stay");
+    for partition in 1..3 {
+        let mut stream = js
+            .get_stream(names.events_partition_stream(partition))
+            .await
+            .expect("partition stream");
+        let info = stream.info().await.expect("info");
+        assert_eq!(info.config.subjects, [names.events_of_partition(partition)]);
+        assert_eq!(info.config.max_age, config.streams.events_max_age);
+    }
+    // Old subjects still land in partition 0, new ones in theirs.
+    js.publish(names.event_subject_in(&moodle, &viewed, 2), "new".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored in partition 2");
 }

@@ -1,4 +1,4 @@
-//! Reading a source's most recent events from `<NS>_EVENTS` (for preview).
+//! Reading a source's most recent events from `<NS>_EVENTS` and its partitions (for preview).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -6,8 +6,10 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
 
+use async_nats::jetstream::stream::Stream;
 use mih_shared::messages::{self, Event};
-use mih_shared::names::SourceId;
+use mih_shared::names::{Names, SourceId};
+use mih_shared::partition::{self, Partitioned};
 
 use crate::error::{ApiFailure, ApiResult};
 use crate::state::AppState;
@@ -22,7 +24,7 @@ pub async fn recent_events(
     source: &SourceId,
     count: usize,
 ) -> ApiResult<Vec<Event>> {
-    latest(state, state.names.events_of_source(source), count).await
+    latest(state, &state.names.events_of_source(source), count).await
 }
 
 /// Up to `count` of the source's latest events of one name, newest first.
@@ -32,18 +34,44 @@ pub async fn recent_events_named(
     name: &mih_shared::moodle::EventName,
     count: usize,
 ) -> ApiResult<Vec<Event>> {
-    latest(state, state.names.event_subject(source, name), count).await
+    latest(state, &state.names.event_subject(source, name), count).await
 }
 
-/// Up to `count` of the latest events on `subject`, newest first.
-async fn latest(state: &AppState, subject: String, count: usize) -> ApiResult<Vec<Event>> {
-    let unavailable =
-        |e: &dyn std::fmt::Display| ApiFailure::Internal(format!("reading events: {e}"));
-    let stream = state
-        .js
-        .get_stream(state.names.events_stream())
-        .await
-        .map_err(|e| unavailable(&e))?;
+fn unavailable(e: &dyn std::fmt::Display) -> ApiFailure {
+    ApiFailure::Internal(format!("reading events: {e}"))
+}
+
+/// Up to `count` of the latest events on `subject` (as partition 0 spells it) in every
+/// partition, newest first.
+async fn latest(state: &AppState, subject: &str, count: usize) -> ApiResult<Vec<Event>> {
+    let streams = partition::streams(
+        &state.js,
+        &state.names,
+        Partitioned::Events,
+        state.event_partitions,
+    )
+    .await
+    .map_err(|e| unavailable(&e))?;
+    let reads = streams.iter().map(|(number, stream)| {
+        latest_in(
+            stream,
+            Names::in_event_partition(subject.to_owned(), *number),
+            count,
+        )
+    });
+    let mut events: Vec<Event> = futures::future::try_join_all(reads)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    // Each partition's are newest first already; a stable sort keeps their stream order.
+    events.sort_by_key(|event| std::cmp::Reverse(event.received_at));
+    events.truncate(count);
+    Ok(events)
+}
+
+/// Up to `count` of the latest events on `subject` in one partition's stream, newest first.
+async fn latest_in(stream: &Stream, subject: String, count: usize) -> ApiResult<Vec<Event>> {
     let last = stream
         .get_info()
         .await
@@ -63,6 +91,10 @@ async fn latest(state: &AppState, subject: String, count: usize) -> ApiResult<Ve
         })
         .await
         .map_err(|e| unavailable(&e))?;
+    // Nothing for the subject in the window: no need to wait out `IDLE`.
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(Vec::new());
+    }
     let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
     let mut latest: VecDeque<Event> = VecDeque::with_capacity(count + 1);
     // Until caught up; a source with no event in the window delivers nothing, hence the idle stop.
@@ -89,23 +121,28 @@ pub async fn recent_event_names(state: &AppState, max: usize) -> ApiResult<Vec<(
     use futures::TryStreamExt;
     let unavailable =
         |e: &dyn std::fmt::Display| ApiFailure::Internal(format!("reading event names: {e}"));
-    let stream = state
-        .js
-        .get_stream(state.names.events_stream())
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let mut subjects = stream
-        .info_with_subjects(state.names.events_all())
-        .await
-        .map_err(|e| unavailable(&e))?;
+    let streams = partition::streams(
+        &state.js,
+        &state.names,
+        Partitioned::Events,
+        state.event_partitions,
+    )
+    .await
+    .map_err(|e| unavailable(&e))?;
     let prefix = format!("{}.events.", state.names.namespace());
     let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-    while let Some((subject, count)) = subjects.try_next().await.map_err(|e| unavailable(&e))? {
-        if let Some(name) = subject
-            .strip_prefix(&prefix)
-            .and_then(event_name_of_subject_tail)
-        {
-            *counts.entry(name).or_default() += count;
+    for (_, stream) in streams {
+        let mut subjects = stream
+            .info_with_subjects(state.names.events_all())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        while let Some((subject, count)) = subjects.try_next().await.map_err(|e| unavailable(&e))? {
+            if let Some(name) = subject
+                .strip_prefix(&prefix)
+                .and_then(event_name_of_subject_tail)
+            {
+                *counts.entry(name).or_default() += count;
+            }
         }
     }
     let mut names: Vec<(String, usize)> = counts.into_iter().collect();
@@ -114,10 +151,10 @@ pub async fn recent_event_names(state: &AppState, max: usize) -> ApiResult<Vec<(
     Ok(names)
 }
 
-/// `<source>.<component>.<class token>` → `\component\event\class` (the reverse of
-/// `Names::event_subject`: a nested class's `__` is a namespace separator).
+/// `<source>.<component>.<class token>[.<partition>]` → `\component\event\class` (the reverse
+/// of `Names::event_subject_in`: a nested class's `__` is a namespace separator).
 fn event_name_of_subject_tail(tail: &str) -> Option<String> {
-    let mut parts = tail.splitn(3, '.');
+    let mut parts = tail.splitn(4, '.');
     let (_source, component, class) = (parts.next()?, parts.next()?, parts.next()?);
     Some(format!(
         "\\{component}\\event\\{}",
@@ -134,6 +171,10 @@ mod tests {
         assert_eq!(
             event_name_of_subject_tail("site1.mod_assign.assessable_submitted").as_deref(),
             Some("\\mod_assign\\event\\assessable_submitted")
+        );
+        assert_eq!(
+            event_name_of_subject_tail("site1.core.user_graded.3").as_deref(),
+            Some("\\core\\event\\user_graded")
         );
         assert_eq!(event_name_of_subject_tail("site1.core"), None);
     }

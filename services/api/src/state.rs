@@ -19,7 +19,10 @@ pub struct AppState {
     pub names: Names,
     /// The partitions of JOBS (`streams.job_partitions`): where replays and backfills put a
     /// job, and which streams the queue views read.
-    pub partitions: mih_shared::partition::JobPartitions,
+    pub partitions: mih_shared::partition::Partitions,
+    /// The partitions of EVENTS (`streams.event_partitions`): what recent events, event
+    /// names and backfills read.
+    pub event_partitions: mih_shared::partition::Partitions,
     pub js: async_nats::jetstream::Context,
     /// The services' shared circuit breakers (`<ns>_circuits`).
     pub circuits: mih_shared::circuit::CircuitStore,
@@ -67,6 +70,7 @@ impl AppState {
             max_request_bytes: config.matcher.max_request_bytes,
             backfill_wake: Arc::default(),
             partitions: config.streams.job_partitions(),
+            event_partitions: config.streams.event_partitions(),
             db,
             names,
             js,

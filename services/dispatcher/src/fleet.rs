@@ -19,7 +19,7 @@ use mih_shared::circuit::CircuitStore;
 use mih_shared::config::Config;
 use mih_shared::live::{ConfigSnapshot, LiveConfig, LiveService};
 use mih_shared::names::{Names, ServiceSlug};
-use mih_shared::partition::{self, JobPartitions};
+use mih_shared::partition::{self, Partitions};
 
 use crate::breaker::Breaker;
 use crate::outcome_batch::BatchLimits;
@@ -51,7 +51,7 @@ struct Inner {
     js: jetstream::Context,
     nats: async_nats::Client,
     names: Names,
-    partitions: JobPartitions,
+    partitions: Partitions,
     env: TransportEnv,
     circuits: CircuitStore,
     uncounted: Uncounted,
@@ -231,7 +231,14 @@ impl Fleet {
     /// The streams of the partitions of JOBS that exist, or `None` when NATS did not answer.
     async fn partitions_in_use(&self) -> Option<Vec<(u16, jetstream::stream::Stream)>> {
         let inner = &self.inner;
-        let existing = match partition::streams(&inner.js, &inner.names, inner.partitions).await {
+        let existing = match partition::streams(
+            &inner.js,
+            &inner.names,
+            partition::Partitioned::Jobs,
+            inner.partitions,
+        )
+        .await
+        {
             Ok(existing) => existing,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the partitions of JOBS; trying again later");

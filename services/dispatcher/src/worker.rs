@@ -58,9 +58,11 @@ impl std::fmt::Debug for Worker {
 /// shared out exactly (10 over 4: 3, 3, 2, 2) but at least one each, so a service with fewer
 /// than `partitions` may have `partitions` at once.
 pub(crate) fn concurrency_of_partition(concurrency: u32, partitions: usize, index: usize) -> usize {
-    let concurrency = usize::try_from(concurrency.max(1)).unwrap_or(1);
-    let partitions = partitions.max(1);
-    (concurrency / partitions + usize::from(index < concurrency % partitions)).max(1)
+    mih_shared::partition::share(
+        usize::try_from(concurrency).unwrap_or(usize::MAX),
+        partitions,
+        index,
+    )
 }
 
 /// The durable consumer of one service's jobs in one partition.

@@ -162,6 +162,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         inbound_stream,
         nats: ctx.nats.clone(),
         publisher: publish::Publisher::new(js, events),
+        partitions: ctx.config.streams.event_partitions(),
     });
     let app = routes::router(state).merge(ops::router(ctx.readiness.clone(), ctx.metrics.clone()));
     ctx.readiness.mark_started();

@@ -81,7 +81,7 @@ impl Publisher {
             match ack {
                 Ok(ack) if ack.duplicate => ItemReport {
                     index,
-                    id: self.stored_id(ack.sequence).await,
+                    id: self.stored_id(&ack.stream, ack.sequence).await,
                     dedup_key,
                     status: ItemStatus::Duplicate,
                 },
@@ -105,9 +105,21 @@ impl Publisher {
         futures::future::join_all(acks).await
     }
 
-    /// The id of the event stored at `sequence` (the original of a duplicate).
-    async fn stored_id(&self, sequence: u64) -> Option<EventId> {
-        match self.events.direct_get(sequence).await {
+    /// The id of the event stored at `sequence` of `stream` (the original of a duplicate, in
+    /// the partition its copy went to).
+    async fn stored_id(&self, stream: &str, sequence: u64) -> Option<EventId> {
+        let stored = if stream == self.events.cached_info().config.name {
+            self.events.direct_get(sequence).await
+        } else {
+            match self.js.get_stream(stream).await {
+                Ok(partition) => partition.direct_get(sequence).await,
+                Err(error) => {
+                    tracing::warn!(%error, stream, "cannot open the partition of a duplicate event");
+                    return None;
+                }
+            }
+        };
+        match stored {
             Ok(stored) => messages::decode::<Event>(&stored.payload)
                 .ok()
                 .map(|e| e.id),

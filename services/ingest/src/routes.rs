@@ -44,6 +44,8 @@ pub(crate) struct IngestState {
     pub inbound_stream: async_nats::jetstream::stream::Stream,
     pub nats: async_nats::Client,
     pub publisher: Publisher,
+    /// The partitions of EVENTS, which each event is published to.
+    pub partitions: mih_shared::partition::Partitions,
 }
 
 pub(crate) fn router(state: Arc<IngestState>) -> Router {
@@ -246,12 +248,15 @@ fn prepare(
             ));
             continue;
         }
+        let partition = state
+            .partitions
+            .of_event(source, &event.data, &event.dedup_key);
         prepared.push(Prepared {
             index,
             id: event.id,
             msg_id: format!("{source}:{}", event.dedup_key),
             dedup_key: event.dedup_key,
-            subject: state.names.event_subject(source, &name),
+            subject: state.names.event_subject_in(source, &name, partition),
             payload,
         });
     }

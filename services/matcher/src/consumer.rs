@@ -1,4 +1,5 @@
-//! The EVENTS consumer: one durable pull consumer shared by every matcher replica.
+//! The EVENTS consumer: in each partition, one durable pull consumer shared by every matcher
+//! replica.
 //!
 //! For each event: match against the current rule set (no database), claim the dedup key when
 //! something matched, publish every job and wait for JetStream to store them, and only then
@@ -30,7 +31,7 @@ use mih_shared::consumer::{DeadLetters, Handler, Settings, Settled};
 use mih_shared::error::Disposition;
 use mih_shared::messages::{self, Event, Origin};
 use mih_shared::names::{MATCHER_CONSUMER as CONSUMER, Names};
-use mih_shared::partition::JobPartitions;
+use mih_shared::partition::Partitions;
 
 use crate::metrics as m;
 
@@ -49,7 +50,7 @@ pub(crate) struct Matcher {
     pub js: jetstream::Context,
     pub names: Names,
     /// Where each job goes: the partitions of JOBS.
-    pub partitions: JobPartitions,
+    pub partitions: Partitions,
     pub rules: Arc<ArcSwap<RuleSet>>,
     pub dedup: Dedup,
     /// Where events are matched: off the async workers, one per core at a time.

@@ -6,6 +6,7 @@
 mod claims;
 mod consumer;
 mod metrics;
+mod partitions;
 
 use std::sync::Arc;
 
@@ -15,7 +16,6 @@ use mih_rules::RuleSet;
 use mih_rules::budget::Evaluators;
 use mih_rules::dedup::Dedup;
 use mih_shared::live::ConfigSnapshot;
-use mih_shared::names::MATCHER_CONSUMER;
 use mih_shared::{RunError, ServiceContext, Shutdown, ops};
 
 use crate::consumer::Matcher;
@@ -60,26 +60,6 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         settings.dedup_horizon,
         shutdown.clone(),
     ));
-    let events = ctx
-        .jetstream
-        .get_stream(ctx.names.events_stream())
-        .await
-        .map_err(|e| RunError::Open {
-            what: format!("stream {}", ctx.names.events_stream()),
-            cause: e.into(),
-        })?;
-    let consumer = events
-        .create_consumer(consumer_config(
-            &ctx.names,
-            settings.max_in_flight,
-            settings.ack_wait,
-        ))
-        .await
-        .map_err(|e| RunError::Consumer {
-            consumer: MATCHER_CONSUMER.to_owned(),
-            stream: ctx.names.events_stream(),
-            cause: e.into(),
-        })?;
     let matcher = Arc::new(Matcher {
         js: ctx.jetstream.clone(),
         names: ctx.names.clone(),
@@ -95,11 +75,20 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         ctx.config.http,
         shutdown.clone(),
     ));
-    ctx.readiness.mark_started();
-    tracing::info!(rules = matcher.rules.load().len(), "matching events");
-    matcher
-        .run(consumer, settings.max_in_flight, shutdown)
-        .await;
+    let reading = partitions::Reading {
+        js: ctx.jetstream.clone(),
+        names: ctx.names.clone(),
+        configured: ctx.config.streams.event_partitions(),
+        max_in_flight: settings.max_in_flight,
+        ack_wait: settings.ack_wait,
+    };
+    let readiness = ctx.readiness.clone();
+    let rule_count = matcher.rules.load().len();
+    partitions::consume(matcher, reading, shutdown, move || {
+        readiness.mark_started();
+        tracing::info!(rules = rule_count, "matching events");
+    })
+    .await?;
     serving.await.map_err(|cause| RunError::Task {
         what: "the operational endpoints",
         cause,

@@ -136,11 +136,15 @@ pub struct StreamsConfig {
     pub inbound_duplicate_window: Duration,
     pub max_bytes: i64,
     pub job_partitions: u16,
+    pub event_partitions: u16,
 }
 
 impl StreamsConfig {
-    pub fn job_partitions(&self) -> crate::partition::JobPartitions {
-        crate::partition::JobPartitions::new(self.job_partitions)
+    pub fn job_partitions(&self) -> crate::partition::Partitions {
+        crate::partition::Partitions::new(self.job_partitions)
+    }
+    pub fn event_partitions(&self) -> crate::partition::Partitions {
+        crate::partition::Partitions::new(self.event_partitions)
     }
 }
 

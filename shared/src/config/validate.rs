@@ -98,14 +98,16 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
     }
     // JetStream's own limit: an odd count up to 5 is what a Raft group sensibly has, but R2
     // and R4 are legal too.
-    if !(1..=crate::partition::MAX_JOB_PARTITIONS).contains(&config.streams.job_partitions) {
-        problem(
-            "streams.job_partitions",
-            format!(
-                "must be between 1 and {}",
-                crate::partition::MAX_JOB_PARTITIONS
-            ),
-        );
+    for (setting, count) in [
+        ("streams.job_partitions", config.streams.job_partitions),
+        ("streams.event_partitions", config.streams.event_partitions),
+    ] {
+        if !(1..=crate::partition::MAX_PARTITIONS).contains(&count) {
+            problem(
+                setting,
+                format!("must be between 1 and {}", crate::partition::MAX_PARTITIONS),
+            );
+        }
     }
     if !(1..=5).contains(&config.streams.replicas) {
         problem("streams.replicas", "must be between 1 and 5".into());
@@ -297,6 +299,10 @@ mod tests {
             assert_eq!(
                 problems(&format!("[streams]\njob_partitions = {bad}\n")),
                 ["streams.job_partitions"]
+            );
+            assert_eq!(
+                problems(&format!("[streams]\nevent_partitions = {bad}\n")),
+                ["streams.event_partitions"]
             );
         }
         assert_eq!(problems("[nats]\nreplicas = 3\n"), ["nats.replicas"]);

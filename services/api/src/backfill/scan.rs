@@ -1,6 +1,6 @@
-//! One pass over a backfill's range: read the events in order, match each against the one
-//! rule (off the async workers, by api's evaluators, within the rule's budget), publish the
-//! jobs, checkpoint after every chunk.
+//! One pass over a backfill's range: read the events in order, partition after partition,
+//! match each against the one rule (off the async workers, by api's evaluators, within the
+//! rule's budget), publish the jobs, checkpoint after every chunk.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use mih_rules::{Match, RuleSet};
 use mih_shared::Shutdown;
 use mih_shared::live::LiveConfig;
 use mih_shared::messages::{self, Event, Origin};
+use mih_shared::names::Names;
 use tracing::Instrument as _;
 
 use super::store::{self, Backfill, Counts};
@@ -78,24 +79,61 @@ pub async fn run(
     id: Uuid,
     shutdown: &Shutdown,
 ) -> Result<End, ScanError> {
-    let Some(backfill) = store::get(&state.db, id)
-        .await
-        .map_err(|e| transient("reading the backfill")(&e))?
-    else {
-        return Ok(End::Stopped);
+    loop {
+        let Some(backfill) = store::get(&state.db, id)
+            .await
+            .map_err(|e| transient("reading the backfill")(&e))?
+        else {
+            return Ok(End::Stopped);
+        };
+        if backfill.status != store::Status::Running {
+            return Ok(End::Stopped);
+        }
+        let partition = u16::try_from(backfill.partition).unwrap_or(0);
+        if backfill.position < backfill.end_sequence
+            && scan_partition(state, dedup, &backfill, partition, shutdown).await? == End::Stopped
+        {
+            return Ok(End::Stopped);
+        }
+        // The next partition that held events when the backfill was created.
+        let next = backfill
+            .partition_ends
+            .iter()
+            .enumerate()
+            .skip(usize::from(partition) + 1)
+            .find(|(_, end)| **end > 0);
+        let Some((next, &end)) = next else {
+            return Ok(End::Done);
+        };
+        let next = i16::try_from(next).unwrap_or(i16::MAX);
+        let still_running = store::advance(&state.db, id, next, end)
+            .await
+            .map_err(|e| transient("recording progress")(&e))?;
+        if !still_running {
+            return Ok(End::Stopped);
+        }
+    }
+}
+
+/// Scans the backfill's current partition from its checkpoint.
+async fn scan_partition(
+    state: &AppState,
+    dedup: &Dedup,
+    backfill: &Backfill,
+    partition: u16,
+    shutdown: &Shutdown,
+) -> Result<End, ScanError> {
+    let id = backfill.id;
+    let plan = plan(state, backfill, partition).await?;
+    let name = state.names.events_partition_stream(partition);
+    let stream = match state.js.get_stream(&name).await {
+        Ok(stream) => stream,
+        Err(error) if partition > 0 && mih_shared::partition::stream_is_missing(&error) => {
+            tracing::warn!(backfill = %id, stream = %name, "the partition's stream was deleted; going on without it");
+            return Ok(End::Done);
+        }
+        Err(error) => return Err(transient("opening EVENTS")(&error)),
     };
-    if backfill.status != store::Status::Running {
-        return Ok(End::Stopped);
-    }
-    if backfill.position >= backfill.end_sequence {
-        return Ok(End::Done);
-    }
-    let plan = plan(state, &backfill).await?;
-    let stream = state
-        .js
-        .get_stream(state.names.events_stream())
-        .await
-        .map_err(|e| transient("opening EVENTS")(&e))?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subjects: plan.filters.clone(),
@@ -157,8 +195,9 @@ pub async fn run(
     }
 }
 
-/// The rule (as saved now) and services, compiled; the consumer's filters and start.
-async fn plan(state: &AppState, backfill: &Backfill) -> Result<Plan, ScanError> {
+/// The rule (as saved now) and services, compiled; the consumer's filters and start in
+/// `partition`.
+async fn plan(state: &AppState, backfill: &Backfill, partition: u16) -> Result<Plan, ScanError> {
     let deleted = || ScanError::Permanent("the rule was deleted".into());
     let rule_id = backfill.rule_id.ok_or_else(deleted)?;
     let mut conn = state
@@ -179,7 +218,10 @@ async fn plan(state: &AppState, backfill: &Backfill) -> Result<Plan, ScanError> 
         .map_err(|e| transient("reading services")(&e))?;
     let filters = state
         .names
-        .events_matching(&rule.sources, &rule.events, MAX_FILTERS);
+        .events_matching(&rule.sources, &rule.events, MAX_FILTERS)
+        .into_iter()
+        .map(|filter| Names::in_event_partition(filter, partition))
+        .collect();
     let rule = Arc::new(rule);
     let rules = Arc::new(
         RuleSet::build(&LiveConfig {

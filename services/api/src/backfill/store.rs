@@ -74,13 +74,19 @@ pub struct Backfill {
     pub status: Status,
     #[serde(flatten)]
     pub counts: Counts,
-    /// EVENTS stream sequences: the first event in range (once found), the last handled, and
-    /// the last that existed when the backfill was created.
+    /// The partition of EVENTS being scanned (partitions are scanned one after the other, in
+    /// the order of their numbers); 0 on a hub of one partition.
+    pub partition: i16,
+    /// Sequences of that partition's stream: the first event in range (once found), the last
+    /// handled, and the last that existed when the backfill was created.
     pub start_sequence: Option<i64>,
     pub position: i64,
     pub end_sequence: i64,
-    /// Share of the range's sequences handled, 0 to 1 (an estimate: a rule's events are a
-    /// subset of the stream).
+    /// Every partition's last sequence when the backfill was created, partition 0 first.
+    #[serde(skip)]
+    pub partition_ends: Vec<i64>,
+    /// Share of the range handled, 0 to 1 (an estimate from the sequences: a rule's events are
+    /// a subset of the stream, and each partition counts for the same share).
     pub progress: f64,
     /// Why it failed.
     pub error: Option<String>,
@@ -90,8 +96,8 @@ pub struct Backfill {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "id, rule_id, rule_name, from_time, to_time, status, start_sequence, \
-    position, end_sequence, scanned, matched, jobs, render_failures, skipped_duplicates, error, \
+const COLUMNS: &str = "id, rule_id, rule_name, from_time, to_time, status, partition, \
+    partition_ends, start_sequence, position, end_sequence, scanned, matched, jobs, render_failures, skipped_duplicates, error, \
     created_by, created_at, updated_at, finished_at";
 
 impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Backfill {
@@ -101,6 +107,17 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Backfill {
         let start_sequence: Option<i64> = row.try_get("start_sequence")?;
         let position: i64 = row.try_get("position")?;
         let end_sequence: i64 = row.try_get("end_sequence")?;
+        let partition: i16 = row.try_get("partition")?;
+        let partition_ends: Vec<i64> = row
+            .try_get::<Option<Vec<i64>>, _>("partition_ends")?
+            .unwrap_or_else(|| vec![end_sequence]);
+        let current = Scanned {
+            partition,
+            count: partition_ends.len(),
+            start: start_sequence,
+            position,
+            end: end_sequence,
+        };
         Ok(Backfill {
             id: row.try_get("id")?,
             rule_id: row.try_get("rule_id")?,
@@ -115,7 +132,9 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Backfill {
                 render_failures: row.try_get("render_failures")?,
                 skipped_duplicates: row.try_get("skipped_duplicates")?,
             },
-            progress: progress(status, start_sequence, position, end_sequence),
+            progress: progress(status, &current),
+            partition,
+            partition_ends,
             start_sequence,
             position,
             end_sequence,
@@ -128,14 +147,26 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Backfill {
     }
 }
 
+/// Where a scan stands in its current partition.
+struct Scanned {
+    partition: i16,
+    count: usize,
+    start: Option<i64>,
+    position: i64,
+    end: i64,
+}
+
 #[allow(clippy::cast_precision_loss)] // an estimate shown as a fraction
-fn progress(status: Status, start: Option<i64>, position: i64, end: i64) -> f64 {
-    match (status, start) {
-        (Status::Completed, _) => 1.0,
-        (_, Some(start)) if end >= start => {
-            ((position - start + 1) as f64 / (end - start + 1) as f64).clamp(0.0, 1.0)
+fn progress(status: Status, at: &Scanned) -> f64 {
+    let within = match at.start {
+        Some(start) if at.end >= start => {
+            ((at.position - start + 1) as f64 / (at.end - start + 1) as f64).clamp(0.0, 1.0)
         }
         _ => 0.0,
+    };
+    match status {
+        Status::Completed => 1.0,
+        _ => ((f64::from(at.partition) + within) / at.count.max(1) as f64).clamp(0.0, 1.0),
     }
 }
 
@@ -145,7 +176,8 @@ pub struct NewBackfill<'a> {
     pub rule_name: &'a str,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
-    pub end_sequence: i64,
+    /// Every partition's last sequence now, partition 0 first.
+    pub partition_ends: Vec<i64>,
     pub created_by: &'a str,
 }
 
@@ -154,15 +186,16 @@ pub async fn insert(
     new: &NewBackfill<'_>,
 ) -> Result<Backfill, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO backfills (id, rule_id, rule_name, from_time, to_time, end_sequence, created_by) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+        "INSERT INTO backfills (id, rule_id, rule_name, from_time, to_time, end_sequence, \
+         partition_ends, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
     )))
     .bind(Uuid::now_v7())
     .bind(new.rule_id)
     .bind(new.rule_name)
     .bind(new.from)
     .bind(new.to)
-    .bind(new.end_sequence)
+    .bind(new.partition_ends.first().copied().unwrap_or(0))
+    .bind(&new.partition_ends)
     .bind(new.created_by)
     .fetch_one(db)
     .await
@@ -227,6 +260,26 @@ pub async fn checkpoint(
     .bind(added.jobs)
     .bind(added.render_failures)
     .bind(added.skipped_duplicates)
+    .execute(db)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Moves a running scan on to `partition`, which ends at `end_sequence`; false when the
+/// backfill is no longer running.
+pub async fn advance(
+    db: &PgPool,
+    id: Uuid,
+    partition: i16,
+    end_sequence: i64,
+) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "UPDATE backfills SET partition = $2, start_sequence = NULL, position = 0, \
+         end_sequence = $3, updated_at = now() WHERE id = $1 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(partition)
+    .bind(end_sequence)
     .execute(db)
     .await?;
     Ok(updated.rows_affected() == 1)

@@ -171,8 +171,13 @@ async fn pending_per_service(
     state: &AppState,
     circuits: &[circuits::CircuitView],
 ) -> Vec<Option<u64>> {
-    let Ok(streams) =
-        mih_shared::partition::streams(&state.js, &state.names, state.partitions).await
+    let Ok(streams) = mih_shared::partition::streams(
+        &state.js,
+        &state.names,
+        mih_shared::partition::Partitioned::Jobs,
+        state.partitions,
+    )
+    .await
     else {
         return vec![None; circuits.len()];
     };

@@ -290,7 +290,7 @@ impl Replayer {
         let payload = messages::encode(job).map_err(|e| ApiFailure::Internal(e.to_string()))?;
         let subject = self
             .names
-            .job_subject_in(&job.service, self.partitions.of(job));
+            .job_subject_in(&job.service, self.partitions.of_job(job));
         let span = telemetry::publish_span(&subject, 1);
         let mut headers = HeaderMap::new();
         span.in_scope(|| telemetry::inject_current(&mut headers));

@@ -43,7 +43,7 @@ pub struct Replayer {
     pub db: PgPool,
     js: async_nats::jetstream::Context,
     names: Names,
-    partitions: mih_shared::partition::JobPartitions,
+    partitions: mih_shared::partition::Partitions,
 }
 
 impl Replayer {
@@ -51,7 +51,7 @@ impl Replayer {
         db: PgPool,
         js: async_nats::jetstream::Context,
         names: Names,
-        partitions: mih_shared::partition::JobPartitions,
+        partitions: mih_shared::partition::Partitions,
     ) -> Self {
         Replayer {
             db,

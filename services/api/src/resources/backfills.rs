@@ -74,7 +74,7 @@ pub(crate) async fn start(
             rule.name
         )));
     }
-    let end_sequence = last_event_sequence(&state).await?;
+    let partition_ends = last_event_sequences(&state).await?;
     let created = store::insert(
         &mut tx,
         &NewBackfill {
@@ -82,7 +82,7 @@ pub(crate) async fn start(
             rule_name: &rule.name,
             from: input.from,
             to,
-            end_sequence,
+            partition_ends,
             created_by: &caller.actor(),
         },
     )
@@ -115,22 +115,34 @@ pub(crate) async fn start(
     Ok(response)
 }
 
-/// The stream's last sequence now: a backfill never reads past it.
-async fn last_event_sequence(state: &AppState) -> ApiResult<i64> {
+/// Every EVENTS partition's last sequence now, partition 0 first (0 for a partition without a
+/// stream): a backfill never reads past them.
+async fn last_event_sequences(state: &AppState) -> ApiResult<Vec<i64>> {
     let unavailable =
         |e: &dyn std::fmt::Display| ApiFailure::Internal(format!("reading EVENTS: {e}"));
-    let mut stream = state
-        .js
-        .get_stream(state.names.events_stream())
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let last = stream
-        .info()
-        .await
-        .map_err(|e| unavailable(&e))?
-        .state
-        .last_sequence;
-    Ok(i64::try_from(last).unwrap_or(i64::MAX))
+    let streams = mih_shared::partition::streams(
+        &state.js,
+        &state.names,
+        mih_shared::partition::Partitioned::Events,
+        state.event_partitions,
+    )
+    .await
+    .map_err(|e| unavailable(&e))?;
+    let mut ends = Vec::new();
+    for (partition, mut stream) in streams {
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| unavailable(&e))?
+            .state
+            .last_sequence;
+        let index = usize::from(partition);
+        if ends.len() <= index {
+            ends.resize(index + 1, 0);
+        }
+        ends[index] = i64::try_from(last).unwrap_or(i64::MAX);
+    }
+    Ok(ends)
 }
 
 /// List backfills, newest first.

@@ -218,9 +218,14 @@ struct Partition {
 /// The streams of every partition of JOBS, partition 0 first: the configured ones that exist
 /// and any left over from a higher `streams.job_partitions`.
 async fn partition_streams(state: &AppState) -> ApiResult<Vec<(u16, Stream)>> {
-    mih_shared::partition::streams(&state.js, &state.names, state.partitions)
-        .await
-        .map_err(|e| nats("the JOBS stream is unavailable", e))
+    mih_shared::partition::streams(
+        &state.js,
+        &state.names,
+        mih_shared::partition::Partitioned::Jobs,
+        state.partitions,
+    )
+    .await
+    .map_err(|e| nats("the JOBS stream is unavailable", e))
 }
 
 /// `service`'s subject in each of `streams`.

@@ -211,3 +211,68 @@ async fn events_spread_by_learner_and_every_reader_sees_every_partition() {
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn events_left_in_partitions_of_a_higher_setting_are_matched() {
+    // The api makes two partitions; a former setting of four left events in partitions 2 and 3.
+    let mut hub = crate::harness::TestHub::builder()
+        .services(&[mih_shared::ServiceName::Api])
+        .toml("[streams]\nevent_partitions = 2\n")
+        .start()
+        .await;
+    create_service(&hub, "sis").await;
+    let rule = create_rule(
+        &hub,
+        json!({"name": "enrolments", "events": ["\\core\\event\\user_enrolment_created"], "service": "sis"}),
+    )
+    .await;
+    let four = mih_shared::config::ConfigLoader::new()
+        .toml("[streams]\nevent_partitions = 4\n")
+        .load()
+        .expect("valid");
+    mih_shared::topology::Topology::new(hub.names(), &four)
+        .ensure(&hub.js, &[mih_shared::topology::Resource::Events])
+        .await
+        .expect("four partitions");
+    let source: mih_shared::names::SourceId = "moodle".parse().expect("source");
+    let name = mih_shared::moodle::EventName::parse("\\core\\event\\user_enrolment_created")
+        .expect("name");
+    let mut left = HashSet::new();
+    for n in 0..12_u16 {
+        let Value::Object(data) = enrolled(u64::from(n) + 1, 1) else {
+            unreachable!("an object")
+        };
+        let event = Event {
+            v: messages::Version,
+            id: mih_shared::messages::EventId::new_v7(),
+            source: source.clone(),
+            received_at: Utc::now(),
+            dedup_key: format!("left-{n}"),
+            data,
+        };
+        left.insert(event.id.to_string());
+        hub.js
+            .publish(
+                hub.names().event_subject_in(&source, &name, 2 + n % 2),
+                messages::encode(&event).expect("encodes"),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+
+    hub.add_services(&[mih_shared::ServiceName::Matcher]).await;
+    hub.wait_for_matcher_idle().await;
+    let queued: HashSet<String> = jobs(&hub)
+        .await
+        .into_iter()
+        .filter(|(_, job)| job.rule_id.is_some_and(|id| id.to_string() == rule))
+        .map(|(_, job)| job.event_id.expect("event").to_string())
+        .collect();
+    assert_eq!(
+        queued, left,
+        "every event of the left-over partitions matched"
+    );
+    hub.stop().await;
+}

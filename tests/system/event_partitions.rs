@@ -215,7 +215,7 @@ async fn events_spread_by_learner_and_every_reader_sees_every_partition() {
 #[tokio::test]
 async fn events_left_in_partitions_of_a_higher_setting_are_matched() {
     // The api makes two partitions; a former setting of four left events in partitions 2 and 3.
-    let mut hub = crate::harness::TestHub::builder()
+    let mut hub = TestHub::builder()
         .services(&[mih_shared::ServiceName::Api])
         .toml("[streams]\nevent_partitions = 2\n")
         .start()
@@ -244,7 +244,7 @@ async fn events_left_in_partitions_of_a_higher_setting_are_matched() {
         };
         let event = Event {
             v: messages::Version,
-            id: mih_shared::messages::EventId::new_v7(),
+            id: messages::EventId::new_v7(),
             source: source.clone(),
             received_at: Utc::now(),
             dedup_key: format!("left-{n}"),

@@ -36,6 +36,16 @@ async fn post(hub: &TestHub, body: &Value) -> Value {
     answer.body
 }
 
+/// The events the jobs of `rule` in JOBS came from.
+async fn events_queued_by(hub: &TestHub, rule: &str) -> HashSet<String> {
+    jobs(hub)
+        .await
+        .into_iter()
+        .filter(|(_, job)| job.rule_id.is_some_and(|id| id.to_string() == rule))
+        .map(|(_, job)| job.event_id.expect("event").to_string())
+        .collect()
+}
+
 fn user_of(event: &Event) -> u64 {
     event.data["relateduserid"].as_u64().expect("relateduserid")
 }
@@ -137,12 +147,7 @@ async fn events_spread_by_learner_and_every_reader_sees_every_partition() {
     }
 
     hub.wait_for_matcher_idle().await;
-    let queued: HashSet<String> = jobs(&hub)
-        .await
-        .into_iter()
-        .filter(|(_, job)| job.rule_id.is_some_and(|id| id.to_string() == live))
-        .map(|(_, job)| job.event_id.expect("event").to_string())
-        .collect();
+    let queued: HashSet<String> = events_queued_by(&hub, &live).await;
     assert_eq!(
         queued, posted,
         "every event of every partition matched once"
@@ -199,12 +204,7 @@ async fn events_spread_by_learner_and_every_reader_sees_every_partition() {
         PARTITIONS - 1,
         "it ended in the last partition"
     );
-    let backfilled: HashSet<String> = jobs(&hub)
-        .await
-        .into_iter()
-        .filter(|(_, job)| job.rule_id.is_some_and(|id| id.to_string() == added))
-        .map(|(_, job)| job.event_id.expect("event").to_string())
-        .collect();
+    let backfilled: HashSet<String> = events_queued_by(&hub, &added).await;
     assert_eq!(
         backfilled, posted,
         "one backfilled job per event of every partition"
@@ -264,12 +264,7 @@ async fn events_left_in_partitions_of_a_higher_setting_are_matched() {
 
     hub.add_services(&[mih_shared::ServiceName::Matcher]).await;
     hub.wait_for_matcher_idle().await;
-    let queued: HashSet<String> = jobs(&hub)
-        .await
-        .into_iter()
-        .filter(|(_, job)| job.rule_id.is_some_and(|id| id.to_string() == rule))
-        .map(|(_, job)| job.event_id.expect("event").to_string())
-        .collect();
+    let queued: HashSet<String> = events_queued_by(&hub, &rule).await;
     assert_eq!(
         queued, left,
         "every event of the left-over partitions matched"

@@ -37,6 +37,17 @@ pub async fn recent_events_named(
     latest(state, &state.names.event_subject(source, name), count).await
 }
 
+/// The stream of every partition of EVENTS, partition 0 first.
+async fn event_streams(state: &AppState) -> Result<Vec<(u16, Stream)>, partition::PartitionsError> {
+    partition::streams(
+        &state.js,
+        &state.names,
+        Partitioned::Events,
+        state.event_partitions,
+    )
+    .await
+}
+
 fn unavailable(e: &dyn std::fmt::Display) -> ApiFailure {
     ApiFailure::Internal(format!("reading events: {e}"))
 }
@@ -44,14 +55,7 @@ fn unavailable(e: &dyn std::fmt::Display) -> ApiFailure {
 /// Up to `count` of the latest events on `subject` (as partition 0 spells it) in every
 /// partition, newest first.
 async fn latest(state: &AppState, subject: &str, count: usize) -> ApiResult<Vec<Event>> {
-    let streams = partition::streams(
-        &state.js,
-        &state.names,
-        Partitioned::Events,
-        state.event_partitions,
-    )
-    .await
-    .map_err(|e| unavailable(&e))?;
+    let streams = event_streams(state).await.map_err(|e| unavailable(&e))?;
     let reads = streams.iter().map(|(number, stream)| {
         latest_in(
             stream,
@@ -121,14 +125,7 @@ pub async fn recent_event_names(state: &AppState, max: usize) -> ApiResult<Vec<(
     use futures::TryStreamExt;
     let unavailable =
         |e: &dyn std::fmt::Display| ApiFailure::Internal(format!("reading event names: {e}"));
-    let streams = partition::streams(
-        &state.js,
-        &state.names,
-        Partitioned::Events,
-        state.event_partitions,
-    )
-    .await
-    .map_err(|e| unavailable(&e))?;
+    let streams = event_streams(state).await.map_err(|e| unavailable(&e))?;
     let prefix = format!("{}.events.", state.names.namespace());
     let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for (_, stream) in streams {

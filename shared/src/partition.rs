@@ -241,7 +241,7 @@ mod tests {
         }
     }
 
-    fn data(json: serde_json::Value) -> Map<String, Value> {
+    fn data(json: Value) -> Map<String, Value> {
         match json {
             Value::Object(map) => map,
             _ => Map::new(),

@@ -21,6 +21,9 @@ use crate::consumer::{Matcher, consumer_config};
 
 /// How often the set of EVENTS partitions is looked up again.
 const CHECK: Duration = Duration::from_secs(30);
+/// How soon after consumers could not be started the set is looked up again (a stream
+/// deleted between the lookup and the start is then left out).
+const RETRY: Duration = Duration::from_secs(1);
 
 /// What the consumers read with.
 pub(crate) struct Reading {
@@ -57,13 +60,15 @@ pub(crate) async fn consume(
         what: format!("the partitions of {}", reading.names.events_stream()),
         cause: e.into(),
     })?;
-    let mut running = start(&matcher, &reading, streams, &shutdown).await?;
+    let mut running = Some(start(&matcher, &reading, streams, &shutdown).await?);
     started();
+    let mut wait = CHECK;
     loop {
         tokio::select! {
             () = shutdown.triggered() => break,
-            () = tokio::time::sleep(CHECK) => {}
+            () = tokio::time::sleep(wait) => {}
         }
+        wait = CHECK;
         let streams = match find(&reading).await {
             Ok(streams) => streams,
             Err(error) => {
@@ -71,33 +76,26 @@ pub(crate) async fn consume(
                 continue;
             }
         };
-        if streams
-            .iter()
-            .map(|(p, _)| *p)
-            .eq(running.partitions.iter().copied())
-        {
+        let numbers: Vec<u16> = streams.iter().map(|(p, _)| *p).collect();
+        if running.as_ref().is_some_and(|r| r.partitions == numbers) {
             continue;
         }
-        tracing::info!(
-            from = ?running.partitions,
-            to = ?streams.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-            "the partitions of EVENTS changed; restarting the consumers"
-        );
-        running.stop().await;
-        running = loop {
-            match start(&matcher, &reading, streams.clone(), &shutdown).await {
-                Ok(running) => break running,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot start the EVENTS consumers; retrying");
-                    tokio::select! {
-                        () = shutdown.triggered() => return Ok(()),
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
+        if let Some(previous) = running.take() {
+            tracing::info!(from = ?previous.partitions, to = ?numbers, "the partitions of EVENTS changed; restarting the consumers");
+            previous.stop().await;
+        }
+        match start(&matcher, &reading, streams, &shutdown).await {
+            Ok(loops) => running = Some(loops),
+            Err(error) => {
+                // Looked up again, not retried as they were: one of them may be gone for good.
+                tracing::warn!(%error, "cannot start the EVENTS consumers; looking at the partitions again");
+                wait = RETRY;
             }
-        };
+        }
     }
-    running.stop().await;
+    if let Some(running) = running {
+        running.stop().await;
+    }
     Ok(())
 }
 

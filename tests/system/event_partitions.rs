@@ -212,12 +212,15 @@ async fn events_spread_by_learner_and_every_reader_sees_every_partition() {
     hub.stop().await;
 }
 
-#[tokio::test]
-async fn events_left_in_partitions_of_a_higher_setting_are_matched() {
-    // The api makes two partitions; a former setting of four left events in partitions 2 and 3.
-    let mut hub = TestHub::builder()
-        .services(&[mih_shared::ServiceName::Api])
-        .toml("[streams]\nevent_partitions = 2\n")
+/// A hub of `services` with `partitions` EVENTS partitions, service `sis` and a rule for
+/// enrolments; the rule's id.
+async fn enrolments_hub(
+    services: &[mih_shared::ServiceName],
+    partitions: u16,
+) -> (TestHub, String) {
+    let hub = TestHub::builder()
+        .services(services)
+        .toml(&format!("[streams]\nevent_partitions = {partitions}\n"))
         .start()
         .await;
     create_service(&hub, "sis").await;
@@ -226,34 +229,45 @@ async fn events_left_in_partitions_of_a_higher_setting_are_matched() {
         json!({"name": "enrolments", "events": ["\\core\\event\\user_enrolment_created"], "service": "sis"}),
     )
     .await;
-    let four = mih_shared::config::ConfigLoader::new()
-        .toml("[streams]\nevent_partitions = 4\n")
+    (hub, rule)
+}
+
+/// Creates the streams of `partitions` EVENTS partitions, as a service set to that many does.
+async fn create_partitions(hub: &TestHub, partitions: u16) {
+    let config = mih_shared::config::ConfigLoader::new()
+        .toml(&format!("[streams]\nevent_partitions = {partitions}\n"))
         .load()
         .expect("valid");
-    mih_shared::topology::Topology::new(hub.names(), &four)
+    mih_shared::topology::Topology::new(hub.names(), &config)
         .ensure(&hub.js, &[mih_shared::topology::Resource::Events])
         .await
-        .expect("four partitions");
+        .expect("the partitions");
+}
+
+/// Stores `count` enrolments straight into `partitions`, in turn; their event ids.
+async fn store_enrolments(hub: &TestHub, partitions: &[u16], count: u16) -> HashSet<String> {
     let source: mih_shared::names::SourceId = "moodle".parse().expect("source");
     let name = mih_shared::moodle::EventName::parse("\\core\\event\\user_enrolment_created")
         .expect("name");
-    let mut left = HashSet::new();
-    for n in 0..12_u16 {
+    let mut stored = HashSet::new();
+    for n in 0..count {
         let Value::Object(data) = enrolled(u64::from(n) + 1, 1) else {
             unreachable!("an object")
         };
+        let id = messages::EventId::new_v7();
         let event = Event {
             v: messages::Version,
-            id: messages::EventId::new_v7(),
+            id,
             source: source.clone(),
             received_at: Utc::now(),
-            dedup_key: format!("left-{n}"),
+            dedup_key: format!("stored-{id}"),
             data,
         };
-        left.insert(event.id.to_string());
+        stored.insert(event.id.to_string());
+        let partition = partitions[usize::from(n) % partitions.len()];
         hub.js
             .publish(
-                hub.names().event_subject_in(&source, &name, 2 + n % 2),
+                hub.names().event_subject_in(&source, &name, partition),
                 messages::encode(&event).expect("encodes"),
             )
             .await
@@ -261,13 +275,56 @@ async fn events_left_in_partitions_of_a_higher_setting_are_matched() {
             .await
             .expect("stored");
     }
+    stored
+}
+
+#[tokio::test]
+async fn events_left_in_partitions_of_a_higher_setting_are_matched() {
+    // The api makes two partitions; a former setting of four left events in partitions 2 and 3.
+    let (mut hub, rule) = enrolments_hub(&[mih_shared::ServiceName::Api], 2).await;
+    create_partitions(&hub, 4).await;
+    let left = store_enrolments(&hub, &[2, 3], 12).await;
 
     hub.add_services(&[mih_shared::ServiceName::Matcher]).await;
     hub.wait_for_matcher_idle().await;
-    let queued: HashSet<String> = events_queued_by(&hub, &rule).await;
     assert_eq!(
-        queued, left,
+        events_queued_by(&hub, &rule).await,
+        left,
         "every event of the left-over partitions matched"
     );
+    hub.stop().await;
+}
+
+/// Ingest given more partitions creates their streams; a running matcher set to fewer finds
+/// them at its next look (every 30 s) and matches their events, without a restart.
+#[tokio::test]
+async fn a_running_matcher_takes_up_partitions_created_after_it_started() {
+    let (hub, rule) = enrolments_hub(
+        &[
+            mih_shared::ServiceName::Api,
+            mih_shared::ServiceName::Matcher,
+        ],
+        1,
+    )
+    .await;
+    settle(&hub).await;
+    create_partitions(&hub, 3).await;
+    let added = store_enrolments(&hub, &[1, 2], 8).await;
+    let queued = mih_testkit::eventually(Duration::from_secs(60), || async {
+        let queued = events_queued_by(&hub, &rule).await;
+        if queued == added {
+            Ok(queued)
+        } else {
+            Err(format!("{} of {} matched", queued.len(), added.len()))
+        }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("the new partitions were not read: {last}"));
+    assert_eq!(queued.len(), 8);
+    // And what comes to partition 0 is still matched after the restart of the loops.
+    let more = store_enrolments(&hub, &[0], 1).await;
+    hub.wait_for_matcher_idle().await;
+    let all: HashSet<String> = added.union(&more).cloned().collect();
+    assert_eq!(events_queued_by(&hub, &rule).await, all);
     hub.stop().await;
 }

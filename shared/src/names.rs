@@ -225,11 +225,7 @@ impl Names {
     }
     /// `<NS>_EVENTS` for partition 0, `<NS>_EVENTS_<p>` for the others.
     pub fn events_partition_stream(&self, partition: u16) -> String {
-        if partition == 0 {
-            self.events_stream()
-        } else {
-            format!("{}_EVENTS_{partition}", self.stream_prefix)
-        }
+        Self::partition_stream(self.events_stream(), partition)
     }
     /// The partition whose stream is `stream`, if it is one of this hub's EVENTS partitions.
     pub fn events_partition_of_stream(&self, stream: &str) -> Option<u16> {
@@ -324,15 +320,20 @@ impl Names {
     }
     /// `<NS>_JOBS` for partition 0, `<NS>_JOBS_<p>` for the others.
     pub fn jobs_partition_stream(&self, partition: u16) -> String {
-        if partition == 0 {
-            self.jobs_stream()
-        } else {
-            format!("{}_JOBS_{partition}", self.stream_prefix)
-        }
+        Self::partition_stream(self.jobs_stream(), partition)
     }
     /// The partition whose stream is `stream`, if it is one of this hub's JOBS partitions.
     pub fn jobs_partition_of_stream(&self, stream: &str) -> Option<u16> {
         self.partition_of_stream(stream, &self.jobs_stream())
+    }
+    /// Partition `partition` of the stream whose partition 0 is `first`: `first` itself, else
+    /// `<first>_<p>` (what [`Self::partition_of_stream`] reads back).
+    fn partition_stream(first: String, partition: u16) -> String {
+        if partition == 0 {
+            first
+        } else {
+            format!("{first}_{partition}")
+        }
     }
     fn partition_of_stream(&self, stream: &str, first: &str) -> Option<u16> {
         if stream == first {

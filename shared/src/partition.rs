@@ -93,18 +93,31 @@ impl Partitions {
             return 0;
         }
         // The separator cannot occur in a source id, so no two (source, rest) pairs collide.
-        let key = match learner(data) {
-            Some(user) => format!("{source}\nuser:{user}"),
-            None => format!("{source}\nkey:{dedup_key}"),
-        };
-        self.of_key(key.as_bytes())
+        // Hashed in parts: no string is built per event on ingest's path.
+        let mut hasher = Sha256::new();
+        hasher.update(source.as_str().as_bytes());
+        match learner(data) {
+            Some(user) => {
+                hasher.update(b"\nuser:");
+                hasher.update(user.to_string().as_bytes());
+            }
+            None => {
+                hasher.update(b"\nkey:");
+                hasher.update(dedup_key.as_bytes());
+            }
+        }
+        self.of_digest(&hasher.finalize())
     }
 
     fn of_key(self, key: &[u8]) -> u16 {
         if self.0 == 1 {
             return 0;
         }
-        let digest = Sha256::digest(key);
+        self.of_digest(&Sha256::digest(key))
+    }
+
+    /// The partition of a SHA-256 digest: its first eight bytes, big endian, modulo the count.
+    fn of_digest(self, digest: &[u8]) -> u16 {
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
         let hash = u64::from_be_bytes(first);

@@ -255,7 +255,56 @@ impl NatsCluster {
             node.launch().await?;
         }
         cluster.wait_healthy(Duration::from_secs(30)).await?;
+        cluster.wait_placeable(tags).await?;
         Ok(cluster)
+    }
+
+    /// Waits until the meta leader can place a stream on every tag's servers. A healthy
+    /// cluster can still refuse for a while: the leader learns a peer's tags from the peer's
+    /// statistics, which may not have reached it yet ("no suitable peers for placement, tags
+    /// not matched", seen in CI on a loaded machine for over 50 s).
+    async fn wait_placeable(&self, tags: &[&[&str]; Self::SIZE]) -> anyhow::Result<()> {
+        let mut distinct: Vec<&str> = tags.iter().flat_map(|t| t.iter().copied()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.is_empty() {
+            return Ok(());
+        }
+        let client = async_nats::connect(self.urls())
+            .await
+            .context("connecting to the cluster")?;
+        let js = async_nats::jetstream::new(client);
+        for tag in distinct {
+            let holders = tags.iter().filter(|t| t.contains(&tag)).count();
+            let name = format!("PLACEMENT_PROBE_{tag}");
+            eventually(Duration::from_secs(120), || {
+                let (js, name) = (&js, &name);
+                async move {
+                    js.create_stream(async_nats::jetstream::stream::Config {
+                        name: name.clone(),
+                        subjects: vec![format!("placement-probe.{tag}")],
+                        storage: async_nats::jetstream::stream::StorageType::Memory,
+                        num_replicas: holders,
+                        placement: Some(async_nats::jetstream::stream::Placement {
+                            tags: vec![tag.to_owned()],
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| format!("placing on {tag}: {e}"))?;
+                    js.delete_stream(name)
+                        .await
+                        .map_err(|e| format!("deleting the probe: {e}"))?;
+                    Ok(())
+                }
+            })
+            .await
+            .with_context(|| {
+                format!("the cluster could not place a stream on the {tag:?} servers")
+            })?;
+        }
+        Ok(())
     }
 
     /// Every node's client URL (what `async_nats::connect` takes for a cluster).

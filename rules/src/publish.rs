@@ -114,7 +114,7 @@ async fn publish_all(
                 published.jobs += 1;
                 (
                     crate::metrics::JOBS,
-                    names.job_subject_in(&job.service, partitions.of_job(&job)),
+                    names.job_subject_for(&job, partitions),
                     job.id.to_string(),
                     payload,
                     job,

@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::partition::Partitions;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     #[error("{what} must not be empty")]
@@ -306,17 +308,45 @@ impl Names {
             format!("{}.jobs.{}.{partition}", self.ns, service)
         }
     }
+    /// A service's jobs of one ordering key, in the key's partition: one subject per key, so
+    /// the key's first job in the stream is the next to deliver (a work queue forgets a job
+    /// once it is settled). `key_hash` is [`crate::partition::key_hash`] of the key.
+    pub fn keyed_job_subject(
+        &self,
+        service: &ServiceSlug,
+        partition: u16,
+        key_hash: &str,
+    ) -> String {
+        format!("{}.jobs.{}.{partition}.{key_hash}", self.ns, service)
+    }
+    /// Every keyed job of a service in `partition`: what its ordered consumer reads.
+    pub fn keyed_jobs_in(&self, service: &ServiceSlug, partition: u16) -> String {
+        format!("{}.jobs.{}.{partition}.*", self.ns, service)
+    }
+    /// Where `job` goes among `partitions`: its key's subject when it has an ordering key,
+    /// else the service's subject in the partition.
+    pub fn job_subject_for(&self, job: &crate::messages::Job, partitions: Partitions) -> String {
+        let partition = partitions.of_job(job);
+        match job.ordering_key() {
+            Some(key) => {
+                self.keyed_job_subject(&job.service, partition, &crate::partition::key_hash(key))
+            }
+            None => self.job_subject_in(&job.service, partition),
+        }
+    }
     /// Every job of every partition.
     pub fn jobs_all(&self) -> String {
         format!("{}.jobs.>", self.ns)
     }
-    /// The subjects of partition `partition`'s stream; no two partitions' overlap.
-    pub fn jobs_of_partition(&self, partition: u16) -> String {
-        if partition == 0 {
+    /// The subjects of partition `partition`'s stream, unkeyed jobs first; no two partitions'
+    /// overlap.
+    pub fn jobs_of_partition(&self, partition: u16) -> Vec<String> {
+        let unkeyed = if partition == 0 {
             format!("{}.jobs.*", self.ns)
         } else {
             format!("{}.jobs.*.{partition}", self.ns)
-        }
+        };
+        vec![unkeyed, format!("{}.jobs.*.{partition}.*", self.ns)]
     }
     /// `<NS>_JOBS` for partition 0, `<NS>_JOBS_<p>` for the others.
     pub fn jobs_partition_stream(&self, partition: u16) -> String {
@@ -391,6 +421,10 @@ impl Names {
     pub fn dispatch_consumer(&self, service: &ServiceSlug) -> String {
         format!("dispatch-{service}")
     }
+    /// Durable consumer of one service's keyed jobs, delivered in order per key.
+    pub fn ordered_consumer(&self, service: &ServiceSlug) -> String {
+        format!("ordered-{service}")
+    }
     /// Facade request/reply subject, served by dispatchers in one queue group.
     pub fn rpc_request(&self) -> String {
         format!("{}.rpc.request", self.ns)
@@ -419,8 +453,10 @@ mod tests {
         assert_eq!(n.job_subject_in(&sis, 0), n.job_subject(&sis));
         assert_eq!(n.job_subject_in(&sis, 3), "t-1.jobs.sis.3");
         // Partition 0's filter takes two tokens after `jobs`; the others three.
-        assert_eq!(n.jobs_of_partition(0), "t-1.jobs.*");
-        assert_eq!(n.jobs_of_partition(3), "t-1.jobs.*.3");
+        assert_eq!(n.jobs_of_partition(0), ["t-1.jobs.*", "t-1.jobs.*.0.*"]);
+        assert_eq!(n.jobs_of_partition(3), ["t-1.jobs.*.3", "t-1.jobs.*.3.*"]);
+        assert_eq!(n.keyed_job_subject(&sis, 3, "ab"), "t-1.jobs.sis.3.ab");
+        assert_eq!(n.keyed_jobs_in(&sis, 0), "t-1.jobs.sis.0.*");
         for p in [0, 1, 12] {
             assert_eq!(
                 n.jobs_partition_of_stream(&n.jobs_partition_stream(p)),

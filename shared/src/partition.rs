@@ -81,7 +81,7 @@ impl Partitions {
 
     /// The partition of `job`.
     pub fn of_job(self, job: &Job) -> u16 {
-        match job.ordering_key.as_deref().filter(|key| !key.is_empty()) {
+        match job.ordering_key() {
             Some(key) => self.of_key(key.as_bytes()),
             None => self.of_key(job.id.0.as_bytes()),
         }
@@ -123,6 +123,17 @@ impl Partitions {
         let hash = u64::from_be_bytes(first);
         u16::try_from(hash % u64::from(self.0)).unwrap_or(0)
     }
+}
+
+/// An ordering key as it appears in a subject: the first eight bytes of its SHA-256, in hex.
+/// A key may hold any text (dots, spaces, wildcards), which a subject token cannot; two keys
+/// sharing a hash are simply ordered together.
+pub fn key_hash(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// The `index`th of `partitions` partitions' share of `total` (a concurrency, events in flight):

@@ -190,9 +190,11 @@ impl Topology {
         let n = &self.names;
         stream::Config {
             description: Some(if partition == 0 {
-                "Deliveries to do, one subject per service".into()
+                "Deliveries to do: one subject per service, one per service and ordering key".into()
             } else {
-                format!("Deliveries to do, one subject per service: partition {partition}")
+                format!(
+                    "Deliveries to do: one subject per service, one per service and ordering key: partition {partition}"
+                )
             }),
             retention: stream::RetentionPolicy::WorkQueue,
             // A full work queue must refuse new jobs, never drop pending ones.
@@ -201,7 +203,7 @@ impl Topology {
             // dispatcher's decision, into the DLQ.
             ..self.stream(
                 n.jobs_partition_stream(partition),
-                vec![n.jobs_of_partition(partition)],
+                n.jobs_of_partition(partition),
                 Duration::ZERO,
             )
         }
@@ -628,7 +630,7 @@ mod tests {
         assert_eq!(jobs.max_age, Duration::ZERO);
         assert_eq!(jobs.retention, stream::RetentionPolicy::WorkQueue);
         assert_eq!(jobs.discard, stream::DiscardPolicy::New);
-        assert_eq!(jobs.subjects, ["t.jobs.*"]);
+        assert_eq!(jobs.subjects, ["t.jobs.*", "t.jobs.*.0.*"]);
     }
 
     #[test]
@@ -641,8 +643,15 @@ mod tests {
         let jobs = t.stream_configs(Resource::Jobs);
         let names: Vec<&str> = jobs.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["T_JOBS", "T_JOBS_1", "T_JOBS_2"]);
-        let subjects: Vec<&str> = jobs.iter().map(|c| c.subjects[0].as_str()).collect();
-        assert_eq!(subjects, ["t.jobs.*", "t.jobs.*.1", "t.jobs.*.2"]);
+        let subjects: Vec<&[String]> = jobs.iter().map(|c| c.subjects.as_slice()).collect();
+        assert_eq!(
+            subjects,
+            [
+                ["t.jobs.*", "t.jobs.*.0.*"],
+                ["t.jobs.*.1", "t.jobs.*.1.*"],
+                ["t.jobs.*.2", "t.jobs.*.2.*"]
+            ]
+        );
         for partition in &jobs {
             assert_eq!(partition.retention, stream::RetentionPolicy::WorkQueue);
             assert_eq!(partition.discard, stream::DiscardPolicy::New);

@@ -1,6 +1,6 @@
 //! An HTTP target for tests: records every request and answers as told.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -21,6 +21,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub received_at: Instant,
+    /// The status the sink answered with.
+    pub status: u16,
 }
 
 impl Recorded {
@@ -73,6 +75,8 @@ struct Inner {
     requests: Vec<Recorded>,
     /// Replies used in order before falling back to `default`.
     scripted: VecDeque<Reply>,
+    /// Replies for one path, used in order before any other.
+    by_path: HashMap<String, VecDeque<Reply>>,
     default: Reply,
 }
 
@@ -111,6 +115,7 @@ impl HttpSink {
             inner: Mutex::new(Inner {
                 requests: Vec::new(),
                 scripted: VecDeque::new(),
+                by_path: HashMap::new(),
                 default: Reply::status(200),
             }),
             arrived: Notify::new(),
@@ -146,6 +151,16 @@ impl HttpSink {
     /// Replies for the next requests, in order.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.shared.lock().scripted.extend(replies);
+    }
+
+    /// Replies for the next requests to `path` (without the query), in order.
+    pub fn script_path(&self, path: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.shared
+            .lock()
+            .by_path
+            .entry(path.to_owned())
+            .or_default()
+            .extend(replies);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -192,17 +207,21 @@ async fn record(
 ) -> Response {
     let reply = {
         let mut inner = shared.lock();
+        let reply = inner
+            .by_path
+            .get_mut(uri.path())
+            .and_then(VecDeque::pop_front)
+            .or_else(|| inner.scripted.pop_front())
+            .unwrap_or_else(|| inner.default.clone());
         inner.requests.push(Recorded {
             method,
             uri,
             headers,
             body,
             received_at: Instant::now(),
+            status: reply.status,
         });
-        inner
-            .scripted
-            .pop_front()
-            .unwrap_or_else(|| inner.default.clone())
+        reply
     };
     shared.arrived.notify_waiters();
     if !reply.delay.is_zero() {

@@ -18,6 +18,7 @@ mod live_config;
 mod matcher;
 mod moodle;
 mod observability;
+mod ordering;
 mod outages;
 mod partitions;
 mod preview;

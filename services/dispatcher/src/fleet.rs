@@ -276,6 +276,7 @@ impl Fleet {
         .map_err(|e| e.to_string())?;
         let ack_wait = worker::ack_wait(&service, inner.ack_wait_margin);
         let mut consumers = Vec::with_capacity(partitions.len());
+        let mut keyed = Vec::with_capacity(partitions.len());
         for (index, (partition, stream)) in partitions.iter().enumerate() {
             let share =
                 worker::concurrency_of_partition(service.concurrency, partitions.len(), index);
@@ -294,6 +295,23 @@ impl Fleet {
                     format!("cannot create its consumer on {name}: {e}")
                 })?;
             consumers.push(consumer);
+            let ordered = stream
+                .create_consumer(crate::ordered::consumer_config(
+                    &inner.names,
+                    &service,
+                    partition,
+                    ack_wait,
+                ))
+                .await
+                .map_err(|e| {
+                    let name = inner.names.jobs_partition_stream(partition);
+                    format!("cannot create its ordered consumer on {name}: {e}")
+                })?;
+            keyed.push(worker::Keyed {
+                consumer: ordered,
+                stream: stream.clone(),
+                share,
+            });
         }
         let worker = Arc::new(Worker::new(
             Arc::clone(&service),
@@ -312,7 +330,7 @@ impl Fleet {
         };
         tracing::info!(service = %service.name, transport = worker.target.kind(), concurrency = service.concurrency, partitions = consumers.len(), "delivering the service's jobs");
         tokio::spawn(async move {
-            worker.clone().run(consumers, stop).await;
+            worker.clone().run(consumers, keyed, stop).await;
             worker.target.close().await;
             done.notify_one();
         });
@@ -329,15 +347,17 @@ impl Fleet {
             else {
                 continue;
             };
-            match stream
-                .delete_consumer(&inner.names.dispatch_consumer(name))
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(service = %name, partition, "service deleted; its consumer removed");
-                }
-                Err(error) => {
-                    tracing::debug!(service = %name, partition, %error, "no consumer to remove");
+            for consumer in [
+                inner.names.dispatch_consumer(name),
+                inner.names.ordered_consumer(name),
+            ] {
+                match stream.delete_consumer(&consumer).await {
+                    Ok(_) => {
+                        tracing::info!(service = %name, partition, consumer, "service deleted; its consumer removed");
+                    }
+                    Err(error) => {
+                        tracing::debug!(service = %name, partition, consumer, %error, "no consumer to remove");
+                    }
                 }
             }
         }

@@ -9,6 +9,7 @@ mod facade;
 mod fleet;
 mod inbound;
 mod metrics;
+mod ordered;
 mod outcome_batch;
 mod record;
 mod redact;

@@ -9,6 +9,7 @@ pub(crate) const DEAD_LETTERS: &str = "mih_dispatcher_dead_letters_total";
 pub(crate) const CIRCUIT_STATE: &str = "mih_dispatcher_circuit_state";
 pub(crate) const CIRCUIT_TRANSITIONS: &str = "mih_dispatcher_circuit_transitions_total";
 pub(crate) const HELD: &str = "mih_dispatcher_jobs_held";
+pub(crate) const ORDER_WAITS: &str = "mih_dispatcher_order_waits_total";
 pub(crate) const PROBES_FAILED: &str = "mih_dispatcher_probes_failed_total";
 pub(crate) const REPLIES: &str = "mih_dispatcher_replies_total";
 pub(crate) const REPLY_CONSUMERS: &str = "mih_dispatcher_reply_consumers";
@@ -42,6 +43,11 @@ pub(crate) fn describe() {
         CIRCUIT_TRANSITIONS,
         Unit::Count,
         "Circuit state changes this replica made, by service and new state"
+    );
+    describe_counter!(
+        ORDER_WAITS,
+        Unit::Count,
+        "Keyed jobs handed back to wait for an earlier job of their key, by service (not attempts)"
     );
     describe_gauge!(
         HELD,

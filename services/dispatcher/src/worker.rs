@@ -24,7 +24,7 @@ use mih_shared::circuit::{Admission, Health};
 use mih_shared::consumer::{DeadLetters, Handler, Settings};
 use mih_shared::error::Disposition;
 use mih_shared::live::LiveService;
-use mih_shared::messages::{self, Job};
+use mih_shared::messages::{self, Job, JobId};
 use mih_shared::names::Names;
 
 use crate::breaker::Breaker;
@@ -87,6 +87,14 @@ pub(crate) fn consumer_config(
     }
 }
 
+/// One partition's consumer of keyed jobs, with what its lane needs.
+pub(crate) struct Keyed {
+    pub consumer: jetstream::consumer::PullConsumer,
+    pub stream: jetstream::stream::Stream,
+    /// Attempts at once in the lane: the partition's share of the concurrency.
+    pub share: usize,
+}
+
 /// The ack wait of a service's consumer: its timeout plus a margin.
 pub(crate) fn ack_wait(service: &LiveService, margin: Duration) -> Duration {
     Duration::from_millis(service.timeout_ms) + margin
@@ -116,13 +124,32 @@ impl Worker {
         }
     }
 
-    /// Delivers the service's jobs from every partition's consumer until `shutdown`;
-    /// in-flight deliveries finish first.
+    /// Delivers the service's jobs from every partition's consumers until `shutdown`: the
+    /// unkeyed ones, and the keyed ones in order per key; in-flight deliveries finish first.
     pub(crate) async fn run(
         self: Arc<Self>,
         consumers: Vec<jetstream::consumer::PullConsumer>,
+        keyed: Vec<Keyed>,
         shutdown: Shutdown,
     ) {
+        let ordered = keyed.into_iter().map(|keyed| {
+            let name = keyed.consumer.cached_info().name.clone();
+            let settings = Settings::new(
+                format!("{} (ordered)", self.service.name),
+                crate::ordered::WINDOW,
+                DeadLetters::Terminate,
+            )
+            .pull_batch(256);
+            let lane = Arc::new(crate::ordered::Lane::new(
+                Arc::clone(&self),
+                keyed.stream,
+                name,
+                keyed.share,
+                shutdown.clone(),
+            ));
+            mih_shared::consumer::run(keyed.consumer, settings, lane, shutdown.clone())
+        });
+        let ordered = futures::future::join_all(ordered);
         let loops = consumers.into_iter().map(|consumer| {
             // The consumer's max unacknowledged is this partition's share of the concurrency.
             let share = usize::try_from(consumer.cached_info().config.max_ack_pending)
@@ -141,10 +168,28 @@ impl Worker {
             });
             mih_shared::consumer::run(consumer, settings, jobs, shutdown.clone())
         });
-        futures::future::join_all(loops).await;
+        futures::future::join(futures::future::join_all(loops), ordered).await;
     }
 
-    async fn process(&self, message: &jetstream::Message, shutdown: &Shutdown) -> Disposition {
+    /// Waits until the service's rate limit lets another attempt start.
+    pub(crate) async fn until_ready(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
+    }
+
+    /// Records that this delivery of job `id` does not count against its retries.
+    pub(crate) async fn spare_id(&self, id: JobId) {
+        if let Err(error) = self.uncounted.add(id).await {
+            tracing::warn!(%error, job_id = %id, "could not record an uncounted delivery; it counts as an attempt");
+        }
+    }
+
+    pub(crate) async fn process(
+        &self,
+        message: &jetstream::Message,
+        shutdown: &Shutdown,
+    ) -> Disposition {
         let attempt = message
             .info()
             .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
@@ -416,9 +461,7 @@ impl Handler for Jobs {
     }
 
     async fn ready(&self) {
-        if let Some(limiter) = &self.worker.limiter {
-            limiter.until_ready().await;
-        }
+        self.worker.until_ready().await;
     }
 }
 

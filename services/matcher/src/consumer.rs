@@ -22,6 +22,7 @@ use async_nats::jetstream::{self, consumer::pull};
 use metrics::{counter, histogram};
 use tracing::Instrument;
 
+use mih_rules::Match;
 use mih_rules::RuleSet;
 use mih_rules::budget::{Evaluators, OffloadError};
 use mih_rules::dedup::{Claim, Dedup};
@@ -34,6 +35,7 @@ use mih_shared::names::{MATCHER_CONSUMER as CONSUMER, Names};
 use mih_shared::partition::Partitions;
 
 use crate::metrics as m;
+use crate::order_gate::{OrderGate, PROCEED_AFTER};
 
 /// Every failure of the matcher's own (a busy evaluator, the dedup bucket or JOBS away) is
 /// retried after the consumer loop's growing delay; the event is never lost.
@@ -85,10 +87,14 @@ impl Matcher {
         // An unusable event is of no use to anyone later either: JetStream forgets it.
         let settings = Settings::new(CONSUMER, max_in_flight, DeadLetters::Terminate)
             .pull_batch(max_in_flight.min(500));
-        mih_shared::consumer::run(consumer, settings, self, shutdown).await;
+        let partition = Arc::new(Partition {
+            gate: OrderGate::new(consumer.clone()),
+            matcher: self,
+        });
+        mih_shared::consumer::run(consumer, settings, partition, shutdown).await;
     }
 
-    async fn process(&self, message: &jetstream::Message) -> Disposition {
+    async fn process(&self, message: &jetstream::Message, gate: &OrderGate) -> Disposition {
         let event: Event = match messages::decode(&message.payload) {
             Ok(event) => event,
             Err(error) => {
@@ -152,6 +158,14 @@ impl Matcher {
                 return RETRY;
             }
         }
+        let keyed = matches
+            .iter()
+            .any(|found| matches!(found, Match::Job(job) if job.ordering_key().is_some()));
+        if keyed && !self.wait_turn(message, gate).await {
+            return Disposition::Retry {
+                after: Some(Duration::ZERO),
+            };
+        }
         match publish::publish(&self.js, &self.names, self.partitions, &event, matches).await {
             Ok(published) => {
                 tracing::Span::current().record("jobs", published.jobs);
@@ -170,10 +184,43 @@ impl Matcher {
             }
         }
     }
+
+    /// Waits until the event's keyed jobs may be published (see [`crate::order_gate`]);
+    /// `false` to hand the event back.
+    async fn wait_turn(&self, message: &jetstream::Message, gate: &OrderGate) -> bool {
+        let Ok(info) = message.info() else {
+            return true;
+        };
+        if gate.wait_turn(info.stream_sequence).await {
+            return true;
+        }
+        let delivered = u64::try_from(info.delivered).unwrap_or(u64::MAX);
+        if delivered >= PROCEED_AFTER {
+            counter!(m::ORDER_GATE_TIMEOUTS).increment(1);
+            tracing::warn!(
+                sequence = info.stream_sequence,
+                delivered,
+                "an earlier event of the partition is still not done; publishing this event's keyed jobs out of turn"
+            );
+            return true;
+        }
+        counter!(m::ORDER_GATE_WAITS).increment(1);
+        false
+    }
 }
 
-impl Handler for Matcher {
+/// One EVENTS partition's handler: the matcher and the partition's order gate.
+struct Partition {
+    matcher: Arc<Matcher>,
+    gate: OrderGate,
+}
+
+impl Handler for Partition {
     async fn handle(&self, message: &jetstream::Message) -> Disposition {
+        let sequence = message.info().ok().map(|info| info.stream_sequence);
+        if let Some(sequence) = sequence {
+            self.gate.hold(sequence);
+        }
         let started = Instant::now();
         let span = mih_shared::process_span!(
             message,
@@ -181,12 +228,20 @@ impl Handler for Matcher {
             event_id = tracing::field::Empty,
             jobs = tracing::field::Empty
         );
-        let disposition = self.process(message).instrument(span).await;
+        let disposition = self
+            .matcher
+            .process(message, &self.gate)
+            .instrument(span)
+            .await;
         histogram!(m::PROCESS_SECONDS).record(started.elapsed().as_secs_f64());
         disposition
     }
 
-    fn settled(&self, _message: &jetstream::Message, settled: Settled) {
+    fn settled(&self, message: &jetstream::Message, settled: Settled) {
+        if let Ok(info) = message.info() {
+            self.gate
+                .settle(info.stream_sequence, settled != Settled::Retried);
+        }
         if settled == Settled::Retried {
             counter!(m::RETRIES).increment(1);
         }

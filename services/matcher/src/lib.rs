@@ -6,6 +6,7 @@
 mod claims;
 mod consumer;
 mod metrics;
+mod order_gate;
 mod partitions;
 
 use std::sync::Arc;

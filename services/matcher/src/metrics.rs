@@ -7,6 +7,8 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 pub(crate) const EVENTS: &str = "mih_matcher_events_total";
 pub(crate) const RETRIES: &str = "mih_matcher_retries_total";
 pub(crate) const PROCESS_SECONDS: &str = "mih_matcher_event_duration_seconds";
+pub(crate) const ORDER_GATE_WAITS: &str = "mih_matcher_order_gate_waits_total";
+pub(crate) const ORDER_GATE_TIMEOUTS: &str = "mih_matcher_order_gate_timeouts_total";
 pub(crate) const DEDUP_CLAIMS: &str = "mih_matcher_dedup_claims";
 pub(crate) const DEDUP_OLDEST_SECONDS: &str = "mih_matcher_dedup_oldest_claim_seconds";
 pub(crate) const DEDUP_SHORTENED: &str = "mih_matcher_dedup_horizon_shortened";
@@ -16,6 +18,16 @@ pub(crate) fn describe() {
         EVENTS,
         Unit::Count,
         "Events handled, by outcome: matched, unmatched, duplicate (another event with the same dedup key), unreadable"
+    );
+    describe_counter!(
+        ORDER_GATE_WAITS,
+        Unit::Count,
+        "Events with keyed jobs handed back because an earlier event of their partition was not done within 5 s"
+    );
+    describe_counter!(
+        ORDER_GATE_TIMEOUTS,
+        Unit::Count,
+        "Events whose keyed jobs were published out of turn after waiting in vain through six deliveries"
     );
     mih_rules::metrics::describe();
     describe_counter!(

@@ -34,6 +34,14 @@ pub struct Job {
     pub eventname: Option<String>,
 }
 
+impl Job {
+    /// The key the job is delivered in order by, if it has one: an empty rendered key orders
+    /// nothing.
+    pub fn ordering_key(&self) -> Option<&str> {
+        self.ordering_key.as_deref().filter(|key| !key.is_empty())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {

@@ -288,9 +288,7 @@ impl Replayer {
             ApiFailure::Unavailable(format!("cannot queue the replay: {e}"))
         };
         let payload = messages::encode(job).map_err(|e| ApiFailure::Internal(e.to_string()))?;
-        let subject = self
-            .names
-            .job_subject_in(&job.service, self.partitions.of_job(job));
+        let subject = self.names.job_subject_for(job, self.partitions);
         let span = telemetry::publish_span(&subject, 1);
         let mut headers = HeaderMap::new();
         span.in_scope(|| telemetry::inject_current(&mut headers));

@@ -2,9 +2,11 @@
 //! which are waiting for a retry — and an operator's two actions on one of them: attempt it
 //! now, or move it to the dead letters (never a silent delete).
 //!
-//! JOBS is one work-queue stream per partition (`<NS>_JOBS`, `<NS>_JOBS_1`, ...), one subject
-//! per service in each (`<ns>.jobs.<service>`, `<ns>.jobs.<service>.<p>`), one durable
-//! consumer per service in each (`dispatch-<service>`). A job is in its partition's stream
+//! JOBS is one work-queue stream per partition (`<NS>_JOBS`, `<NS>_JOBS_1`, ...). In each, a
+//! service has two lanes: its jobs without an ordering key on one subject
+//! (`<ns>.jobs.<service>`, `<ns>.jobs.<service>.<p>`) read by the durable consumer
+//! `dispatch-<service>`, and its keyed jobs on one subject per key
+//! (`<ns>.jobs.<service>.<p>.<key hash>`) read by `ordered-<service>`. A job is in its partition's stream
 //! until the dispatcher acknowledges it (delivered, or dead-lettered by the dispatcher); what
 //! is shown per service adds up every partition. A job's handle is its stream sequence in
 //! partition 0 (`57`), and `<partition>.<sequence>` in the others (`3.57`).
@@ -208,11 +210,25 @@ async fn service(state: &AppState, name: &str) -> ApiResult<std::sync::Arc<LiveS
         .ok_or_else(|| not_found("service", name))
 }
 
-/// One partition of JOBS and the subject of the service's jobs in it.
+/// One lane of a service's jobs in one partition of JOBS: its subject filter and the
+/// dispatcher's consumer that reads it.
 struct Partition {
     number: u16,
     stream: Stream,
     subject: String,
+    consumer: String,
+}
+
+impl Partition {
+    /// Whether a message stored on `subject` is in this lane.
+    fn holds(&self, subject: &str) -> bool {
+        match self.subject.strip_suffix('*') {
+            Some(prefix) => subject
+                .strip_prefix(prefix)
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('.')),
+            None => subject == self.subject,
+        }
+    }
 }
 
 /// The streams of every partition of JOBS, partition 0 first: the configured ones that exist
@@ -228,18 +244,30 @@ async fn partition_streams(state: &AppState) -> ApiResult<Vec<(u16, Stream)>> {
     .map_err(|e| nats("the JOBS stream is unavailable", e))
 }
 
-/// `service`'s subject in each of `streams`.
+/// `service`'s two lanes (unkeyed, keyed) in each of `streams`.
 fn of_service(
     state: &AppState,
     streams: &[(u16, Stream)],
     service: &ServiceSlug,
 ) -> Vec<Partition> {
+    let names = &state.names;
     streams
         .iter()
-        .map(|(number, stream)| Partition {
-            number: *number,
-            stream: stream.clone(),
-            subject: state.names.job_subject_in(service, *number),
+        .flat_map(|(number, stream)| {
+            [
+                Partition {
+                    number: *number,
+                    stream: stream.clone(),
+                    subject: names.job_subject_in(service, *number),
+                    consumer: names.dispatch_consumer(service),
+                },
+                Partition {
+                    number: *number,
+                    stream: stream.clone(),
+                    subject: names.keyed_jobs_in(service, *number),
+                    consumer: names.ordered_consumer(service),
+                },
+            ]
         })
         .collect()
 }
@@ -249,30 +277,29 @@ async fn partitions(state: &AppState, service: &ServiceSlug) -> ApiResult<Vec<Pa
     Ok(of_service(state, &partition_streams(state).await?, service))
 }
 
-/// The partition holding `place`, which must be one `service`'s jobs can be in.
+/// The lanes of the partition holding `place`, which must be one `service`'s jobs can be in.
 async fn partition_of(
     state: &AppState,
     service: &ServiceSlug,
     place: Place,
-) -> ApiResult<Partition> {
-    partitions(state, service)
+) -> ApiResult<Vec<Partition>> {
+    let lanes: Vec<Partition> = partitions(state, service)
         .await?
         .into_iter()
-        .find(|p| p.number == place.partition)
-        .ok_or_else(|| not_found("queued job", format!("{service}/{}", place.handle())))
+        .filter(|p| p.number == place.partition)
+        .collect();
+    if lanes.is_empty() {
+        return Err(not_found(
+            "queued job",
+            format!("{service}/{}", place.handle()),
+        ));
+    }
+    Ok(lanes)
 }
 
-/// The service's dispatcher consumer in one partition, or `None` while no dispatcher has
-/// created it.
-async fn consumer_info(
-    stream: &Stream,
-    state: &AppState,
-    service: &ServiceSlug,
-) -> ApiResult<Option<consumer::Info>> {
-    match stream
-        .consumer_info(state.names.dispatch_consumer(service))
-        .await
-    {
+/// The dispatcher's consumer of one lane, or `None` while no dispatcher has created it.
+async fn consumer_info(lane: &Partition) -> ApiResult<Option<consumer::Info>> {
+    match lane.stream.consumer_info(&lane.consumer).await {
         Ok(info) => Ok(Some(info)),
         Err(error) => match error.kind() {
             async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound => Ok(None),
@@ -309,9 +336,9 @@ struct Share {
     oldest: Option<DateTime<Utc>>,
 }
 
-async fn share(state: &AppState, partition: &Partition, service: &ServiceSlug) -> ApiResult<Share> {
+async fn share(partition: &Partition) -> ApiResult<Share> {
     let jobs = count(&partition.stream, &partition.subject).await?;
-    let info = consumer_info(&partition.stream, state, service).await?;
+    let info = consumer_info(partition).await?;
     let oldest = match partition
         .stream
         .direct_get_first_for_subject(partition.subject.clone())
@@ -347,12 +374,7 @@ async fn entry(
     now: DateTime<Utc>,
 ) -> ApiResult<QueueEntry> {
     let partitions = of_service(state, streams, &service.name);
-    let shares = futures::future::try_join_all(
-        partitions
-            .iter()
-            .map(|partition| share(state, partition, &service.name)),
-    )
-    .await?;
+    let shares = futures::future::try_join_all(partitions.iter().map(share)).await?;
     let oldest = shares.iter().filter_map(|s| s.oldest).min();
     Ok(QueueEntry {
         service: service.name.to_string(),
@@ -361,7 +383,7 @@ async fn entry(
         in_dispatcher: shares.iter().map(|s| s.in_dispatcher).sum(),
         redelivered: shares.iter().map(|s| s.redelivered).sum(),
         consumer: !shares.is_empty() && shares.iter().all(|s| s.consumer),
-        partitions: u16::try_from(partitions.len()).unwrap_or(u16::MAX),
+        partitions: u16::try_from(streams.len()).unwrap_or(u16::MAX),
         oldest_enqueued_at: oldest,
         oldest_age_ms: oldest.map(|at| u64::try_from((now - at).num_milliseconds()).unwrap_or(0)),
         circuit,
@@ -531,15 +553,17 @@ pub(crate) async fn jobs(
 
     // A merge of the partitions by the time each job was stored: one message read ahead in
     // each, so a page costs about `limit` reads whatever the number of partitions.
+    // Both lanes of a partition share its sequences: ordered by (time, partition, sequence),
+    // a partition's messages are taken in sequence order whichever lane holds them, so one
+    // position per partition pages both.
     let mut heads = Vec::with_capacity(partitions.len());
-    let mut delivered_up_to = HashMap::new();
+    let mut delivered_up_to = Vec::with_capacity(partitions.len());
     for partition in &partitions {
         let index = usize::from(partition.number);
         let from = positions[index].saturating_add(1);
         heads.push(next_message(&partition.stream, &partition.subject, from).await?);
-        delivered_up_to.insert(
-            partition.number,
-            consumer_info(&partition.stream, &state, &service.name)
+        delivered_up_to.push(
+            consumer_info(partition)
                 .await?
                 .map_or(0, |info| info.delivered.stream_sequence),
         );
@@ -549,9 +573,12 @@ pub(crate) async fn jobs(
         let next = heads
             .iter()
             .enumerate()
-            .filter_map(|(i, head)| head.as_ref().map(|m| (m.time, partitions[i].number, i)))
+            .filter_map(|(i, head)| {
+                head.as_ref()
+                    .map(|m| (m.time, partitions[i].number, m.sequence, i))
+            })
             .min();
-        let Some((_, _, i)) = next else { break };
+        let Some((_, _, _, i)) = next else { break };
         let Some(message) = heads[i].take() else {
             break;
         };
@@ -563,7 +590,7 @@ pub(crate) async fn jobs(
             message.sequence.saturating_add(1),
         )
         .await?;
-        taken.push((partition.number, message));
+        taken.push((i, message));
     }
     let more = heads.iter().any(Option::is_some);
 
@@ -579,15 +606,15 @@ pub(crate) async fn jobs(
     let items: Vec<QueuedJob> = taken
         .iter()
         .zip(decoded)
-        .map(|((partition, message), job)| {
+        .map(|((lane, message), job)| {
             let entry = job.as_ref().ok().and_then(|job| log.get(&job.id.0));
             job_view(
                 Place {
-                    partition: *partition,
+                    partition: partitions[*lane].number,
                     seq: message.sequence,
                 },
                 chrono_time(message.time),
-                delivered_up_to.get(partition).copied().unwrap_or(0),
+                delivered_up_to[*lane],
                 job,
                 entry,
             )
@@ -618,30 +645,39 @@ async fn next_message(
 /// The job stored at `place`, which must be one of `service`'s: 404 when it is another
 /// service's, 409 when it is gone.
 async fn queued_job(
-    partition: &Partition,
+    lanes: Vec<Partition>,
     service: &ServiceSlug,
     place: Place,
-) -> ApiResult<(Job, DateTime<Utc>)> {
-    let message = match partition.stream.direct_get(place.seq).await {
+) -> ApiResult<(Partition, Job, DateTime<Utc>)> {
+    let Some(stream) = lanes.first().map(|lane| lane.stream.clone()) else {
+        return Err(not_found(
+            "queued job",
+            format!("{service}/{}", place.handle()),
+        ));
+    };
+    let message = match stream.direct_get(place.seq).await {
         Ok(message) => message,
         Err(error) if matches!(error.kind(), DirectGetErrorKind::NotFound) => {
             return Err(gone(service.as_str(), place));
         }
         Err(error) => return Err(nats("cannot read the job", error)),
     };
-    if message.subject.as_str() != partition.subject {
+    let Some(lane) = lanes
+        .into_iter()
+        .find(|lane| lane.holds(message.subject.as_str()))
+    else {
         return Err(not_found(
             "queued job",
             format!("{service}/{}", place.handle()),
         ));
-    }
+    };
     let job: Job = messages::decode(&message.payload).map_err(|e| {
         ApiFailure::Conflict(format!(
             "job {} is not a readable job ({e}); the dispatcher drops it",
             place.handle()
         ))
     })?;
-    Ok((job, chrono_time(message.time)))
+    Ok((lane, job, chrono_time(message.time)))
 }
 
 /// Attempt a job waiting for a retry now, without waiting out its retry delay.
@@ -668,8 +704,8 @@ pub(crate) async fn attempt_now(
     caller.require(Role::Operator)?;
     let service = service(&state, &name).await?;
     let place = Place::parse(&seq)?;
-    let partition = partition_of(&state, &service.name, place).await?;
-    let (job, enqueued_at) = queued_job(&partition, &service.name, place).await?;
+    let lanes = partition_of(&state, &service.name, place).await?;
+    let (partition, job, enqueued_at) = queued_job(lanes, &service.name, place).await?;
     let (circuit, _) = state
         .circuits
         .load(&service.name)
@@ -681,8 +717,7 @@ pub(crate) async fn attempt_now(
             service.name
         )));
     }
-    let consumer_name = state.names.dispatch_consumer(&service.name);
-    let info = consumer_info(&partition.stream, &state, &service.name)
+    let info = consumer_info(&partition)
         .await?
         .filter(|info| place.seq <= info.delivered.stream_sequence)
         .ok_or_else(|| {
@@ -698,7 +733,7 @@ pub(crate) async fn attempt_now(
     let subject = format!(
         "$JS.ACK.{}.{}.1.{}.{}.{}.0",
         state.names.jobs_partition_stream(place.partition),
-        consumer_name,
+        partition.consumer,
         place.seq,
         info.delivered.consumer_sequence,
         Utc::now().timestamp_nanos_opt().unwrap_or(0),
@@ -788,8 +823,8 @@ pub(crate) async fn dead_letter(
     caller.require(Role::Operator)?;
     let service = service(&state, &name).await?;
     let place = Place::parse(&seq)?;
-    let partition = partition_of(&state, &service.name, place).await?;
-    let (job, enqueued_at) = queued_job(&partition, &service.name, place).await?;
+    let lanes = partition_of(&state, &service.name, place).await?;
+    let (partition, job, enqueued_at) = queued_job(lanes, &service.name, place).await?;
     let log = logged(&state, &[job.id.0]).await?;
     let log = log.get(&job.id.0);
     let actor = caller.actor();

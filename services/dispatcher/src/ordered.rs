@@ -1,0 +1,374 @@
+//! Per-key ordered delivery: the keyed lane of a service's worker.
+//!
+//! A job with an ordering key is stored on its key's own subject in JOBS
+//! (`<ns>.jobs.<service>.<p>.<key hash>`), and JOBS is a work queue that forgets a job once it
+//! is delivered or dead-lettered. So the key's next job is simply its subject's first message,
+//! whichever replica holds it: a job is attempted only when it is that first message. Nothing
+//! else is shared between replicas, and nothing has to be cleaned up after a dead one.
+//!
+//! The lane's consumer (`ordered-<service>`) hands out up to [`WINDOW`] jobs at once so that
+//! jobs waiting for their turn do not keep other keys back; at most the service's concurrency
+//! share is attempted at once. A job whose predecessor this process holds waits here (its ack
+//! deadline extended) and goes as soon as the predecessor is settled; one whose predecessor is
+//! elsewhere (another replica, or waiting in JOBS for a retry) checks again after a short,
+//! growing pause and is handed back after [`PATIENCE`]. Those waits do not count as attempts.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use metrics::counter;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use mih_shared::Shutdown;
+use mih_shared::consumer::{Handler, Settled};
+use mih_shared::error::Disposition;
+use mih_shared::live::LiveService;
+use mih_shared::messages::JobId;
+use mih_shared::names::Names;
+
+use crate::metrics as m;
+use crate::worker::Worker;
+
+/// Keyed jobs handed out at once per partition (waiting for their turn or attempted), across
+/// every replica.
+pub(crate) const WINDOW: usize = 512;
+/// Jobs of one key waiting here at once; later ones wait in JOBS, so that one busy key does
+/// not fill the window.
+const WAITERS_PER_KEY: usize = 8;
+/// How long a job whose predecessor is elsewhere keeps checking before it is handed back.
+const PATIENCE: Duration = Duration::from_secs(3);
+/// First and longest pause between two checks of a predecessor held elsewhere.
+const FIRST_CHECK: Duration = Duration::from_millis(5);
+const LONGEST_CHECK: Duration = Duration::from_millis(250);
+/// When a job handed back to wait comes again, unless its predecessor's retry is due later.
+const COME_BACK: Duration = Duration::from_millis(500);
+/// Sequences of jobs this process settled, remembered until JetStream has surely applied
+/// the acknowledgement (it is not confirmed): a later job then need not wait for it.
+const SETTLED_MEMORY: usize = 4096;
+
+/// The durable consumer of one service's keyed jobs in one partition.
+pub(crate) fn consumer_config(
+    names: &Names,
+    service: &LiveService,
+    partition: u16,
+    ack_wait: Duration,
+) -> pull::Config {
+    pull::Config {
+        durable_name: Some(names.ordered_consumer(&service.name)),
+        description: Some(format!(
+            "mih dispatcher: jobs of {} in order per key",
+            service.name
+        )),
+        filter_subject: names.keyed_jobs_in(&service.name, partition),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait,
+        max_ack_pending: i64::try_from(WINDOW).unwrap_or(i64::MAX),
+        deliver_policy: jetstream::consumer::DeliverPolicy::All,
+        max_deliver: -1,
+        ..Default::default()
+    }
+}
+
+/// What this process knows of one key's jobs.
+#[derive(Debug, Default)]
+struct Key {
+    /// Sequences of the key's jobs held here now (waiting or attempted).
+    held: BTreeSet<u64>,
+    /// The key's head handed back for a retry, and until when it is away.
+    retry: Option<(u64, Instant)>,
+    /// Woken when one of the key's jobs here is settled.
+    settled: Arc<Notify>,
+}
+
+/// One partition's keyed lane: what its handlers share.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    pub worker: Arc<Worker>,
+    pub stream: jetstream::stream::Stream,
+    pub shutdown: Shutdown,
+    /// The durable consumer's name, for the spans.
+    pub consumer: String,
+    /// Attempts at once: the partition's share of the service's concurrency.
+    attempts: Semaphore,
+    keys: Mutex<HashMap<String, Key>>,
+    settled: Mutex<SettledSeqs>,
+}
+
+/// The turn of a job: go now, or hand it back for `after`.
+enum Turn {
+    Go,
+    Later(Duration),
+}
+
+impl Lane {
+    pub(crate) fn new(
+        worker: Arc<Worker>,
+        stream: jetstream::stream::Stream,
+        consumer: String,
+        share: usize,
+        shutdown: Shutdown,
+    ) -> Self {
+        Lane {
+            worker,
+            stream,
+            shutdown,
+            consumer,
+            attempts: Semaphore::new(share.max(1)),
+            keys: Mutex::new(HashMap::new()),
+            settled: Mutex::new(SettledSeqs::default()),
+        }
+    }
+
+    async fn handle_job(&self, message: &jetstream::Message) -> Disposition {
+        let Some(sequence) = message.info().ok().map(|info| info.stream_sequence) else {
+            return self.worker.process(message, &self.shutdown).await;
+        };
+        let subject = message.subject.to_string();
+        match self.turn(message, &subject, sequence).await {
+            Turn::Go => {}
+            Turn::Later(after) => {
+                counter!(m::ORDER_WAITS, "service" => self.worker.service.name.to_string())
+                    .increment(1);
+                self.spare(message).await;
+                return Disposition::Retry { after: Some(after) };
+            }
+        }
+        let Ok(_attempt) = self.attempts.acquire().await else {
+            return Disposition::Retry { after: None };
+        };
+        self.worker.until_ready().await;
+        let disposition = self.worker.process(message, &self.shutdown).await;
+        if let Disposition::Retry { after: Some(after) } = &disposition
+            && let Some(key) = self.keys().get_mut(&subject)
+        {
+            key.retry = Some((sequence, Instant::now() + *after));
+            key.settled.notify_waiters();
+        }
+        disposition
+    }
+
+    /// Waits until `sequence` is its key's first job, or says when to hand it back.
+    async fn turn(&self, message: &jetstream::Message, subject: &str, sequence: u64) -> Turn {
+        let waiting_here = {
+            let mut keys = self.keys();
+            let key = keys.entry(subject.to_owned()).or_default();
+            key.held.insert(sequence);
+            key.held.range(..sequence).count()
+        };
+        if waiting_here > WAITERS_PER_KEY {
+            return Turn::Later(COME_BACK);
+        }
+        let patience = Instant::now() + PATIENCE;
+        let mut pause = FIRST_CHECK;
+        let mut progress = Instant::now() + self.worker.ack_wait / 3;
+        loop {
+            // A predecessor handed back for a retry: come back after it. One held here: wait
+            // for it to be settled.
+            let notify = {
+                let keys = self.keys();
+                let key = keys.get(subject);
+                if let Some((_, until)) = key
+                    .and_then(|key| key.retry)
+                    .filter(|(head, until)| *head < sequence && *until > Instant::now())
+                {
+                    return Turn::Later(until - Instant::now() + COME_BACK);
+                }
+                key.filter(|key| key.held.range(..sequence).next().is_some())
+                    .map(|key| Arc::clone(&key.settled))
+            };
+            if let Some(notify) = notify {
+                let settled = notify.notified();
+                let mut settled = std::pin::pin!(settled);
+                settled.as_mut().enable();
+                // Checked again with the wake-up armed, so a settlement in between is seen.
+                if self.has_predecessor_here(subject, sequence) {
+                    tokio::select! {
+                        () = self.shutdown.triggered() => return Turn::Later(Duration::ZERO),
+                        () = settled => {}
+                        () = tokio::time::sleep_until(progress) => {
+                            progress = self.extend(message).await;
+                        }
+                    }
+                }
+                continue;
+            }
+            match self.first_pending(subject).await {
+                Ok(Some(first)) if first < sequence => {
+                    // Held elsewhere, or waiting in JOBS for its retry.
+                    if Instant::now() >= patience {
+                        return Turn::Later(COME_BACK);
+                    }
+                    tokio::select! {
+                        () = self.shutdown.triggered() => return Turn::Later(Duration::ZERO),
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(LONGEST_CHECK);
+                    if Instant::now() >= progress {
+                        progress = self.extend(message).await;
+                    }
+                }
+                // This job is first (or, settled meanwhile, gone: delivering it again is the
+                // at-least-once promise, never a reordering).
+                Ok(_) => return Turn::Go,
+                Err(error) => {
+                    tracing::warn!(%error, subject, "cannot read the key's first job; trying later");
+                    return Turn::Later(COME_BACK);
+                }
+            }
+        }
+    }
+
+    fn has_predecessor_here(&self, subject: &str, sequence: u64) -> bool {
+        self.keys()
+            .get(subject)
+            .is_some_and(|key| key.held.range(..sequence).next().is_some())
+    }
+
+    /// The sequence of the first job on `subject` that this process has not settled, `None`
+    /// when there is none.
+    async fn first_pending(&self, subject: &str) -> Result<Option<u64>, String> {
+        let mut from = 0;
+        loop {
+            let found = if from == 0 {
+                self.stream.get_next_raw_message_by_subject(subject).await
+            } else {
+                self.stream
+                    .get_first_raw_message_by_subject(subject, from)
+                    .await
+            };
+            let first = match found {
+                Ok(message) => message.sequence,
+                Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                    return Ok(None);
+                }
+                Err(error) => return Err(error.to_string()),
+            };
+            if !self.settled_here().contains(first) {
+                return Ok(Some(first));
+            }
+            from = first + 1;
+        }
+    }
+
+    /// Extends the job's ack deadline; returns when to do it again.
+    async fn extend(&self, message: &jetstream::Message) -> Instant {
+        if let Err(error) = message.ack_with(AckKind::Progress).await {
+            tracing::debug!(%error, "could not extend a waiting job's ack deadline");
+        }
+        Instant::now() + self.worker.ack_wait / 3
+    }
+
+    /// Records that this delivery of the job was a wait, not an attempt.
+    async fn spare(&self, message: &jetstream::Message) {
+        let Some(job) = job_id(message) else {
+            return;
+        };
+        self.worker.spare_id(job).await;
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, Key>> {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn settled_here(&self) -> std::sync::MutexGuard<'_, SettledSeqs> {
+        self.settled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// After the loop settled a job: its key's next job here may go.
+    fn release(&self, message: &jetstream::Message, settled: Settled) {
+        let Some(sequence) = message.info().ok().map(|info| info.stream_sequence) else {
+            return;
+        };
+        if settled != Settled::Retried {
+            self.settled_here().insert(sequence);
+        }
+        let mut keys = self.keys();
+        let subject = message.subject.as_str();
+        let Some(key) = keys.get_mut(subject) else {
+            return;
+        };
+        key.held.remove(&sequence);
+        if settled != Settled::Retried {
+            key.retry = None;
+        }
+        key.settled.notify_waiters();
+        if key.held.is_empty() && key.retry.is_none_or(|(_, until)| until <= Instant::now()) {
+            keys.remove(subject);
+        }
+    }
+}
+
+/// The job id a message carries in its `Nats-Msg-Id` header (set when it was published), so a
+/// wait can be recorded without decoding the job.
+fn job_id(message: &jetstream::Message) -> Option<JobId> {
+    let headers = message.headers.as_ref()?;
+    let id = headers.get(async_nats::header::NATS_MESSAGE_ID)?;
+    id.as_str().parse().ok()
+}
+
+/// The last [`SETTLED_MEMORY`] sequences settled here.
+#[derive(Debug, Default)]
+struct SettledSeqs {
+    order: VecDeque<u64>,
+    set: std::collections::HashSet<u64>,
+}
+
+impl SettledSeqs {
+    fn insert(&mut self, sequence: u64) {
+        if self.set.insert(sequence) {
+            self.order.push_back(sequence);
+        }
+        while self.order.len() > SETTLED_MEMORY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, sequence: u64) -> bool {
+        self.set.contains(&sequence)
+    }
+}
+
+impl Handler for Lane {
+    async fn handle(&self, message: &jetstream::Message) -> Disposition {
+        let span = mih_shared::process_span!(
+            message,
+            self.consumer.as_str(),
+            service = %self.worker.service.name,
+            job_id = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+        );
+        self.handle_job(message).instrument(span).await
+    }
+
+    fn settled(&self, message: &jetstream::Message, settled: Settled) {
+        self.release(message, settled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settled_sequences_are_remembered_up_to_the_memory() {
+        let mut settled = SettledSeqs::default();
+        for sequence in 1..=(SETTLED_MEMORY as u64 + 10) {
+            settled.insert(sequence);
+        }
+        assert!(!settled.contains(10));
+        assert!(settled.contains(11));
+        assert!(settled.contains(SETTLED_MEMORY as u64 + 10));
+        assert_eq!(settled.order.len(), SETTLED_MEMORY);
+    }
+}

@@ -1,0 +1,237 @@
+//! Per-key ordered delivery through the whole pipeline: a rule with an ordering key gets each
+//! key's events delivered in the order EVENTS stored them, keys in parallel, through retries
+//! and with several dispatcher replicas.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use mih_shared::ServiceName;
+use mih_shared::messages::{self, Event};
+use mih_testkit::sign::TEST_TOKEN;
+use mih_testkit::{HttpSink, Recorded, Reply};
+
+use crate::harness::TestHub;
+use crate::matcher::{create_rule, enrolment};
+
+const WAIT: Duration = Duration::from_secs(90);
+const EVERYTHING: &[ServiceName] = &[
+    ServiceName::Ingest,
+    ServiceName::Api,
+    ServiceName::Matcher,
+    ServiceName::Dispatcher,
+];
+
+async fn hub(toml: &str) -> TestHub {
+    TestHub::builder()
+        .services(EVERYTHING)
+        .toml(toml)
+        .start()
+        .await
+}
+
+/// Service `sis` at `sink` and a rule sending each enrolment to `/u/<learner>/<n>`, ordered
+/// by learner.
+async fn ordered_rule(hub: &TestHub, sink: &HttpSink) {
+    let created = hub
+        .api()
+        .post(
+            "/api/v1/services",
+            &json!({"name": "sis", "transport": {"kind": "rest", "base_url": sink.url()},
+                    "concurrency": 16,
+                    "retry": {"max_retries": 10, "backoff_base_ms": 50, "backoff_cap_ms": 200},
+                    "breaker": {"failure_threshold": 1000}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    create_rule(
+        hub,
+        json!({"name": "enrolments in order", "events": ["\\core\\event\\user_enrolment_created"],
+               "service": "sis", "ordering_key": "{{relateduserid}}",
+               "target": {"kind": "rest", "method": "POST", "path": "/u/{{relateduserid}}/{{other.n}}"}}),
+    )
+    .await;
+    hub.wait_for_config(ServiceName::Matcher).await;
+    hub.wait_for_config(ServiceName::Dispatcher).await;
+}
+
+/// Learner `user`'s `n`th enrolment event.
+fn enrolled(user: usize, n: usize) -> Value {
+    let mut event = enrolment();
+    event["relateduserid"] = json!(user);
+    event["objectid"] = json!(user * 1000 + n);
+    event["other"] = json!({"n": n});
+    event
+}
+
+/// Posts `rounds` enrolments of each of `users` learners: round by round, the learners in a
+/// new random order each round, so keys interleave while each key's events go in order.
+async fn post_rounds(hub: &TestHub, users: usize, rounds: usize) {
+    let bearer = [("authorization".to_owned(), format!("Bearer {TEST_TOKEN}"))];
+    let mut rng = rand::rng();
+    for n in 0..rounds {
+        let mut learners: Vec<usize> = (1..=users).collect();
+        learners.shuffle(&mut rng);
+        let batch: Vec<Value> = learners.into_iter().map(|u| enrolled(u, n)).collect();
+        let answer = hub
+            .post_events(
+                Value::from(batch).to_string().into_bytes(),
+                "application/json",
+                &bearer,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    }
+}
+
+/// `(learner, n)` of a request to `/u/<learner>/<n>`.
+fn parse(request: &Recorded) -> (usize, usize) {
+    let mut parts = request.uri.path().trim_start_matches("/u/").split('/');
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected path {}", request.uri))
+    };
+    (next(), next())
+}
+
+/// Waits until every one of `users` × `rounds` events was delivered (answered 2xx).
+async fn wait_delivered(sink: &HttpSink, users: usize, rounds: usize) -> Vec<Recorded> {
+    mih_testkit::eventually(WAIT, || async {
+        let requests = sink.requests();
+        let delivered: std::collections::HashSet<(usize, usize)> = requests
+            .iter()
+            .filter(|r| r.status < 300)
+            .map(parse)
+            .collect();
+        if delivered.len() >= users * rounds {
+            Ok(requests)
+        } else {
+            Err(format!(
+                "{} of {} delivered",
+                delivered.len(),
+                users * rounds
+            ))
+        }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("not everything delivered: {last}"))
+}
+
+/// Asserts that every learner's requests came in order: no request for `n` before `n - 1`
+/// was delivered (a repeat of what was just delivered is the at-least-once promise, not
+/// disorder), and that learners interleaved.
+fn assert_in_order_per_key(requests: &[Recorded], users: usize, rounds: usize) {
+    let mut delivered_up_to: HashMap<usize, Option<usize>> = HashMap::new();
+    for request in requests {
+        let (user, n) = parse(request);
+        let last = delivered_up_to.entry(user).or_insert(None);
+        let expected = last.map_or(0, |l| l + 1);
+        assert!(
+            n == expected || Some(n) == *last,
+            "learner {user}: request for {n} when {last:?} was the last delivered"
+        );
+        if request.status < 300 && n == expected {
+            *last = Some(n);
+        }
+    }
+    assert_eq!(delivered_up_to.len(), users);
+    assert!(
+        delivered_up_to
+            .values()
+            .all(|last| *last == Some(rounds - 1)),
+        "every learner got all {rounds}"
+    );
+    let switches = requests
+        .windows(2)
+        .filter(|pair| parse(&pair[0]).0 != parse(&pair[1]).0)
+        .count();
+    assert!(
+        switches > requests.len() / 2,
+        "keys interleave ({switches} switches in {} requests)",
+        requests.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_learners_events_arrive_in_order_while_learners_interleave() {
+    let hub = hub("").await;
+    let sink = HttpSink::start().await.expect("sink");
+    // Learner 7's first enrolment fails twice: it is retried, and its later ones wait.
+    sink.script_path("/u/7/0", [Reply::status(503), Reply::status(503)]);
+    ordered_rule(&hub, &sink).await;
+
+    post_rounds(&hub, 200, 20).await;
+    let requests = wait_delivered(&sink, 200, 20).await;
+    assert_in_order_per_key(&requests, 200, 20);
+    let learner_7: Vec<(usize, u16)> = requests
+        .iter()
+        .filter(|r| parse(r).0 == 7)
+        .map(|r| (parse(r).1, r.status))
+        .take(4)
+        .collect();
+    assert_eq!(learner_7, [(0, 503), (0, 503), (0, 200), (1, 200)]);
+    // Other learners did not wait for learner 7's retries.
+    let position = |status: u16| {
+        requests
+            .iter()
+            .position(|r| parse(r) == (7, 0) && r.status == status)
+            .expect("attempted")
+    };
+    let (failed, delivered) = (position(503), position(200));
+    let others_meanwhile = requests[failed..delivered]
+        .iter()
+        .filter(|r| parse(r).0 != 7 && r.status == 200)
+        .count();
+    assert!(
+        others_meanwhile > 0,
+        "other learners went on while learner 7 waited for its retries"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dispatchers_and_two_partitions_keep_each_learners_order() {
+    let mut hub = hub("[streams]\njob_partitions = 2\nevent_partitions = 2\n").await;
+    let sink = HttpSink::start().await.expect("sink");
+    ordered_rule(&hub, &sink).await;
+    hub.add_services(&[ServiceName::Dispatcher]).await;
+    hub.wait_for_config(ServiceName::Dispatcher).await;
+
+    post_rounds(&hub, 100, 10).await;
+    let requests = wait_delivered(&sink, 100, 10).await;
+    assert_in_order_per_key(&requests, 100, 10);
+    assert_eq!(
+        stored_order(&hub, 2).await.len(),
+        100,
+        "events of every learner stored"
+    );
+    hub.stop().await;
+}
+
+/// The order EVENTS stored each learner's events in, over `partitions` partitions.
+async fn stored_order(hub: &TestHub, partitions: u16) -> BTreeMap<u64, Vec<u64>> {
+    let mut order: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for partition in 0..partitions {
+        for message in hub
+            .stored(&hub.names().events_partition_stream(partition))
+            .await
+        {
+            let event: Event = messages::decode(&message.payload).expect("an event");
+            let user = event.data["relateduserid"].as_u64().expect("learner");
+            let n = event.data["other"]["n"].as_u64().expect("n");
+            order.entry(user).or_default().push(n);
+        }
+    }
+    for (user, ns) in &order {
+        assert!(
+            ns.windows(2).all(|pair| pair[0] < pair[1]),
+            "learner {user}'s events stored in the order posted: {ns:?}"
+        );
+    }
+    order
+}

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use mih_shared::ServiceName;
-use mih_shared::messages::{self, Event};
+use mih_shared::messages::{self, Event, Job, Request};
 use mih_testkit::sign::TEST_TOKEN;
 use mih_testkit::{HttpSink, Recorded, Reply};
 
@@ -55,7 +55,6 @@ async fn ordered_rule(hub: &TestHub, sink: &HttpSink) {
     )
     .await;
     hub.wait_for_config(ServiceName::Matcher).await;
-    hub.wait_for_config(ServiceName::Dispatcher).await;
 }
 
 /// Learner `user`'s `n`th enrolment event.
@@ -89,12 +88,16 @@ async fn post_rounds(hub: &TestHub, users: usize, rounds: usize) {
 
 /// `(learner, n)` of a request to `/u/<learner>/<n>`.
 fn parse(request: &Recorded) -> (usize, usize) {
-    let mut parts = request.uri.path().trim_start_matches("/u/").split('/');
+    parse_path(request.uri.path())
+}
+
+fn parse_path(path: &str) -> (usize, usize) {
+    let mut parts = path.trim_start_matches("/u/").split('/');
     let mut next = || {
         parts
             .next()
             .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected path {}", request.uri))
+            .unwrap_or_else(|| panic!("unexpected path {path}"))
     };
     (next(), next())
 }
@@ -159,13 +162,30 @@ fn assert_in_order_per_key(requests: &[Recorded], users: usize, rounds: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_learners_events_arrive_in_order_while_learners_interleave() {
-    let hub = hub("").await;
+    // No dispatcher yet: every job waits in JOBS, so the dispatcher finds each learner's 20
+    // together.
+    let mut hub = TestHub::builder()
+        .services(&[ServiceName::Ingest, ServiceName::Api, ServiceName::Matcher])
+        .start()
+        .await;
     let sink = HttpSink::start().await.expect("sink");
-    // Learner 7's first enrolment fails twice: it is retried, and its later ones wait.
-    sink.script_path("/u/7/0", [Reply::status(503), Reply::status(503)]);
+    // The first enrolment of every tenth learner fails twice: it is retried, and that
+    // learner's later ones wait.
+    for user in (7..=200).step_by(10) {
+        sink.script_path(
+            &format!("/u/{user}/0"),
+            [Reply::status(503), Reply::status(503)],
+        );
+    }
     ordered_rule(&hub, &sink).await;
 
     post_rounds(&hub, 200, 20).await;
+    let stored = stored_order(&hub, 1).await;
+    assert_eq!(stored.len(), 200);
+    let queued = queued_order(&hub, 4000).await;
+    assert_eq!(queued, stored, "JOBS holds each learner's jobs in EVENTS order");
+
+    hub.add_services(&[ServiceName::Dispatcher]).await;
     let requests = wait_delivered(&sink, 200, 20).await;
     assert_in_order_per_key(&requests, 200, 20);
     let learner_7: Vec<(usize, u16)> = requests
@@ -199,8 +219,8 @@ async fn two_dispatchers_and_two_partitions_keep_each_learners_order() {
     let mut hub = hub("[streams]\njob_partitions = 2\nevent_partitions = 2\n").await;
     let sink = HttpSink::start().await.expect("sink");
     ordered_rule(&hub, &sink).await;
-    hub.add_services(&[ServiceName::Dispatcher]).await;
     hub.wait_for_config(ServiceName::Dispatcher).await;
+    hub.add_services(&[ServiceName::Dispatcher]).await;
 
     post_rounds(&hub, 100, 10).await;
     let requests = wait_delivered(&sink, 100, 10).await;
@@ -211,6 +231,30 @@ async fn two_dispatchers_and_two_partitions_keep_each_learners_order() {
         "events of every learner stored"
     );
     hub.stop().await;
+}
+
+/// The order JOBS holds each learner's jobs in, once it holds `count`.
+async fn queued_order(hub: &TestHub, count: usize) -> BTreeMap<u64, Vec<u64>> {
+    let jobs = mih_testkit::eventually(WAIT, || async {
+        let jobs = hub.stored(&hub.names().jobs_stream()).await;
+        if jobs.len() >= count {
+            Ok(jobs)
+        } else {
+            Err(format!("{} of {count} jobs queued", jobs.len()))
+        }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("jobs not queued: {last}"));
+    let mut order: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for message in jobs {
+        let job: Job = messages::decode(&message.payload).expect("a job");
+        let Request::Http(request) = &job.request else {
+            panic!("an HTTP job");
+        };
+        let (user, n) = parse_path(&request.path);
+        order.entry(user as u64).or_default().push(n as u64);
+    }
+    order
 }
 
 /// The order EVENTS stored each learner's events in, over `partitions` partitions.

@@ -18,16 +18,12 @@ use crate::harness::TestHub;
 use crate::matcher::{create_rule, enrolment};
 
 const WAIT: Duration = Duration::from_secs(90);
-const EVERYTHING: &[ServiceName] = &[
-    ServiceName::Ingest,
-    ServiceName::Api,
-    ServiceName::Matcher,
-    ServiceName::Dispatcher,
-];
+/// Ingest, api and matcher: no dispatcher yet, so jobs wait in JOBS.
+const NO_DISPATCHER: &[ServiceName] = &[ServiceName::Ingest, ServiceName::Api, ServiceName::Matcher];
 
 async fn hub(toml: &str) -> TestHub {
     TestHub::builder()
-        .services(EVERYTHING)
+        .services(NO_DISPATCHER)
         .toml(toml)
         .start()
         .await
@@ -164,10 +160,7 @@ fn assert_in_order_per_key(requests: &[Recorded], users: usize, rounds: usize) {
 async fn each_learners_events_arrive_in_order_while_learners_interleave() {
     // No dispatcher yet: every job waits in JOBS, so the dispatcher finds each learner's 20
     // together.
-    let mut hub = TestHub::builder()
-        .services(&[ServiceName::Ingest, ServiceName::Api, ServiceName::Matcher])
-        .start()
-        .await;
+    let mut hub = hub("").await;
     let sink = HttpSink::start().await.expect("sink");
     // The first enrolment of every tenth learner fails twice: it is retried, and that
     // learner's later ones wait.
@@ -218,11 +211,17 @@ async fn each_learners_events_arrive_in_order_while_learners_interleave() {
 async fn two_dispatchers_and_two_partitions_keep_each_learners_order() {
     let mut hub = hub("[streams]\njob_partitions = 2\nevent_partitions = 2\n").await;
     let sink = HttpSink::start().await.expect("sink");
+    for user in (3..=100).step_by(10) {
+        sink.script_path(&format!("/u/{user}/0"), [Reply::status(503)]);
+        sink.script_path(&format!("/u/{user}/4"), [Reply::status(503)]);
+    }
     ordered_rule(&hub, &sink).await;
-    hub.wait_for_config(ServiceName::Dispatcher).await;
+    post_rounds(&hub, 100, 10).await;
+    hub.wait_for_matcher_idle().await;
+    // Both replicas start with every learner's jobs waiting.
+    hub.add_services(&[ServiceName::Dispatcher]).await;
     hub.add_services(&[ServiceName::Dispatcher]).await;
 
-    post_rounds(&hub, 100, 10).await;
     let requests = wait_delivered(&sink, 100, 10).await;
     assert_in_order_per_key(&requests, 100, 10);
     assert_eq!(

@@ -179,6 +179,117 @@ impl OrderGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_nats::jetstream::{self, AckKind, consumer::pull};
+    use futures::StreamExt;
+    use mih_testkit::NatsServer;
+
+    /// Whether `task` is still waiting after a moment.
+    async fn still_waiting(task: &tokio::task::JoinHandle<bool>) -> bool {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        !task.is_finished()
+    }
+
+    async fn turn_of(gate: &Arc<OrderGate>, sequence: u64) -> tokio::task::JoinHandle<bool> {
+        let gate = Arc::clone(gate);
+        tokio::spawn(async move { gate.wait_turn(sequence).await })
+    }
+
+    #[tokio::test]
+    async fn an_event_waits_for_every_earlier_one_here_and_on_other_replicas() {
+        let nats = NatsServer::start().await.expect("nats-server");
+        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+        let stream = js
+            .create_stream(jetstream::stream::Config {
+                name: "EVENTS".into(),
+                subjects: vec!["events".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("stream");
+        for _ in 0..5 {
+            js.publish("events", "{}".into())
+                .await
+                .expect("publish")
+                .await
+                .expect("stored");
+        }
+        let consumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some("matcher".into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let messages: Vec<jetstream::Message> = consumer
+            .fetch()
+            .max_messages(5)
+            .messages()
+            .await
+            .expect("fetch")
+            .map(|m| m.expect("message"))
+            .collect()
+            .await;
+        assert_eq!(messages.len(), 5);
+
+        // This replica holds 1 to 3.
+        let here = Arc::new(OrderGate::new(consumer.clone()));
+        for sequence in 1..=3 {
+            here.hold(sequence);
+        }
+        assert!(turn_of(&here, 1).await.await.expect("joins"), "the first never waits");
+        let third = turn_of(&here, 3).await;
+        assert!(still_waiting(&third).await, "1 and 2 are not done");
+        here.settle(2, true);
+        assert!(still_waiting(&third).await, "1 is not done");
+        here.settle(1, true);
+        assert!(third.await.expect("joins"), "1 and 2 done: 3's turn");
+        here.settle(3, true);
+        for message in &messages[..3] {
+            message.double_ack().await.expect("ack");
+        }
+
+        // Another replica holds 5; 4 is held by neither (its replica died, or it waits for a
+        // redelivery): 5 waits until the consumer's ack floor passes 4.
+        let there = Arc::new(OrderGate::new(consumer.clone()));
+        there.hold(5);
+        let fifth = turn_of(&there, 5).await;
+        assert!(still_waiting(&fifth).await, "4 is not acknowledged");
+        messages[3]
+            .ack_with(AckKind::Ack)
+            .await
+            .expect("ack 4");
+        assert!(fifth.await.expect("joins"), "4 acknowledged: 5's turn");
+    }
+
+    #[tokio::test]
+    async fn an_event_whose_turn_does_not_come_is_handed_back_after_its_patience() {
+        let nats = NatsServer::start().await.expect("nats-server");
+        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
+        let stream = js
+            .create_stream(jetstream::stream::Config {
+                name: "EVENTS".into(),
+                subjects: vec!["events".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("stream");
+        let consumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some("matcher".into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let gate = Arc::new(OrderGate::new(consumer));
+        gate.hold(1);
+        gate.hold(2);
+        let started = Instant::now();
+        assert!(!gate.wait_turn(2).await, "1 is never done");
+        assert!(started.elapsed() >= PATIENCE);
+        assert!(gate.state().waiting.is_empty(), "no waiter left behind");
+    }
 
     #[test]
     fn the_floor_moves_over_events_done_in_a_row_and_stops_at_a_gap() {

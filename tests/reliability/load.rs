@@ -35,6 +35,8 @@ pub fn event(n: u64) -> Value {
         .next()
         .expect("a fixture event");
     event["objectid"] = Value::from(n);
+    // Forty learners: what a rule ordered by learner keeps in order.
+    event["relateduserid"] = Value::from(1000 + n % 40);
     event
 }
 

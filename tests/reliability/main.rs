@@ -32,6 +32,11 @@ async fn kill_dispatcher() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dispatcher_with_ordered_delivery() {
+    run("kill-dispatcher-ordered", Fault::KillOrdered).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_replicas_with_partitions() {
     run("kill-replicas-partitions", Fault::KillReplicas).await;
 }

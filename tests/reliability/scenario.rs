@@ -1,7 +1,7 @@
 //! One scenario: a hub of separate processes under steady load, one fault injected (and
 //! repeated, in the long variant), then the accounting.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use mih_shared::messages::{self, DeadLetter};
+use mih_shared::messages::{self, DeadLetter, Event};
 use mih_testkit::private_postgres::PrivatePostgres;
 use mih_testkit::rabbitmq::RabbitMqNode;
 use mih_testkit::{HttpSink, NatsCluster, NatsServer, Reply, TestDatabase, eventually};
@@ -41,6 +41,9 @@ pub enum Fault {
     /// Two replicas each of ingest, matcher and dispatcher, JOBS in four partitions: kill -9
     /// one matcher and one dispatcher replica, then start them again.
     KillReplicas,
+    /// The rule delivers in order per learner: kill -9 the dispatcher, then start it again;
+    /// each learner's events must still reach the target in the order EVENTS stored them.
+    KillOrdered,
     /// Stop the (private) PostgreSQL, then start it again.
     Postgres,
     /// Stop the (private) RabbitMQ node, then start it again; the target is an AMQP queue.
@@ -62,6 +65,10 @@ impl Fault {
     /// that refuses them for good (422), the whole run long.
     fn with_dead_letters(self) -> bool {
         matches!(self, Fault::Kill("dlq") | Fault::Postgres)
+    }
+
+    fn ordered(self) -> bool {
+        self == Fault::KillOrdered
     }
 
     fn on_a_cluster(self) -> bool {
@@ -140,6 +147,7 @@ struct Sinks {
 /// Fields drop in order: the hub's processes first, the servers they use last.
 struct World {
     name: &'static str,
+    fault: Fault,
     hub: Hub,
     flapping: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     target: Arc<FaultyTarget>,
@@ -243,6 +251,12 @@ pub async fn run(name: &'static str, fault: Fault) {
     if let Err(e) = settled {
         panic!("{name}: {e}\n{}", world.hub.complaints());
     }
+    if fault.ordered() {
+        world
+            .check_order(&deliveries)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: out of order: {e}"));
+    }
     assert!(
         report.accepted > 0,
         "{name}: nothing was accepted: {:?}",
@@ -309,6 +323,7 @@ impl World {
         let client = async_nats::connect(nats.urls()).await.expect("nats client");
         Self {
             name,
+            fault,
             nats,
             killed_node: None,
             notes: Vec::new(),
@@ -351,13 +366,74 @@ impl World {
             service.extend(policy.clone());
         }
         self.hub.create("/api/v1/services", &service).await;
-        self.hub
-            .create(
-                "/api/v1/rules",
-                &json!({"name": "everything", "events": ["*"], "service": "target",
-                        "target": target, "body": body}),
-            )
-            .await;
+        let mut rule = json!({"name": "everything", "events": ["*"], "service": "target",
+                              "target": target, "body": body});
+        if self.fault.ordered() {
+            rule["ordering_key"] = json!("{{relateduserid}}");
+        }
+        self.hub.create("/api/v1/rules", &rule).await;
+    }
+
+    /// Each learner's first deliveries in the order EVENTS stored the learner's events.
+    async fn check_order(&self, deliveries: &[Delivery]) -> Result<(), String> {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let stream = js
+            .get_stream(self.hub.names().events_stream())
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = stream.get_info().await.map_err(|e| e.to_string())?.state;
+        let mut learner_of = HashMap::new();
+        let mut stored: HashMap<u64, Vec<String>> = HashMap::new();
+        for sequence in state.first_sequence..=state.last_sequence {
+            let Ok(message) = stream.direct_get(sequence).await else {
+                continue;
+            };
+            let event: Event = messages::decode(&message.payload).map_err(|e| e.to_string())?;
+            let learner = event.data["relateduserid"].as_u64().unwrap_or(0);
+            learner_of.insert(event.id.to_string(), learner);
+            stored
+                .entry(learner)
+                .or_default()
+                .push(event.id.to_string());
+        }
+        let mut seen = HashSet::new();
+        let mut arrived: HashMap<u64, Vec<String>> = HashMap::new();
+        for delivery in deliveries {
+            if seen.insert(delivery.event_id.clone())
+                && let Some(learner) = learner_of.get(&delivery.event_id)
+            {
+                arrived
+                    .entry(*learner)
+                    .or_default()
+                    .push(delivery.event_id.clone());
+            }
+        }
+        if arrived.len() < 40 {
+            return Err(format!(
+                "deliveries of {} learners seen, 40 expected",
+                arrived.len()
+            ));
+        }
+        for (learner, arrived) in &arrived {
+            let expected: Vec<&String> = stored
+                .get(learner)
+                .map(|ids| ids.iter().filter(|id| seen.contains(*id)).collect())
+                .unwrap_or_default();
+            let arrived: Vec<&String> = arrived.iter().collect();
+            if arrived != expected {
+                let at = arrived
+                    .iter()
+                    .zip(&expected)
+                    .position(|(a, e)| a != e)
+                    .unwrap_or(0);
+                return Err(format!(
+                    "learner {learner}: delivery {at} was {:?}, EVENTS order says {:?}",
+                    arrived.get(at),
+                    expected.get(at)
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Posts probe events until one comes through: the configuration reached every service.
@@ -432,6 +508,7 @@ impl World {
     async fn inject(&mut self, fault: Fault) {
         match fault {
             Fault::Kill(service) => self.hub.kill(service).await,
+            Fault::KillOrdered => self.hub.kill("dispatcher").await,
             Fault::KillReplicas => {
                 self.hub.kill("matcher-1").await;
                 self.hub.kill("dispatcher-1").await;
@@ -463,6 +540,7 @@ impl World {
     async fn recover(&mut self, fault: Fault) {
         match fault {
             Fault::Kill(service) => self.hub.restart(service).await,
+            Fault::KillOrdered => self.hub.restart("dispatcher").await,
             Fault::KillReplicas => {
                 self.hub.restart("matcher-1").await;
                 self.hub.restart("dispatcher-1").await;

@@ -19,7 +19,8 @@ use crate::matcher::{create_rule, enrolment};
 
 const WAIT: Duration = Duration::from_secs(90);
 /// Ingest, api and matcher: no dispatcher yet, so jobs wait in JOBS.
-const NO_DISPATCHER: &[ServiceName] = &[ServiceName::Ingest, ServiceName::Api, ServiceName::Matcher];
+const NO_DISPATCHER: &[ServiceName] =
+    &[ServiceName::Ingest, ServiceName::Api, ServiceName::Matcher];
 
 async fn hub(toml: &str) -> TestHub {
     TestHub::builder()
@@ -176,7 +177,10 @@ async fn each_learners_events_arrive_in_order_while_learners_interleave() {
     let stored = stored_order(&hub, 1).await;
     assert_eq!(stored.len(), 200);
     let queued = queued_order(&hub, 4000).await;
-    assert_eq!(queued, stored, "JOBS holds each learner's jobs in EVENTS order");
+    assert_eq!(
+        queued, stored,
+        "JOBS holds each learner's jobs in EVENTS order"
+    );
 
     hub.add_services(&[ServiceName::Dispatcher]).await;
     let requests = wait_delivered(&sink, 200, 20).await;

@@ -237,7 +237,10 @@ mod tests {
         for sequence in 1..=3 {
             here.hold(sequence);
         }
-        assert!(turn_of(&here, 1).await.await.expect("joins"), "the first never waits");
+        assert!(
+            turn_of(&here, 1).await.await.expect("joins"),
+            "the first never waits"
+        );
         let third = turn_of(&here, 3).await;
         assert!(still_waiting(&third).await, "1 and 2 are not done");
         here.settle(2, true);
@@ -255,10 +258,7 @@ mod tests {
         there.hold(5);
         let fifth = turn_of(&there, 5).await;
         assert!(still_waiting(&fifth).await, "4 is not acknowledged");
-        messages[3]
-            .ack_with(AckKind::Ack)
-            .await
-            .expect("ack 4");
+        messages[3].ack_with(AckKind::Ack).await.expect("ack 4");
         assert!(fifth.await.expect("joins"), "4 acknowledged: 5's turn");
     }
 

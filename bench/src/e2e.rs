@@ -40,11 +40,11 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     fanout: usize,
     /// Scenario groups to run (all by default): limits, rates, saturation, dispatchers, fanout,
-    /// scaling.
+    /// scaling, ordered.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "limits,rates,saturation,dispatchers,fanout,scaling"
+        default_value = "limits,rates,saturation,dispatchers,fanout,scaling,ordered"
     )]
     only: Vec<Scenario>,
     /// Ingest processes of the rates and saturation scenarios; the benchmark spreads its
@@ -112,7 +112,14 @@ enum Scenario {
     Fanout,
     /// Saturation with 1, 2, 4 … replicas of ingest, matcher and dispatcher (`--scale`).
     Scaling,
+    /// Saturation with a rule ordered by key: 1,000 keys, 10 events each, next to the same
+    /// events unordered.
+    Ordered,
 }
+
+/// Keys and events per key of the ordered scenario.
+const ORDERED_KEYS: usize = 1_000;
+const EVENTS_PER_KEY: usize = 10;
 
 /// How many processes of each event-path service a scenario runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,21 +178,21 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
         }
     }
     if wanted(Scenario::Saturation) {
-        rows.push(saturation(args.events, chosen, 1, &setup).await?);
+        rows.push(saturation(args.events, chosen, Rules::Plain(1), &setup).await?);
     }
     if wanted(Scenario::Dispatchers) {
         let two = Replicas {
             dispatcher: 2,
             ..chosen
         };
-        rows.push(saturation(args.events, two, 1, &setup).await?);
+        rows.push(saturation(args.events, two, Rules::Plain(1), &setup).await?);
     }
     if wanted(Scenario::Fanout) {
         rows.push(
             saturation(
                 args.events / args.fanout.max(1),
                 chosen,
-                args.fanout,
+                Rules::Plain(args.fanout),
                 &setup,
             )
             .await?,
@@ -193,8 +200,21 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
     }
     if wanted(Scenario::Scaling) {
         for &n in &args.scale {
-            rows.push(saturation(args.events, Replicas::each(n.max(1)), 1, &setup).await?);
+            rows.push(
+                saturation(
+                    args.events,
+                    Replicas::each(n.max(1)),
+                    Rules::Plain(1),
+                    &setup,
+                )
+                .await?,
+            );
         }
+    }
+    if wanted(Scenario::Ordered) {
+        let total = ORDERED_KEYS * EVENTS_PER_KEY;
+        rows.push(saturation(total, chosen, Rules::Plain(1), &setup).await?);
+        rows.push(saturation(total, chosen, Rules::Ordered, &setup).await?);
     }
     Ok(rows)
 }
@@ -205,8 +225,25 @@ fn event(n: usize) -> Value {
     let mut event = fixtures[n % fixtures.len()].clone();
     event["timecreated"] = json!(1_772_006_400 + n as i64);
     let size = event.to_string().len() + 40;
-    event["other"] = json!({"bench": n, "pad": "x".repeat(EVENT_BYTES.saturating_sub(size))});
+    event["other"] = json!({"bench": n, "key": n % ORDERED_KEYS,
+                            "pad": "x".repeat(EVENT_BYTES.saturating_sub(size))});
     event
+}
+
+/// The rules of a scenario: `n` rules every event matches, or one ordered by `other.key`.
+#[derive(Debug, Clone, Copy)]
+enum Rules {
+    Plain(usize),
+    Ordered,
+}
+
+impl Rules {
+    fn count(self) -> usize {
+        match self {
+            Rules::Plain(n) => n,
+            Rules::Ordered => 1,
+        }
+    }
 }
 
 /// The hub as one process per service, an HTTP sink, one service and `rules` rules that every
@@ -223,7 +260,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    async fn start(replicas: Replicas, rules: usize, setup: &Setup) -> anyhow::Result<Self> {
+    async fn start(replicas: Replicas, rules: Rules, setup: &Setup) -> anyhow::Result<Self> {
         let mut env = vec![
             ("MIH_DISPATCHER_LISTEN", "127.0.0.1:0".to_owned()),
             ("MIH_DLQ_LISTEN", "127.0.0.1:0".to_owned()),
@@ -264,13 +301,13 @@ impl Pipeline {
         if !answer.status().is_success() {
             bail!("creating the service: {}", answer.text().await?);
         }
-        for r in 0..rules {
-            let answer = admin(
-                "/api/v1/rules",
-                json!({"name": format!("rule {r}"), "events": ["*"], "service": "target",
-                       "target": {"kind": "rest", "method": "POST", "path": format!("/r/{r}")}}),
-            )
-            .await?;
+        for r in 0..rules.count() {
+            let mut rule = json!({"name": format!("rule {r}"), "events": ["*"], "service": "target",
+                                  "target": {"kind": "rest", "method": "POST", "path": format!("/r/{r}")}});
+            if matches!(rules, Rules::Ordered) {
+                rule["ordering_key"] = json!("{{other.key}}");
+            }
+            let answer = admin("/api/v1/rules", rule).await?;
             if !answer.status().is_success() {
                 bail!("creating rule {r}: {}", answer.text().await?);
             }
@@ -302,7 +339,7 @@ impl Pipeline {
             processes,
             http,
         };
-        pipeline.warm_up(rules).await?;
+        pipeline.warm_up(rules.count()).await?;
         Ok(pipeline)
     }
 
@@ -550,7 +587,7 @@ async fn fixed_rate(
     replicas: Replicas,
     setup: &Setup,
 ) -> anyhow::Result<Row> {
-    let pipeline = Arc::new(Pipeline::start(replicas, 1, setup).await?);
+    let pipeline = Arc::new(Pipeline::start(replicas, Rules::Plain(1), setup).await?);
     let skip = pipeline.sink.count();
     let total = usize::try_from(rate * seconds)?;
     let sent = Arc::new(Mutex::new(HashMap::with_capacity(total)));
@@ -688,7 +725,7 @@ async fn rss_by_minute(
 async fn saturation(
     total: usize,
     replicas: Replicas,
-    rules: usize,
+    rules: Rules,
     setup: &Setup,
 ) -> anyhow::Result<Row> {
     let pipeline = Arc::new(Pipeline::start(replicas, rules, setup).await?);
@@ -713,19 +750,27 @@ async fn saturation(
         })
         .await;
     let sent = std::mem::take(&mut *sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
-    await_deliveries(&pipeline, skip, sent.len() * rules).await?;
+    await_deliveries(&pipeline, skip, sent.len() * rules.count()).await?;
     let arrivals = pipeline.arrivals(skip);
     let (values, last) = latencies(&sent, &arrivals);
     let elapsed = last.map_or(began.elapsed(), |l| l.saturating_duration_since(began));
     let services = usage(&start, elapsed);
     let name = match rules {
-        1 => format!("e2e saturation{}", replicas.label()),
-        r => format!("e2e fan-out 1 → {r} rules{}", replicas.label()),
+        Rules::Plain(1) if total == ORDERED_KEYS * EVENTS_PER_KEY => format!(
+            "e2e {ORDERED_KEYS} keys × {EVENTS_PER_KEY}, unordered{}",
+            replicas.label()
+        ),
+        Rules::Plain(1) => format!("e2e saturation{}", replicas.label()),
+        Rules::Plain(r) => format!("e2e fan-out 1 → {r} rules{}", replicas.label()),
+        Rules::Ordered => format!(
+            "e2e {ORDERED_KEYS} keys × {EVENTS_PER_KEY}, ordered by key{}",
+            replicas.label()
+        ),
     };
     let mut row = latency_row(
         traced(name, setup),
         sent.len(),
-        rules,
+        rules.count(),
         elapsed,
         &values,
         services,

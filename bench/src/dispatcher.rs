@@ -100,6 +100,7 @@ fn job(service: &str, request: Request) -> anyhow::Result<Job> {
         created_at: Utc::now(),
         replay_of: None,
         ordering_key: None,
+        hold_key: false,
         source: None,
         eventname: None,
     })

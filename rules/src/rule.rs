@@ -190,6 +190,7 @@ impl CompiledRule {
             origin,
             created_at: Utc::now(),
             replay_of: None,
+            hold_key: ordering_key.is_some() && !rule.ordering_on_dead_letter.is_skip(),
             ordering_key,
             source: Some(event.event.source.clone()),
             eventname: event

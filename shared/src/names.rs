@@ -187,6 +187,14 @@ impl Names {
     pub fn attempts_bucket(&self) -> String {
         format!("{}_attempts", self.ns)
     }
+    /// Ordering keys held by a dead letter (rules with `ordering_on_dead_letter: hold`).
+    pub fn held_keys_bucket(&self) -> String {
+        format!("{}_held_keys", self.ns)
+    }
+    /// The held-keys entry of one service's key: `<service>.<key hash>`.
+    pub fn held_key(&self, service: &ServiceSlug, key_hash: &str) -> String {
+        format!("{service}.{key_hash}")
+    }
 
     /// `<ns>.events.<source>.<component>.<event>` for a Moodle event.
     pub fn event_subject(&self, source: &SourceId, event: &crate::moodle::EventName) -> String {

@@ -27,10 +27,11 @@ pub enum Resource {
     CircuitsKv,
     DedupKv,
     AttemptsKv,
+    HeldKeysKv,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 9] = [
+    pub const ALL: [Resource; 10] = [
         Resource::Events,
         Resource::Jobs,
         Resource::Results,
@@ -40,6 +41,7 @@ impl Resource {
         Resource::CircuitsKv,
         Resource::DedupKv,
         Resource::AttemptsKv,
+        Resource::HeldKeysKv,
     ];
 
     /// What each service reads or writes, and therefore ensures at start.
@@ -49,11 +51,11 @@ impl Resource {
             ServiceName::Ingest => &[Events, Inbound, ConfigKv],
             ServiceName::Matcher => &[Events, Jobs, Dlq, ConfigKv, DedupKv],
             ServiceName::Dispatcher => &[
-                Jobs, Results, Dlq, Inbound, ConfigKv, CircuitsKv, AttemptsKv,
+                Jobs, Results, Dlq, Inbound, ConfigKv, CircuitsKv, AttemptsKv, HeldKeysKv,
             ],
             ServiceName::Dlq => &[Dlq, Jobs, ConfigKv],
             ServiceName::Api => &[
-                Events, Jobs, Results, Dlq, Inbound, ConfigKv, CircuitsKv, DedupKv,
+                Events, Jobs, Results, Dlq, Inbound, ConfigKv, CircuitsKv, DedupKv, HeldKeysKv,
             ],
         }
     }
@@ -240,7 +242,8 @@ impl Topology {
             Resource::ConfigKv
             | Resource::CircuitsKv
             | Resource::DedupKv
-            | Resource::AttemptsKv => None,
+            | Resource::AttemptsKv
+            | Resource::HeldKeysKv => None,
         }
     }
 
@@ -283,6 +286,13 @@ impl Topology {
                 1,
                 UNCOUNTED_KEPT,
                 "Deliveries of a job that did not count against its retries",
+            )),
+            Resource::HeldKeysKv => Some(bucket(
+                n.held_keys_bucket(),
+                1,
+                // Never expires: a held key waits for someone to resolve its dead letter.
+                Duration::ZERO,
+                "Ordering keys held by a dead letter: service.key hash -> dead job id",
             )),
             Resource::Events
             | Resource::Jobs

@@ -49,6 +49,7 @@ pub fn job(service: &str, path: &str, body: &str) -> Job {
         created_at: Utc::now(),
         replay_of: None,
         ordering_key: None,
+        hold_key: false,
         source: Some(SourceId::parse("moodle").expect("fixture source is valid")),
         eventname: Some("\\core\\event\\user_created".to_owned()),
     }

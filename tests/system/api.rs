@@ -288,6 +288,7 @@ async fn rules_round_trip() {
         "patterns normalised"
     );
     assert_eq!(created.body["content_type"], "application/json");
+    assert_eq!(created.body["ordering_on_dead_letter"], "skip", "the default");
     let id = created.body["id"].as_str().expect("id").to_owned();
 
     let defaulted = api
@@ -676,6 +677,12 @@ async fn every_validation_rule_answers_422_naming_the_field() {
             "/api/v1/rules",
             json!({"name": "r", "events": ["*"], "service": "sis", "ordering_key": "{{/if}}"}),
             &["ordering_key"],
+        ),
+        (
+            "/api/v1/rules",
+            json!({"name": "r", "events": ["*"], "service": "sis", "ordering_key": "{{userid}}",
+                   "ordering_on_dead_letter": "wait"}),
+            &["ordering_on_dead_letter"],
         ),
         ("/api/v1/tokens", json!({"role": "viewer"}), &["label"]),
         ("/api/v1/tokens", json!({"label": "x"}), &["role"]),

@@ -71,6 +71,7 @@ pub(crate) fn job(service: &str, method: HttpMethod, path: &str, body: Option<&s
         created_at: Utc::now(),
         replay_of: None,
         ordering_key: None,
+        hold_key: false,
         source: None,
         eventname: None,
     }

@@ -282,3 +282,149 @@ async fn stored_order(hub: &TestHub, partitions: u16) -> BTreeMap<u64, Vec<u64>>
     }
     order
 }
+
+/// Services `skip` and `hold` at `sink`, each with a rule ordered by learner whose
+/// `ordering_on_dead_letter` is the service's name; a 422 is dead-lettered at once.
+async fn dead_letter_rules(hub: &TestHub, sink: &HttpSink) {
+    for choice in ["skip", "hold"] {
+        let created = hub
+            .api()
+            .post(
+                "/api/v1/services",
+                &json!({"name": choice, "transport": {"kind": "rest", "base_url": format!("{}/{choice}", sink.url())},
+                        "retry": {"max_retries": 1, "backoff_base_ms": 10, "backoff_cap_ms": 10}}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let rule = create_rule(
+            hub,
+            json!({"name": format!("in order, {choice}"), "events": ["\\core\\event\\user_enrolment_created"],
+                   "service": choice, "ordering_key": "{{relateduserid}}", "ordering_on_dead_letter": choice,
+                   "target": {"kind": "rest", "method": "POST", "path": "/u/{{relateduserid}}/{{other.n}}"}}),
+        )
+        .await;
+        let stored = hub.api().get(&format!("/api/v1/rules/{rule}")).await;
+        assert_eq!(stored.body["ordering_on_dead_letter"], choice);
+    }
+    hub.wait_for_config(ServiceName::Matcher).await;
+    hub.wait_for_config(ServiceName::Dispatcher).await;
+}
+
+/// Paths the sink answered 2xx, in order.
+fn delivered_paths(sink: &HttpSink) -> Vec<String> {
+    sink.requests()
+        .iter()
+        .filter(|r| r.status < 300)
+        .map(|r| r.uri.path().to_owned())
+        .collect()
+}
+
+async fn wait_for_paths(sink: &HttpSink, paths: &[&str]) {
+    mih_testkit::eventually(WAIT, || async {
+        let delivered = delivered_paths(sink);
+        match paths.iter().find(|p| !delivered.iter().any(|d| d == *p)) {
+            None => Ok(()),
+            Some(missing) => Err(format!("{missing} not delivered; delivered: {delivered:?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("{last}"));
+}
+
+/// The dead letter of `service` for learner `user`'s first enrolment.
+async fn dead_letter_of(hub: &TestHub, service: &str, user: usize) -> String {
+    let path = format!("/u/{user}/0");
+    mih_testkit::eventually(WAIT, || async {
+        let listed = hub
+            .api()
+            .get(&format!("/api/v1/dead-letters?service={service}&status=dead"))
+            .await;
+        for item in listed.body["items"].as_array().into_iter().flatten() {
+            let Some(id) = item["job_id"].as_str() else {
+                continue;
+            };
+            let detail = hub.api().get(&format!("/api/v1/dead-letters/{id}")).await;
+            if detail.body["request"]["path"] == path.as_str() {
+                return Ok(id.to_owned());
+            }
+        }
+        Err(format!("no dead letter for {path} yet: {}", listed.body))
+    })
+    .await
+    .unwrap_or_else(|last| panic!("{last}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_skips_or_holds_its_key_as_the_rule_says() {
+    let hub = TestHub::builder()
+        .services(&[
+            ServiceName::Ingest,
+            ServiceName::Api,
+            ServiceName::Matcher,
+            ServiceName::Dispatcher,
+            ServiceName::Dlq,
+        ])
+        .start()
+        .await;
+    let sink = HttpSink::start().await.expect("sink");
+    for choice in ["skip", "hold"] {
+        sink.script_path(&format!("/{choice}/u/1/0"), [Reply::status(422)]);
+    }
+    dead_letter_rules(&hub, &sink).await;
+    post_rounds(&hub, 2, 3).await;
+
+    // Skip: learner 1's later enrolments go on. Hold: learner 2 is not held back by learner 1.
+    wait_for_paths(
+        &sink,
+        &["/skip/u/1/1", "/skip/u/1/2", "/hold/u/2/0", "/hold/u/2/1", "/hold/u/2/2"],
+    )
+    .await;
+    // Hold: learner 1's later enrolments wait for the dead letter.
+    let held = dead_letter_of(&hub, "hold", 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delivered = delivered_paths(&sink);
+    assert!(
+        !delivered.iter().any(|p| p.starts_with("/hold/u/1/")),
+        "learner 1 is held: {delivered:?}"
+    );
+
+    // Its replay is delivered ahead of them, then they follow in order.
+    let replayed = hub
+        .api()
+        .post(&format!("/api/v1/dead-letters/{held}/replay"), &json!({}))
+        .await;
+    assert_eq!(replayed.status, StatusCode::ACCEPTED, "{}", replayed.body);
+    wait_for_paths(&sink, &["/hold/u/1/0", "/hold/u/1/1", "/hold/u/1/2"]).await;
+    let learner_1: Vec<String> = delivered_paths(&sink)
+        .into_iter()
+        .filter(|p| p.starts_with("/hold/u/1/"))
+        .collect();
+    assert_eq!(learner_1, ["/hold/u/1/0", "/hold/u/1/1", "/hold/u/1/2"]);
+
+    // Held again by a new failure, and released by deleting the dead letter.
+    sink.script_path("/hold/u/3/0", [Reply::status(422)]);
+    let bearer = [("authorization".to_owned(), format!("Bearer {TEST_TOKEN}"))];
+    let batch: Vec<Value> = (0..2).map(|n| enrolled(3, n)).collect();
+    let answer = hub
+        .post_events(
+            Value::from(batch).to_string().into_bytes(),
+            "application/json",
+            &bearer,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    let held = dead_letter_of(&hub, "hold", 3).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!delivered_paths(&sink).iter().any(|p| p == "/hold/u/3/1"));
+    let deleted = hub
+        .api()
+        .delete(&format!("/api/v1/dead-letters/{held}"))
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+    wait_for_paths(&sink, &["/hold/u/3/1"]).await;
+    assert!(
+        !delivered_paths(&sink).iter().any(|p| p == "/hold/u/3/0"),
+        "a deleted dead letter is not delivered"
+    );
+    hub.stop().await;
+}

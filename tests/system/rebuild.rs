@@ -35,6 +35,7 @@ fn job(service: &str, path: &str) -> Job {
         created_at: Utc::now(),
         replay_of: None,
         ordering_key: None,
+        hold_key: false,
         source: Some("moodle".parse().expect("source")),
         eventname: Some("\\core\\event\\user_created".to_owned()),
     }

@@ -81,6 +81,7 @@ fn rule(
         body: None,
         content_type: "application/json".into(),
         ordering_key: None,
+        ordering_on_dead_letter: Default::default(),
         version: 1,
     }
 }

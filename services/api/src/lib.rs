@@ -117,6 +117,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     tokio::spawn(replay::runner(state.replayer(), shutdown.clone()));
     tokio::spawn(retention::periodically(
         state.db.clone(),
+        state.replayer(),
         ctx.config.retention.clone(),
         shutdown.clone(),
     ));

@@ -34,7 +34,12 @@ impl Purged {
 }
 
 /// Purges every `retention.interval` until shutdown.
-pub(crate) async fn periodically(db: PgPool, settings: RetentionConfig, shutdown: Shutdown) {
+pub(crate) async fn periodically(
+    db: PgPool,
+    replayer: crate::replay::Replayer,
+    settings: RetentionConfig,
+    shutdown: Shutdown,
+) {
     loop {
         tokio::select! {
             () = shutdown.triggered() => return,
@@ -43,6 +48,14 @@ pub(crate) async fn periodically(db: PgPool, settings: RetentionConfig, shutdown
         match purge_if_leader(&db, &settings).await {
             Ok(Some(purged)) if purged.total() > 0 => {
                 tracing::info!(rows = purged.total(), tables = ?purged.by_table, "retention purge");
+                // A purged dead letter no longer holds its ordering key.
+                if purged
+                    .by_table
+                    .iter()
+                    .any(|(table, n)| *table == mih_dlq::store::RETENTION.table && *n > 0)
+                {
+                    replayer.release_held_keys(None).await;
+                }
             }
             Ok(_) => {}
             Err(error) => {

@@ -207,6 +207,7 @@ async fn call_service(
         created_at: Utc::now(),
         replay_of: None,
         ordering_key: None,
+        hold_key: false,
         source: None,
         eventname: None,
     };

@@ -25,6 +25,7 @@ use crate::breaker::Breaker;
 use crate::outcome_batch::BatchLimits;
 use crate::record::Recorder;
 use crate::transport::{Target, TransportEnv};
+use crate::held::HeldKeys;
 use crate::uncounted::Uncounted;
 use crate::worker::{self, Worker};
 
@@ -55,6 +56,7 @@ struct Inner {
     env: TransportEnv,
     circuits: CircuitStore,
     uncounted: Uncounted,
+    held: HeldKeys,
     recorder: Recorder,
     ack_wait_margin: Duration,
     running: RwLock<HashMap<ServiceSlug, Running>>,
@@ -70,6 +72,7 @@ impl Fleet {
         env: TransportEnv,
         circuits: CircuitStore,
         uncounted: Uncounted,
+        held: HeldKeys,
         config: &Config,
     ) -> Self {
         let settings = &config.dispatcher;
@@ -92,6 +95,7 @@ impl Fleet {
                 env,
                 circuits,
                 uncounted,
+                held,
                 ack_wait_margin: settings.ack_wait_margin,
                 running: RwLock::new(HashMap::new()),
                 applied: tokio::sync::watch::Sender::new(0),
@@ -320,6 +324,8 @@ impl Fleet {
             inner.recorder.clone(),
             ack_wait,
             inner.uncounted.clone(),
+            inner.held.clone(),
+            inner.names.clone(),
         ));
         let done = Arc::new(tokio::sync::Notify::new());
         let running = Running {

@@ -7,6 +7,7 @@
 mod breaker;
 mod facade;
 mod fleet;
+mod held;
 mod inbound;
 mod metrics;
 mod ordered;
@@ -27,6 +28,7 @@ use mih_shared::{RunError, ServiceContext, Shutdown, ops};
 use crate::fleet::Fleet;
 use crate::ssrf::SsrfGuard;
 use crate::transport::TransportEnv;
+use crate::held::HeldKeys;
 use crate::uncounted::Uncounted;
 
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
@@ -66,6 +68,16 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
             what: format!("bucket {}", ctx.names.attempts_bucket()),
             cause: e.into(),
         })?;
+    let held = HeldKeys::open(
+        &ctx.jetstream,
+        &ctx.names.held_keys_bucket(),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| RunError::Open {
+        what: format!("bucket {}", ctx.names.held_keys_bucket()),
+        cause: e.into(),
+    })?;
     let snapshot = ConfigSnapshot::start(
         &ctx.jetstream,
         &ctx.names.config_bucket(),
@@ -98,6 +110,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         env,
         circuits,
         uncounted,
+        held,
         &ctx.config,
     );
     let serving = tokio::spawn(ops::serve(

@@ -28,9 +28,10 @@ use mih_shared::Shutdown;
 use mih_shared::consumer::{Handler, Settled};
 use mih_shared::error::Disposition;
 use mih_shared::live::LiveService;
-use mih_shared::messages::JobId;
+use mih_shared::messages::{self, Job, JobId};
 use mih_shared::names::Names;
 
+use crate::held::HOLD_RECHECK;
 use crate::metrics as m;
 use crate::worker::Worker;
 
@@ -105,6 +106,15 @@ enum Turn {
     Later(Duration),
 }
 
+/// A job's key and the dead letters holding it.
+enum Hold {
+    Free,
+    /// Held by a dead letter this job is not the replay of.
+    Held,
+    /// Held by the dead letter this job replays.
+    Resolving,
+}
+
 impl Lane {
     pub(crate) fn new(
         worker: Arc<Worker>,
@@ -129,7 +139,21 @@ impl Lane {
             return self.worker.process(message, &self.shutdown).await;
         };
         let subject = message.subject.to_string();
-        match self.turn(message, &subject, sequence).await {
+        let job = messages::decode::<Job>(&message.payload).ok();
+        let turn = match self.hold(job.as_ref()) {
+            Hold::Free => match self.turn(message, &subject, sequence).await {
+                // A dead letter may have held the key while this job waited.
+                Turn::Go => match self.hold(job.as_ref()) {
+                    Hold::Held => Turn::Later(HOLD_RECHECK),
+                    Hold::Free | Hold::Resolving => Turn::Go,
+                },
+                later => later,
+            },
+            Hold::Held => Turn::Later(HOLD_RECHECK),
+            // The replay that resolves the hold: ahead of the later jobs it is behind in JOBS.
+            Hold::Resolving => Turn::Go,
+        };
+        match turn {
             Turn::Go => {}
             Turn::Later(after) => {
                 counter!(m::ORDER_WAITS, "service" => self.worker.service.name.to_string())
@@ -150,6 +174,25 @@ impl Lane {
             key.settled.notify_waiters();
         }
         disposition
+    }
+
+    /// Whether `job`'s key is held by a dead letter, and whether `job` is the replay of it.
+    fn hold(&self, job: Option<&Job>) -> Hold {
+        let Some(job) = job else {
+            return Hold::Free;
+        };
+        let Some(holder) = self
+            .worker
+            .held_entry(job)
+            .and_then(|entry| self.worker.held.holder(&entry))
+        else {
+            return Hold::Free;
+        };
+        if job.replay_of == Some(holder) {
+            Hold::Resolving
+        } else {
+            Hold::Held
+        }
     }
 
     /// Waits until `sequence` is its key's first job, or says when to hand it back.

@@ -26,8 +26,10 @@ use mih_shared::error::Disposition;
 use mih_shared::live::LiveService;
 use mih_shared::messages::{self, Job, JobId};
 use mih_shared::names::Names;
+use mih_shared::partition;
 
 use crate::breaker::Breaker;
+use crate::held::HeldKeys;
 use crate::metrics as m;
 use crate::record::Recorder;
 use crate::transport::{Attempt, AttemptMeta, EXCERPT_LIMIT, Target, Verdict};
@@ -44,6 +46,8 @@ pub(crate) struct Worker {
     pub ack_wait: Duration,
     uncounted: Uncounted,
     limiter: Option<DefaultDirectRateLimiter>,
+    pub held: HeldKeys,
+    names: Names,
 }
 
 impl std::fmt::Debug for Worker {
@@ -58,7 +62,7 @@ impl std::fmt::Debug for Worker {
 /// shared out exactly (10 over 4: 3, 3, 2, 2) but at least one each, so a service with fewer
 /// than `partitions` may have `partitions` at once.
 pub(crate) fn concurrency_of_partition(concurrency: u32, partitions: usize, index: usize) -> usize {
-    mih_shared::partition::share(
+    partition::share(
         usize::try_from(concurrency).unwrap_or(usize::MAX),
         partitions,
         index,
@@ -108,6 +112,8 @@ impl Worker {
         recorder: Recorder,
         ack_wait: Duration,
         uncounted: Uncounted,
+        held: HeldKeys,
+        names: Names,
     ) -> Self {
         let limiter = service
             .rate_limit_per_sec
@@ -121,6 +127,24 @@ impl Worker {
             ack_wait,
             uncounted,
             limiter,
+            held,
+            names,
+        }
+    }
+
+    /// The held-keys entry of `job`'s ordering key, if it has one.
+    pub(crate) fn held_entry(&self, job: &Job) -> Option<String> {
+        let key = job.ordering_key()?;
+        Some(self.names.held_key(&job.service, &partition::key_hash(key)))
+    }
+
+    /// A delivered replay of the dead letter holding its key releases the key.
+    async fn release_key(&self, job: &Job) {
+        let (Some(entry), Some(original)) = (self.held_entry(job), job.replay_of) else {
+            return;
+        };
+        if let Err(error) = self.held.release(&entry, original).await {
+            tracing::warn!(%error, key = %entry, "the replay was delivered but its key could not be released; delete the dead letter to release it");
         }
     }
 
@@ -272,7 +296,12 @@ impl Worker {
             "attempt finished"
         );
         match next {
-            Next::Done => Disposition::Ack,
+            Next::Done => {
+                if job.hold_key {
+                    self.release_key(&job).await;
+                }
+                Disposition::Ack
+            }
             Next::GiveUp { reason, label } => {
                 self.dead_letter(&job, Some(outcome), attempt, &reason, label)
                     .await
@@ -408,6 +437,16 @@ impl Worker {
         reason: &str,
         label: &'static str,
     ) -> Disposition {
+        // Held before the dead letter exists, so no later job of the key can slip through.
+        if job.hold_key
+            && let Some(entry) = self.held_entry(job)
+            && let Err(error) = self.held.hold(&entry, job.id).await
+        {
+            tracing::warn!(%error, "cannot hold the job's key; the job will come back");
+            return Disposition::Retry {
+                after: Some(DEAD_LETTER_AGAIN),
+            };
+        }
         match self
             .recorder
             .dead_letter(job, outcome, attempts, reason)

@@ -6,7 +6,7 @@ mod model;
 mod snapshot;
 
 pub use model::{
-    AmqpTransport, Auth, BreakerPolicy, LiveInbound, LiveRule, LiveService, LiveSource,
+    AfterDeadLetter, AmqpTransport, Auth, BreakerPolicy, LiveInbound, LiveRule, LiveService, LiveSource,
     RestTransport, RetryPolicy, RuleTarget, SealedSigningSecret, SoapTransport, SoapVersion,
     Transport,
 };

@@ -207,7 +207,42 @@ pub struct LiveRule {
     pub content_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
+    /// What the key's later jobs do when one of its jobs is dead-lettered.
+    #[serde(default, skip_serializing_if = "AfterDeadLetter::is_skip")]
+    pub ordering_on_dead_letter: AfterDeadLetter,
     pub version: i64,
+}
+
+/// What an ordering key's later jobs do when one of its jobs is dead-lettered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterDeadLetter {
+    /// Go on with the next job of the key.
+    #[default]
+    Skip,
+    /// Wait until the dead letter is replayed and delivered, or deleted.
+    Hold,
+}
+
+impl AfterDeadLetter {
+    pub fn is_skip(&self) -> bool {
+        *self == AfterDeadLetter::Skip
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AfterDeadLetter::Skip => "skip",
+            AfterDeadLetter::Hold => "hold",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "skip" => Some(AfterDeadLetter::Skip),
+            "hold" => Some(AfterDeadLetter::Hold),
+            _ => None,
+        }
+    }
 }
 
 /// Where a rule's request goes, by the kind of its service. Paths and routing keys are templates.

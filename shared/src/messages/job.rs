@@ -26,6 +26,10 @@ pub struct Job {
     /// Jobs with the same key are delivered in order (rendered from the rule's template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
+    /// When this job is dead-lettered, the key's later jobs wait until the dead letter is
+    /// replayed and delivered, or deleted (the rule's `ordering_on_dead_letter: hold`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold_key: bool,
     /// The Moodle site the event came from (for searching the delivery log and dead letters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceId>,

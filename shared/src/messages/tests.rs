@@ -50,6 +50,7 @@ fn sample_job() -> Job {
         created_at: Utc::now(),
         replay_of: None,
         ordering_key: Some("user-27".into()),
+        hold_key: false,
         source: Some("moodle".parse().expect("source id")),
         eventname: Some("\\core\\event\\user_updated".into()),
     }

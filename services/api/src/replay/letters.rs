@@ -334,6 +334,7 @@ impl Replayer {
         .await?;
         tx.commit().await?;
         metrics::counter!("mih_api_dead_letters_deleted_total").increment(1);
+        self.release_held_keys(Some(job_id)).await;
         Ok(())
     }
 
@@ -355,6 +356,9 @@ impl Replayer {
         .await?;
         tx.commit().await?;
         metrics::counter!("mih_api_dead_letters_deleted_total").increment(deleted);
+        if deleted > 0 {
+            self.release_held_keys(None).await;
+        }
         Ok(deleted)
     }
 }

@@ -10,6 +10,7 @@
 //! Dead letters replayed since the operation started are counted, not replayed again, so a
 //! batch interrupted before its checkpoint is not sent twice.
 
+mod held;
 mod letters;
 pub(crate) mod operations;
 

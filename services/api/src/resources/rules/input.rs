@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use mih_rules::CompiledRule;
-use mih_shared::live::{RuleTarget, Transport};
+use mih_shared::live::{AfterDeadLetter, RuleTarget, Transport};
 use mih_shared::messages::HttpMethod;
 use mih_shared::moodle::EventPattern;
 use mih_shared::names::SourceId;
@@ -63,6 +63,11 @@ pub struct RuleInput {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub ordering_key: Tri<String>,
+    /// When one of a key's jobs is dead-lettered: `skip` (default) delivers the key's later
+    /// jobs on; `hold` keeps them waiting until the dead letter is replayed and delivered, or
+    /// deleted.
+    #[schema(value_type = Option<String>, pattern = "^(skip|hold)$")]
+    pub ordering_on_dead_letter: Option<String>,
     /// The version this update is based on (alternative to `If-Match`).
     pub version: Option<i64>,
 }
@@ -213,6 +218,15 @@ pub(crate) async fn apply(
     if let Some(key) = &ordering_key {
         check_text(&mut problems, "ordering_key", key, 1, 1024);
     }
+    let ordering_on_dead_letter = input
+        .ordering_on_dead_letter
+        .or_else(|| current.map(|r| r.ordering_on_dead_letter.clone()))
+        .unwrap_or_else(|| AfterDeadLetter::Skip.as_str().to_owned());
+    problems.check(
+        AfterDeadLetter::parse(&ordering_on_dead_letter).is_some(),
+        "ordering_on_dead_letter",
+        "must be skip or hold",
+    );
     problems.into_result()?;
 
     let (Some(service), Some(target)) = (service, target) else {
@@ -235,6 +249,7 @@ pub(crate) async fn apply(
         body,
         content_type,
         ordering_key,
+        ordering_on_dead_letter,
         version: current.map_or(0, |r| r.version),
         created_at: current.map_or(now, |r| r.created_at),
         updated_at: now,

@@ -15,7 +15,7 @@ pub use store::{RuleRow, load_all};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use mih_shared::live::{self, LiveRule};
+use mih_shared::live::{self, AfterDeadLetter, LiveRule};
 use mih_shared::messages::{RuleId, Version};
 use mih_shared::moodle::EventPattern;
 
@@ -116,6 +116,8 @@ impl ConfigRow for RuleRow {
             body: self.body.clone(),
             content_type: self.content_type.clone(),
             ordering_key: self.ordering_key.clone(),
+            ordering_on_dead_letter: AfterDeadLetter::parse(&self.ordering_on_dead_letter)
+                .ok_or_else(|| internal("ordering_on_dead_letter", &self.ordering_on_dead_letter))?,
             version: self.version,
         };
         Ok((live::rule_key(&live.id), live))

@@ -25,13 +25,14 @@ pub struct RuleRow {
     pub body: Option<String>,
     pub content_type: String,
     pub ordering_key: Option<String>,
+    pub ordering_on_dead_letter: String,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str = "id, name, description, enabled, sources, events, condition, service, target, headers, \
-    body, content_type, ordering_key, version, created_at, updated_at";
+    body, content_type, ordering_key, ordering_on_dead_letter, version, created_at, updated_at";
 
 pub async fn load_all(db: &PgPool) -> Result<Vec<RuleRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -99,16 +100,16 @@ pub(super) async fn save(
     row: &RuleRow,
     insert: bool,
 ) -> Result<RuleRow, sqlx::Error> {
-    let values = "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13";
+    let values = "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14";
     let sql = if insert {
         format!(
             "INSERT INTO rules (id, name, description, enabled, sources, events, condition, service, target, \
-             headers, body, content_type, ordering_key) VALUES ($1, {values}) RETURNING {COLUMNS}"
+             headers, body, content_type, ordering_key, ordering_on_dead_letter) VALUES ($1, {values}) RETURNING {COLUMNS}"
         )
     } else {
         format!(
             "UPDATE rules SET (name, description, enabled, sources, events, condition, service, target, headers, \
-             body, content_type, ordering_key, version, updated_at) = ({values}, nextval('config_version'), now()) \
+             body, content_type, ordering_key, ordering_on_dead_letter, version, updated_at) = ({values}, nextval('config_version'), now()) \
              WHERE id = $1 RETURNING {COLUMNS}"
         )
     };
@@ -126,6 +127,7 @@ pub(super) async fn save(
         .bind(&row.body)
         .bind(&row.content_type)
         .bind(&row.ordering_key)
+        .bind(&row.ordering_on_dead_letter)
         .fetch_one(db)
         .await
 }

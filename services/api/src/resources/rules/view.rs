@@ -49,6 +49,8 @@ pub struct RuleView {
     pub body: Option<String>,
     pub content_type: String,
     pub ordering_key: Option<String>,
+    /// `skip` or `hold`: what a key's later jobs do when one of its jobs is dead-lettered.
+    pub ordering_on_dead_letter: String,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -90,6 +92,7 @@ impl From<&RuleRow> for RuleView {
             body: row.body.clone(),
             content_type: row.content_type.clone(),
             ordering_key: row.ordering_key.clone(),
+            ordering_on_dead_letter: row.ordering_on_dead_letter.clone(),
             version: row.version,
             created_at: row.created_at,
             updated_at: row.updated_at,

@@ -34,6 +34,11 @@ const METHODS: &[(&str, &str)] = &[
     ("DELETE", "method-delete"),
 ];
 
+const AFTER_DEAD_LETTER: &[(&str, &str)] = &[
+    ("skip", "rule-after-dead-letter-skip"),
+    ("hold", "rule-after-dead-letter-hold"),
+];
+
 /// How many recent events a preview tries the draft on.
 const PREVIEW_EVENTS: u32 = 5;
 
@@ -97,6 +102,12 @@ fn sections() -> Vec<(&'static str, &'static str, Option<&'static str>, Vec<Fiel
                 Field::new("content_type", "rule-content-type", Text),
                 Field::new("headers", "rule-headers", TextArea).hint(),
                 Field::new("ordering_key", "rule-ordering-key", Text).hint(),
+                Field::new(
+                    "ordering_on_dead_letter",
+                    "rule-ordering-on-dead-letter",
+                    Select(AFTER_DEAD_LETTER),
+                )
+                .hint(),
             ],
         ),
     ]
@@ -166,6 +177,9 @@ fn input_of(
     }
     if let Some(content_type) = given(values, "content_type") {
         put(&mut input, "content_type", json!(content_type));
+    }
+    if let Some(choice) = given(values, "ordering_on_dead_letter") {
+        put(&mut input, "ordering_on_dead_letter", json!(choice));
     }
     let mut headers = serde_json::Map::new();
     for line in lines_of(values.get("headers")) {
@@ -265,6 +279,7 @@ fn defaults() -> Submitted {
         ("target.method", "POST"),
         ("target.path", "/"),
         ("content_type", "application/json"),
+        ("ordering_on_dead_letter", "skip"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -6,9 +6,9 @@
 //! whichever replica holds it: a job is attempted only when it is that first message. Nothing
 //! else is shared between replicas, and nothing has to be cleaned up after a dead one.
 //!
-//! The lane's consumer (`ordered-<service>`) hands out up to [`WINDOW`] jobs at once so that
-//! jobs waiting for their turn do not keep other keys back; at most the service's concurrency
-//! share is attempted at once. A job whose predecessor this process holds waits here (its ack
+//! The lane's consumer (`ordered-<service>`) has no cap on unacknowledged jobs, and each
+//! process holds up to [`WINDOW`] at once, so that jobs waiting for their turn do not keep other
+//! keys back; at most the service's concurrency share is attempted at once. A job whose predecessor this process holds waits here (its ack
 //! deadline extended) and goes as soon as the predecessor is settled; one whose predecessor is
 //! elsewhere (another replica, or waiting in JOBS for a retry) checks again after a short,
 //! growing pause and is handed back after [`PATIENCE`]. Those waits do not count as attempts.
@@ -35,8 +35,7 @@ use crate::held::HOLD_RECHECK;
 use crate::metrics as m;
 use crate::worker::Worker;
 
-/// Keyed jobs handed out at once per partition (waiting for their turn or attempted), across
-/// every replica.
+/// Keyed jobs this process holds at once per partition (waiting for their turn or attempted).
 pub(crate) const WINDOW: usize = 512;
 /// Jobs of one key waiting here at once; later ones wait in JOBS, so that one busy key does
 /// not fill the window.
@@ -68,7 +67,9 @@ pub(crate) fn consumer_config(
         filter_subject: names.keyed_jobs_in(&service.name, partition),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait,
-        max_ack_pending: i64::try_from(WINDOW).unwrap_or(i64::MAX),
+        // Unlimited: jobs handed back to wait for their turn stay pending, and a cap would let a
+        // key with a long backlog behind a retrying job stop the consumer for every other key.
+        max_ack_pending: -1,
         deliver_policy: jetstream::consumer::DeliverPolicy::All,
         max_deliver: -1,
         ..Default::default()

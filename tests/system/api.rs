@@ -288,7 +288,10 @@ async fn rules_round_trip() {
         "patterns normalised"
     );
     assert_eq!(created.body["content_type"], "application/json");
-    assert_eq!(created.body["ordering_on_dead_letter"], "skip", "the default");
+    assert_eq!(
+        created.body["ordering_on_dead_letter"], "skip",
+        "the default"
+    );
     let id = created.body["id"].as_str().expect("id").to_owned();
 
     let defaulted = api

@@ -337,7 +337,9 @@ async fn dead_letter_of(hub: &TestHub, service: &str, user: usize) -> String {
     mih_testkit::eventually(WAIT, || async {
         let listed = hub
             .api()
-            .get(&format!("/api/v1/dead-letters?service={service}&status=dead"))
+            .get(&format!(
+                "/api/v1/dead-letters?service={service}&status=dead"
+            ))
             .await;
         for item in listed.body["items"].as_array().into_iter().flatten() {
             let Some(id) = item["job_id"].as_str() else {
@@ -376,7 +378,13 @@ async fn a_dead_letter_skips_or_holds_its_key_as_the_rule_says() {
     // Skip: learner 1's later enrolments go on. Hold: learner 2 is not held back by learner 1.
     wait_for_paths(
         &sink,
-        &["/skip/u/1/1", "/skip/u/1/2", "/hold/u/2/0", "/hold/u/2/1", "/hold/u/2/2"],
+        &[
+            "/skip/u/1/1",
+            "/skip/u/1/2",
+            "/hold/u/2/0",
+            "/hold/u/2/1",
+            "/hold/u/2/2",
+        ],
     )
     .await;
     // Hold: learner 1's later enrolments wait for the dead letter.

@@ -22,10 +22,10 @@ use mih_shared::names::{Names, ServiceSlug};
 use mih_shared::partition::{self, Partitions};
 
 use crate::breaker::Breaker;
+use crate::held::HeldKeys;
 use crate::outcome_batch::BatchLimits;
 use crate::record::Recorder;
 use crate::transport::{Target, TransportEnv};
-use crate::held::HeldKeys;
 use crate::uncounted::Uncounted;
 use crate::worker::{self, Worker};
 

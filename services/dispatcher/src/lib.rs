@@ -26,9 +26,9 @@ use mih_shared::live::ConfigSnapshot;
 use mih_shared::{RunError, ServiceContext, Shutdown, ops};
 
 use crate::fleet::Fleet;
+use crate::held::HeldKeys;
 use crate::ssrf::SsrfGuard;
 use crate::transport::TransportEnv;
-use crate::held::HeldKeys;
 use crate::uncounted::Uncounted;
 
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {

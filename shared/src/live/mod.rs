@@ -6,9 +6,9 @@ mod model;
 mod snapshot;
 
 pub use model::{
-    AfterDeadLetter, AmqpTransport, Auth, BreakerPolicy, LiveInbound, LiveRule, LiveService, LiveSource,
-    RestTransport, RetryPolicy, RuleTarget, SealedSigningSecret, SoapTransport, SoapVersion,
-    Transport,
+    AfterDeadLetter, AmqpTransport, Auth, BreakerPolicy, LiveInbound, LiveRule, LiveService,
+    LiveSource, RestTransport, RetryPolicy, RuleTarget, SealedSigningSecret, SoapTransport,
+    SoapVersion, Transport,
 };
 pub use snapshot::{ConfigSnapshot, LiveConfig, REVISION_GAUGE, SnapshotError};
 

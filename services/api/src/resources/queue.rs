@@ -107,6 +107,8 @@ pub struct QueuedJob {
     pub origin: Option<String>,
     /// For a replay: the dead job it retries.
     pub replay_of: Option<Uuid>,
+    /// The rule's ordering key: the job waits for the earlier jobs of this key.
+    pub ordering_key: Option<String>,
     /// When the job was made (its max age counts from here).
     pub created_at: Option<DateTime<Utc>>,
     /// When this message was stored in JOBS.
@@ -479,6 +481,9 @@ fn job_view(
             .and_then(|j| serde_json::to_value(j.origin).ok())
             .and_then(|v| v.as_str().map(str::to_owned)),
         replay_of: job.as_ref().and_then(|j| j.replay_of.map(|id| id.0)),
+        ordering_key: job
+            .as_ref()
+            .and_then(|j| j.ordering_key().map(str::to_owned)),
         created_at: job.as_ref().map(|j| j.created_at),
         enqueued_at,
         state: if taken { "in_dispatcher" } else { "queued" }.to_owned(),

@@ -117,7 +117,9 @@ impl ConfigRow for RuleRow {
             content_type: self.content_type.clone(),
             ordering_key: self.ordering_key.clone(),
             ordering_on_dead_letter: AfterDeadLetter::parse(&self.ordering_on_dead_letter)
-                .ok_or_else(|| internal("ordering_on_dead_letter", &self.ordering_on_dead_letter))?,
+                .ok_or_else(|| {
+                    internal("ordering_on_dead_letter", &self.ordering_on_dead_letter)
+                })?,
             version: self.version,
         };
         Ok((live::rule_key(&live.id), live))

@@ -47,6 +47,8 @@ const FIRST_CHECK: Duration = Duration::from_millis(5);
 const LONGEST_CHECK: Duration = Duration::from_millis(250);
 /// When a job handed back to wait comes again, unless its predecessor's retry is due later.
 const COME_BACK: Duration = Duration::from_millis(500);
+/// Keys known here beyond which the idle ones are forgotten.
+const FORGET_ABOVE: usize = 10_000;
 /// Sequences of jobs this process settled, remembered until JetStream has surely applied
 /// the acknowledgement (it is not confirmed): a later job then need not wait for it.
 const SETTLED_MEMORY: usize = 4096;
@@ -347,6 +349,13 @@ impl Lane {
         key.settled.notify_waiters();
         if key.held.is_empty() && key.retry.is_none_or(|(_, until)| until <= Instant::now()) {
             keys.remove(subject);
+        }
+        // A key whose retried job came back to another replica is never settled here again.
+        if keys.len() > FORGET_ABOVE {
+            let now = Instant::now();
+            keys.retain(|_, key| {
+                !key.held.is_empty() || key.retry.is_some_and(|(_, until)| until > now)
+            });
         }
     }
 }

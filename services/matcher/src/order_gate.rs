@@ -27,6 +27,9 @@ use tokio::time::Instant;
 pub(crate) const PATIENCE: Duration = Duration::from_secs(5);
 /// Deliveries of an event that waited in vain before it is published out of turn.
 pub(crate) const PROCEED_AFTER: u64 = 6;
+/// Events done here remembered above a gap in the floor (another replica's events): beyond it
+/// the oldest are forgotten, and a keyed event behind them reads the ack floor instead.
+const DONE_MEMORY: usize = 8192;
 /// Shortest and longest pause between two reads of the ack floor.
 const FIRST_POLL: Duration = Duration::from_millis(2);
 const LONGEST_POLL: Duration = Duration::from_millis(100);
@@ -52,6 +55,20 @@ struct State {
 }
 
 impl State {
+    fn settle(&mut self, sequence: u64, done: bool) {
+        self.held.remove(&sequence);
+        if done && sequence > self.floor {
+            self.done.insert(sequence);
+            let floor = self.floor;
+            self.advance(floor);
+            if self.done.len() > DONE_MEMORY {
+                let keep_from =
+                    sequence.saturating_sub(u64::try_from(DONE_MEMORY / 2).unwrap_or(u64::MAX));
+                self.done = self.done.split_off(&keep_from);
+            }
+        }
+    }
+
     /// Moves the floor over the events done in a row above it, and wakes whom it reached.
     fn advance(&mut self, to: u64) {
         if to > self.floor {
@@ -94,13 +111,7 @@ impl OrderGate {
 
     /// An event was settled: `done` unless it was handed back to come again.
     pub(crate) fn settle(&self, sequence: u64, done: bool) {
-        let mut state = self.state();
-        state.held.remove(&sequence);
-        if done && sequence > state.floor {
-            state.done.insert(sequence);
-            let floor = state.floor;
-            state.advance(floor);
-        }
+        self.state().settle(sequence, done);
     }
 
     /// Waits until every event before `sequence` is done; `false` when [`PATIENCE`] ran out.
@@ -289,6 +300,20 @@ mod tests {
         assert!(!gate.wait_turn(2).await, "1 is never done");
         assert!(started.elapsed() >= PATIENCE);
         assert!(gate.state().waiting.is_empty(), "no waiter left behind");
+    }
+
+    #[test]
+    fn what_is_done_above_a_gap_is_remembered_within_bounds() {
+        let mut state = State::default();
+        // Another replica holds the odd events: the floor never moves here.
+        for sequence in (2..200_000u64).step_by(2) {
+            state.held.insert(sequence);
+            state.settle(sequence, true);
+        }
+        assert!(state.done.len() <= DONE_MEMORY, "{}", state.done.len());
+        assert!(state.held.is_empty());
+        assert_eq!(state.floor, 0);
+        assert!(state.done.contains(&199_998), "the newest are remembered");
     }
 
     #[test]

@@ -22,12 +22,10 @@ use mih_shared::names::{Names, ServiceSlug};
 use mih_shared::partition::{self, Partitions};
 
 use crate::breaker::Breaker;
-use crate::held::HeldKeys;
 use crate::outcome_batch::BatchLimits;
 use crate::record::Recorder;
 use crate::transport::{Target, TransportEnv};
-use crate::uncounted::Uncounted;
-use crate::worker::{self, Worker};
+use crate::worker::{self, SharedState, Worker};
 
 /// How often the partitions in use are looked up again.
 const PARTITIONS_CHECK: Duration = Duration::from_secs(30);
@@ -55,8 +53,7 @@ struct Inner {
     partitions: Partitions,
     env: TransportEnv,
     circuits: CircuitStore,
-    uncounted: Uncounted,
-    held: HeldKeys,
+    shared: SharedState,
     recorder: Recorder,
     ack_wait_margin: Duration,
     running: RwLock<HashMap<ServiceSlug, Running>>,
@@ -71,8 +68,7 @@ impl Fleet {
         names: Names,
         env: TransportEnv,
         circuits: CircuitStore,
-        uncounted: Uncounted,
-        held: HeldKeys,
+        shared: SharedState,
         config: &Config,
     ) -> Self {
         let settings = &config.dispatcher;
@@ -94,8 +90,7 @@ impl Fleet {
                 partitions: config.streams.job_partitions(),
                 env,
                 circuits,
-                uncounted,
-                held,
+                shared,
                 ack_wait_margin: settings.ack_wait_margin,
                 running: RwLock::new(HashMap::new()),
                 applied: tokio::sync::watch::Sender::new(0),
@@ -323,8 +318,7 @@ impl Fleet {
             breaker,
             inner.recorder.clone(),
             ack_wait,
-            inner.uncounted.clone(),
-            inner.held.clone(),
+            inner.shared.clone(),
             inner.names.clone(),
         ));
         let done = Arc::new(tokio::sync::Notify::new());

@@ -109,8 +109,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         ctx.names.clone(),
         env,
         circuits,
-        uncounted,
-        held,
+        worker::SharedState { uncounted, held },
         &ctx.config,
     );
     let serving = tokio::spawn(ops::serve(

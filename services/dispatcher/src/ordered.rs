@@ -187,7 +187,7 @@ impl Lane {
         let Some(holder) = self
             .worker
             .held_entry(job)
-            .and_then(|entry| self.worker.held.holder(&entry))
+            .and_then(|entry| self.worker.shared.held.holder(&entry))
         else {
             return Hold::Free;
         };

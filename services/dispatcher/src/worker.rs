@@ -44,10 +44,17 @@ pub(crate) struct Worker {
     pub breaker: Arc<Breaker>,
     pub recorder: Recorder,
     pub ack_wait: Duration,
-    uncounted: Uncounted,
+    pub shared: SharedState,
     limiter: Option<DefaultDirectRateLimiter>,
-    pub held: HeldKeys,
     names: Names,
+}
+
+/// What every replica keeps about jobs beside JOBS: deliveries that did not count, and keys
+/// held by a dead letter.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedState {
+    pub uncounted: Uncounted,
+    pub held: HeldKeys,
 }
 
 impl std::fmt::Debug for Worker {
@@ -111,8 +118,7 @@ impl Worker {
         breaker: Arc<Breaker>,
         recorder: Recorder,
         ack_wait: Duration,
-        uncounted: Uncounted,
-        held: HeldKeys,
+        shared: SharedState,
         names: Names,
     ) -> Self {
         let limiter = service
@@ -125,9 +131,8 @@ impl Worker {
             breaker,
             recorder,
             ack_wait,
-            uncounted,
+            shared,
             limiter,
-            held,
             names,
         }
     }
@@ -143,7 +148,7 @@ impl Worker {
         let (Some(entry), Some(original)) = (self.held_entry(job), job.replay_of) else {
             return;
         };
-        if let Err(error) = self.held.release(&entry, original).await {
+        if let Err(error) = self.shared.held.release(&entry, original).await {
             tracing::warn!(%error, key = %entry, "the replay was delivered but its key could not be released; delete the dead letter to release it");
         }
     }
@@ -204,7 +209,7 @@ impl Worker {
 
     /// Records that this delivery of job `id` does not count against its retries.
     pub(crate) async fn spare_id(&self, id: JobId) {
-        if let Err(error) = self.uncounted.add(id).await {
+        if let Err(error) = self.shared.uncounted.add(id).await {
             tracing::warn!(%error, job_id = %id, "could not record an uncounted delivery; it counts as an attempt");
         }
     }
@@ -329,7 +334,7 @@ impl Worker {
             counter!(m::PROBES_FAILED, "service" => self.service.name.to_string()).increment(1);
             self.spare(job).await
         } else if attempt > 1 {
-            match self.uncounted.count(job.id).await {
+            match self.shared.uncounted.count(job.id).await {
                 Ok(spared) => spared,
                 Err(error) => {
                     // Without the count the job could be given up on too early: try later.
@@ -361,7 +366,7 @@ impl Worker {
     /// Records that this delivery of `job` does not count against its retries; returns how
     /// many of its deliveries did not count so far. A failure to record makes it count.
     async fn spare(&self, job: &Job) -> u32 {
-        match self.uncounted.add(job.id).await {
+        match self.shared.uncounted.add(job.id).await {
             Ok(spared) => spared,
             Err(error) => {
                 tracing::warn!(%error, job_id = %job.id, "could not record an uncounted delivery; it counts as an attempt");
@@ -440,7 +445,7 @@ impl Worker {
         // Held before the dead letter exists, so no later job of the key can slip through.
         if job.hold_key
             && let Some(entry) = self.held_entry(job)
-            && let Err(error) = self.held.hold(&entry, job.id).await
+            && let Err(error) = self.shared.held.hold(&entry, job.id).await
         {
             tracing::warn!(%error, "cannot hold the job's key; the job will come back");
             return Disposition::Retry {

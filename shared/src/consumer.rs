@@ -153,6 +153,10 @@ pub trait Handler: Send + Sync + 'static {
         std::future::ready(())
     }
 
+    /// Told of each message as it gets its slot, in the order the consumer delivered them
+    /// (handlers start concurrently, so `handle` may begin in another order).
+    fn received(&self, _message: &jetstream::Message) {}
+
     /// Told what became of each message, once it is settled.
     fn settled(&self, _message: &jetstream::Message, _settled: Settled) {}
 }
@@ -223,6 +227,7 @@ pub async fn run<H: Handler>(
                 break;
             };
             handler.ready().await;
+            handler.received(&message);
             let (handler, shared) = (Arc::clone(&handler), Arc::clone(&settings));
             in_flight.spawn(slot, async move {
                 let disposition = handler.handle(&message).await;

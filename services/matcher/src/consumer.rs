@@ -218,9 +218,6 @@ struct Partition {
 impl Handler for Partition {
     async fn handle(&self, message: &jetstream::Message) -> Disposition {
         let sequence = message.info().ok().map(|info| info.stream_sequence);
-        if let Some(sequence) = sequence {
-            self.gate.hold(sequence);
-        }
         let started = Instant::now();
         let span = mih_shared::process_span!(
             message,
@@ -233,8 +230,24 @@ impl Handler for Partition {
             .process(message, &self.gate)
             .instrument(span)
             .await;
+        // Done for the order gate once its jobs are stored, not once the ack is sent: the next
+        // event of the partition need not wait for that round trip. An ack that is lost makes
+        // the event come again, and its jobs' ids are JetStream duplicates then.
+        if let (Some(sequence), Disposition::Ack | Disposition::DeadLetter { .. }) =
+            (sequence, &disposition)
+        {
+            self.gate.settle(sequence, true);
+        }
         histogram!(m::PROCESS_SECONDS).record(started.elapsed().as_secs_f64());
         disposition
+    }
+
+    fn received(&self, message: &jetstream::Message) {
+        // Here, not in `handle`: a later event's handler may start first, and must then find
+        // this one held rather than ask the server about it.
+        if let Ok(info) = message.info() {
+            self.gate.hold(info.stream_sequence);
+        }
     }
 
     fn settled(&self, message: &jetstream::Message, settled: Settled) {

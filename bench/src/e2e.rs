@@ -227,6 +227,9 @@ fn event(n: usize) -> Value {
     let size = event.to_string().len() + 40;
     event["other"] = json!({"bench": n, "key": n % ORDERED_KEYS,
                             "pad": "x".repeat(EVENT_BYTES.saturating_sub(size))});
+    // One learner per key: a learner's events share an EVENTS partition, so a thousand
+    // learners spread the events over every partition as a real site's would.
+    event["relateduserid"] = json!(1 + n % ORDERED_KEYS);
     event
 }
 

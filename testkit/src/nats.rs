@@ -259,40 +259,45 @@ impl NatsCluster {
         Ok(cluster)
     }
 
-    /// Waits until the meta leader can place a stream on every tag's servers. A healthy
-    /// cluster can still refuse for a while: the leader learns a peer's tags from the peer's
-    /// statistics, which may not have reached it yet ("no suitable peers for placement, tags
-    /// not matched", seen in CI on a loaded machine for over 50 s).
+    /// Waits until the meta leader can place a stream on all the servers, and on every tag's.
+    /// A healthy cluster can still refuse for a while: the leader learns a peer's resources
+    /// and tags from the peer's statistics, which may not have reached it yet ("no suitable
+    /// peers for placement", with or without "tags not matched", seen in CI and in the full
+    /// suite on a loaded machine for over 50 s).
     async fn wait_placeable(&self, tags: &[&[&str]; Self::SIZE]) -> anyhow::Result<()> {
         let mut distinct: Vec<&str> = tags.iter().flat_map(|t| t.iter().copied()).collect();
         distinct.sort_unstable();
         distinct.dedup();
-        if distinct.is_empty() {
-            return Ok(());
-        }
         let client = async_nats::connect(self.urls())
             .await
             .context("connecting to the cluster")?;
         let js = async_nats::jetstream::new(client);
-        for tag in distinct {
-            let holders = tags.iter().filter(|t| t.contains(&tag)).count();
-            let name = format!("PLACEMENT_PROBE_{tag}");
+        // Every node (no tag: what an R3 stream needs; CI saw "no suitable peers for placement"
+        // after /healthz was fine), then each tag's nodes.
+        let probes = std::iter::once((None, Self::SIZE)).chain(
+            distinct
+                .into_iter()
+                .map(|tag| (Some(tag), tags.iter().filter(|t| t.contains(&tag)).count())),
+        );
+        for (tag, holders) in probes {
+            let label = tag.unwrap_or("all");
+            let name = format!("PLACEMENT_PROBE_{label}");
             eventually(Duration::from_secs(120), || {
                 let (js, name) = (&js, &name);
                 async move {
                     js.create_stream(async_nats::jetstream::stream::Config {
                         name: name.clone(),
-                        subjects: vec![format!("placement-probe.{tag}")],
+                        subjects: vec![format!("placement-probe.{label}")],
                         storage: async_nats::jetstream::stream::StorageType::Memory,
                         num_replicas: holders,
-                        placement: Some(async_nats::jetstream::stream::Placement {
+                        placement: tag.map(|tag| async_nats::jetstream::stream::Placement {
                             tags: vec![tag.to_owned()],
                             ..Default::default()
                         }),
                         ..Default::default()
                     })
                     .await
-                    .map_err(|e| format!("placing on {tag}: {e}"))?;
+                    .map_err(|e| format!("placing on {label}: {e}"))?;
                     js.delete_stream(name)
                         .await
                         .map_err(|e| format!("deleting the probe: {e}"))?;
@@ -301,7 +306,7 @@ impl NatsCluster {
             })
             .await
             .with_context(|| {
-                format!("the cluster could not place a stream on the {tag:?} servers")
+                format!("the cluster could not place a stream on the {label:?} servers")
             })?;
         }
         Ok(())

@@ -213,8 +213,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
     }
     if wanted(Scenario::Ordered) {
         let total = ORDERED_KEYS * EVENTS_PER_KEY;
-        rows.push(saturation(total, chosen, Rules::Plain(1), &setup).await?);
-        rows.push(saturation(total, chosen, Rules::Ordered, &setup).await?);
+        for ordered in [false, true] {
+            rows.push(saturation(total, chosen, Rules::Keyed { ordered }, &setup).await?);
+        }
     }
     Ok(rows)
 }
@@ -233,18 +234,19 @@ fn event(n: usize) -> Value {
     event
 }
 
-/// The rules of a scenario: `n` rules every event matches, or one ordered by `other.key`.
+/// The rules of a scenario: `n` rules every event matches, or the ordered scenario's one
+/// rule, ordered by `other.key` or (its baseline) not.
 #[derive(Debug, Clone, Copy)]
 enum Rules {
     Plain(usize),
-    Ordered,
+    Keyed { ordered: bool },
 }
 
 impl Rules {
     fn count(self) -> usize {
         match self {
             Rules::Plain(n) => n,
-            Rules::Ordered => 1,
+            Rules::Keyed { .. } => 1,
         }
     }
 }
@@ -307,7 +309,7 @@ impl Pipeline {
         for r in 0..rules.count() {
             let mut rule = json!({"name": format!("rule {r}"), "events": ["*"], "service": "target",
                                   "target": {"kind": "rest", "method": "POST", "path": format!("/r/{r}")}});
-            if matches!(rules, Rules::Ordered) {
+            if matches!(rules, Rules::Keyed { ordered: true }) {
                 rule["ordering_key"] = json!("{{other.key}}");
             }
             let answer = admin("/api/v1/rules", rule).await?;
@@ -759,14 +761,15 @@ async fn saturation(
     let elapsed = last.map_or(began.elapsed(), |l| l.saturating_duration_since(began));
     let services = usage(&start, elapsed);
     let name = match rules {
-        Rules::Plain(1) if total == ORDERED_KEYS * EVENTS_PER_KEY => format!(
-            "e2e {ORDERED_KEYS} keys × {EVENTS_PER_KEY}, unordered{}",
-            replicas.label()
-        ),
         Rules::Plain(1) => format!("e2e saturation{}", replicas.label()),
         Rules::Plain(r) => format!("e2e fan-out 1 → {r} rules{}", replicas.label()),
-        Rules::Ordered => format!(
-            "e2e {ORDERED_KEYS} keys × {EVENTS_PER_KEY}, ordered by key{}",
+        Rules::Keyed { ordered } => format!(
+            "e2e {ORDERED_KEYS} keys × {EVENTS_PER_KEY}, {}{}",
+            if ordered {
+                "ordered by key"
+            } else {
+                "unordered"
+            },
             replicas.label()
         ),
     };

@@ -66,21 +66,25 @@ fn enrolled(user: usize, n: usize) -> Value {
 /// Posts `rounds` enrolments of each of `users` learners: round by round, the learners in a
 /// new random order each round, so keys interleave while each key's events go in order.
 async fn post_rounds(hub: &TestHub, users: usize, rounds: usize) {
-    let bearer = [("authorization".to_owned(), format!("Bearer {TEST_TOKEN}"))];
     let mut rng = rand::rng();
     for n in 0..rounds {
         let mut learners: Vec<usize> = (1..=users).collect();
         learners.shuffle(&mut rng);
-        let batch: Vec<Value> = learners.into_iter().map(|u| enrolled(u, n)).collect();
-        let answer = hub
-            .post_events(
-                Value::from(batch).to_string().into_bytes(),
-                "application/json",
-                &bearer,
-            )
-            .await;
-        assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+        post_batch(hub, learners.into_iter().map(|u| enrolled(u, n)).collect()).await;
     }
+}
+
+/// Posts `events` in one request, asserting they were accepted.
+async fn post_batch(hub: &TestHub, events: Vec<Value>) {
+    let bearer = [("authorization".to_owned(), format!("Bearer {TEST_TOKEN}"))];
+    let answer = hub
+        .post_events(
+            Value::from(events).to_string().into_bytes(),
+            "application/json",
+            &bearer,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
 }
 
 /// `(learner, n)` of a request to `/u/<learner>/<n>`.
@@ -411,16 +415,7 @@ async fn a_dead_letter_skips_or_holds_its_key_as_the_rule_says() {
 
     // Held again by a new failure, and released by deleting the dead letter.
     sink.script_path("/hold/u/3/0", [Reply::status(422)]);
-    let bearer = [("authorization".to_owned(), format!("Bearer {TEST_TOKEN}"))];
-    let batch: Vec<Value> = (0..2).map(|n| enrolled(3, n)).collect();
-    let answer = hub
-        .post_events(
-            Value::from(batch).to_string().into_bytes(),
-            "application/json",
-            &bearer,
-        )
-        .await;
-    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    post_batch(&hub, (0..2).map(|n| enrolled(3, n)).collect()).await;
     let held = dead_letter_of(&hub, "hold", 3).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!delivered_paths(&sink).iter().any(|p| p == "/hold/u/3/1"));

@@ -92,11 +92,11 @@ struct Key {
 /// One partition's keyed lane: what its handlers share.
 #[derive(Debug)]
 pub(crate) struct Lane {
-    pub worker: Arc<Worker>,
-    pub stream: jetstream::stream::Stream,
-    pub shutdown: Shutdown,
+    worker: Arc<Worker>,
+    stream: jetstream::stream::Stream,
+    shutdown: Shutdown,
     /// The durable consumer's name, for the spans.
-    pub consumer: String,
+    consumer: String,
     /// Attempts at once: the partition's share of the service's concurrency.
     attempts: Semaphore,
     keys: Mutex<HashMap<String, Key>>,
@@ -288,44 +288,37 @@ impl Lane {
         let mut from = None;
         loop {
             let first = match self.stream.direct_get_next_for_subject(subject, from).await {
-                Ok(message) => message.sequence,
+                Ok(message) => Some(message.sequence),
                 Err(error) if error.kind() == DirectGetErrorKind::NotFound => {
-                    return self.first_pending_at_leader(subject, from).await;
+                    self.first_at_leader(subject, from).await?
                 }
                 Err(error) => return Err(error.to_string()),
             };
-            if !self.settled_here().contains(first) {
-                return Ok(Some(first));
+            match first {
+                Some(first) if self.settled_here().contains(first) => from = Some(first + 1),
+                first => return Ok(first),
             }
-            from = Some(first + 1);
         }
     }
 
-    async fn first_pending_at_leader(
+    /// The first job on `subject` from `from` on, as the stream's leader knows it.
+    async fn first_at_leader(
         &self,
         subject: &str,
-        mut from: Option<u64>,
+        from: Option<u64>,
     ) -> Result<Option<u64>, String> {
-        loop {
-            let found = match from {
-                None => self.stream.get_next_raw_message_by_subject(subject).await,
-                Some(from) => {
-                    self.stream
-                        .get_first_raw_message_by_subject(subject, from)
-                        .await
-                }
-            };
-            let first = match found {
-                Ok(message) => message.sequence,
-                Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
-                    return Ok(None);
-                }
-                Err(error) => return Err(error.to_string()),
-            };
-            if !self.settled_here().contains(first) {
-                return Ok(Some(first));
+        let found = match from {
+            None => self.stream.get_next_raw_message_by_subject(subject).await,
+            Some(from) => {
+                self.stream
+                    .get_first_raw_message_by_subject(subject, from)
+                    .await
             }
-            from = Some(first + 1);
+        };
+        match found {
+            Ok(message) => Ok(Some(message.sequence)),
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(error.to_string()),
         }
     }
 
@@ -422,13 +415,7 @@ impl SettledSeqs {
 
 impl Handler for Lane {
     async fn handle(&self, message: &jetstream::Message) -> Disposition {
-        let span = mih_shared::process_span!(
-            message,
-            self.consumer.as_str(),
-            service = %self.worker.service.name,
-            job_id = tracing::field::Empty,
-            attempt = tracing::field::Empty,
-        );
+        let span = self.worker.job_span(message, &self.consumer);
         self.handle_job(message).instrument(span).await
     }
 

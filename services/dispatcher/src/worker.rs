@@ -200,6 +200,17 @@ impl Worker {
         futures::future::join(futures::future::join_all(loops), ordered).await;
     }
 
+    /// The span of one job taken from `consumer`; the attempt fills in the job and attempt.
+    pub(crate) fn job_span(&self, message: &jetstream::Message, consumer: &str) -> tracing::Span {
+        mih_shared::process_span!(
+            message,
+            consumer,
+            service = %self.service.name,
+            job_id = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+        )
+    }
+
     /// Waits until the service's rate limit lets another attempt start.
     pub(crate) async fn until_ready(&self) {
         if let Some(limiter) = &self.limiter {
@@ -491,13 +502,7 @@ struct Jobs {
 
 impl Handler for Jobs {
     async fn handle(&self, message: &jetstream::Message) -> Disposition {
-        let span = mih_shared::process_span!(
-            message,
-            self.consumer.as_str(),
-            service = %self.worker.service.name,
-            job_id = tracing::field::Empty,
-            attempt = tracing::field::Empty,
-        );
+        let span = self.worker.job_span(message, &self.consumer);
         self.worker
             .process(message, &self.shutdown)
             .instrument(span)

@@ -205,8 +205,9 @@ mod tests {
         tokio::spawn(async move { gate.wait_turn(sequence).await })
     }
 
-    #[tokio::test]
-    async fn an_event_waits_for_every_earlier_one_here_and_on_other_replicas() {
+    /// A stream holding `events` events and the `matcher` consumer on it (the server is kept
+    /// with them).
+    async fn events(events: usize) -> (NatsServer, PullConsumer) {
         let nats = NatsServer::start().await.expect("nats-server");
         let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
         let stream = js
@@ -217,7 +218,7 @@ mod tests {
             })
             .await
             .expect("stream");
-        for _ in 0..5 {
+        for _ in 0..events {
             js.publish("events", "{}".into())
                 .await
                 .expect("publish")
@@ -232,6 +233,12 @@ mod tests {
             })
             .await
             .expect("consumer");
+        (nats, consumer)
+    }
+
+    #[tokio::test]
+    async fn an_event_waits_for_every_earlier_one_here_and_on_other_replicas() {
+        let (_nats, consumer) = events(5).await;
         let messages: Vec<jetstream::Message> = consumer
             .fetch()
             .max_messages(5)
@@ -275,24 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_event_whose_turn_does_not_come_is_handed_back_after_its_patience() {
-        let nats = NatsServer::start().await.expect("nats-server");
-        let js = jetstream::new(async_nats::connect(nats.url()).await.expect("connect"));
-        let stream = js
-            .create_stream(jetstream::stream::Config {
-                name: "EVENTS".into(),
-                subjects: vec!["events".into()],
-                ..Default::default()
-            })
-            .await
-            .expect("stream");
-        let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: Some("matcher".into()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ..Default::default()
-            })
-            .await
-            .expect("consumer");
+        let (_nats, consumer) = events(0).await;
         let gate = Arc::new(OrderGate::new(consumer));
         gate.hold(1);
         gate.hold(2);

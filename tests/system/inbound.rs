@@ -237,6 +237,17 @@ async fn a_signed_webhook_is_stored_once_and_pulled_by_its_site_until_acknowledg
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // A retried webhook is heard on the subject but never stored: it must not end the wait.
+    let retried = post(
+        &hub,
+        "crm",
+        body,
+        "application/json",
+        &signed(INBOUND_SECRET, "wh_1", now() + 2, body),
+    )
+    .await;
+    assert_eq!(retried.body["duplicate"], true, "{}", retried.body);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let late = br#"{"late": true}"#;
     let posted = post(
         &hub,

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -33,6 +34,8 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 500;
 /// The longest long-poll: under the usual 60 s of proxies and PHP's request timeouts.
 const MAX_WAIT_SECS: u32 = 30;
+/// How long a heard message is looked for in the stream before the wait listens again.
+const STORE_PATIENCE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -118,6 +121,39 @@ async fn inbound_stream(state: &AppState) -> ApiResult<Stream> {
         .get_stream(state.names.inbound_stream())
         .await
         .map_err(|e| ApiFailure::Unavailable(format!("the inbound stream cannot be read: {e}")))
+}
+
+/// What `read` finds once a message has been heard on the subject, or nothing by `deadline`.
+///
+/// Hearing a message is not reading it: the subscription can hear it before the stream
+/// has stored it, and a duplicate the stream refuses is heard and never stored. So each
+/// arrival is followed by reads with a growing pause until one finds something, and
+/// only the deadline ends the wait empty.
+async fn wait_for_stored<F, Fut>(
+    arrivals: &mut async_nats::Subscriber,
+    deadline: Instant,
+    mut read: F,
+) -> ApiResult<Vec<InboundItem>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ApiResult<Vec<InboundItem>>>,
+{
+    while let Ok(Some(_)) = tokio::time::timeout_at(deadline, arrivals.next()).await {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let messages = read().await?;
+            if !messages.is_empty() {
+                return Ok(messages);
+            }
+            // A refused duplicate is never stored: go back to listening rather than poll on.
+            if pause > STORE_PATIENCE || Instant::now() + pause >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// Up to `limit` messages of `subject` after sequence `after`, oldest first.
@@ -210,13 +246,9 @@ pub(crate) async fn pull(
     if messages.is_empty()
         && let Some(arrivals) = arrivals.as_mut()
     {
-        let deadline = Duration::from_secs(u64::from(wait));
-        if tokio::time::timeout(deadline, arrivals.next())
-            .await
-            .is_ok()
-        {
-            messages = read(&stream, &subject, after, limit).await?;
-        }
+        let deadline = Instant::now() + Duration::from_secs(u64::from(wait));
+        messages =
+            wait_for_stored(arrivals, deadline, || read(&stream, &subject, after, limit)).await?;
     }
     if let Some(mut arrivals) = arrivals {
         let _ = arrivals.unsubscribe().await;

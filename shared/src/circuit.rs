@@ -5,6 +5,9 @@
 //! closed → open after `failure_threshold` consecutive failures (permanent failures — the
 //! request's fault — do not count) → half-open once `cooldown` passed, admitting
 //! `half_open_probes` attempts → closed when a probe succeeds, open again when one fails.
+//!
+//! Beside the breaker, the circuit carries a pause a target asked for: a 429 answer pauses
+//! the whole service, on every replica, until its `Retry-After` (see [`Circuit::pause`]).
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
@@ -49,6 +52,11 @@ pub struct Circuit {
     /// The failure that last counted, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// No attempt before then: the service answered 429 (Too Many Requests). Replicas
+    /// older than this field ignore it and drop it when they write, which only shortens a
+    /// pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<DateTime<Utc>>,
 }
 
 /// May an attempt go out now?
@@ -61,6 +69,20 @@ pub enum Admission {
     Wait {
         until: DateTime<Utc>,
     },
+    /// Not before `until`: the service asked for a pause (429 with `Retry-After`).
+    Paused {
+        until: DateTime<Utc>,
+    },
+}
+
+impl Admission {
+    /// When to ask again, if the attempt may not go out now.
+    pub fn wait_until(self) -> Option<DateTime<Utc>> {
+        match self {
+            Admission::Admit { .. } => None,
+            Admission::Wait { until } | Admission::Paused { until } => Some(until),
+        }
+    }
 }
 
 /// What an attempt says about the service's health.
@@ -84,12 +106,31 @@ impl Circuit {
             probes: 0,
             changed_at: now,
             last_error: None,
+            paused_until: None,
         }
+    }
+
+    /// The pause the service asked for, if it still runs at `now`.
+    pub fn pause_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.paused_until.filter(|until| *until > now)
+    }
+
+    /// Pauses every attempt until `until` (a later pause already set stays). Returns whether
+    /// it changed anything.
+    pub fn pause(&mut self, until: DateTime<Utc>) -> bool {
+        if self.paused_until.is_some_and(|current| current >= until) {
+            return false;
+        }
+        self.paused_until = Some(until);
+        true
     }
 
     /// Decides whether an attempt may go out, changing the state when the decision does (a
     /// cooldown ended, a probe slot was taken). Returns whether it changed.
     pub fn admit(&mut self, policy: &BreakerPolicy, now: DateTime<Utc>) -> (Admission, bool) {
+        if let Some(until) = self.pause_at(now) {
+            return (Admission::Paused { until }, false);
+        }
         let cooldown =
             chrono::Duration::milliseconds(i64::try_from(policy.cooldown_ms).unwrap_or(i64::MAX));
         match self.state {
@@ -140,7 +181,10 @@ impl Circuit {
                 true
             }
             (CircuitState::HalfOpen, Health::Up | Health::Answered) => {
-                *self = Circuit::closed(now);
+                *self = Circuit {
+                    paused_until: self.paused_until,
+                    ..Circuit::closed(now)
+                };
                 true
             }
             (CircuitState::HalfOpen, Health::Down(error)) => {
@@ -386,5 +430,41 @@ mod tests {
             "a 4xx answer shows it is up"
         );
         assert_eq!(c.state, CircuitState::Closed);
+    }
+
+    #[test]
+    fn a_pause_holds_every_attempt_back_until_it_ends_and_only_lengthens() {
+        let mut c = Circuit::closed(at(0));
+        assert!(c.pause(at(5)));
+        assert!(!c.pause(at(3)), "a shorter pause changes nothing");
+        assert_eq!(
+            c.admit(&POLICY, at(1)),
+            (Admission::Paused { until: at(5) }, false)
+        );
+        assert_eq!(c.admit(&POLICY, at(5)).0, Admission::Admit { probe: false });
+        assert!(c.pause(at(8)));
+        // Paused while open: the pause comes first, then the cooldown still applies.
+        for t in 0..3 {
+            c.record(&POLICY, &down(), at(t));
+        }
+        assert_eq!(
+            c.admit(&POLICY, at(6)).0,
+            Admission::Paused { until: at(8) }
+        );
+        assert_eq!(c.admit(&POLICY, at(9)).0, Admission::Wait { until: at(12) });
+        c.admit(&POLICY, at(12));
+        assert!(c.pause(at(30)));
+        assert!(c.record(&POLICY, &Health::Up, at(13)));
+        assert_eq!(c.state, CircuitState::Closed);
+        assert_eq!(c.paused_until, Some(at(30)), "closing keeps the pause");
+    }
+
+    #[test]
+    fn a_circuit_written_before_pauses_existed_reads_as_not_paused() {
+        let old = r#"{"v":1,"state":"closed","consecutive_failures":0,"changed_at":"2027-01-15T08:00:00Z"}"#;
+        let c: Circuit = serde_json::from_str(old).expect("reads");
+        assert_eq!(c.paused_until, None);
+        let written = serde_json::to_string(&c).expect("writes");
+        assert!(!written.contains("paused_until"), "{written}");
     }
 }

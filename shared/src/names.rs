@@ -191,6 +191,10 @@ impl Names {
     pub fn held_keys_bucket(&self) -> String {
         format!("{}_held_keys", self.ns)
     }
+    /// Dispatcher replicas alive, for sharing rate limits.
+    pub fn dispatchers_bucket(&self) -> String {
+        format!("{}_dispatchers", self.ns)
+    }
     /// The held-keys entry of one service's key: `<service>.<key hash>`.
     pub fn held_key(&self, service: &ServiceSlug, key_hash: &str) -> String {
         format!("{service}.{key_hash}")

@@ -28,10 +28,11 @@ pub enum Resource {
     DedupKv,
     AttemptsKv,
     HeldKeysKv,
+    DispatchersKv,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 10] = [
+    pub const ALL: [Resource; 11] = [
         Resource::Events,
         Resource::Jobs,
         Resource::Results,
@@ -42,6 +43,7 @@ impl Resource {
         Resource::DedupKv,
         Resource::AttemptsKv,
         Resource::HeldKeysKv,
+        Resource::DispatchersKv,
     ];
 
     /// What each service reads or writes, and therefore ensures at start.
@@ -51,7 +53,15 @@ impl Resource {
             ServiceName::Ingest => &[Events, Inbound, ConfigKv],
             ServiceName::Matcher => &[Events, Jobs, Dlq, ConfigKv, DedupKv],
             ServiceName::Dispatcher => &[
-                Jobs, Results, Dlq, Inbound, ConfigKv, CircuitsKv, AttemptsKv, HeldKeysKv,
+                Jobs,
+                Results,
+                Dlq,
+                Inbound,
+                ConfigKv,
+                CircuitsKv,
+                AttemptsKv,
+                HeldKeysKv,
+                DispatchersKv,
             ],
             ServiceName::Dlq => &[Dlq, Jobs, ConfigKv],
             ServiceName::Api => &[
@@ -101,6 +111,9 @@ pub struct Topology {
 
 /// Revisions kept per key in the config and circuits buckets, for debugging and watchers.
 const KV_HISTORY: i64 = 5;
+/// How long a dispatcher replica counts as alive after it last renewed its presence (the
+/// `<ns>_dispatchers` bucket's max age); each replica takes an equal share of rate limits.
+pub const DISPATCHER_PRESENCE_TTL: Duration = Duration::from_secs(15);
 
 /// How long a job's count of uncounted deliveries is kept: longer than the longest max job age
 /// a service may have (30 days), so the count outlives every job it belongs to.
@@ -243,7 +256,8 @@ impl Topology {
             | Resource::CircuitsKv
             | Resource::DedupKv
             | Resource::AttemptsKv
-            | Resource::HeldKeysKv => None,
+            | Resource::HeldKeysKv
+            | Resource::DispatchersKv => None,
         }
     }
 
@@ -293,6 +307,12 @@ impl Topology {
                 // Never expires: a held key waits for someone to resolve its dead letter.
                 Duration::ZERO,
                 "Ordering keys held by a dead letter: service.key hash -> dead job id",
+            )),
+            Resource::DispatchersKv => Some(bucket(
+                n.dispatchers_bucket(),
+                1,
+                DISPATCHER_PRESENCE_TTL,
+                "Dispatcher replicas alive, renewed every few seconds: replica id -> since",
             )),
             Resource::Events
             | Resource::Jobs

@@ -374,6 +374,13 @@ impl TestHub {
         self.extra.push(hub);
     }
 
+    /// Stops what [`Self::add_services`] started, cleanly.
+    pub async fn stop_added_services(&mut self) {
+        for extra in self.extra.drain(..) {
+            extra.stop().await.expect("added services stop cleanly");
+        }
+    }
+
     /// The Prometheus text `service` serves on `/metrics` now.
     pub async fn metrics(&self, service: ServiceName) -> String {
         self.http

@@ -24,6 +24,7 @@ mod partitions;
 mod preview;
 mod process;
 mod queue;
+mod rate_limits;
 mod rebuild;
 mod retention;
 mod secrets;

@@ -147,6 +147,7 @@ fn circuit(state: CircuitState, failures: u32, changed_at: &str) -> Circuit {
         probes: 0,
         changed_at: at(changed_at),
         last_error: (failures > 0).then(|| "HTTP 503".to_owned()),
+        paused_until: None,
     }
 }
 

@@ -3,7 +3,7 @@
 //! compare-and-set writes through [`CircuitStore`] whenever a decision changes the state.
 //! While the circuit is closed and healthy, admitting and recording cost no NATS round trip.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use metrics::{counter, gauge};
 use tokio::sync::watch;
@@ -61,8 +61,14 @@ impl Breaker {
 
     /// May an attempt go out now? Taking a half-open probe slot is a shared write.
     pub(crate) async fn admit(&self) -> Result<Admission, CircuitError> {
-        if self.cached.borrow().state == CircuitState::Closed {
-            return Ok(Admission::Admit { probe: false });
+        {
+            let cached = self.cached.borrow();
+            if let Some(until) = cached.pause_at(Utc::now()) {
+                return Ok(Admission::Paused { until });
+            }
+            if cached.state == CircuitState::Closed {
+                return Ok(Admission::Admit { probe: false });
+            }
         }
         let mut decision = Admission::Admit { probe: false };
         let (circuit, written) = self
@@ -75,6 +81,30 @@ impl Breaker {
             .await?;
         self.observe(circuit, written).await;
         Ok(decision)
+    }
+
+    /// Pauses the service on every replica until `until`, as its 429 answer asked. The
+    /// attempts in flight all tend to get the same answer: only a longer pause is written.
+    pub(crate) async fn pause(&self, until: DateTime<Utc>) -> Result<(), CircuitError> {
+        if self
+            .cached
+            .borrow()
+            .paused_until
+            .is_some_and(|current| current >= until)
+        {
+            return Ok(());
+        }
+        let (circuit, written) = self
+            .store
+            .modify(&self.service, |circuit| circuit.pause(until))
+            .await?;
+        if written {
+            counter!(m::PAUSES, "service" => self.service.to_string()).increment(1);
+            tracing::warn!(service = %self.service, until = %until.to_rfc3339(),
+                "the service answered 429: every replica pauses it");
+        }
+        self.observe(circuit, written).await;
+        Ok(())
     }
 
     /// Takes an attempt's result into account.

@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 
-use mih_shared::circuit::{Admission, CircuitState, Health};
+use mih_shared::circuit::{Admission, CircuitState};
 use mih_shared::messages::{
-    self, AmqpRequest, FacadeRequest, FacadeResponse, HttpRequest, Job, JobId, Origin, Request,
-    SoapRequest, Version,
+    self, AmqpRequest, FacadeRequest, FacadeResponse, HttpRequest, Job, JobId, Origin,
+    OutcomeStatus, Request, SoapRequest, Version,
 };
 use mih_shared::names::Names;
 use mih_shared::{Shutdown, telemetry};
 
 use crate::fleet::Fleet;
 use crate::transport::{AttemptMeta, Link, Target, Verdict};
-use crate::worker::{Worker, backoff, health};
+use crate::worker::{Worker, backoff};
 
 /// How long a call waits for the worker of a service that was enabled a moment ago.
 const WORKER_PATIENCE: Duration = Duration::from_secs(5);
@@ -214,25 +214,65 @@ async fn call_service(
     let policy = worker.service.retry;
     let mut attempt = 0;
     loop {
-        match worker.breaker.admit().await {
-            Ok(Admission::Admit { .. }) => {}
-            Ok(Admission::Wait { until }) => {
-                let error = format!(
-                    "the circuit of `{}` is open (the service failed repeatedly); next probe at {}",
+        let refusal = match worker.breaker.admit().await {
+            Ok(Admission::Admit { .. }) => None,
+            Ok(Admission::Paused { until }) => {
+                // A pause that ends within the call's time is waited out, then admitted anew.
+                let pause = (until - Utc::now()).to_std().unwrap_or_default();
+                if Instant::now() + pause < deadline {
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                Some(format!(
+                    "`{}` asked not to be called before {} (it answered 429 Too Many Requests); \
+                     nothing was sent",
                     call.service,
                     until.to_rfc3339()
-                );
-                fleet
-                    .recorder()
-                    .circuit_open(&job, attempt + 1, error.clone())
-                    .await;
-                let mut answer = failed(error, CircuitState::Open.as_str());
-                answer.attempts = attempt;
-                answer.call_id = Some(job.id.to_string());
-                answer.duration_ms = elapsed_ms(clock);
-                return answer;
+                ))
             }
-            Err(error) => tracing::warn!(%error, "circuit state unavailable; calling anyway"),
+            Ok(Admission::Wait { until }) => Some(format!(
+                "the circuit of `{}` is open (the service failed repeatedly); next probe at {}",
+                call.service,
+                until.to_rfc3339()
+            )),
+            Err(error) => {
+                tracing::warn!(%error, "circuit state unavailable; calling anyway");
+                None
+            }
+        };
+        // The service's rate limit holds for calls too, as long as the call's time allows.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let refusal = match refusal {
+            None if tokio::time::timeout(left, worker.until_ready())
+                .await
+                .is_err() =>
+            {
+                Some(format!(
+                    "`{}` is at its rate limit and no slot came within the call's deadline \
+                     ({} ms); nothing was sent",
+                    call.service, call.timeout_ms
+                ))
+            }
+            refusal => refusal,
+        };
+        if let Some(error) = refusal {
+            let circuit = worker.breaker.current().state;
+            // Refused by the open circuit, or held back at the service's own request (429) or
+            // limit: the latter is worth trying again soon, so it is logged as retryable.
+            let status = if circuit == CircuitState::Closed {
+                OutcomeStatus::FailedRetryable
+            } else {
+                OutcomeStatus::CircuitOpen
+            };
+            fleet
+                .recorder()
+                .refused(&job, attempt + 1, error.clone(), status)
+                .await;
+            let mut answer = failed(error, circuit.as_str());
+            answer.attempts = attempt;
+            answer.call_id = Some(job.id.to_string());
+            answer.duration_ms = elapsed_ms(clock);
+            return answer;
         }
         attempt += 1;
         let meta = AttemptMeta {
@@ -268,10 +308,7 @@ async fn call_service(
                 None,
             )
             .await;
-        let verdict_health: Health = health(&result);
-        if let Err(error) = worker.breaker.record(verdict_health).await {
-            tracing::warn!(%error, "circuit not updated");
-        }
+        worker.learn(&result).await;
         let retry_in = match result.verdict {
             Verdict::Retryable { retry_after } if attempt <= policy.max_retries => {
                 Some(retry_after.unwrap_or_else(|| {

@@ -12,8 +12,10 @@ mod inbound;
 mod metrics;
 mod ordered;
 mod outcome_batch;
+mod rate;
 mod record;
 mod redact;
+mod replicas;
 pub mod ssrf;
 pub mod transport;
 mod uncounted;
@@ -78,6 +80,12 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         what: format!("bucket {}", ctx.names.held_keys_bucket()),
         cause: e.into(),
     })?;
+    let membership = replicas::Membership::join(&ctx.jetstream, &ctx.names.dispatchers_bucket())
+        .await
+        .map_err(|e| RunError::Open {
+            what: format!("bucket {}", ctx.names.dispatchers_bucket()),
+            cause: e.into(),
+        })?;
     let snapshot = ConfigSnapshot::start(
         &ctx.jetstream,
         &ctx.names.config_bucket(),
@@ -109,7 +117,11 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         ctx.names.clone(),
         env,
         circuits,
-        worker::SharedState { uncounted, held },
+        worker::SharedState {
+            uncounted,
+            held,
+            replicas: membership.count(),
+        },
         &ctx.config,
     );
     let serving = tokio::spawn(ops::serve(
@@ -133,6 +145,8 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
     let replies = tokio::spawn(replies.follow(snapshot.clone(), shutdown.clone()));
     ctx.readiness.mark_started();
     fleet.follow(snapshot, shutdown).await;
+    // After the last delivery, so the others never take up a share still in use.
+    membership.leave().await;
     if let Err(error) = replies.await {
         tracing::warn!(%error, "reply consumers ended abnormally");
     }

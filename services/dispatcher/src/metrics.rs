@@ -10,6 +10,9 @@ pub(crate) const CIRCUIT_STATE: &str = "mih_dispatcher_circuit_state";
 pub(crate) const CIRCUIT_TRANSITIONS: &str = "mih_dispatcher_circuit_transitions_total";
 pub(crate) const HELD: &str = "mih_dispatcher_jobs_held";
 pub(crate) const ORDER_WAITS: &str = "mih_dispatcher_order_waits_total";
+pub(crate) const PAUSES: &str = "mih_dispatcher_pauses_total";
+pub(crate) const RATE_WAIT_SECONDS: &str = "mih_dispatcher_rate_limit_wait_seconds";
+pub(crate) const REPLICAS: &str = "mih_dispatcher_replicas";
 pub(crate) const PROBES_FAILED: &str = "mih_dispatcher_probes_failed_total";
 pub(crate) const REPLIES: &str = "mih_dispatcher_replies_total";
 pub(crate) const REPLY_CONSUMERS: &str = "mih_dispatcher_reply_consumers";
@@ -52,6 +55,23 @@ pub(crate) fn describe() {
     describe_gauge!(
         HELD,
         "Jobs a worker holds while its circuit is open (at most the service's concurrency)"
+    );
+    describe_counter!(
+        PAUSES,
+        Unit::Count,
+        "Pauses of a whole service written by this replica because the service answered 429 \
+         (Too Many Requests), by service; every replica waits until its Retry-After"
+    );
+    describe_histogram!(
+        RATE_WAIT_SECONDS,
+        Unit::Seconds,
+        "How long each attempt waited for this replica's share of the service's rate limit, \
+         by service (only services with a rate limit)"
+    );
+    describe_gauge!(
+        REPLICAS,
+        "Dispatcher replicas this one sees alive; each takes an equal share of every \
+         service's rate limit"
     );
     describe_counter!(
         PROBES_FAILED,

@@ -75,12 +75,19 @@ impl Recorder {
         self.publish_outcome(job, attempt, outcome).await
     }
 
-    /// Records a facade call the open circuit refused: nothing was sent. (Queued jobs are
-    /// never refused: they wait in JOBS until the circuit lets them through.)
-    pub(crate) async fn circuit_open(&self, job: &Job, attempt: u32, error: String) -> Outcome {
+    /// Records a facade call refused before anything was sent: by the open circuit
+    /// (`CircuitOpen`), or by a pause or the rate limit outlasting the call. (Queued jobs are
+    /// never refused: they wait in JOBS until they may go.)
+    pub(crate) async fn refused(
+        &self,
+        job: &Job,
+        attempt: u32,
+        error: String,
+        status: OutcomeStatus,
+    ) -> Outcome {
         let outcome = Outcome {
             error: Some(error),
-            ..self.base(job, attempt, Utc::now(), OutcomeStatus::CircuitOpen)
+            ..self.base(job, attempt, Utc::now(), status)
         };
         self.publish_outcome(job, attempt, outcome).await
     }

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use chrono::Utc;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use metrics::{counter, gauge, histogram};
 use rand::Rng;
 use tracing::Instrument;
@@ -31,7 +30,9 @@ use mih_shared::partition;
 use crate::breaker::Breaker;
 use crate::held::HeldKeys;
 use crate::metrics as m;
+use crate::rate::RateLimit;
 use crate::record::Recorder;
+use crate::replicas::ReplicaCount;
 use crate::transport::{Attempt, AttemptMeta, EXCERPT_LIMIT, Target, Verdict};
 use crate::uncounted::Uncounted;
 
@@ -45,16 +46,17 @@ pub(crate) struct Worker {
     pub recorder: Recorder,
     pub ack_wait: Duration,
     pub shared: SharedState,
-    limiter: Option<DefaultDirectRateLimiter>,
+    limiter: Option<RateLimit>,
     names: Names,
 }
 
-/// What every replica keeps about jobs beside JOBS: deliveries that did not count, and keys
-/// held by a dead letter.
+/// What every replica keeps about jobs beside JOBS: deliveries that did not count, keys held
+/// by a dead letter, and how many replicas share the rate limits.
 #[derive(Debug, Clone)]
 pub(crate) struct SharedState {
     pub uncounted: Uncounted,
     pub held: HeldKeys,
+    pub replicas: ReplicaCount,
 }
 
 impl std::fmt::Debug for Worker {
@@ -124,7 +126,7 @@ impl Worker {
         let limiter = service
             .rate_limit_per_sec
             .and_then(NonZeroU32::new)
-            .map(|rate| RateLimiter::direct(Quota::per_second(rate)));
+            .map(|rate| RateLimit::new(service.name.to_string(), rate, shared.replicas.clone()));
         Worker {
             service,
             target,
@@ -211,7 +213,8 @@ impl Worker {
         )
     }
 
-    /// Waits until the service's rate limit lets another attempt start.
+    /// Waits until this replica's share of the service's rate limit lets another attempt
+    /// start.
     pub(crate) async fn until_ready(&self) {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
@@ -298,9 +301,7 @@ impl Worker {
             .recorder
             .outcome(&job, attempt, started_at, elapsed, &result, retry_at)
             .await;
-        if let Err(error) = self.breaker.record(health(&result)).await {
-            tracing::warn!(%error, "circuit not updated");
-        }
+        self.learn(&result).await;
 
         tracing::debug!(
             job_id = %job.id,
@@ -323,6 +324,19 @@ impl Worker {
                     .await
             }
             Next::Retry(delay) => Disposition::Retry { after: Some(delay) },
+        }
+    }
+
+    /// What an attempt's answer tells every replica about the service: its health, and a
+    /// pause when it answered 429.
+    pub(crate) async fn learn(&self, result: &Attempt) {
+        if let Some(until) = pause_asked(result, Utc::now())
+            && let Err(error) = self.breaker.pause(until).await
+        {
+            tracing::warn!(%error, "the service answered 429 but the pause could not be shared");
+        }
+        if let Err(error) = self.breaker.record(health(result)).await {
+            tracing::warn!(%error, "circuit not updated");
         }
     }
 
@@ -403,7 +417,7 @@ impl Worker {
                     }
                     break Some(probe);
                 }
-                Ok(Admission::Wait { until }) => until,
+                Ok(Admission::Wait { until } | Admission::Paused { until }) => until,
                 Err(error) => {
                     // The shared state is unreachable (NATS trouble); deliver rather than stall.
                     tracing::warn!(%error, "circuit state unavailable; attempting anyway");
@@ -529,8 +543,35 @@ pub(crate) fn health(result: &Attempt) -> Health {
     match result.verdict {
         Verdict::Delivered => Health::Up,
         Verdict::Permanent => Health::Answered,
+        // Too Many Requests: up and busy. The pause slows the service; opening the circuit
+        // would only add a cooldown and a probe on top.
+        Verdict::Retryable { .. } if result.status == Some(TOO_MANY_REQUESTS) => Health::Answered,
         Verdict::Retryable { .. } | Verdict::Timeout => Health::Down(describe(result)),
     }
+}
+
+const TOO_MANY_REQUESTS: u16 = 429;
+/// The pause after a 429 that says nothing of when to come back.
+pub(crate) const PAUSE_WITHOUT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Until when the whole service is paused by an attempt's answer: a 429 pauses it for its
+/// `Retry-After` (capped like a job's), or [`PAUSE_WITHOUT_RETRY_AFTER`].
+pub(crate) fn pause_asked(
+    result: &Attempt,
+    now: chrono::DateTime<Utc>,
+) -> Option<chrono::DateTime<Utc>> {
+    if result.status != Some(TOO_MANY_REQUESTS) {
+        return None;
+    }
+    let Verdict::Retryable { retry_after } = result.verdict else {
+        return None;
+    };
+    let pause = retry_after
+        .unwrap_or(PAUSE_WITHOUT_RETRY_AFTER)
+        .min(crate::transport::http::MAX_RETRY_AFTER);
+    chrono::Duration::from_std(pause)
+        .ok()
+        .map(|pause| now + pause)
 }
 
 fn describe(result: &Attempt) -> String {

@@ -39,6 +39,9 @@ pub struct CircuitView {
     pub changed_at: DateTime<Utc>,
     /// The failure that last counted.
     pub last_error: Option<String>,
+    /// While the service asked for a pause (it answered 429): no attempt before then, on
+    /// any replica. The circuit's state is not changed by a pause.
+    pub paused_until: Option<DateTime<Utc>>,
     /// The service's breaker settings.
     pub failure_threshold: u32,
     pub cooldown_ms: u64,
@@ -64,6 +67,7 @@ fn view(service: &LiveService, circuit: &Circuit) -> CircuitView {
             .flatten(),
         changed_at: circuit.changed_at,
         last_error: circuit.last_error.clone(),
+        paused_until: circuit.pause_at(Utc::now()),
         failure_threshold: policy.failure_threshold,
         cooldown_ms: policy.cooldown_ms,
         half_open_probes: policy.half_open_probes,

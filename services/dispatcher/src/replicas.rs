@@ -1,0 +1,222 @@
+//! The dispatcher replicas alive, so that each takes an equal share of every service's rate
+//! limit and the limit holds for the service as a whole.
+//!
+//! Each replica puts an entry in `<ns>_dispatchers` every [`HEARTBEAT`]; the bucket forgets
+//! entries older than [`PRESENCE_TTL`] (its max age). Every replica watches the bucket and
+//! counts the entries heard from within that time, by its own clock, so clocks need not
+//! agree. A replica that stops deletes its entry after its last delivery, and the others take
+//! up its share at once; one that dies is dropped from the count within `PRESENCE_TTL`.
+//! Errors only ever keep a count too high (a slower rate), never too low.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use futures::StreamExt;
+use metrics::gauge;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use mih_shared::Shutdown;
+pub(crate) use mih_shared::topology::DISPATCHER_PRESENCE_TTL as PRESENCE_TTL;
+
+use crate::metrics as m;
+
+/// How often a replica renews its entry: well within [`PRESENCE_TTL`], so one lost renewal
+/// does not drop it.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often silent replicas are looked for, and a failed watch or renewal tried again.
+const TICK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReplicasError {
+    #[error("dispatchers bucket: {0}")]
+    Store(String),
+}
+
+/// How many dispatcher replicas are alive (this one included), as this one last saw it.
+pub(crate) type ReplicaCount = watch::Receiver<usize>;
+
+/// This replica's membership: renewed until [`Membership::leave`].
+#[derive(Debug)]
+pub(crate) struct Membership {
+    count: ReplicaCount,
+    stop: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Membership {
+    /// Joins: this replica's entry is stored and the others are known before it returns, so
+    /// its first deliveries already take only its share.
+    pub(crate) async fn join(js: &jetstream::Context, bucket: &str) -> Result<Self, ReplicasError> {
+        let kv = js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| ReplicasError::Store(e.to_string()))?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let watch = kv
+            .watch_with_history(">")
+            .await
+            .map_err(|e| ReplicasError::Store(e.to_string()))?;
+        let mut members = Members::new(id.clone());
+        renew(&kv, &id)
+            .await
+            .map_err(|e| ReplicasError::Store(e.to_string()))?;
+        // The watch starts with every stored entry, then what changes; it is read until this
+        // replica's own entry comes by, which follows every older one.
+        let mut watch = watch;
+        let deadline = Instant::now() + PRESENCE_TTL;
+        while let Ok(Some(Ok(entry))) = tokio::time::timeout_at(deadline, watch.next()).await {
+            members.apply(&entry, Instant::now());
+            if entry.key == id {
+                break;
+            }
+        }
+        let (publish, count) = watch::channel(members.count());
+        gauge!(m::REPLICAS).set(members.count() as f64);
+        let stop = Shutdown::new();
+        let task = tokio::spawn(follow(kv, members, watch, publish, stop.clone()));
+        Ok(Membership { count, stop, task })
+    }
+
+    pub(crate) fn count(&self) -> ReplicaCount {
+        self.count.clone()
+    }
+
+    /// Deletes this replica's entry so the others take up its share now.
+    pub(crate) async fn leave(self) {
+        self.stop.trigger();
+        if let Err(error) = self.task.await {
+            tracing::warn!(%error, "the presence task ended abnormally");
+        }
+    }
+}
+
+/// The replicas heard from, and when (by this replica's clock).
+#[derive(Debug)]
+struct Members {
+    own: String,
+    heard: HashMap<String, Instant>,
+}
+
+impl Members {
+    fn new(own: String) -> Self {
+        Members {
+            own,
+            heard: HashMap::new(),
+        }
+    }
+
+    fn apply(&mut self, entry: &kv::Entry, now: Instant) {
+        match entry.operation {
+            kv::Operation::Put => {
+                self.heard.insert(entry.key.clone(), now);
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                self.heard.remove(&entry.key);
+            }
+        }
+    }
+
+    /// Forgets replicas not heard from within the presence TTL.
+    fn forget_silent(&mut self, now: Instant) {
+        self.heard
+            .retain(|_, heard| now.saturating_duration_since(*heard) < PRESENCE_TTL);
+    }
+
+    /// Replicas alive: at least this one, whatever the bucket said.
+    fn count(&self) -> usize {
+        let others = self.heard.keys().filter(|key| **key != self.own).count();
+        others + 1
+    }
+}
+
+async fn renew(kv: &kv::Store, id: &str) -> Result<(), kv::PutError> {
+    let value = serde_json::json!({ "since": chrono::Utc::now() }).to_string();
+    kv.put(id, Bytes::from(value)).await.map(|_| ())
+}
+
+async fn follow(
+    kv: kv::Store,
+    mut members: Members,
+    watch: kv::Watch,
+    publish: watch::Sender<usize>,
+    stop: Shutdown,
+) {
+    let mut watch = Some(watch);
+    let mut tick = tokio::time::interval(TICK);
+    let mut next_renewal = Instant::now() + HEARTBEAT;
+    loop {
+        let update = tokio::select! {
+            () = stop.triggered() => break,
+            _ = tick.tick() => None,
+            update = next_update(&mut watch) => Some(update),
+        };
+        let now = Instant::now();
+        match update {
+            Some(Some(Ok(entry))) => members.apply(&entry, now),
+            Some(Some(Err(error))) => {
+                tracing::warn!(%error, "watching the dispatcher replicas failed; watching again");
+                watch = None;
+            }
+            Some(None) => watch = None,
+            None => {
+                if watch.is_none() {
+                    watch = kv.watch_with_history(">").await.ok();
+                }
+                if now >= next_renewal {
+                    match renew(&kv, &members.own).await {
+                        Ok(()) => next_renewal = now + HEARTBEAT,
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot renew this dispatcher's presence; trying again")
+                        }
+                    }
+                }
+                members.forget_silent(now);
+            }
+        }
+        let count = members.count();
+        if *publish.borrow() != count {
+            tracing::info!(
+                replicas = count,
+                "dispatcher replicas changed; each takes an equal share of every rate limit"
+            );
+            gauge!(m::REPLICAS).set(count as f64);
+            publish.send_replace(count);
+        }
+    }
+    if let Err(error) = kv.delete(&members.own).await {
+        tracing::warn!(%error, "cannot delete this dispatcher's presence; the others take up its share when it expires");
+    }
+}
+
+/// The watch's next update, or never while there is no watch.
+async fn next_update(watch: &mut Option<kv::Watch>) -> Option<Result<kv::Entry, kv::WatcherError>> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_counts_itself_and_those_heard_from_recently() {
+        let start = Instant::now();
+        let mut members = Members::new("me".into());
+        assert_eq!(members.count(), 1, "alone before anything is heard");
+        members.heard.insert("me".into(), start);
+        members.heard.insert("b".into(), start);
+        members
+            .heard
+            .insert("c".into(), start + Duration::from_secs(10));
+        assert_eq!(members.count(), 3);
+        members.forget_silent(start + PRESENCE_TTL + Duration::from_secs(1));
+        assert_eq!(members.count(), 2, "b went silent; c is still heard");
+        members.heard.clear();
+        assert_eq!(members.count(), 1, "never fewer than itself");
+    }
+}

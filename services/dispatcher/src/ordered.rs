@@ -14,13 +14,13 @@
 //! growing pause and is handed back after [`PATIENCE`]. Those waits do not count as attempts.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use metrics::counter;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -33,6 +33,7 @@ use mih_shared::names::Names;
 
 use crate::held::HOLD_RECHECK;
 use crate::metrics as m;
+use crate::replicas::ReplicaCount;
 use crate::worker::Worker;
 
 /// Keyed jobs this process holds at once per partition (waiting for their turn or attempted).
@@ -97,8 +98,8 @@ pub(crate) struct Lane {
     shutdown: Shutdown,
     /// The durable consumer's name, for the spans.
     consumer: String,
-    /// Attempts at once: the partition's share of the service's concurrency.
-    attempts: Semaphore,
+    /// Attempts at once: this replica's part of the partition's share of the concurrency.
+    attempts: AttemptSlots,
     keys: Mutex<HashMap<String, Key>>,
     settled: Mutex<SettledSeqs>,
 }
@@ -127,11 +128,11 @@ impl Lane {
         shutdown: Shutdown,
     ) -> Self {
         Lane {
+            attempts: AttemptSlots::new(share, worker.shared.replicas.clone()),
             worker,
             stream,
             shutdown,
             consumer,
-            attempts: Semaphore::new(share.max(1)),
             keys: Mutex::new(HashMap::new()),
             settled: Mutex::new(SettledSeqs::default()),
         }
@@ -165,9 +166,7 @@ impl Lane {
                 return Disposition::Retry { after: Some(after) };
             }
         }
-        let Ok(_attempt) = self.attempts.acquire().await else {
-            return Disposition::Retry { after: None };
-        };
+        let _attempt = self.attempts.take().await;
         self.worker.until_ready().await;
         let disposition = self.worker.process(message, &self.shutdown).await;
         if let Disposition::Retry { after: Some(after) } = &disposition
@@ -339,15 +338,11 @@ impl Lane {
     }
 
     fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, Key>> {
-        self.keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn settled_here(&self) -> std::sync::MutexGuard<'_, SettledSeqs> {
-        self.settled
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.settled.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// After the loop settled a job: its key's next job here may go.
@@ -424,6 +419,67 @@ impl Handler for Lane {
     }
 }
 
+/// How often a lane waiting for an attempt slot looks again at the replicas alive (a slot
+/// freed here wakes it at once).
+const SLOTS_RECHECK: Duration = Duration::from_millis(100);
+
+/// The attempts a lane may make at once. Every replica's lane reads the same keyed consumer,
+/// which has no cap on pending jobs, so the partition's share of the service's concurrency
+/// is split among the replicas alive (10 over 4: 3, 3, 2, 2), as JetStream's cap does for
+/// unkeyed jobs.
+#[derive(Debug)]
+struct AttemptSlots {
+    share: usize,
+    replicas: ReplicaCount,
+    busy: Mutex<usize>,
+    freed: Notify,
+}
+
+/// An attempt slot, given back when dropped.
+struct Slot<'a>(&'a AttemptSlots);
+
+impl AttemptSlots {
+    fn new(share: usize, replicas: ReplicaCount) -> Self {
+        AttemptSlots {
+            share: share.max(1),
+            replicas,
+            busy: Mutex::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    fn limit(&self) -> usize {
+        self.replicas.borrow().part_of(self.share)
+    }
+
+    fn try_take(&self) -> Option<Slot<'_>> {
+        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        (*busy < self.limit()).then(|| {
+            *busy += 1;
+            Slot(self)
+        })
+    }
+
+    async fn take(&self) -> Slot<'_> {
+        loop {
+            if let Some(slot) = self.try_take() {
+                return slot;
+            }
+            // `notify_one` keeps a wake-up for a waiter that is not waiting yet.
+            let _ = tokio::time::timeout(SLOTS_RECHECK, self.freed.notified()).await;
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.0.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        *busy = busy.saturating_sub(1);
+        drop(busy);
+        self.0.freed.notify_one();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,5 +494,27 @@ mod tests {
         assert!(settled.contains(11));
         assert!(settled.contains(SETTLED_MEMORY as u64 + 10));
         assert_eq!(settled.order.len(), SETTLED_MEMORY);
+    }
+
+    #[tokio::test]
+    async fn replicas_split_the_attempt_slots_and_a_freed_slot_is_taken_again() {
+        use crate::replicas::Place;
+        let (tell, replicas) = tokio::sync::watch::channel(Place { count: 2, index: 0 });
+        let slots = AttemptSlots::new(3, replicas);
+        let first = slots.try_take().expect("first of two");
+        let _second = slots.try_take().expect("second of two");
+        assert!(slots.try_take().is_none(), "3 over 2 replicas: 2 here");
+        tell.send_replace(Place::ALONE);
+        let third = slots.try_take().expect("alone: all 3");
+        assert!(slots.try_take().is_none());
+        drop(third);
+        tell.send_replace(Place { count: 3, index: 2 });
+        drop(first);
+        assert!(slots.try_take().is_none(), "1 of 3 here, and 1 still busy");
+        let waiting = slots.take();
+        tell.send_replace(Place::ALONE);
+        let _fourth = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("taken once the replicas change");
     }
 }

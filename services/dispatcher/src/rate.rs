@@ -34,7 +34,7 @@ pub(crate) struct RateLimit {
 
 impl RateLimit {
     pub(crate) fn new(service: String, rate: NonZeroU32, replicas: ReplicaCount) -> Self {
-        let n = (*replicas.borrow()).max(1);
+        let n = replicas.borrow().count.max(1);
         RateLimit {
             service,
             rate,
@@ -52,7 +52,7 @@ impl RateLimit {
     }
 
     fn limiter(&self) -> Arc<DefaultDirectRateLimiter> {
-        let n = (*self.replicas.borrow()).max(1);
+        let n = self.replicas.borrow().count.max(1);
         // A poisoned lock only means a panic elsewhere mid-swap; the value is still whole.
         let mut current = self
             .current
@@ -104,16 +104,19 @@ mod tests {
 
     #[test]
     fn a_change_in_replicas_changes_the_share() {
-        let (tell, replicas) = tokio::sync::watch::channel(1);
+        let (tell, replicas) = tokio::sync::watch::channel(crate::replicas::Place::ALONE);
         let limit = RateLimit::new("svc".into(), rate(10), replicas);
         let alone = limit.limiter();
         // A burst of one: the first cell goes, the second waits for 100 ms.
         assert!(alone.check().is_ok());
         assert!(alone.check().is_err());
-        tell.send_replace(2);
+        tell.send_replace(crate::replicas::Place { count: 2, index: 1 });
         let shared = limit.limiter();
         assert!(!Arc::ptr_eq(&alone, &shared));
-        assert!(shared.check().is_err(), "a new share starts with its burst spent");
+        assert!(
+            shared.check().is_err(),
+            "a new share starts with its burst spent"
+        );
         assert!(
             Arc::ptr_eq(&shared, &limit.limiter()),
             "kept while unchanged"

@@ -35,8 +35,27 @@ pub(crate) enum ReplicasError {
     Store(String),
 }
 
-/// How many dispatcher replicas are alive (this one included), as this one last saw it.
-pub(crate) type ReplicaCount = watch::Receiver<usize>;
+/// This replica among the replicas alive, as it last saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    /// Replicas alive, this one included.
+    pub count: usize,
+    /// This one's position among them (by id), for splitting a whole number exactly.
+    pub index: usize,
+}
+
+impl Place {
+    #[cfg(test)]
+    pub(crate) const ALONE: Place = Place { count: 1, index: 0 };
+
+    /// This replica's part of `total` (10 over 4 replicas: 3, 3, 2, 2), at least one.
+    pub(crate) fn part_of(self, total: usize) -> usize {
+        mih_shared::partition::share(total, self.count, self.index)
+    }
+}
+
+/// Where this replica stands among the dispatcher replicas, kept current.
+pub(crate) type ReplicaCount = watch::Receiver<Place>;
 
 /// This replica's membership: renewed until [`Membership::leave`].
 #[derive(Debug)]
@@ -73,8 +92,8 @@ impl Membership {
                 break;
             }
         }
-        let (publish, count) = watch::channel(members.count());
-        gauge!(m::REPLICAS).set(members.count() as f64);
+        let (publish, count) = watch::channel(members.place());
+        gauge!(m::REPLICAS).set(members.place().count as f64);
         let stop = Shutdown::new();
         let task = tokio::spawn(follow(kv, members, watch, publish, stop.clone()));
         Ok(Membership { count, stop, task })
@@ -125,10 +144,16 @@ impl Members {
             .retain(|_, heard| now.saturating_duration_since(*heard) < PRESENCE_TTL);
     }
 
-    /// Replicas alive: at least this one, whatever the bucket said.
-    fn count(&self) -> usize {
-        let others = self.heard.keys().filter(|key| **key != self.own).count();
-        others + 1
+    /// Replicas alive (at least this one, whatever the bucket said) and this one's place.
+    fn place(&self) -> Place {
+        let others = self.heard.keys().filter(|key| **key != self.own);
+        let (count, before) = others.fold((1, 0), |(count, before), key| {
+            (count + 1, before + usize::from(*key < self.own))
+        });
+        Place {
+            count,
+            index: before,
+        }
     }
 }
 
@@ -141,7 +166,7 @@ async fn follow(
     kv: kv::Store,
     mut members: Members,
     watch: kv::Watch,
-    publish: watch::Sender<usize>,
+    publish: watch::Sender<Place>,
     stop: Shutdown,
 ) {
     let mut watch = Some(watch);
@@ -176,14 +201,14 @@ async fn follow(
                 members.forget_silent(now);
             }
         }
-        let count = members.count();
-        if *publish.borrow() != count {
+        let place = members.place();
+        if *publish.borrow() != place {
             tracing::info!(
-                replicas = count,
+                replicas = place.count,
                 "dispatcher replicas changed; each takes an equal share of every rate limit"
             );
-            gauge!(m::REPLICAS).set(count as f64);
-            publish.send_replace(count);
+            gauge!(m::REPLICAS).set(place.count as f64);
+            publish.send_replace(place);
         }
     }
     if let Err(error) = kv.delete(&members.own).await {
@@ -206,17 +231,34 @@ mod tests {
     #[test]
     fn a_replica_counts_itself_and_those_heard_from_recently() {
         let start = Instant::now();
-        let mut members = Members::new("me".into());
-        assert_eq!(members.count(), 1, "alone before anything is heard");
-        members.heard.insert("me".into(), start);
+        let mut members = Members::new("m".into());
+        assert_eq!(
+            members.place(),
+            Place::ALONE,
+            "alone before anything is heard"
+        );
+        members.heard.insert("m".into(), start);
         members.heard.insert("b".into(), start);
         members
             .heard
-            .insert("c".into(), start + Duration::from_secs(10));
-        assert_eq!(members.count(), 3);
+            .insert("z".into(), start + Duration::from_secs(10));
+        assert_eq!(members.place(), Place { count: 3, index: 1 });
         members.forget_silent(start + PRESENCE_TTL + Duration::from_secs(1));
-        assert_eq!(members.count(), 2, "b went silent; c is still heard");
+        assert_eq!(
+            members.place(),
+            Place { count: 2, index: 0 },
+            "b went silent; z is still heard"
+        );
         members.heard.clear();
-        assert_eq!(members.count(), 1, "never fewer than itself");
+        assert_eq!(members.place(), Place::ALONE, "never fewer than itself");
+    }
+
+    #[test]
+    fn replicas_split_a_whole_number_exactly() {
+        let parts: Vec<usize> = (0..4)
+            .map(|index| Place { count: 4, index }.part_of(10))
+            .collect();
+        assert_eq!(parts, [3, 3, 2, 2]);
+        assert_eq!(Place { count: 3, index: 2 }.part_of(1), 1, "at least one");
     }
 }

@@ -42,6 +42,15 @@ pub struct Args {
     /// Trials of the breaker scenario.
     #[arg(long, default_value_t = 5)]
     breaker_trials: usize,
+    /// The rate limit (per second) of the rate-limit scenarios.
+    #[arg(long, default_value_t = 500)]
+    rate_limit: u32,
+    /// Dispatcher processes to share the rate limit, one scenario each (10 s of jobs).
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    rate_replicas: Vec<usize>,
+    /// Skip the rate-limit scenarios.
+    #[arg(long)]
+    no_rate: bool,
 }
 
 const BODY: &str =
@@ -56,6 +65,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
         rows.push(amqp(args.jobs, args.concurrency).await?);
     }
     rows.push(breaker(args.breaker_trials).await?);
+    if !args.no_rate {
+        for &replicas in &args.rate_replicas {
+            rows.push(rate_limited(args.rate_limit, replicas, args.concurrency).await?);
+        }
+    }
     Ok(rows)
 }
 
@@ -176,19 +190,7 @@ async fn http(services: usize, total: usize, concurrency: u32) -> anyhow::Result
     let hub = hub().await?;
     let sink = HttpSink::start().await?;
     let jobs = (0..total)
-        .map(|i| {
-            job(
-                &format!("sink-{}", i % services),
-                Request::Http(HttpRequest {
-                    method: HttpMethod::Post,
-                    path: format!("/users/{i}"),
-                    query: Vec::new(),
-                    headers: Vec::new(),
-                    body: Some(BODY.to_owned()),
-                    content_type: Some("application/json".to_owned()),
-                }),
-            )
-        })
+        .map(|i| job(&format!("sink-{}", i % services), http_request(i)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     store(&hub, jobs).await?;
     for s in 0..services {
@@ -218,6 +220,84 @@ async fn http(services: usize, total: usize, concurrency: u32) -> anyhow::Result
         );
     }
     delivery_row(name, total, concurrency, elapsed, cpu, peak)
+}
+
+/// Ten seconds of jobs for one service with a rate limit, delivered by `replicas` dispatcher
+/// processes together: the rate the sink saw, and its busiest second.
+async fn rate_limited(rate: u32, replicas: usize, concurrency: u32) -> anyhow::Result<Row> {
+    let total = usize::try_from(rate)? * 10;
+    let hub = hub().await?;
+    let sink = HttpSink::start().await?;
+    let jobs = (0..total)
+        .map(|i| job("limited", http_request(i)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    store(&hub, jobs).await?;
+    post(
+        &hub,
+        "/api/v1/services",
+        json!({"name": "limited", "concurrency": concurrency, "rate_limit_per_sec": rate,
+               "transport": {"kind": "rest", "base_url": sink.url()}}),
+    )
+    .await?;
+    let mut dispatchers = (0..replicas)
+        .map(|_| hub.spawn(&["dispatcher"]))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let pids: Vec<u32> = dispatchers
+        .iter()
+        .filter_map(tokio::process::Child::id)
+        .collect();
+    let cpu_before = process::cpu_time_of(&pids);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while sink.count() < total {
+        if Instant::now() > deadline {
+            bail!("{replicas} dispatcher(s) did not deliver {total} jobs within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cpu = process::cpu_time_of(&pids).saturating_sub(cpu_before);
+    let peak: f64 = pids
+        .iter()
+        .filter_map(|pid| process::memory_mib(*pid))
+        .map(|(_, peak)| peak)
+        .sum();
+    for dispatcher in &mut dispatchers {
+        dispatcher.kill().await.ok();
+    }
+    let mut arrivals: Vec<Instant> = sink.requests().iter().map(|r| r.received_at).collect();
+    arrivals.sort();
+    let (Some(first), Some(last)) = (arrivals.first(), arrivals.last()) else {
+        bail!("nothing was delivered");
+    };
+    let elapsed = last.duration_since(*first).max(Duration::from_millis(1));
+    let mut busiest = 0;
+    let mut start = 0;
+    for (end, at) in arrivals.iter().enumerate() {
+        while at.duration_since(arrivals[start]) >= Duration::from_secs(1) {
+            start += 1;
+        }
+        busiest = busiest.max(end - start + 1);
+    }
+    let name =
+        format!("HTTP, rate limit {rate}/s, {replicas} dispatcher(s): busiest second {busiest}");
+    delivery_row(
+        name,
+        total,
+        concurrency,
+        elapsed,
+        cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        peak,
+    )
+}
+
+fn http_request(i: usize) -> Request {
+    Request::Http(HttpRequest {
+        method: HttpMethod::Post,
+        path: format!("/users/{i}"),
+        query: Vec::new(),
+        headers: Vec::new(),
+        body: Some(BODY.to_owned()),
+        content_type: Some("application/json".to_owned()),
+    })
 }
 
 async fn amqp(total: usize, concurrency: u32) -> anyhow::Result<Row> {

@@ -30,15 +30,15 @@ async fn hub(toml: &str) -> TestHub {
         .await
 }
 
-/// Service `sis` at `sink` and a rule sending each enrolment to `/u/<learner>/<n>`, ordered
-/// by learner.
-async fn ordered_rule(hub: &TestHub, sink: &HttpSink) {
+/// Service `sis` at `sink` with `concurrency`, and a rule sending each enrolment to
+/// `/u/<learner>/<n>`, ordered by learner.
+async fn ordered_rule(hub: &TestHub, sink: &HttpSink, concurrency: u32) {
     let created = hub
         .api()
         .post(
             "/api/v1/services",
             &json!({"name": "sis", "transport": {"kind": "rest", "base_url": sink.url()},
-                    "concurrency": 16,
+                    "concurrency": concurrency,
                     "retry": {"max_retries": 10, "backoff_base_ms": 50, "backoff_cap_ms": 200},
                     "breaker": {"failure_threshold": 1000}}),
         )
@@ -175,7 +175,7 @@ async fn each_learners_events_arrive_in_order_while_learners_interleave() {
             [Reply::status(503), Reply::status(503)],
         );
     }
-    ordered_rule(&hub, &sink).await;
+    ordered_rule(&hub, &sink, 16).await;
 
     post_rounds(&hub, 200, 20).await;
     let stored = stored_order(&hub, 1).await;
@@ -223,7 +223,7 @@ async fn two_dispatchers_and_two_partitions_keep_each_learners_order() {
         sink.script_path(&format!("/u/{user}/0"), [Reply::status(503)]);
         sink.script_path(&format!("/u/{user}/4"), [Reply::status(503)]);
     }
-    ordered_rule(&hub, &sink).await;
+    ordered_rule(&hub, &sink, 16).await;
     post_rounds(&hub, 100, 10).await;
     hub.wait_for_matcher_idle().await;
     // Both replicas start with every learner's jobs waiting.
@@ -237,6 +237,41 @@ async fn two_dispatchers_and_two_partitions_keep_each_learners_order() {
         100,
         "events of every learner stored"
     );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_dispatchers_together_keep_to_the_services_concurrency() {
+    let mut hub = hub("").await;
+    let sink = HttpSink::start().await.expect("sink");
+    let answer_after = Duration::from_millis(150);
+    sink.set_reply(Reply::status(200).with_delay(answer_after));
+    ordered_rule(&hub, &sink, 4).await;
+    // Both replicas wait for jobs, so both pull them as they come.
+    hub.add_services(&[ServiceName::Dispatcher]).await;
+    hub.add_services(&[ServiceName::Dispatcher]).await;
+    post_rounds(&hub, 40, 3).await;
+
+    let requests = wait_delivered(&sink, 40, 3).await;
+    assert_in_order_per_key(&requests, 40, 3);
+    // Each request is in flight from its arrival until the sink answers.
+    let mut arrivals: Vec<std::time::Instant> = requests.iter().map(|r| r.received_at).collect();
+    arrivals.sort();
+    let most_at_once = arrivals
+        .iter()
+        .map(|at| {
+            arrivals
+                .iter()
+                .filter(|other| *other <= at && at.duration_since(**other) < answer_after)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        most_at_once <= 4,
+        "the two replicas together attempted {most_at_once} at once; the service allows 4"
+    );
+    assert!(most_at_once > 1, "keys went in parallel");
     hub.stop().await;
 }
 

@@ -238,3 +238,54 @@ async fn facade_paths_cannot_climb_out_of_the_base_url() {
     assert_eq!(received[0].uri.path(), "/api/users/..27");
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_answered_429_is_not_called_until_its_retry_after() {
+    let hub = hub().await;
+    let sink = HttpSink::start().await.expect("sink");
+    sink.script([Reply::status(429).with_header("retry-after", "3")]);
+    service(&hub, "points", &sink, json!({})).await;
+    let call = |timeout_ms: u64| json!({"path": "/points", "timeout_ms": timeout_ms});
+    let first = hub
+        .api()
+        .post("/api/v1/services/points/request", &call(1000))
+        .await;
+    assert_eq!(first.body["status"], 429, "{}", first.body);
+
+    // Paused for longer than this call may wait: refused at once, saying until when.
+    let refused = hub
+        .api()
+        .post("/api/v1/services/points/request", &call(1000))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.body["attempts"], 0);
+    assert_eq!(refused.body["circuit"], "closed", "a 429 does not open it");
+    assert!(refused.body["retry_at"].is_string(), "{}", refused.body);
+    let retry_after: u64 = refused
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=3).contains(&retry_after), "{retry_after}");
+    assert_eq!(sink.count(), 1, "the refusal sent nothing");
+
+    // A call that may wait longer than the pause waits it out.
+    let waited = hub
+        .api()
+        .post("/api/v1/services/points/request", &call(10_000))
+        .await;
+    assert_eq!(waited.body["ok"], true, "{}", waited.body);
+    let requests = sink.requests();
+    assert_eq!(requests.len(), 2);
+    let gap = requests[1].received_at - requests[0].received_at;
+    assert!(
+        gap >= Duration::from_millis(2900),
+        "called again after {gap:?}"
+    );
+    hub.stop().await;
+}

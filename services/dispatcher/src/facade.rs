@@ -126,6 +126,9 @@ fn fit(mut answer: FacadeResponse, max_payload: usize) -> Result<Vec<u8>, serde_
     }
 }
 
+/// When a call refused for want of a rate-limit slot is worth making again.
+const RATE_LIMITED_RETRY: chrono::Duration = chrono::Duration::seconds(1);
+
 fn failed(error: impl Into<String>, circuit: &str) -> FacadeResponse {
     FacadeResponse {
         v: Version,
@@ -139,6 +142,7 @@ fn failed(error: impl Into<String>, circuit: &str) -> FacadeResponse {
         error: Some(error.into()),
         circuit: circuit.to_owned(),
         call_id: None,
+        retry_at: None,
     }
 }
 
@@ -223,17 +227,23 @@ async fn call_service(
                     tokio::time::sleep(pause).await;
                     continue;
                 }
-                Some(format!(
-                    "`{}` asked not to be called before {} (it answered 429 Too Many Requests); \
-                     nothing was sent",
-                    call.service,
-                    until.to_rfc3339()
+                Some((
+                    format!(
+                        "`{}` asked not to be called before {} (it answered 429 Too Many \
+                         Requests); nothing was sent",
+                        call.service,
+                        until.to_rfc3339()
+                    ),
+                    until,
                 ))
             }
-            Ok(Admission::Wait { until }) => Some(format!(
-                "the circuit of `{}` is open (the service failed repeatedly); next probe at {}",
-                call.service,
-                until.to_rfc3339()
+            Ok(Admission::Wait { until }) => Some((
+                format!(
+                    "the circuit of `{}` is open (the service failed repeatedly); next probe at {}",
+                    call.service,
+                    until.to_rfc3339()
+                ),
+                until,
             )),
             Err(error) => {
                 tracing::warn!(%error, "circuit state unavailable; calling anyway");
@@ -247,15 +257,18 @@ async fn call_service(
                 .await
                 .is_err() =>
             {
-                Some(format!(
-                    "`{}` is at its rate limit and no slot came within the call's deadline \
-                     ({} ms); nothing was sent",
-                    call.service, call.timeout_ms
+                Some((
+                    format!(
+                        "`{}` is at its rate limit and no slot came within the call's deadline \
+                         ({} ms); nothing was sent",
+                        call.service, call.timeout_ms
+                    ),
+                    Utc::now() + RATE_LIMITED_RETRY,
                 ))
             }
             refusal => refusal,
         };
-        if let Some(error) = refusal {
+        if let Some((error, retry_at)) = refusal {
             let circuit = worker.breaker.current().state;
             // Refused by the open circuit, or held back at the service's own request (429) or
             // limit: the latter is worth trying again soon, so it is logged as retryable.
@@ -272,6 +285,7 @@ async fn call_service(
             answer.attempts = attempt;
             answer.call_id = Some(job.id.to_string());
             answer.duration_ms = elapsed_ms(clock);
+            answer.retry_at = Some(retry_at);
             return answer;
         }
         attempt += 1;
@@ -342,6 +356,7 @@ async fn call_service(
                 error: result.error,
                 circuit: worker.breaker.current().state.as_str().to_owned(),
                 call_id: Some(job.id.to_string()),
+                retry_at: None,
             };
         }
         if let Some(wait) = retry_in {

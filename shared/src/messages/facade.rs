@@ -56,4 +56,8 @@ pub struct FacadeResponse {
     /// The job id the attempts were logged under (`Idempotency-Key` at the target).
     #[serde(default)]
     pub call_id: Option<String>,
+    /// When nothing was sent: when the service may be called again (the circuit's next probe,
+    /// the end of a pause the service asked for with 429, the next rate-limit slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<chrono::DateTime<chrono::Utc>>,
 }

@@ -137,7 +137,7 @@ final class hub {
             throw new \moodle_exception('circuit_open', 'local_mih', '', $service, (string) ($json['error'] ?? ''));
         }
         if (is_array($json) && array_key_exists('ok', $json) && array_key_exists('circuit', $json)) {
-            // 200 (the target answered), 503 (nothing sent) or 504 (no answer in time).
+            // 200 (the target answered), 429 or 503 (nothing sent) or 504 (no answer in time).
             return new response(
                 success: (bool) $json['ok'],
                 httpstatus: isset($json['status']) ? (int) $json['status'] : null,

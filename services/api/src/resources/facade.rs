@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -74,6 +75,9 @@ pub struct CallAnswer {
     pub circuit: String,
     /// Id of the call in the delivery log (also its `Idempotency-Key`).
     pub call_id: Option<String>,
+    /// When nothing was sent: when the service may be called again (the circuit's next
+    /// probe, the end of a pause the service asked for with 429, the next rate-limit slot).
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 impl From<FacadeResponse> for CallAnswer {
@@ -93,6 +97,7 @@ impl From<FacadeResponse> for CallAnswer {
             error: answer.error,
             circuit: answer.circuit,
             call_id: answer.call_id,
+            retry_at: answer.retry_at,
         }
     }
 }
@@ -114,7 +119,7 @@ const REQUEST_ROOM: usize = 64 * 1024;
 #[utoipa::path(post, path = "/api/v1/services/{name}/request", tag = "services", params(("name" = String, Path)),
     request_body = CallInput,
     responses((status = 200, body = CallAnswer), (status = 401), (status = 403), (status = 404),
-              (status = 409), (status = 413), (status = 422), (status = 503, body = CallAnswer),
+              (status = 409), (status = 413), (status = 422), (status = 429, body = CallAnswer), (status = 503, body = CallAnswer),
               (status = 504, body = CallAnswer)))]
 pub(crate) async fn call(
     State(state): State<AppState>,
@@ -182,6 +187,7 @@ pub(crate) async fn call(
                 error: Some(error),
                 circuit: "unknown".to_owned(),
                 call_id: call_id.clone(),
+                retry_at: None,
             };
             Ok((status, Json(answer)).into_response())
         };
@@ -210,16 +216,35 @@ pub(crate) async fn call(
     };
     let answer: FacadeResponse = messages::decode(&message.payload)
         .map_err(|e| ApiFailure::Internal(format!("unreadable dispatcher answer: {e}")))?;
-    let open = answer.circuit == "open" && answer.attempts == 0;
+    let refused = refusal(&answer, service.breaker.cooldown_ms);
     let mut response = Json(CallAnswer::from(answer)).into_response();
-    if open {
-        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        let retry = (service.breaker.cooldown_ms / 1000).max(1).to_string();
-        if let Ok(value) = HeaderValue::from_str(&retry) {
+    if let Some((status, retry_after)) = refused {
+        *response.status_mut() = status;
+        if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
     }
     Ok(response)
+}
+
+/// A call refused before anything was sent: 503 while the circuit is open, 429 while the
+/// service is paused (it answered 429) or at its rate limit; with the seconds to wait.
+fn refusal(answer: &FacadeResponse, cooldown_ms: u64) -> Option<(StatusCode, u64)> {
+    if answer.attempts > 0 || answer.ok {
+        return None;
+    }
+    let seconds_left = |at: DateTime<Utc>| {
+        let millis = u64::try_from((at - Utc::now()).num_milliseconds()).unwrap_or(0);
+        millis.div_ceil(1000).max(1)
+    };
+    match (answer.circuit.as_str(), answer.retry_at) {
+        ("open", retry_at) => Some((
+            StatusCode::SERVICE_UNAVAILABLE,
+            retry_at.map_or((cooldown_ms / 1000).max(1), seconds_left),
+        )),
+        (_, Some(retry_at)) => Some((StatusCode::TOO_MANY_REQUESTS, seconds_left(retry_at))),
+        _ => None,
+    }
 }
 
 fn build(

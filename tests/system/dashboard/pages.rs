@@ -1034,3 +1034,45 @@ async fn a_service_takes_messages_back_to_moodle_through_the_form() {
     assert!(hub.api().get("/api/v1/services/sis").await.body["inbound"].is_null());
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_paused_by_its_429_says_until_when() {
+    let hub = hub().await;
+    let created = hub
+        .api()
+        .post(
+            "/api/v1/services",
+            &json!({"name": "busy", "transport": {"kind": "rest", "base_url": "http://127.0.0.1:9/"}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    // What a dispatcher writes when the service answers 429 with Retry-After: 60.
+    let circuits = mih_shared::circuit::CircuitStore::open(&hub.js, &hub.names().circuits_bucket())
+        .await
+        .expect("circuits");
+    let until = chrono::Utc::now() + chrono::Duration::seconds(60);
+    circuits
+        .modify(&"busy".parse().expect("slug"), |circuit| {
+            circuit.pause(until)
+        })
+        .await
+        .expect("paused");
+
+    let api = hub.api().get("/api/v1/circuits").await;
+    assert!(
+        api.body["items"][0]["paused_until"].is_string(),
+        "{}",
+        api.body
+    );
+    let mut viewer = Visitor::new(&hub);
+    viewer.log_in(ADMIN_TOKEN).await;
+    for path in ["/services", "/services/busy"] {
+        let page = viewer.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        let shown = between(&page.body, "paused (429) until <time datetime=\"", "\"")
+            .unwrap_or_else(|| panic!("{path} shows the pause: {}", page.body));
+        let shown = chrono::DateTime::parse_from_rfc3339(shown).expect("a time");
+        assert_eq!(shown, until, "{path}");
+    }
+    hub.stop().await;
+}

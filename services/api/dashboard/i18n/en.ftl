@@ -60,6 +60,7 @@ circuit-closed = closed
 circuit-open = open
 circuit-half_open = half open
 circuit-retry-at = retry at
+circuit-paused-until = paused (429) until
 unknown = unknown
 
 error-title = Something went wrong

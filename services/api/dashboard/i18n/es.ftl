@@ -60,6 +60,7 @@ circuit-closed = cerrado
 circuit-open = abierto
 circuit-half_open = semiabierto
 circuit-retry-at = reintento el
+circuit-paused-until = en pausa (429) hasta el
 unknown = desconocido
 
 error-title = Se ha producido un error

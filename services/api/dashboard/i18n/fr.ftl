@@ -60,6 +60,7 @@ circuit-closed = fermé
 circuit-open = ouvert
 circuit-half_open = semi-ouvert
 circuit-retry-at = nouvel essai le
+circuit-paused-until = en pause (429) jusqu'au
 unknown = inconnu
 
 error-title = Une erreur s'est produite
@@ -344,7 +345,7 @@ source-id-hint = Minuscules, chiffres, - et _ ; le réglage « Source id » d
 source-name = Nom
 source-secrets = Secrets de signature
 source-bearer = Jeton bearer
-source-expires = valable jusqu’au
+source-expires = valable jusqu'au
 source-rotate = Nouveau secret de signature
 source-rotate-confirm = Créer un nouveau secret de signature ? L’actuel reste valable un jour, le temps de mettre à jour le site.
 source-add-title = Ajouter un site Moodle

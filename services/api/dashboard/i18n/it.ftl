@@ -60,6 +60,7 @@ circuit-closed = chiuso
 circuit-open = aperto
 circuit-half_open = semiaperto
 circuit-retry-at = nuovo tentativo il
+circuit-paused-until = in pausa (429) fino al
 unknown = sconosciuto
 
 error-title = Si è verificato un errore

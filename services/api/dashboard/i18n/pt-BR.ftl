@@ -60,6 +60,7 @@ circuit-closed = fechado
 circuit-open = aberto
 circuit-half_open = semiaberto
 circuit-retry-at = nova tentativa em
+circuit-paused-until = em pausa (429) até
 unknown = desconhecido
 
 error-title = Algo deu errado

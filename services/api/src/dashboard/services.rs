@@ -75,6 +75,7 @@ async fn rows(state: &AppState) -> Result<Vec<Value>, ApiFailure> {
                 "state_key": format!("circuit-{}", circuit.state),
                 "badge": match circuit.state.as_str() { "closed" => "ok", "open" => "error", _ => "warn" },
                 "probe_at": circuit.probe_at.map(|at| at.to_rfc3339()),
+                "paused_until": circuit.paused_until.map(|at| at.to_rfc3339()),
                 "failures": circuit.consecutive_failures,
                 "last_error": circuit.last_error,
             })

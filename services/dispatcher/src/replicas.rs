@@ -138,10 +138,16 @@ impl Members {
         }
     }
 
-    /// Forgets replicas not heard from within the presence TTL.
-    fn forget_silent(&mut self, now: Instant) {
+    /// Forgets replicas not heard from within the presence TTL before this one's own latest
+    /// renewal came by. Measured against that rather than the clock, so that a replica cut
+    /// off from NATS (hearing no one, itself included) forgets no one and does not take the
+    /// whole rate for itself.
+    fn forget_silent(&mut self) {
+        let Some(own) = self.heard.get(&self.own).copied() else {
+            return;
+        };
         self.heard
-            .retain(|_, heard| now.saturating_duration_since(*heard) < PRESENCE_TTL);
+            .retain(|_, heard| own.saturating_duration_since(*heard) < PRESENCE_TTL);
     }
 
     /// Replicas alive (at least this one, whatever the bucket said) and this one's place.
@@ -198,7 +204,7 @@ async fn follow(
                         }
                     }
                 }
-                members.forget_silent(now);
+                members.forget_silent();
             }
         }
         let place = members.place();
@@ -243,14 +249,27 @@ mod tests {
             .heard
             .insert("z".into(), start + Duration::from_secs(10));
         assert_eq!(members.place(), Place { count: 3, index: 1 });
-        members.forget_silent(start + PRESENCE_TTL + Duration::from_secs(1));
-        assert_eq!(
-            members.place(),
-            Place { count: 2, index: 0 },
-            "b went silent; z is still heard"
-        );
+        members.forget_silent();
+        assert_eq!(members.place().count, 3, "no one silent yet");
+        // Its own renewal came by 16 s later: b went silent, z is still heard.
+        members
+            .heard
+            .insert("m".into(), start + PRESENCE_TTL + Duration::from_secs(1));
+        members.forget_silent();
+        assert_eq!(members.place(), Place { count: 2, index: 0 });
         members.heard.clear();
         assert_eq!(members.place(), Place::ALONE, "never fewer than itself");
+    }
+
+    #[test]
+    fn a_replica_that_hears_no_one_forgets_no_one() {
+        let start = Instant::now();
+        let mut members = Members::new("m".into());
+        members.heard.insert("m".into(), start);
+        members.heard.insert("b".into(), start);
+        // Its own renewals stopped coming by (NATS unreachable): b is kept, however long.
+        members.forget_silent();
+        assert_eq!(members.place().count, 2);
     }
 
     #[test]

@@ -65,6 +65,8 @@ async fn ensure_creates_everything_is_idempotent_and_applies_changes() {
         names.circuits_bucket(),
         names.dedup_bucket(),
         names.attempts_bucket(),
+        names.held_keys_bucket(),
+        names.dispatchers_bucket(),
     ] {
         js.get_key_value(&bucket)
             .await
@@ -170,6 +172,8 @@ async fn replicas_apply_to_every_stream_and_bucket_and_can_be_raised_in_place() 
         names.circuits_bucket(),
         names.dedup_bucket(),
         names.attempts_bucket(),
+        names.held_keys_bucket(),
+        names.dispatchers_bucket(),
     ];
     let backing = buckets.iter().map(|bucket| format!("KV_{bucket}"));
     for stream in streams.iter().cloned().chain(backing) {

@@ -7,11 +7,12 @@
 //! pulls from the same consumers and a replica at its share leaves jobs for the others. The
 //! price: a replica with no work for the service leaves its share unused.
 //!
-//! Attempts are spaced evenly (a GCRA from `governor`) with a burst of a tenth of a second's
-//! share, at least one (it absorbs timer lateness at high rates), so no window of one second
-//! sees more than the limit plus a tenth plus one per replica. A change in the number of
-//! replicas starts a limiter for the new share with its burst already spent, so a change
-//! adds no burst.
+//! Attempts are spaced evenly (a GCRA from `governor`) with a burst of a hundredth of a
+//! second's share, at least one (it absorbs timer lateness at high rates), so no window of
+//! one second sees more than the limit plus a hundredth plus one per replica. Every limiter
+//! (a worker's first, and one for a new share when the number of replicas changes) starts
+//! with its burst spent, so starting or scaling adds no burst; only a replica that was idle
+//! has one.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -39,7 +40,7 @@ impl RateLimit {
             service,
             rate,
             replicas,
-            current: Mutex::new((n, Arc::new(RateLimiter::direct(share(rate, n))))),
+            current: Mutex::new((n, spent(rate, n))),
         }
     }
 
@@ -59,22 +60,28 @@ impl RateLimit {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if current.0 != n {
-            let quota = share(self.rate, n);
-            let limiter = RateLimiter::direct(quota);
-            // Spent, or the change would let a fresh burst out on top of the old share's.
-            let _ = limiter.check_n(quota.burst_size());
-            *current = (n, Arc::new(limiter));
+            *current = (n, spent(self.rate, n));
         }
         Arc::clone(&current.1)
     }
 }
 
+/// A limiter of this replica's share with its burst spent: a fresh burst on top of what the
+/// other replicas (or this one's previous share) just sent could exceed the limit.
+fn spent(rate: NonZeroU32, replicas: usize) -> Arc<DefaultDirectRateLimiter> {
+    let quota = share(rate, replicas);
+    let limiter = RateLimiter::direct(quota);
+    // Cannot fail: the burst is the limiter's whole capacity.
+    let _ = limiter.check_n(quota.burst_size());
+    Arc::new(limiter)
+}
+
 /// One replica's share of `rate` per second among `replicas`: evenly spaced, with a burst of
-/// a tenth of a second's share (at least one).
+/// a hundredth of a second's share (at least one).
 pub(crate) fn share(rate: NonZeroU32, replicas: usize) -> Quota {
     let replicas = u32::try_from(replicas.max(1)).unwrap_or(u32::MAX);
     let burst =
-        NonZeroU32::new(rate.get() / replicas.saturating_mul(10)).unwrap_or(NonZeroU32::MIN);
+        NonZeroU32::new(rate.get() / replicas.saturating_mul(100)).unwrap_or(NonZeroU32::MIN);
     Duration::try_from_secs_f64(f64::from(replicas) / f64::from(rate.get()))
         .ok()
         .and_then(Quota::with_period)
@@ -90,13 +97,13 @@ mod tests {
     }
 
     #[test]
-    fn each_replica_gets_an_even_share_with_a_tenth_of_a_second_of_burst() {
+    fn each_replica_gets_an_even_share_with_a_hundredth_of_a_second_of_burst() {
         let quota = share(rate(50), 3);
         assert_eq!(quota.replenish_interval(), Duration::from_millis(60));
         assert_eq!(quota.burst_size().get(), 1);
         let quota = share(rate(1000), 2);
         assert_eq!(quota.replenish_interval(), Duration::from_millis(2));
-        assert_eq!(quota.burst_size().get(), 50);
+        assert_eq!(quota.burst_size().get(), 5);
         let quota = share(rate(1), 4);
         assert_eq!(quota.replenish_interval(), Duration::from_secs(4));
         assert_eq!(quota.burst_size().get(), 1);
@@ -107,9 +114,7 @@ mod tests {
         let (tell, replicas) = tokio::sync::watch::channel(crate::replicas::Place::ALONE);
         let limit = RateLimit::new("svc".into(), rate(10), replicas);
         let alone = limit.limiter();
-        // A burst of one: the first cell goes, the second waits for 100 ms.
-        assert!(alone.check().is_ok());
-        assert!(alone.check().is_err());
+        assert!(alone.check().is_err(), "the first share starts spent too");
         tell.send_replace(crate::replicas::Place { count: 2, index: 1 });
         let shared = limit.limiter();
         assert!(!Arc::ptr_eq(&alone, &shared));

@@ -1074,5 +1074,14 @@ async fn a_service_paused_by_its_429_says_until_when() {
         let shown = chrono::DateTime::parse_from_rfc3339(shown).expect("a time");
         assert_eq!(shown, until, "{path}");
     }
+    // An operator who knows better lifts the pause with the circuit's reset.
+    let reset = hub
+        .api()
+        .post("/api/v1/circuits/busy/reset", &json!({}))
+        .await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.body);
+    assert_eq!(reset.body["paused_until"], serde_json::Value::Null);
+    let page = viewer.get("/services/busy").await;
+    assert!(!page.body.contains("paused (429) until"), "{}", page.body);
     hub.stop().await;
 }

@@ -140,8 +140,8 @@ pub(crate) async fn get_one(
     Ok(Json(view(&service, &circuit)))
 }
 
-/// Close a service's circuit now: held jobs are delivered at once, without waiting for the
-/// cooldown and a successful probe.
+/// Close a service's circuit now, and lift a pause its 429 asked for: held jobs are delivered
+/// at once, without waiting for the cooldown and a successful probe.
 #[utoipa::path(post, path = "/api/v1/circuits/{service}/reset", tag = "circuits", params(("service" = String, Path)),
     responses((status = 200, body = CircuitView), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn reset(
@@ -159,8 +159,9 @@ pub(crate) async fn reset(
     let (after, _) = state
         .circuits
         .modify(&service.name, |circuit| {
-            let was_closed =
-                circuit.state == CircuitState::Closed && circuit.consecutive_failures == 0;
+            let was_closed = circuit.state == CircuitState::Closed
+                && circuit.consecutive_failures == 0
+                && circuit.pause_at(Utc::now()).is_none();
             *circuit = Circuit::closed(Utc::now());
             !was_closed
         })

@@ -62,7 +62,16 @@ pub(crate) type ReplicaCount = watch::Receiver<Place>;
 pub(crate) struct Membership {
     count: ReplicaCount,
     stop: Shutdown,
-    task: tokio::task::JoinHandle<()>,
+    /// `None` once left.
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Membership {
+    /// A dispatcher that ends without leaving (an error on the way out) must not stay counted,
+    /// renewing a share no worker uses: its entry is deleted in the background.
+    fn drop(&mut self) {
+        self.stop.trigger();
+    }
 }
 
 impl Membership {
@@ -96,7 +105,11 @@ impl Membership {
         gauge!(m::REPLICAS).set(members.place().count as f64);
         let stop = Shutdown::new();
         let task = tokio::spawn(follow(kv, members, watch, publish, stop.clone()));
-        Ok(Membership { count, stop, task })
+        Ok(Membership {
+            count,
+            stop,
+            task: Some(task),
+        })
     }
 
     pub(crate) fn count(&self) -> ReplicaCount {
@@ -104,9 +117,11 @@ impl Membership {
     }
 
     /// Deletes this replica's entry so the others take up its share now.
-    pub(crate) async fn leave(self) {
+    pub(crate) async fn leave(mut self) {
         self.stop.trigger();
-        if let Err(error) = self.task.await {
+        if let Some(task) = self.task.take()
+            && let Err(error) = task.await
+        {
             tracing::warn!(%error, "the presence task ended abnormally");
         }
     }

@@ -275,6 +275,58 @@ async fn two_dispatchers_together_keep_to_the_services_concurrency() {
     hub.stop().await;
 }
 
+/// Whether JOBS has `service`'s consumer `name`.
+async fn has_consumer(hub: &TestHub, name: &str) -> bool {
+    let jobs = hub
+        .js
+        .get_stream(hub.names().jobs_stream())
+        .await
+        .expect("jobs");
+    jobs.consumer_info(name).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keyed_lane_starts_with_the_first_rule_that_orders() {
+    let mut hub = hub("").await;
+    hub.add_services(&[ServiceName::Dispatcher]).await;
+    let sink = HttpSink::start().await.expect("sink");
+    let created = hub
+        .api()
+        .post(
+            "/api/v1/services",
+            &json!({"name": "sis", "transport": {"kind": "rest", "base_url": sink.url()}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    mih_testkit::eventually(WAIT, || async {
+        if has_consumer(&hub, "dispatch-sis").await {
+            Ok(())
+        } else {
+            Err("no worker yet".to_owned())
+        }
+    })
+    .await
+    .expect("the service's worker runs");
+    assert!(
+        !has_consumer(&hub, "ordered-sis").await,
+        "no keyed lane for a service no rule orders"
+    );
+
+    create_rule(
+        &hub,
+        json!({"name": "enrolments in order", "events": ["\\core\\event\\user_enrolment_created"],
+               "service": "sis", "ordering_key": "{{relateduserid}}",
+               "target": {"kind": "rest", "method": "POST", "path": "/u/{{relateduserid}}/{{other.n}}"}}),
+    )
+    .await;
+    hub.wait_for_config(ServiceName::Matcher).await;
+    post_rounds(&hub, 10, 5).await;
+    let requests = wait_delivered(&sink, 10, 5).await;
+    assert_in_order_per_key(&requests, 10, 5);
+    assert!(has_consumer(&hub, "ordered-sis").await);
+    hub.stop().await;
+}
+
 /// The order JOBS holds each learner's jobs in, once it holds `count`.
 async fn queued_order(hub: &TestHub, count: usize) -> BTreeMap<u64, Vec<u64>> {
     let jobs = mih_testkit::eventually(WAIT, || async {

@@ -7,7 +7,7 @@
 //! higher `streams.job_partitions` (drained, never abandoned). Those are looked up again every
 //! [`PARTITIONS_CHECK`], so a partition another service created later gets its consumers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub(crate) struct Running {
     pub worker: Arc<Worker>,
     /// The partitions it has consumers in.
     partitions: Vec<u16>,
+    /// Whether it runs the keyed lane (`ordered-<service>`).
+    keyed: bool,
     stop: Shutdown,
     done: Arc<tokio::sync::Notify>,
 }
@@ -167,7 +169,7 @@ impl Fleet {
     async fn apply(&self, config: &LiveConfig, shutdown: &Shutdown) {
         // Unanswered: keep what runs (a restart would stop deliveries for nothing).
         let partitions = self.partitions_in_use().await;
-        let current: HashMap<ServiceSlug, (i64, Vec<u16>)> = self
+        let current: HashMap<ServiceSlug, (i64, Vec<u16>, bool)> = self
             .inner
             .running
             .read()
@@ -176,18 +178,26 @@ impl Fleet {
             .map(|(name, running)| {
                 (
                     name.clone(),
-                    (running.worker.service.version, running.partitions.clone()),
+                    (
+                        running.worker.service.version,
+                        running.partitions.clone(),
+                        running.keyed,
+                    ),
                 )
             })
             .collect();
+        let keyed = keyed_services(config);
         let numbers: Option<Vec<u16>> = partitions
             .as_ref()
             .map(|found| found.iter().map(|(number, _)| *number).collect());
-        for (name, (version, running_in)) in &current {
+        for (name, (version, running_in, has_keyed_lane)) in &current {
             let wanted = config.services.get(name);
             let same_partitions = numbers.as_ref().is_none_or(|p| p == running_in);
-            let keep =
-                wanted.is_some_and(|s| s.enabled && s.version == *version) && same_partitions;
+            // A keyed rule for a service running without the keyed lane: restart with it.
+            let lanes_enough = *has_keyed_lane || !keyed.contains(name);
+            let keep = wanted.is_some_and(|s| s.enabled && s.version == *version)
+                && same_partitions
+                && lanes_enough;
             if keep {
                 continue;
             }
@@ -209,7 +219,11 @@ impl Fleet {
             if !service.enabled || self.inner.running.read().await.contains_key(&service.name) {
                 continue;
             }
-            match self.start(Arc::clone(service), &partitions, shutdown).await {
+            let wants_keyed = keyed.contains(&service.name);
+            match self
+                .start(Arc::clone(service), &partitions, wants_keyed, shutdown)
+                .await
+            {
                 Ok(running) => {
                     self.inner
                         .running
@@ -254,10 +268,14 @@ impl Fleet {
         Some(existing)
     }
 
+    /// Starts a service's worker: its unkeyed lane, and its keyed lane when `wants_keyed` (a
+    /// rule with an ordering key sends to it) or when its ordered consumer already exists
+    /// (keyed jobs of an earlier rule, or dead letters to replay, may be waiting for it).
     async fn start(
         &self,
         service: Arc<LiveService>,
         partitions: &[(u16, jetstream::stream::Stream)],
+        wants_keyed: bool,
         shutdown: &Shutdown,
     ) -> Result<Running, String> {
         let inner = &self.inner;
@@ -274,6 +292,7 @@ impl Fleet {
         .await
         .map_err(|e| e.to_string())?;
         let ack_wait = worker::ack_wait(&service, inner.ack_wait_margin);
+        let keyed_lane = wants_keyed || self.has_ordered_consumer(&service, partitions).await?;
         let mut consumers = Vec::with_capacity(partitions.len());
         let mut keyed = Vec::with_capacity(partitions.len());
         for (index, (partition, stream)) in partitions.iter().enumerate() {
@@ -294,6 +313,9 @@ impl Fleet {
                     format!("cannot create its consumer on {name}: {e}")
                 })?;
             consumers.push(consumer);
+            if !keyed_lane {
+                continue;
+            }
             let ordered = stream
                 .create_consumer(crate::ordered::consumer_config(
                     &inner.names,
@@ -325,16 +347,36 @@ impl Fleet {
         let running = Running {
             worker: Arc::clone(&worker),
             partitions: partitions.iter().map(|(number, _)| *number).collect(),
+            keyed: keyed_lane,
             stop: stop.clone(),
             done: Arc::clone(&done),
         };
-        tracing::info!(service = %service.name, transport = worker.target.kind(), concurrency = service.concurrency, partitions = consumers.len(), "delivering the service's jobs");
+        tracing::info!(service = %service.name, transport = worker.target.kind(), concurrency = service.concurrency, partitions = consumers.len(), ordered = keyed_lane, "delivering the service's jobs");
         tokio::spawn(async move {
             worker.clone().run(consumers, keyed, stop).await;
             worker.target.close().await;
             done.notify_one();
         });
         Ok(running)
+    }
+
+    /// Whether any partition holds the service's ordered consumer; an unanswered question
+    /// fails the start (it is tried again), rather than leave keyed jobs without a lane.
+    async fn has_ordered_consumer(
+        &self,
+        service: &LiveService,
+        partitions: &[(u16, jetstream::stream::Stream)],
+    ) -> Result<bool, String> {
+        let name = self.inner.names.ordered_consumer(&service.name);
+        for (_, stream) in partitions {
+            match stream.consumer_info(&name).await {
+                Ok(_) => return Ok(true),
+                Err(error)
+                    if error.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {}
+                Err(error) => return Err(format!("cannot look up its ordered consumer: {error}")),
+            }
+        }
+        Ok(false)
     }
 
     async fn remove_consumer(&self, name: &ServiceSlug, partitions: &[u16]) {
@@ -369,4 +411,15 @@ async fn stop(running: Running) {
     let finished = running.done.notified();
     running.stop.trigger();
     finished.await;
+}
+
+/// The services a rule with an ordering key sends to (enabled or not: a disabled rule's keyed
+/// jobs may still be queued).
+fn keyed_services(config: &LiveConfig) -> HashSet<ServiceSlug> {
+    config
+        .rules
+        .values()
+        .filter(|rule| rule.ordering_key.is_some())
+        .map(|rule| rule.service.clone())
+        .collect()
 }

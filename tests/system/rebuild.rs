@@ -163,21 +163,26 @@ async fn a_rebuild_after_dropping_the_projections_yields_the_same_rows_and_stats
             .await
             .expect("stored");
     }
-    // Every job ends: delivered, or (broken) dead-lettered.
+    // Every job ends: delivered, or (broken) dead-lettered. The dead letters (dlq) and their
+    // refused attempts (the recorder) are projected independently: wait for both.
     mih_testkit::eventually(WAIT, || async {
-        let delivered: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'delivered'")
+        let count = |status: &'static str| {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM deliveries WHERE status = $1")
+                .bind(status)
                 .fetch_one(&db)
-                .await
-                .map_err(|e| e.to_string())?;
+        };
+        let delivered = count("delivered").await.map_err(|e| e.to_string())?;
+        let refused = count("failed_permanent").await.map_err(|e| e.to_string())?;
         let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
             .fetch_one(&db)
             .await
             .map_err(|e| e.to_string())?;
-        if delivered == 23 && dead == 3 {
+        if delivered == 23 && refused == 3 && dead == 3 {
             Ok(())
         } else {
-            Err(format!("{delivered} delivered, {dead} dead"))
+            Err(format!(
+                "{delivered} delivered, {refused} refused, {dead} dead"
+            ))
         }
     })
     .await

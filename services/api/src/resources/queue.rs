@@ -58,7 +58,9 @@ pub struct QueueEntry {
     /// Of the jobs in the dispatcher, those handed out more than once (`num_redelivered`).
     /// A job waiting for its first retry is not counted until it comes back.
     pub redelivered: u64,
-    /// Whether a dispatcher has created the service's consumer (in every partition).
+    /// Whether a dispatcher has created the service's consumers (in every partition; the
+    /// keyed lane's only where keyed jobs wait, since it is created with the first rule that
+    /// orders the service's jobs).
     pub consumer: bool,
     /// The partitions of JOBS read for this answer.
     pub partitions: u16,
@@ -219,6 +221,9 @@ struct Partition {
     stream: Stream,
     subject: String,
     consumer: String,
+    /// The keyed lane, whose consumer a dispatcher creates only once a rule orders the
+    /// service's jobs.
+    keyed: bool,
 }
 
 impl Partition {
@@ -262,12 +267,14 @@ fn of_service(
                     stream: stream.clone(),
                     subject: names.job_subject_in(service, *number),
                     consumer: names.dispatch_consumer(service),
+                    keyed: false,
                 },
                 Partition {
                     number: *number,
                     stream: stream.clone(),
                     subject: names.keyed_jobs_in(service, *number),
                     consumer: names.ordered_consumer(service),
+                    keyed: true,
                 },
             ]
         })
@@ -384,7 +391,12 @@ async fn entry(
         queued: shares.iter().map(|s| s.queued).sum(),
         in_dispatcher: shares.iter().map(|s| s.in_dispatcher).sum(),
         redelivered: shares.iter().map(|s| s.redelivered).sum(),
-        consumer: !shares.is_empty() && shares.iter().all(|s| s.consumer),
+        // A keyed lane without a consumer is fine while it holds nothing.
+        consumer: !shares.is_empty()
+            && shares
+                .iter()
+                .zip(&partitions)
+                .all(|(share, lane)| share.consumer || (lane.keyed && share.jobs == 0)),
         partitions: u16::try_from(streams.len()).unwrap_or(u16::MAX),
         oldest_enqueued_at: oldest,
         oldest_age_ms: oldest.map(|at| u64::try_from((now - at).num_milliseconds()).unwrap_or(0)),

@@ -59,10 +59,14 @@ async fn every_metric_the_rules_and_the_dashboard_use_is_exported() {
     refusing.set_reply(Reply::status(400));
     let down = HttpSink::start().await.expect("sink");
     down.set_reply(Reply::status(503));
+    // And one that asks to be called less often: every 429 pauses it.
+    let busy = HttpSink::start().await.expect("sink");
+    busy.set_reply(Reply::status(429).with_header("retry-after", "1"));
     hub.deliver_everything_to(&ok, "ok", "/events").await;
     hub.deliver_everything_to(&refusing, "refusing", "/events")
         .await;
     hub.deliver_everything_to(&down, "down", "/events").await;
+    hub.deliver_everything_to(&busy, "busy", "/events").await;
     let patched = hub
         .api()
         .patch(

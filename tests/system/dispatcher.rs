@@ -28,8 +28,16 @@ pub(crate) async fn hub() -> TestHub {
     TestHub::builder().services(DELIVERY).start().await
 }
 
-/// Registers a REST service pointing at `sink`; `extra` is merged into the request body.
+/// Registers a REST service pointing at `sink`; `extra` is merged into the request body. Waits
+/// until the dispatcher applied it.
 pub(crate) async fn service(hub: &TestHub, name: &str, sink: &HttpSink, extra: Value) {
+    register(hub, name, sink, extra).await;
+    hub.wait_for_config(ServiceName::Dispatcher).await;
+}
+
+/// Registers a REST service pointing at `sink`, as [`service`] does, without waiting for a
+/// dispatcher (none may run yet).
+pub(crate) async fn register(hub: &TestHub, name: &str, sink: &HttpSink, extra: Value) {
     let mut body = json!({
         "name": name,
         "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())},
@@ -38,7 +46,6 @@ pub(crate) async fn service(hub: &TestHub, name: &str, sink: &HttpSink, extra: V
     merge(&mut body, extra);
     let answer = hub.api().post("/api/v1/services", &body).await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
-    hub.wait_for_config(ServiceName::Dispatcher).await;
 }
 
 fn merge(into: &mut Value, extra: Value) {

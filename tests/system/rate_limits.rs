@@ -10,7 +10,7 @@ use mih_shared::ServiceName;
 use mih_shared::messages::HttpMethod;
 use mih_testkit::{HttpSink, Recorded, Reply};
 
-use crate::dispatcher::{dead_letters, job, publish};
+use crate::dispatcher::{dead_letters, job, publish, register};
 use crate::harness::TestHub;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -21,22 +21,6 @@ async fn hub() -> TestHub {
         .services(&[ServiceName::Api])
         .start()
         .await
-}
-
-/// Registers a REST service at `sink` with `settings`; no dispatcher runs yet.
-async fn service(hub: &TestHub, name: &str, sink: &HttpSink, settings: serde_json::Value) {
-    let mut body = json!({"name": name, "transport": {"kind": "rest", "base_url": sink.url()},
-                          "retry": {"max_retries": 5, "backoff_base_ms": 10, "backoff_cap_ms": 200}});
-    if let (Some(body), serde_json::Value::Object(settings)) = (body.as_object_mut(), settings) {
-        body.extend(settings);
-    }
-    let answer = hub.api().post("/api/v1/services", &body).await;
-    assert_eq!(
-        answer.status,
-        reqwest::StatusCode::CREATED,
-        "{}",
-        answer.body
-    );
 }
 
 /// The dispatcher replicas in the presence bucket.
@@ -108,7 +92,7 @@ async fn wait_for_jobs(sink: &HttpSink, count: usize) -> Vec<Recorded> {
 async fn three_dispatchers_together_keep_to_the_services_rate_limit() {
     let mut hub = hub().await;
     let sink = HttpSink::start().await.expect("sink");
-    service(
+    register(
         &hub,
         "limited",
         &sink,
@@ -145,7 +129,7 @@ async fn a_429_pauses_the_service_on_every_replica_until_its_retry_after() {
     sink.script([Reply::status(429)
         .with_header("retry-after", "2")
         .with_delay(slow)]);
-    service(
+    register(
         &hub,
         "busy",
         &sink,

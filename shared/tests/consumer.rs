@@ -473,3 +473,116 @@ async fn a_backlog_is_handled_in_batches_and_each_message_disposed_of() {
         "a backlog comes in batches: {sizes:?}"
     );
 }
+
+/// How many messages the consumer holds unacknowledged now.
+async fn unacknowledged(consumer: &PullConsumer) -> u64 {
+    let mut consumer = consumer.clone();
+    let info = consumer.info().await.expect("consumer info");
+    u64::try_from(info.num_ack_pending).expect("a count")
+}
+
+/// Counts the acknowledgements JetStream receives for the stream, as they arrive.
+async fn ack_watch(setup: &Setup) -> Arc<Mutex<Vec<Instant>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut acks = setup
+        .js
+        .client()
+        .subscribe(format!("$JS.ACK.{}.work.>", setup.stream))
+        .await
+        .expect("subscribe to acks");
+    setup.js.client().flush().await.expect("flush");
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        while acks.next().await.is_some() {
+            record.lock().expect("lock").push(Instant::now());
+        }
+    });
+    seen
+}
+
+#[tokio::test]
+async fn a_lingering_acknowledgement_waits_for_company_and_leaves_with_it() {
+    let setup = Setup::start().await;
+    let mut pulled = setup.consumer(1_000).await;
+    let acks = ack_watch(&setup).await;
+    let handler = Scripted::new(|_| Disposition::Ack);
+    // 16 slots: acknowledgements leave as soon as 2 wait, or after the linger.
+    let settings = terminate(16).ack_linger(Duration::from_millis(300));
+    let running = Running::messages(&pulled, settings, &handler);
+
+    setup.publish(1).await;
+    eventually(WAIT, || async {
+        match handler.deliveries().len() {
+            1 => Ok(()),
+            n => Err(format!("{n} handled")),
+        }
+    })
+    .await
+    .expect("the first message handled");
+    let handled = handler.deliveries()[0].2;
+    all_settled(&mut pulled).await;
+    let first_ack = acks.lock().expect("lock")[0];
+    assert!(
+        first_ack.duration_since(handled) >= Duration::from_millis(250),
+        "a lone acknowledgement waited out the linger: {:?}",
+        first_ack.duration_since(handled)
+    );
+
+    // Two together fill the batch: they leave at once, long before a linger of a minute.
+    running.stop().await;
+    let handler = Scripted::new(|_| Disposition::Ack);
+    let settings = terminate(16).ack_linger(Duration::from_secs(60));
+    let running = Running::messages(&pulled, settings, &handler);
+    setup.publish(2).await;
+    all_settled(&mut pulled).await;
+    assert_eq!(acks.lock().expect("lock").len(), 3);
+
+    // A third waits for company, and stopping the loop sends it.
+    setup.publish(1).await;
+    eventually(WAIT, || async {
+        match handler.deliveries().len() {
+            3 => Ok(()),
+            n => Err(format!("{n} handled")),
+        }
+    })
+    .await
+    .expect("the third message handled");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        unacknowledged(&pulled).await,
+        1,
+        "its acknowledgement waits"
+    );
+    running.stop().await;
+    setup.js.client().flush().await.expect("flush");
+    all_settled(&mut pulled).await;
+    assert_eq!(acks.lock().expect("lock").len(), 4);
+    assert_eq!(handler.settled(), vec![Settled::Acked; 3]);
+}
+
+#[tokio::test]
+async fn batches_acknowledged_together_are_all_settled_when_the_loop_stops() {
+    let setup = Setup::start().await;
+    let mut pulled = setup.consumer(1_000).await;
+    setup.publish(40).await;
+    let handler = Arc::new(Batches {
+        sizes: Mutex::new(Vec::new()),
+    });
+    // 2 batches of up to 16: acknowledgements leave by 4, or when the loop stops.
+    let settings = terminate(2)
+        .pull_batch(16)
+        .ack_linger(Duration::from_secs(60));
+    let running = Running::batches(&pulled, settings, 16, &handler);
+    eventually(WAIT, || async {
+        match handler.sizes.lock().expect("lock").iter().sum::<usize>() {
+            41 => Ok(()),
+            n => Err(format!("{n} handled")),
+        }
+    })
+    .await
+    .expect("40 handled, one twice");
+    running.stop().await;
+    setup.js.client().flush().await.expect("flush");
+    all_settled(&mut pulled).await;
+}

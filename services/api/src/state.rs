@@ -36,6 +36,8 @@ pub struct AppState {
     pub max_request_bytes: usize,
     /// Wakes the backfill runner when a backfill is created.
     pub backfill_wake: Arc<tokio::sync::Notify>,
+    /// `nats.ack_linger`, for the api's consumers.
+    pub ack_linger: std::time::Duration,
 }
 
 /// Why the API's shared state could not be opened.
@@ -69,6 +71,7 @@ impl AppState {
             )),
             max_request_bytes: config.matcher.max_request_bytes,
             backfill_wake: Arc::default(),
+            ack_linger: config.nats.ack_linger,
             partitions: config.streams.job_partitions(),
             event_partitions: config.streams.event_partitions(),
             db,

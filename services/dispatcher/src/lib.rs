@@ -121,6 +121,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
             uncounted,
             held,
             replicas: membership.count(),
+            ack_linger: ctx.config.nats.ack_linger,
         },
         &ctx.config,
     );

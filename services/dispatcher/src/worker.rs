@@ -57,6 +57,8 @@ pub(crate) struct SharedState {
     pub uncounted: Uncounted,
     pub held: HeldKeys,
     pub replicas: ReplicaCount,
+    /// `nats.ack_linger`.
+    pub ack_linger: Duration,
 }
 
 impl std::fmt::Debug for Worker {
@@ -170,7 +172,8 @@ impl Worker {
                 crate::ordered::WINDOW,
                 DeadLetters::Terminate,
             )
-            .pull_batch(256);
+            .pull_batch(256)
+            .ack_linger(self.shared.ack_linger);
             let lane = Arc::new(crate::ordered::Lane::new(
                 Arc::clone(&self),
                 keyed.stream,
@@ -191,7 +194,8 @@ impl Worker {
             // drops what cannot be read.
             let settings =
                 Settings::new(self.service.name.to_string(), share, DeadLetters::Terminate)
-                    .pull_batch(share.min(256));
+                    .pull_batch(share.min(256))
+                    .ack_linger(self.shared.ack_linger);
             let jobs = Arc::new(Jobs {
                 worker: Arc::clone(&self),
                 shutdown: shutdown.clone(),

@@ -75,6 +75,8 @@ pub fn consumer_config(kind: Kind, filter_subject: String) -> pull::Config {
 pub struct Projector {
     pub db: PgPool,
     pub kind: Kind,
+    /// `nats.ack_linger`.
+    pub ack_linger: Duration,
 }
 
 impl Projector {
@@ -88,7 +90,8 @@ impl Projector {
             db: self.db.clone(),
             consumer: self.kind.consumer().to_owned(),
         };
-        let settings = Settings::new(self.kind.consumer(), MAX_IN_FLIGHT, park);
+        let settings =
+            Settings::new(self.kind.consumer(), MAX_IN_FLIGHT, park).ack_linger(self.ack_linger);
         mih_shared::consumer::run(consumer, settings, self, shutdown).await;
     }
 

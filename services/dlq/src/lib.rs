@@ -64,6 +64,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         let projector = Arc::new(consumer::Projector {
             db: pool.clone(),
             kind,
+            ack_linger: ctx.config.nats.ack_linger,
         });
         workers.push(tokio::spawn(projector.run(consumer, shutdown.clone())));
     }

@@ -57,6 +57,8 @@ pub(crate) struct Matcher {
     pub dedup: Dedup,
     /// Where events are matched: off the async workers, one per core at a time.
     pub evaluators: Evaluators,
+    /// `nats.ack_linger`.
+    pub ack_linger: Duration,
 }
 
 /// The consumer's declared configuration; re-applied at every start.
@@ -86,7 +88,8 @@ impl Matcher {
     ) {
         // An unusable event is of no use to anyone later either: JetStream forgets it.
         let settings = Settings::new(CONSUMER, max_in_flight, DeadLetters::Terminate)
-            .pull_batch(max_in_flight.min(500));
+            .pull_batch(max_in_flight.min(500))
+            .ack_linger(self.ack_linger);
         let partition = Arc::new(Partition {
             gate: OrderGate::new(consumer.clone()),
             matcher: self,

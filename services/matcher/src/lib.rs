@@ -68,6 +68,7 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         rules,
         dedup,
         evaluators: Evaluators::per_core(),
+        ack_linger: ctx.config.nats.ack_linger,
     });
     let serving = tokio::spawn(ops::serve(
         ctx.listener,

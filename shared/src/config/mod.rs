@@ -101,6 +101,14 @@ pub struct NatsConfig {
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// How long a consumer's acknowledgement waits for others to leave in the same write to
+    /// NATS. Zero: each leaves at once (one write, and one wake-up of the server, per message).
+    #[serde(
+        default,
+        serialize_with = "humantime_serde::serialize",
+        deserialize_with = "lenient::duration_or_zero"
+    )]
+    pub ack_linger: Duration,
     /// Moved to `streams.replicas`; kept only to tell whoever still sets it where it went.
     #[serde(default, skip_serializing)]
     pub replicas: Option<usize>,

@@ -176,6 +176,14 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
             "must be between 1 and 10000 outcomes".into(),
         );
     }
+    if config.nats.ack_linger > Duration::from_millis(100) {
+        problem(
+            "nats.ack_linger",
+            "must be at most 100ms: a message's slot stays taken until its acknowledgement \
+             has left"
+                .into(),
+        );
+    }
     if config.dispatcher.outcome_linger > Duration::from_secs(1) {
         problem(
             "dispatcher.outcome_linger",

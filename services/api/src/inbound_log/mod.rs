@@ -65,7 +65,7 @@ pub async fn run(state: AppState, shutdown: Shutdown) {
         db: state.db.clone(),
         consumer: CONSUMER.to_owned(),
     };
-    let settings = Settings::new(CONSUMER, MAX_IN_FLIGHT, park);
+    let settings = Settings::new(CONSUMER, MAX_IN_FLIGHT, park).ack_linger(state.ack_linger);
     let handler = Arc::new(Recorder {
         db: state.db.clone(),
         parked_prefix: format!("{}.inbound-parked.", state.names.namespace()),

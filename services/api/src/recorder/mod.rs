@@ -184,6 +184,7 @@ async fn outcomes(state: AppState, shutdown: Shutdown) {
         },
     )
     .pull_batch(BATCH)
+    .ack_linger(state.ack_linger)
     .pull_bytes(
         PULL_BYTES.max(
             state

@@ -28,6 +28,10 @@ use crate::Shutdown;
 use crate::error::Disposition;
 use crate::parking;
 
+mod acks;
+
+use acks::Acks;
+
 /// Deliveries of a message its handler keeps refusing ([`Disposition::Refused`]) before it is
 /// given up on: a refusal can come from a passing state (a row another transaction was
 /// changing), rarely twice in a row.
@@ -92,6 +96,9 @@ pub struct Settings {
     /// The delivery at which a message still [`Disposition::Refused`] is given up on.
     pub give_up_after: u64,
     pub dead_letters: DeadLetters,
+    /// How long an acknowledgement waits for others to leave with (see [`acks`]); zero sends
+    /// each at once.
+    pub ack_linger: Duration,
 }
 
 impl Settings {
@@ -106,7 +113,13 @@ impl Settings {
             heartbeat: Some(IDLE_HEARTBEAT),
             give_up_after: GIVE_UP_AFTER,
             dead_letters,
+            ack_linger: Duration::ZERO,
         }
+    }
+
+    pub fn ack_linger(mut self, linger: Duration) -> Self {
+        self.ack_linger = linger;
+        self
     }
 
     pub fn pull_batch(mut self, messages: usize) -> Self {
@@ -214,7 +227,7 @@ pub async fn run<H: Handler>(
     shutdown: Shutdown,
 ) {
     let settings = Arc::new(settings);
-    let mut in_flight = InFlight::new(&settings);
+    let mut in_flight = InFlight::new(&settings, settings.max_in_flight);
     while let Some(messages) = subscribe(&consumer, &settings, &shutdown).await {
         let mut messages = pin!(messages.take_until(shutdown.triggered_owned()));
         while let Some(message) = messages.next().await {
@@ -229,10 +242,12 @@ pub async fn run<H: Handler>(
             handler.ready().await;
             handler.received(&message);
             let (handler, shared) = (Arc::clone(&handler), Arc::clone(&settings));
-            in_flight.spawn(slot, async move {
+            let acks = Arc::clone(&in_flight.acks);
+            in_flight.spawn(async move {
                 let disposition = handler.handle(&message).await;
-                let settled = settle(&shared, &message, disposition).await;
+                let (kind, settled) = settle(&shared, &message, disposition).await;
                 handler.settled(&message, settled);
+                acks.send(&shared.name, message, kind, Some(slot)).await;
             });
         }
     }
@@ -250,7 +265,8 @@ pub async fn run_batches<H: BatchHandler>(
     shutdown: Shutdown,
 ) {
     let settings = Arc::new(settings);
-    let mut in_flight = InFlight::new(&settings);
+    let max_batch = max_batch.max(1);
+    let mut in_flight = InFlight::new(&settings, settings.max_in_flight * max_batch);
     while let Some(messages) = subscribe(&consumer, &settings, &shutdown).await {
         let messages = messages
             .take_until(shutdown.triggered_owned())
@@ -262,20 +278,26 @@ pub async fn run_batches<H: BatchHandler>(
                     Pulled::Nothing | Pulled::RequestLost => None,
                 })
             });
-        let mut batches = pin!(ready_batches(Box::pin(messages), max_batch.max(1)));
+        let mut batches = pin!(ready_batches(Box::pin(messages), max_batch));
         while let Some(batch) = batches.next().await {
             let Some(slot) = in_flight.slot(&shutdown).await else {
                 break;
             };
             let (handler, shared) = (Arc::clone(&handler), Arc::clone(&settings));
-            in_flight.spawn(slot, async move {
+            let acks = Arc::clone(&in_flight.acks);
+            in_flight.spawn(async move {
                 let mut dispositions = handler.handle(&batch).await.into_iter();
-                for message in &batch {
+                let mut slot = Some(slot);
+                let last = batch.len() - 1;
+                for (index, message) in batch.into_iter().enumerate() {
                     let disposition = dispositions
                         .next()
                         .unwrap_or(Disposition::Retry { after: None });
-                    let settled = settle(&shared, message, disposition).await;
-                    handler.settled(message, settled);
+                    let (kind, settled) = settle(&shared, &message, disposition).await;
+                    handler.settled(&message, settled);
+                    // The batch's slot goes with its last acknowledgement.
+                    let slot = if index == last { slot.take() } else { None };
+                    acks.send(&shared.name, message, kind, slot).await;
                 }
             });
         }
@@ -348,20 +370,24 @@ fn pulled(
     }
 }
 
-/// The handlers running now: at most `max_in_flight`, each holding a slot until it has
-/// settled its messages.
+/// The handlers running now: at most `max_in_flight`, each holding a slot until its
+/// messages' acknowledgements have left.
 struct InFlight {
     settings: Arc<Settings>,
     slots: Arc<Semaphore>,
     tasks: JoinSet<()>,
+    acks: Arc<Acks>,
 }
 
 impl InFlight {
-    fn new(settings: &Arc<Settings>) -> Self {
+    /// `messages`: the most messages held at once, which decides how many acknowledgements
+    /// may wait together.
+    fn new(settings: &Arc<Settings>, messages: usize) -> Self {
         InFlight {
             settings: Arc::clone(settings),
             slots: Arc::new(Semaphore::new(settings.max_in_flight)),
             tasks: JoinSet::new(),
+            acks: Arc::new(Acks::new(settings.ack_linger, messages, &settings.name)),
         }
     }
 
@@ -375,27 +401,21 @@ impl InFlight {
         }
     }
 
-    /// Runs `work` in `slot`, and forgets the handlers that have finished, so the set does not
-    /// grow with every message.
-    fn spawn(
-        &mut self,
-        slot: OwnedSemaphorePermit,
-        work: impl Future<Output = ()> + Send + 'static,
-    ) {
-        self.tasks.spawn(async move {
-            work.await;
-            drop(slot);
-        });
+    /// Runs `work` (which frees its slot), and forgets the handlers that have finished, so the
+    /// set does not grow with every message.
+    fn spawn(&mut self, work: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(work);
         while let Some(finished) = self.tasks.try_join_next() {
             report_panic(finished, &self.settings);
         }
     }
 
-    /// Waits for every running handler.
+    /// Waits for every running handler, and for their acknowledgements to leave.
     async fn drain(mut self) {
         while let Some(finished) = self.tasks.join_next().await {
             report_panic(finished, &self.settings);
         }
+        self.acks.close().await;
     }
 }
 
@@ -437,11 +457,12 @@ fn decide(disposition: Disposition, delivered: u64, give_up_after: u64) -> (Acti
     }
 }
 
+/// What to tell JetStream of `message`, having done what giving it up takes.
 async fn settle(
     settings: &Settings,
     message: &jetstream::Message,
     disposition: Disposition,
-) -> Settled {
+) -> (AckKind, Settled) {
     let delivered = delivered(message);
     let (action, settled) = decide(disposition, delivered, settings.give_up_after);
     let kind = match action {
@@ -449,11 +470,7 @@ async fn settle(
         Action::Nak(delay) => AckKind::Nak(delay),
         Action::GiveUp(reason) => give_up(settings, message, delivered, &reason).await,
     };
-    if let Err(error) = message.ack_with(kind).await {
-        // JetStream delivers it again after the ack wait; every handler is idempotent.
-        tracing::warn!(%error, consumer = %settings.name, "could not acknowledge a message");
-    }
-    settled
+    (kind, settled)
 }
 
 async fn give_up(

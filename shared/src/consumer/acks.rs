@@ -6,11 +6,13 @@
 //! (the effect is stored before it is sent, and JetStream does not confirm it), so it can wait
 //! a few milliseconds for others and leave with them in one write.
 //!
-//! The slot a message held stays taken until its acknowledgement has left: a consumer's
-//! `max_ack_pending` counts the message until the server has the ack, and the loop's slots
-//! mirror it. So that waiting acknowledgements never hold back a busy consumer, they leave
-//! at once when they hold an eighth of its slots; a consumer with fewer than
-//! [`MIN_SLOTS_TO_LINGER`] slots (a service of low concurrency) acknowledges at once.
+//! A consumer's `max_ack_pending` counts a message until the server has its ack. Where the
+//! loop's slots mirror that bound (one message per slot), a message's slot stays taken until
+//! its acknowledgement has left; batch loops, whose consumers leave room above their slots,
+//! free a batch's slot at once. So that waiting acknowledgements never hold back a busy
+//! consumer, they leave as soon as an eighth of the messages the loop may hold are waiting;
+//! a loop that holds fewer than [`MIN_TO_LINGER`] (a service of low concurrency)
+//! acknowledges at once.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -19,8 +21,9 @@ use async_nats::jetstream::{self, AckKind};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 
-/// Below this many slots, a lingering ack would hold back a noticeable share of them.
-pub(super) const MIN_SLOTS_TO_LINGER: usize = 16;
+/// Below this many messages held at once, a lingering ack would hold back a noticeable share
+/// of them.
+pub(super) const MIN_TO_LINGER: usize = 16;
 
 /// One acknowledgement waiting to leave, with the slot its message held.
 struct Waiting {
@@ -60,15 +63,16 @@ pub(super) enum Acks {
 }
 
 impl Acks {
-    /// Acknowledgements for a loop of `slots` slots that wait up to `linger` for company.
-    pub(super) fn new(linger: Duration, slots: usize, consumer: &str) -> Self {
-        if linger.is_zero() || slots < MIN_SLOTS_TO_LINGER {
+    /// Acknowledgements for a loop that holds up to `messages` at once, waiting up to `linger`
+    /// for company.
+    pub(super) fn new(linger: Duration, messages: usize, consumer: &str) -> Self {
+        if linger.is_zero() || messages < MIN_TO_LINGER {
             return Acks::AtOnce;
         }
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
-            flush_at: slots / 8,
+            flush_at: messages / 8,
         });
         let sender = tokio::spawn(send(Arc::clone(&shared), linger, consumer.to_owned()));
         Acks::Together {

@@ -287,18 +287,17 @@ pub async fn run_batches<H: BatchHandler>(
             let acks = Arc::clone(&in_flight.acks);
             in_flight.spawn(async move {
                 let mut dispositions = handler.handle(&batch).await.into_iter();
-                let mut slot = Some(slot);
-                let last = batch.len() - 1;
-                for (index, message) in batch.into_iter().enumerate() {
+                for message in batch {
                     let disposition = dispositions
                         .next()
                         .unwrap_or(Disposition::Retry { after: None });
                     let (kind, settled) = settle(&shared, &message, disposition).await;
                     handler.settled(&message, settled);
-                    // The batch's slot goes with its last acknowledgement.
-                    let slot = if index == last { slot.take() } else { None };
-                    acks.send(&shared.name, message, kind, slot).await;
+                    acks.send(&shared.name, message, kind, None).await;
                 }
+                // A batch's slot is free once its acknowledgements are on their way: a
+                // batch consumer's `max_ack_pending` leaves room for those that wait.
+                drop(slot);
             });
         }
     }

@@ -1026,3 +1026,70 @@ async fn outcomes_the_database_refuses_are_parked_and_the_rest_recorded() {
     assert_eq!(recorded, 20, "every other outcome recorded");
     hub.stop().await;
 }
+
+/// Lone outcomes (one statement each) and batches (one transaction each) recorded at once on
+/// the same rollup rows: both lock rows in one order, so neither waits on the other in a cycle
+/// (PostgreSQL would abort one with a deadlock, 40P01).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_outcomes_and_batches_recorded_at_once_never_deadlock() {
+    let hub = api_hub().await;
+    let url = hub.config.database.url.expose().to_owned();
+    let db = sqlx::PgPool::connect(&url).await.expect("database");
+    let rules = [
+        Some(RuleId(uuid::Uuid::now_v7())),
+        Some(RuleId(uuid::Uuid::now_v7())),
+    ];
+    let base = at("2026-04-04T08:00:00Z");
+    // Two minutes and two rules: four minute rows, sharing their 15-minute and day rows.
+    let make = move |i: u64| {
+        outcome(
+            "race",
+            rules[usize::try_from(i % 2).expect("small")],
+            base + TimeDelta::seconds(i64::try_from(i % 120).expect("small")),
+            i % 700,
+            OutcomeStatus::Delivered,
+        )
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..4u64 {
+        let lone = db.clone();
+        tasks.spawn(async move {
+            for i in 0..150 {
+                mih_api::delivery_log::record(&lone, &make(worker * 1000 + i))
+                    .await
+                    .map_err(|e| format!("lone outcome: {e}"))?;
+            }
+            Ok::<u64, String>(150)
+        });
+        let db = db.clone();
+        tasks.spawn(async move {
+            for i in 0..50 {
+                let batch: Vec<Outcome> = (0..3).map(|k| make(worker * 7 + i * 3 + k)).collect();
+                mih_api::delivery_log::record_batch(&db, &batch)
+                    .await
+                    .map_err(|e| format!("batch: {e}"))?;
+            }
+            Ok(150)
+        });
+    }
+    let mut recorded = 0;
+    while let Some(done) = tasks.join_next().await {
+        recorded += done.expect("task").expect("recorded without a deadlock");
+    }
+    let (delivered,): (i64,) = sqlx::query_as(
+        "SELECT sum(delivered)::bigint FROM delivery_rollups WHERE service = 'race'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("rollups");
+    assert_eq!(delivered, i64::try_from(recorded).expect("small"));
+    let (period,): (i64,) = sqlx::query_as(
+        "SELECT sum(delivered)::bigint FROM delivery_period_rollups \
+         WHERE service = 'race' AND width_s = 900",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("period rollups");
+    assert_eq!(period, delivered);
+    hub.stop().await;
+}

@@ -57,7 +57,11 @@ pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error>
     let widths = periods::WIDTHS;
     let period_starts = widths.map(|width| periods::start_of(outcome.started_at, width));
     // One statement, so one round trip and atomic on its own: the rollups are counted only from
-    // the row the insert returns, i.e. only when this attempt is new.
+    // the row the insert returns, i.e. only when this attempt is new. PostgreSQL runs the
+    // parts of a WITH in no set order, so each part reads the one before it: the rows are then
+    // locked in the order a batch ([`super::record_batch`]) locks them — the minute row, the
+    // period rows by width, then their latency rows — and a lone outcome and a batch that
+    // share rows wait on each other instead of deadlocking.
     let recorded: i64 = sqlx::query_scalar(concat!(
         "WITH inserted AS ( \
            INSERT INTO deliveries (job_id, attempt, service, rule_id, event_id, source, eventname, \
@@ -80,15 +84,16 @@ pub async fn record(db: &PgPool, outcome: &Outcome) -> Result<bool, sqlx::Error>
              failed_retryable, failed_permanent, timeout, circuit_open, latency_sum_ms, \
              latency_max_ms) \
            SELECT p.width_s, p.at, $3, $19, $20, $21, $22, $23, $24, $25, $25 \
-           FROM inserted, UNNEST($30::int4[], $31::timestamptz[]) AS p(width_s, at) \
+           FROM rolled, UNNEST($30::int4[], $31::timestamptz[]) AS p(width_s, at) \
            ON CONFLICT (width_s, at, service, rule_key) DO UPDATE SET ",
         add_counts!("delivery_period_rollups"),
         " RETURNING 1 \
          ), latencies AS ( \
            INSERT INTO delivery_period_latency (width_s, at, service, rule_key, bucket, samples) \
            SELECT p.width_s, p.at, $3, $19, ($27 - 1)::int2, 1 \
-           FROM inserted, UNNEST($30::int4[], $31::timestamptz[]) AS p(width_s, at) \
-           WHERE $28 = 1 \
+           FROM (SELECT count(*) AS n FROM periods) AS done, \
+             UNNEST($30::int4[], $31::timestamptz[]) AS p(width_s, at) \
+           WHERE $28 = 1 AND done.n > 0 \
            ON CONFLICT (width_s, at, service, rule_key, bucket) DO UPDATE SET \
              samples = delivery_period_latency.samples + EXCLUDED.samples \
            RETURNING 1 \

@@ -157,7 +157,7 @@ async fn send(shared: Arc<Shared>, linger: Duration, consumer: String) {
             (std::mem::take(&mut queue.waiting), queue.closed)
         };
         for waiting in &batch {
-            ack(&consumer, &waiting.message, waiting.kind.clone()).await;
+            ack(&consumer, &waiting.message, waiting.kind).await;
         }
         // The slots are freed only now, after their acknowledgements left.
         drop(batch);

@@ -501,6 +501,21 @@ async fn ack_watch(setup: &Setup) -> Arc<Mutex<Vec<Instant>>> {
     seen
 }
 
+/// Waits until `handler` has handled `n` deliveries.
+async fn handled<F>(handler: &Scripted<F>, n: usize)
+where
+    F: Fn(u64) -> Disposition + Send + Sync + 'static,
+{
+    eventually(WAIT, || async {
+        match handler.deliveries().len() {
+            seen if seen == n => Ok(()),
+            seen => Err(format!("{seen} of {n} handled")),
+        }
+    })
+    .await
+    .expect("messages handled");
+}
+
 #[tokio::test]
 async fn a_lingering_acknowledgement_waits_for_company_and_leaves_with_it() {
     let setup = Setup::start().await;
@@ -512,21 +527,14 @@ async fn a_lingering_acknowledgement_waits_for_company_and_leaves_with_it() {
     let running = Running::messages(&pulled, settings, &handler);
 
     setup.publish(1).await;
-    eventually(WAIT, || async {
-        match handler.deliveries().len() {
-            1 => Ok(()),
-            n => Err(format!("{n} handled")),
-        }
-    })
-    .await
-    .expect("the first message handled");
-    let handled = handler.deliveries()[0].2;
+    handled(&handler, 1).await;
+    let handled_at = handler.deliveries()[0].2;
     all_settled(&mut pulled).await;
     let first_ack = acks.lock().expect("lock")[0];
     assert!(
-        first_ack.duration_since(handled) >= Duration::from_millis(250),
+        first_ack.duration_since(handled_at) >= Duration::from_millis(250),
         "a lone acknowledgement waited out the linger: {:?}",
-        first_ack.duration_since(handled)
+        first_ack.duration_since(handled_at)
     );
 
     // Two together fill the batch: they leave at once, long before a linger of a minute.
@@ -540,14 +548,7 @@ async fn a_lingering_acknowledgement_waits_for_company_and_leaves_with_it() {
 
     // A third waits for company, and stopping the loop sends it.
     setup.publish(1).await;
-    eventually(WAIT, || async {
-        match handler.deliveries().len() {
-            3 => Ok(()),
-            n => Err(format!("{n} handled")),
-        }
-    })
-    .await
-    .expect("the third message handled");
+    handled(&handler, 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         unacknowledged(&pulled).await,

@@ -6,7 +6,7 @@
 //! Every api replica runs one; they share the durable pull consumer [`CONSUMER`], so each
 //! outcome is handled by one replica at a time. A RESULTS message carries one outcome or an
 //! array of them (the dispatcher batches what is ready together). Outcomes are recorded in
-//! batches (whatever the pull has ready, up to [`BATCH`] messages), one transaction each, and acknowledged only after it
+//! batches (whatever the pull has ready, up to [`BATCH`] messages), one statement each, and acknowledged only after it
 //! committed; a redelivery (crash between commit and ack, two replicas racing after an ack
 //! timeout, the same outcome published twice) finds its row and changes nothing, so the
 //! rollups count every attempt exactly once. A batch the database refuses for its content is
@@ -83,7 +83,7 @@ pub const LAG_SECONDS: &str = "mih_recorder_lag_seconds";
 pub const BATCH_SIZE: &str = "mih_recorder_batch_size";
 pub const CIRCUIT_STATES: &str = "mih_recorder_circuit_states_total";
 
-/// Most outcomes recorded in one transaction.
+/// Most outcomes recorded in one statement.
 pub const BATCH: usize = 256;
 /// Most bytes of outcomes one pull brings (at least twice the server's max_payload): RESULTS
 /// messages carry up to `dispatcher.outcome_batch_max` outcomes each, so the message count
@@ -105,7 +105,7 @@ fn describe() {
     describe_histogram!(
         RECORD_SECONDS,
         Unit::Seconds,
-        "Time to record one batch of outcomes (their rows and rollups, in one transaction)"
+        "Time to record one batch of outcomes (their rows and rollups, in one statement)"
     );
     describe_histogram!(
         BATCH_SIZE,
@@ -199,14 +199,14 @@ async fn outcomes(state: AppState, shutdown: Shutdown) {
     consumer::run_batches(consumer, settings, BATCH, handler, shutdown).await;
 }
 
-/// Records the outcomes of a batch: one transaction for all, one statement for a lone one.
+/// Records the outcomes of a batch: one statement for all, or the lone one's own.
 #[derive(Debug)]
 struct Outcomes {
     db: PgPool,
 }
 
 impl Outcomes {
-    /// Records outcomes in one transaction; each one's disposition, in order.
+    /// Records outcomes in one statement; each one's disposition, in order.
     async fn record_chunk(&self, outcomes: &[Outcome]) -> Vec<Disposition> {
         match record_batch(&self.db, outcomes).await {
             Ok(fresh) => fresh
@@ -271,13 +271,13 @@ impl BatchHandler for Outcomes {
         }
         metrics::histogram!(BATCH_SIZE).record(outcomes.len() as f64);
         if let ([i], [outcome]) = (carrier.as_slice(), outcomes.as_slice()) {
-            // Alone (the usual case below a few hundred outcomes/s), one statement is one round
-            // trip where a transaction would be four.
+            // Alone (the usual case below a few hundred outcomes/s): a lighter statement than
+            // a batch's, with nothing to group.
             dispositions[*i] = record_one(&self.db, outcome).await;
             metrics::histogram!(RECORD_SECONDS).record(started.elapsed().as_secs_f64());
             return dispositions;
         }
-        // At most BATCH outcomes per transaction, however many the messages carry.
+        // At most BATCH outcomes per statement, however many the messages carry.
         for (chunk, start) in outcomes.chunks(BATCH).zip((0..).step_by(BATCH)) {
             let carriers = &carrier[start..start + chunk.len()];
             for (&i, disposition) in carriers.iter().zip(self.record_chunk(chunk).await) {

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 
 /// Below this many messages held at once, a lingering ack would hold back a noticeable share
 /// of them.
-pub(super) const MIN_TO_LINGER: usize = 16;
+const MIN_TO_LINGER: usize = 16;
 
 /// One acknowledgement waiting to leave, with the slot its message held.
 struct Waiting {
@@ -126,10 +126,9 @@ impl Acks {
             shared.queue().closed = true;
             shared.wake.notify_one();
             let sender = sender.lock().unwrap_or_else(PoisonError::into_inner).take();
-            if let Some(Err(error)) = match sender {
-                Some(sender) => Some(sender.await),
-                None => None,
-            } {
+            if let Some(sender) = sender
+                && let Err(error) = sender.await
+            {
                 tracing::error!(%error, "the acknowledgement sender panicked");
             }
         }

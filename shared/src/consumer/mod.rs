@@ -170,7 +170,8 @@ pub trait Handler: Send + Sync + 'static {
     /// (handlers start concurrently, so `handle` may begin in another order).
     fn received(&self, _message: &jetstream::Message) {}
 
-    /// Told what became of each message, once it is settled.
+    /// Told what became of each message, once it is settled (its acknowledgement may still be
+    /// waiting to leave, see `nats.ack_linger`).
     fn settled(&self, _message: &jetstream::Message, _settled: Settled) {}
 }
 
@@ -183,7 +184,8 @@ pub trait BatchHandler: Send + Sync + 'static {
         messages: &[jetstream::Message],
     ) -> impl Future<Output = Vec<Disposition>> + Send;
 
-    /// Told what became of each message, once it is settled.
+    /// Told what became of each message, once it is settled (its acknowledgement may still be
+    /// waiting to leave, see `nats.ack_linger`).
     fn settled(&self, _message: &jetstream::Message, _settled: Settled) {}
 }
 

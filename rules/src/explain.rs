@@ -68,7 +68,7 @@ impl CompiledRule {
             }
         };
         let root = condition::root();
-        let vars = variables(&root, &prepared.fields);
+        let vars = variables(&root, prepared.fields());
         let decision = self.decide(&prepared, &vars, services, Origin::Rule);
         // The checks before the one that decided all passed.
         let decided_at = match &decision {

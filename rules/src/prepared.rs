@@ -1,5 +1,9 @@
 //! An event made ready for rules once, whatever the number of rules that look at it: its name
-//! parsed, its fields as conditions and templates see them.
+//! parsed, and its fields as conditions and templates see them, copied out of the event only
+//! when a condition or a template reads them (a rule without either, such as `*` forwarding the
+//! event as it came, never pays for the copy).
+
+use std::cell::OnceCell;
 
 use serde_json::{Map, Value};
 
@@ -30,16 +34,21 @@ pub struct UnusableEvent(#[from] EventNameError);
 pub(crate) struct Prepared<'e> {
     pub(crate) event: &'e Event,
     pub(crate) name: EventName,
-    pub(crate) fields: Map<String, Value>,
+    fields: OnceCell<Map<String, Value>>,
 }
 
 impl<'e> Prepared<'e> {
     pub(crate) fn new(event: &'e Event) -> Result<Self, UnusableEvent> {
         Ok(Self {
             name: event.name()?,
-            fields: template_context(event),
+            fields: OnceCell::new(),
             event,
         })
+    }
+
+    /// The variables of conditions and templates, made on first use.
+    pub(crate) fn fields(&self) -> &Map<String, Value> {
+        self.fields.get_or_init(|| template_context(self.event))
     }
 }
 

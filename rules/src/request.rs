@@ -2,9 +2,11 @@
 //! ordering key) against the event, within one size allowance; and the unrendered target a
 //! render failure's dead letter carries.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
+use std::sync::LazyLock;
 
 use handlebars::Context as HbContext;
+use handlebars::template::TemplateElement;
 use serde_json::{Map, Value};
 
 use mih_shared::live::{LiveService, RuleTarget, Transport};
@@ -21,7 +23,20 @@ pub(crate) const ROUTING_KEY: &str = "routing_key";
 pub(crate) const ORDERING_KEY: &str = "ordering_key";
 pub(crate) const HEADER: &str = "header:";
 
+/// What a template of fixed text is rendered against: it reads nothing.
+static NO_CONTEXT: LazyLock<HbContext> = LazyLock::new(HbContext::null);
+
 impl CompiledRule {
+    /// Whether the template registered as `name` is text alone, with no expression to look up.
+    fn is_fixed_text(&self, name: &str) -> bool {
+        self.templates.get_template(name).is_some_and(|template| {
+            template
+                .elements
+                .iter()
+                .all(|element| matches!(element, TemplateElement::RawString(_)))
+        })
+    }
+
     /// Renders the request this rule sends to `service` for the event.
     pub(crate) fn render(
         &self,
@@ -32,12 +47,22 @@ impl CompiledRule {
             return Err(format!("{field} does not compile: {problem}"));
         }
         let rule = &self.live;
-        let mut context_value = event.fields.clone();
-        context_value.insert(
-            "rule".into(),
-            serde_json::json!({"id": rule.id, "name": rule.name}),
-        );
-        let context = HbContext::wraps(Value::Object(context_value)).map_err(|e| e.to_string())?;
+        // The context is a copy of the event's fields; made once, and only for a template that
+        // reads it (a fixed path such as `/enrolments` does not).
+        let context = OnceCell::new();
+        let context_of = |name: &str| -> &HbContext {
+            if self.is_fixed_text(name) {
+                return &NO_CONTEXT;
+            }
+            context.get_or_init(|| {
+                let mut fields = event.fields().clone();
+                fields.insert(
+                    "rule".into(),
+                    serde_json::json!({"id": rule.id, "name": rule.name}),
+                );
+                HbContext::from(Value::Object(fields))
+            })
+        };
         // Body, headers, path and ordering key share one allowance.
         let room = Cell::new(self.max_request_bytes);
         let too_large = || {
@@ -48,7 +73,8 @@ impl CompiledRule {
         };
         let render = |name: &str| {
             let mut left = room.get();
-            let rendered = template::render_within(&self.templates, name, &context, &mut left);
+            let rendered =
+                template::render_within(&self.templates, name, context_of(name), &mut left);
             room.set(left);
             rendered.map_err(|failure| match failure {
                 RenderFailure::TooLarge => too_large(),

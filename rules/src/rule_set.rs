@@ -129,7 +129,12 @@ impl RuleSet {
         }
         candidates.sort_unstable();
         candidates.dedup();
-        let vars = variables(&self.root, &prepared.fields);
+        // Converting the event for CEL is a copy of it; a rule without a condition reads none.
+        let vars = if candidates.iter().any(|&i| self.rules[i].has_condition()) {
+            variables(&self.root, prepared.fields())
+        } else {
+            self.root.new_inner_scope()
+        };
         Ok(candidates
             .into_iter()
             .filter_map(|i| {

@@ -231,9 +231,15 @@ fn jobs_carry_rendered_requests_and_derived_ids() {
         .insert("X-Course".into(), "{{courseid}}".into());
     with_templates.ordering_key = Some("{{userid}}".into());
     let plain = rule("plain", &["*"], None, "sis", post("/"));
+    // A fixed path renders without the event's fields; its header still reads them, and `rule`
+    // names this rule, not the one rendered before it.
+    let mut fixed_path = rule("fixed-path", &["*"], None, "sis", post("/fixed"));
+    fixed_path
+        .headers
+        .insert("X-Rule".into(), "{{rule.name}}-{{userid}}".into());
     let set = RuleSet::build(&config(
         vec![service("sis", rest(), true)],
-        vec![with_templates.clone(), plain.clone()],
+        vec![with_templates.clone(), plain.clone(), fixed_path.clone()],
     ));
     let e = event(
         json!({"eventname": "\\core\\event\\user_loggedin", "userid": "27", "courseid": 0,
@@ -270,6 +276,16 @@ fn jobs_carry_rendered_requests_and_derived_ids() {
         body,
         json!({"user": "27", "who": "a b/c\"d", "rule": "t", "source": "moodle"})
     );
+
+    let fixed = jobs
+        .iter()
+        .find(|j| j.rule_id == Some(fixed_path.id))
+        .expect("fixed-path job");
+    let Request::Http(request) = &fixed.request else {
+        panic!("http")
+    };
+    assert_eq!(request.path, "/fixed");
+    assert_eq!(request.headers[0].value, "fixed-path-27");
 
     let raw = jobs
         .iter()

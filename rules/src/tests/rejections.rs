@@ -52,7 +52,7 @@ fn decide<'a>(
     services: &'a Services,
 ) -> Result<Match, Rejection<'a>> {
     let root = condition::root();
-    let vars = variables(&root, &event.fields);
+    let vars = variables(&root, event.fields());
     rule.decide(event, &vars, services, Origin::Rule)
 }
 

@@ -12,9 +12,28 @@ pub fn dot_segment(path: &str) -> Option<&str> {
         .find(|segment| is_dot_segment(segment))
 }
 
+/// `.` or `..`, each dot possibly spelled `%2e` or `%2E`. Read in place: every path of every
+/// delivery is checked, and copying each segment to lower case was two allocations apiece.
 fn is_dot_segment(segment: &str) -> bool {
-    let spelled = segment.to_ascii_lowercase().replace("%2e", ".");
-    spelled == "." || spelled == ".."
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix(b".") {
+            rest = after;
+        } else if rest
+            .get(..3)
+            .is_some_and(|dot| dot.eq_ignore_ascii_case(b"%2e"))
+        {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
 /// Why `path` is refused, naming the setting or field it came from; `None` when it is fine.
@@ -53,6 +72,11 @@ mod tests {
             "/files/..txt",
             "/a/.../b",
             "/a/%252e%252e/b",
+            "/a/%2e%2e%2e/b",
+            "/a/%2e.%2E/b",
+            "/a/%2/b",
+            "/a/.%2/b",
+            "/a/%2f/b",
             "/a/b?c=../d",
             "",
             "/",

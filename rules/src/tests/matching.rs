@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use mih_shared::live::{AmqpTransport, RuleTarget, SoapTransport, SoapVersion, Transport};
-use mih_shared::messages::{HttpMethod, Origin, Request};
+use mih_shared::live::{
+    AmqpTransport, LiveRule, RuleTarget, SoapTransport, SoapVersion, Transport,
+};
+use mih_shared::messages::{HttpMethod, HttpRequest, Job, Origin, Request};
 use mih_testkit::fixtures;
 
 use super::{config, event, matched_rules, post, rest, rule, service};
@@ -254,19 +256,13 @@ fn jobs_carry_rendered_requests_and_derived_ids() {
             other => panic!("expected a job, got {other:?}"),
         })
         .collect();
-    let templated = jobs
-        .iter()
-        .find(|j| j.rule_id == Some(with_templates.id))
-        .expect("templated job");
+    let (templated, request) = http_job_of(&jobs, &with_templates);
     assert_eq!(
         templated.id,
         mih_shared::messages::JobId::for_rule(e.id, with_templates.id)
     );
     assert_eq!(templated.origin, Origin::Backfill);
     assert_eq!(templated.ordering_key.as_deref(), Some("27"));
-    let Request::Http(request) = &templated.request else {
-        panic!("http")
-    };
     assert_eq!(request.method, HttpMethod::Put);
     assert_eq!(request.path, "/users/27/a%20b%2Fc%22d");
     assert_eq!(request.headers[0].value, "0");
@@ -277,28 +273,28 @@ fn jobs_carry_rendered_requests_and_derived_ids() {
         json!({"user": "27", "who": "a b/c\"d", "rule": "t", "source": "moodle"})
     );
 
-    let fixed = jobs
-        .iter()
-        .find(|j| j.rule_id == Some(fixed_path.id))
-        .expect("fixed-path job");
-    let Request::Http(request) = &fixed.request else {
-        panic!("http")
-    };
+    let (_, request) = http_job_of(&jobs, &fixed_path);
     assert_eq!(request.path, "/fixed");
     assert_eq!(request.headers[0].value, "fixed-path-27");
 
-    let raw = jobs
-        .iter()
-        .find(|j| j.rule_id == Some(plain.id))
-        .expect("plain job");
-    let Request::Http(request) = &raw.request else {
-        panic!("http")
-    };
+    let (_, request) = http_job_of(&jobs, &plain);
     assert_eq!(
         request.body.as_deref(),
         Some(serde_json::to_string(&e.data).expect("json").as_str()),
         "the event as Moodle gave it"
     );
+}
+
+/// The job `rule` made, and its HTTP request.
+fn http_job_of<'j>(jobs: &'j [Job], rule: &LiveRule) -> (&'j Job, &'j HttpRequest) {
+    let job = jobs
+        .iter()
+        .find(|j| j.rule_id == Some(rule.id))
+        .unwrap_or_else(|| panic!("no job of rule {}", rule.name));
+    let Request::Http(request) = &job.request else {
+        panic!("rule {} made a request that is not HTTP", rule.name)
+    };
+    (job, request)
 }
 
 #[test]

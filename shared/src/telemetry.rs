@@ -1,8 +1,9 @@
 //! Logs and traces: `tracing` everywhere, exported over OTLP/HTTP to `telemetry.otlp_endpoint`
 //! (or `OTEL_EXPORTER_OTLP_ENDPOINT`), and W3C `traceparent` carried across NATS, HTTP and AMQP.
 //!
-//! The OpenTelemetry layer is always installed, exporter or not, so every request has a trace
-//! id to hand to the next hop; without an endpoint the spans are simply not shipped.
+//! Every request has a trace id to hand to the next hop, exporter or not. With an exporter,
+//! `tracing-opentelemetry` records each span; without one, [`context_only`] keeps only each
+//! span's trace context, which is all the next hop needs.
 //!
 //! Spans follow the OpenTelemetry semantic conventions so that a tracing backend draws them
 //! as what they are: `POST /v1/events` (server), `publish <subject>` (producer),
@@ -26,6 +27,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
+mod context_only;
+
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 const OTLP_ENDPOINT_VARS: [&str; 2] = [
@@ -48,14 +51,17 @@ pub enum TelemetryError {
 /// Flushes and stops trace export when dropped; keep it alive for the life of the process.
 #[derive(Debug)]
 pub struct TelemetryGuard {
-    provider: SdkTracerProvider,
+    exporting: Option<SdkTracerProvider>,
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
+        let Some(provider) = &self.exporting else {
+            return;
+        };
         // Spans still queued in the batch processor are sent now: the last seconds before a
         // SIGTERM (a drain, a slow delivery) are often the ones someone wants to see.
-        if let Err(e) = self.provider.shutdown() {
+        if let Err(e) = provider.shutdown() {
             // Nothing else can report it: the subscriber goes away with us.
             eprintln!("mih: trace export did not shut down cleanly: {e}");
         }
@@ -75,8 +81,7 @@ pub fn init(
         _ => EnvFilter::try_new(&config.log_level)
             .map_err(|e| TelemetryError::BadFilter(config.log_level.clone(), e.to_string()))?,
     };
-    let provider = tracer_provider(service_name, namespace, config)?;
-    let tracer = provider.tracer("mih");
+    let exporting = exporting_provider(service_name, namespace, config)?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let fmt = match config.log_format {
@@ -94,28 +99,33 @@ pub fn init(
     };
     // Traces get our own spans at info and above, whatever the log filter says.
     let otel_filter = EnvFilter::new("info");
+    let traces = match &exporting {
+        None => context_only::ContextOnlyLayer::new(sampler(config))
+            .with_filter(otel_filter)
+            .boxed(),
+        Some(provider) => tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("mih"))
+            // What follows is paid on every span, or on every poll of an instrumented
+            // future, and was a fifth of the matcher's CPU at saturation: the source
+            // location, thread name (a `String` per span) and target add nothing to our
+            // named, attributed spans; busy/idle timing reads the clock on every poll; and
+            // activating the OpenTelemetry context on every poll serves instrumentation
+            // reading `Context::current()`, of which mih has none (it propagates through
+            // the span, `inject_current`).
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
+            .with_filter(otel_filter)
+            .boxed(),
+    };
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
-        .with(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                // What follows is paid on every span, or on every poll of an instrumented
-                // future, and was a fifth of the matcher's CPU at saturation: the source
-                // location, thread name (a `String` per span) and target add nothing to our
-                // named, attributed spans; busy/idle timing reads the clock on every poll; and
-                // activating the OpenTelemetry context on every poll serves instrumentation
-                // reading `Context::current()`, of which mih has none (it propagates through
-                // the span, `inject_current`).
-                .with_location(false)
-                .with_threads(false)
-                .with_target(false)
-                .with_tracked_inactivity(false)
-                .with_context_activation(false)
-                .with_filter(otel_filter),
-        )
+        .with(traces)
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard { exporting })
 }
 
 /// For tests and benchmarks: installs a quiet subscriber (warnings, or `RUST_LOG`) once per
@@ -125,11 +135,20 @@ pub fn init_for_tests() {
     GUARD.get_or_init(|| init("mih-test", "test", &TelemetryConfig::for_tests()).ok());
 }
 
-fn tracer_provider(
+/// Parent-based: a trace the caller (Moodle, a facade client) started and sampled is recorded
+/// whole whatever the ratio; only traces mih starts are thinned out.
+fn sampler(config: &TelemetryConfig) -> Sampler {
+    Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+        config.trace_sample_ratio.clamp(0.0, 1.0),
+    )))
+}
+
+/// The provider that records and exports spans, or `None` when no endpoint is configured.
+fn exporting_provider(
     service_name: &str,
     namespace: &str,
     config: &TelemetryConfig,
-) -> Result<SdkTracerProvider, TelemetryError> {
+) -> Result<Option<SdkTracerProvider>, TelemetryError> {
     let resource = Resource::builder()
         .with_service_name(service_name.to_owned())
         .with_attributes([
@@ -137,14 +156,9 @@ fn tracer_provider(
             KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
         ])
         .build();
-    // Parent-based: a trace the caller (Moodle, a facade client) started and sampled is
-    // recorded whole whatever the ratio; only traces mih starts are thinned out.
-    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-        config.trace_sample_ratio.clamp(0.0, 1.0),
-    )));
     let builder = SdkTracerProvider::builder()
         .with_resource(resource)
-        .with_sampler(sampler);
+        .with_sampler(sampler(config));
     let exporter = match config.otlp_endpoint() {
         Some(endpoint) => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
@@ -155,12 +169,12 @@ fn tracer_provider(
         {
             opentelemetry_otlp::SpanExporter::builder().with_http()
         }
-        None => return Ok(builder.build()),
+        None => return Ok(None),
     };
     let exporter = exporter
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-    Ok(builder.with_batch_exporter(exporter).build())
+    Ok(Some(builder.with_batch_exporter(exporter).build()))
 }
 
 struct NatsHeaders<'a>(&'a mut async_nats::HeaderMap);
@@ -183,20 +197,39 @@ impl Extractor for NatsHeadersRef<'_> {
     }
 }
 
+/// The trace context of `span`, from whichever layer keeps it.
+fn context_of(span: &tracing::Span) -> opentelemetry::Context {
+    context_only::context(span).unwrap_or_else(|| span.context())
+}
+
+/// Makes `span` a child of `remote`, a context from another process.
+fn set_remote_parent(span: &tracing::Span, remote: opentelemetry::Context) {
+    let handled = {
+        let remote_span = remote.span();
+        let span_context = remote_span.span_context();
+        // An invalid context (no or a malformed `traceparent`) leaves the span a root.
+        !span_context.is_valid() || context_only::set_parent(span, span_context)
+    };
+    if handled {
+        return;
+    }
+    // Fails only when no OpenTelemetry layer is installed; then there is nothing to link.
+    let _ = span.set_parent(remote);
+}
+
 /// Writes the current span's trace context (`traceparent`, `tracestate`) into NATS headers.
 pub fn inject_current(headers: &mut async_nats::HeaderMap) {
-    let context = tracing::Span::current().context();
+    let context = context_of(&tracing::Span::current());
     TraceContextPropagator::new().inject_context(&context, &mut NatsHeaders(headers));
 }
 
 /// Makes `span` a child of the trace context carried by NATS headers, if any.
 pub fn set_parent_from(span: &tracing::Span, headers: Option<&async_nats::HeaderMap>) {
     let Some(headers) = headers else { return };
-    let context = TraceContextPropagator::new().extract(&NatsHeadersRef(headers));
-    if context.span().span_context().is_valid() {
-        // Fails only when no OpenTelemetry layer is installed; then there is nothing to link.
-        let _ = span.set_parent(context);
-    }
+    set_remote_parent(
+        span,
+        TraceContextPropagator::new().extract(&NatsHeadersRef(headers)),
+    );
 }
 
 struct HttpHeadersRef<'a>(&'a http::HeaderMap);
@@ -213,10 +246,10 @@ impl Extractor for HttpHeadersRef<'_> {
 
 /// Makes `span` a child of the trace context an HTTP caller sent, if any.
 pub fn set_parent_from_http(span: &tracing::Span, headers: &http::HeaderMap) {
-    let context = TraceContextPropagator::new().extract(&HttpHeadersRef(headers));
-    if context.span().span_context().is_valid() {
-        let _ = span.set_parent(context);
-    }
+    set_remote_parent(
+        span,
+        TraceContextPropagator::new().extract(&HttpHeadersRef(headers)),
+    );
 }
 
 /// An HTTP server span, `{method} {route}` (OTel HTTP semantic conventions), a child of the
@@ -331,7 +364,7 @@ pub fn set_attribute(span: &tracing::Span, key: &'static str, value: &str) {
 
 /// The current span's W3C `traceparent`, for outbound requests.
 pub fn current_traceparent() -> Option<String> {
-    let context = tracing::Span::current().context();
+    let context = context_of(&tracing::Span::current());
     let mut carrier = std::collections::HashMap::<String, String>::new();
     TraceContextPropagator::new().inject_context(&context, &mut carrier);
     carrier.remove("traceparent")
@@ -339,7 +372,7 @@ pub fn current_traceparent() -> Option<String> {
 
 /// The current trace id (hex), for logs and stored outcomes.
 pub fn current_trace_id() -> Option<String> {
-    let context = tracing::Span::current().context();
+    let context = context_of(&tracing::Span::current());
     let span_context = context.span().span_context().clone();
     span_context
         .is_valid()

@@ -9,7 +9,7 @@
 //! its parent's trace and sampling decision, a root asks the configured sampler, and a parent
 //! from another process (`traceparent`) replaces the local one.
 
-use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt as _, TraceFlags};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceContextExt as _, TraceFlags};
 use opentelemetry_sdk::trace::{
     IdGenerator as _, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample as _,
 };
@@ -56,11 +56,12 @@ impl ContextOnlyLayer {
     }
 }
 
-/// A new span of the trace `parent` belongs to, with its decision and state.
-fn child_of(parent: &SpanContext, ids: &RandomIdGenerator) -> SpanContext {
+/// Span `span_id` in the trace `parent` belongs to, with the parent's decision and state (as
+/// the SDK's parent-based sampler keeps them, for local and remote parents alike).
+fn continuing(parent: &SpanContext, span_id: SpanId) -> SpanContext {
     SpanContext::new(
         parent.trace_id(),
-        ids.new_span_id(),
+        span_id,
         parent.trace_flags(),
         false,
         parent.trace_state().clone(),
@@ -86,7 +87,7 @@ where
             parent
                 .extensions()
                 .get::<Place>()
-                .map(|place| child_of(&place.0, &self.ids))
+                .map(|place| continuing(&place.0, self.ids.new_span_id()))
         });
         let place = inherited.unwrap_or_else(|| self.root(attrs.metadata().name()));
         span.extensions_mut().insert(Place(place));
@@ -104,14 +105,7 @@ pub(super) fn context(span: &tracing::Span) -> Option<opentelemetry::Context> {
 /// is not installed.
 pub(super) fn set_parent(span: &tracing::Span, remote: &SpanContext) -> bool {
     with_place(span, |place| {
-        // The SDK's parent-based sampling keeps a remote parent's decision and state.
-        place.0 = SpanContext::new(
-            remote.trace_id(),
-            place.0.span_id(),
-            remote.trace_flags(),
-            false,
-            remote.trace_state().clone(),
-        );
+        place.0 = continuing(remote, place.0.span_id())
     })
     .is_some()
 }
@@ -130,7 +124,7 @@ fn place_in<T>(dispatch: &Dispatch, id: &span::Id, f: impl FnOnce(&mut Place) ->
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::{SpanId, TraceId, TraceState};
+    use opentelemetry::trace::{TraceId, TraceState};
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::{EnvFilter, Layer as _};
 

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::{
     CreateKeyValueError, CreateKeyValueErrorKind, CreateStreamError, CreateStreamErrorKind,
+    PublishErrorKind,
 };
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, ErrorCode, kv, stream};
 
 use crate::config::{Config, StreamsConfig};
@@ -86,6 +88,8 @@ pub enum TopologyError {
     },
     #[error("stream `{name}` was created but cannot be read yet: {cause}")]
     NotReadable { name: String, cause: String },
+    #[error("stream `{name}` does not take messages published from here yet: {cause}")]
+    NotWritable { name: String, cause: String },
 }
 
 /// The declared configuration of every stream and bucket of one hub.
@@ -351,17 +355,18 @@ impl Topology {
                 };
                 // Replicas starting together: a peer created the stream between our lookup and
                 // our create, and the cluster refused the second create ("subjects overlap",
-                // "name in use"). If the stream is there now, trying again updates it. A real
-                // overlap with a stream of another name is not retried.
-                if error.lost_a_create_race()
-                    && races < 3
-                    && js.get_stream(unit.stream_name()).await.is_ok()
-                {
+                // "name in use"). If the stream is there now, trying again updates it; if it
+                // does not read yet, the peer's create is waited for like any late answer
+                // (seen in CI: a replica exited on "subjects overlap" for a bucket a peer was
+                // still creating). A real overlap with a stream of another name never reads,
+                // and is reported when patience runs out.
+                let raced = error.lost_a_create_race();
+                if raced && races < 3 && js.get_stream(unit.stream_name()).await.is_ok() {
                     races += 1;
                     tracing::debug!(error = %error, "another replica created it first; updating");
                     continue;
                 }
-                if !error.is_transient() || started.elapsed() + delay > self.patience {
+                if !(error.is_transient() || raced) || started.elapsed() + delay > self.patience {
                     return Err(error);
                 }
                 tracing::warn!(error = %error, retry_in = ?delay, "JetStream did not answer; retrying");
@@ -376,12 +381,11 @@ impl Topology {
         let name = unit.stream_name();
         match unit {
             Unit::Stream(config) => {
-                if stored_config(js, &name)
-                    .await
-                    .is_ok_and(|stored| declared_settings_match(config, &stored))
+                if let Ok(stored) = stored_config(js, &name).await
+                    && declared_settings_match(config, &stored)
                 {
-                    // Read just now, so readable: nothing to wait for.
-                    return Ok(());
+                    // Read just now, so readable; a peer may have created it a moment ago.
+                    return accepts_messages(js, &name, &stored.subjects).await;
                 }
                 js.create_or_update_stream(config.as_ref().clone())
                     .await
@@ -404,14 +408,15 @@ impl Topology {
         }
         // On a cluster the create is answered by the meta leader before the stream's own
         // group serves reads; a service that opened the bucket right after was told "stream
-        // not found". Return only once it reads.
-        js.get_stream(&name)
+        // not found". Return only once it reads, and takes messages.
+        let stream = js
+            .get_stream(&name)
             .await
             .map_err(|cause| TopologyError::NotReadable {
-                name,
+                name: name.clone(),
                 cause: cause.to_string(),
             })?;
-        Ok(())
+        accepts_messages(js, &name, &stream.cached_info().config.subjects).await
     }
 
     /// Caps the dedup bucket at `matcher.dedup_max_claims` keys, dropping the oldest past it.
@@ -460,6 +465,63 @@ impl Unit {
 }
 
 /// The configuration JetStream holds for stream `name`.
+/// Whether a message published on this connection reaches the stream's leader. On a cluster
+/// the leader's interest in its subjects reaches the other nodes a moment after the stream
+/// reads: a dispatcher's first put into a bucket it had just ensured was answered "no stream
+/// found for given subject" (no responders) and the dispatcher exited (seen in CI). The probe
+/// expects a stream of another name, so the leader answers with a refusal and stores nothing.
+async fn accepts_messages(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: &[String],
+) -> Result<(), TopologyError> {
+    let Some(subject) = subjects.first() else {
+        return Ok(());
+    };
+    let not_writable = |cause: String| TopologyError::NotWritable {
+        name: name.to_owned(),
+        cause,
+    };
+    let probe = PublishMessage::build().expected_stream(PROBE_EXPECTED_STREAM);
+    let answer = match js.send_publish(concrete_subject(subject), probe).await {
+        Ok(ack) => ack.await,
+        Err(error) => Err(error),
+    };
+    match answer {
+        Err(error)
+            if matches!(
+                error.kind(),
+                PublishErrorKind::StreamNotFound
+                    | PublishErrorKind::TimedOut
+                    | PublishErrorKind::BrokenPipe
+            ) =>
+        {
+            Err(not_writable(error.to_string()))
+        }
+        // Any other answer came from the stream's leader: messages reach it.
+        Err(_) => Ok(()),
+        Ok(ack) => {
+            tracing::error!(stream = %ack.stream, sequence = ack.sequence, "a readiness probe was stored; the server ignored Nats-Expected-Stream");
+            Ok(())
+        }
+    }
+}
+
+/// A stream name no stream has (names cannot contain `.`), for probes to be refused.
+const PROBE_EXPECTED_STREAM: &str = "mih.readiness.probe";
+
+/// A subject a stream's subject filter takes: each wildcard token made a literal one.
+fn concrete_subject(filter: &str) -> String {
+    filter
+        .split('.')
+        .map(|token| match token {
+            "*" | ">" => "probe",
+            literal => literal,
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 async fn stored_config(js: &jetstream::Context, name: &str) -> Result<stream::Config, String> {
     let stream = js.get_stream(name).await.map_err(|e| e.to_string())?;
     Ok(stream.get_info().await.map_err(|e| e.to_string())?.config)
@@ -511,7 +573,7 @@ impl TopologyError {
                     .source()
                     .and_then(|source| source.downcast_ref::<CreateStreamError>())
             }
-            TopologyError::NotReadable { .. } => None,
+            TopologyError::NotReadable { .. } | TopologyError::NotWritable { .. } => None,
         };
         let code = match stream.map(CreateStreamError::kind) {
             Some(CreateStreamErrorKind::JetStream(api)) => Some(api.error_code()),
@@ -544,7 +606,7 @@ impl TopologyError {
                 | CreateKeyValueErrorKind::TooLongHistory
                 | CreateKeyValueErrorKind::LimitMarkersNotSupported => false,
             },
-            TopologyError::NotReadable { .. } => true,
+            TopologyError::NotReadable { .. } | TopologyError::NotWritable { .. } => true,
         }
     }
 }
@@ -641,6 +703,16 @@ mod tests {
         ] {
             assert!(!declared_settings_match(&declared, &changed), "{changed:?}");
         }
+    }
+
+    #[test]
+    fn a_probe_subject_is_one_the_stream_takes() {
+        assert_eq!(
+            concrete_subject("$KV.ns_dispatchers.>"),
+            "$KV.ns_dispatchers.probe"
+        );
+        assert_eq!(concrete_subject("ns.jobs.*.p3.>"), "ns.jobs.probe.p3.probe");
+        assert_eq!(concrete_subject("ns.results"), "ns.results");
     }
 
     #[test]

@@ -50,27 +50,41 @@ async fn ensure_creates_everything_is_idempotent_and_applies_changes() {
         !requests.iter().any(|r| r.contains(&our_updates)),
         "a stream already as declared was updated: {requests:#?}"
     );
-    for stream in [
-        names.events_stream(),
-        names.jobs_stream(),
-        names.results_stream(),
-        names.dlq_stream(),
-    ] {
-        js.get_stream(&stream)
-            .await
-            .unwrap_or_else(|e| panic!("{stream}: {e}"));
-    }
-    for bucket in [
+    let buckets = [
         names.config_bucket(),
         names.circuits_bucket(),
         names.dedup_bucket(),
         names.attempts_bucket(),
         names.held_keys_bucket(),
         names.dispatchers_bucket(),
-    ] {
-        js.get_key_value(&bucket)
+    ];
+    for bucket in &buckets {
+        js.get_key_value(bucket)
             .await
             .unwrap_or_else(|e| panic!("{bucket}: {e}"));
+    }
+    // `ensure` checks that each stream takes messages with a probe the stream refuses: two
+    // rounds of probes left nothing behind.
+    let bucket_streams = buckets.iter().map(|bucket| format!("KV_{bucket}"));
+    for stream in [
+        names.events_stream(),
+        names.jobs_stream(),
+        names.results_stream(),
+        names.dlq_stream(),
+        names.inbound_stream(),
+    ]
+    .into_iter()
+    .chain(bucket_streams)
+    {
+        let state = js
+            .get_stream(&stream)
+            .await
+            .unwrap_or_else(|e| panic!("{stream}: {e}"))
+            .get_info()
+            .await
+            .unwrap_or_else(|e| panic!("{stream}: {e}"))
+            .state;
+        assert_eq!(state.messages, 0, "{stream} holds a probe");
     }
     let jobs = js
         .get_stream(names.jobs_stream())
@@ -271,7 +285,9 @@ async fn placement_tags_keep_the_copies_on_the_tagged_servers() {
 /// Replicas of every service start at once on a fresh cluster, each connected to another
 /// node: every one of them gets the streams and buckets, none fails because a peer created
 /// one between its lookup and its create (seen in CI: "subjects overlap with an existing
-/// stream", code 10065, and the ingest replica exited).
+/// stream", code 10065, and the ingest replica exited), and each can write at once to what
+/// it ensured (seen in CI: a dispatcher's first put into its presence bucket was answered
+/// "no stream found for given subject", and it exited).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_starting_together_on_a_cluster_all_get_the_topology() {
     let cluster = NatsCluster::start().await.expect("cluster");
@@ -288,9 +304,17 @@ async fn services_starting_together_on_a_cluster_all_get_the_topology() {
         for replica in 0..6 {
             let url = urls[replica % urls.len()].clone();
             let topology = Topology::new(names.clone(), &config);
+            let names = names.clone();
             starting.push(tokio::spawn(async move {
                 let js = jetstream::new(async_nats::connect(url).await.expect("connect"));
-                topology.ensure(&js, &Resource::ALL).await
+                topology.ensure(&js, &Resource::ALL).await?;
+                for bucket in [names.dispatchers_bucket(), names.attempts_bucket()] {
+                    let kv = js.get_key_value(&bucket).await.expect("ensured bucket");
+                    if let Err(error) = kv.put(format!("replica-{replica}"), "here".into()).await {
+                        panic!("replica {replica}'s first put into {bucket} failed: {error}");
+                    }
+                }
+                Ok::<_, mih_shared::topology::TopologyError>(())
             }));
         }
         for (replica, started) in starting.into_iter().enumerate() {

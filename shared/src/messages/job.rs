@@ -55,8 +55,9 @@ pub enum Origin {
     Backfill,
 }
 
-/// A rendered request for one of the three transports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A rendered request for one of the three transports. Read by `super::request_tag`, which
+/// takes the tag where it is written, first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "transport", rename_all = "lowercase")]
 pub enum Request {
     Http(HttpRequest),

@@ -11,6 +11,7 @@ mod ids;
 mod inbound;
 mod job;
 mod outcome;
+mod request_tag;
 mod version;
 
 pub use dead_letter::{DeadLetter, FailureStage};

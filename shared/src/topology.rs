@@ -464,7 +464,6 @@ impl Unit {
     }
 }
 
-/// The configuration JetStream holds for stream `name`.
 /// Whether a message published on this connection reaches the stream's leader. On a cluster
 /// the leader's interest in its subjects reaches the other nodes a moment after the stream
 /// reads: a dispatcher's first put into a bucket it had just ensured was answered "no stream
@@ -522,6 +521,7 @@ fn concrete_subject(filter: &str) -> String {
         .join(".")
 }
 
+/// The configuration JetStream holds for stream `name`.
 async fn stored_config(js: &jetstream::Context, name: &str) -> Result<stream::Config, String> {
     let stream = js.get_stream(name).await.map_err(|e| e.to_string())?;
     Ok(stream.get_info().await.map_err(|e| e.to_string())?.config)

@@ -521,10 +521,11 @@ fn concrete_subject(filter: &str) -> String {
         .join(".")
 }
 
-/// The configuration JetStream holds for stream `name`.
+/// The configuration JetStream holds for stream `name` (the lookup already brings the stream's
+/// info; asking again would be a second request to the cluster for each stream at each start).
 async fn stored_config(js: &jetstream::Context, name: &str) -> Result<stream::Config, String> {
     let stream = js.get_stream(name).await.map_err(|e| e.to_string())?;
-    Ok(stream.get_info().await.map_err(|e| e.to_string())?.config)
+    Ok(stream.cached_info().config.clone())
 }
 
 /// The settings `Topology` declares, compared with a stream's stored configuration (which has

@@ -502,11 +502,57 @@ async fn a_crash_between_publishing_jobs_and_acknowledging_publishes_them_once()
     hub.stop().await;
 }
 
+#[tokio::test]
+async fn a_consumer_made_with_the_former_filter_loses_it_and_matches_what_waits() {
+    let mut hub = TestHub::builder()
+        .services(&[ServiceName::Ingest, ServiceName::Api])
+        .start()
+        .await;
+    create_service(&hub, "sis").await;
+    create_rule(
+        &hub,
+        json!({"name": "all", "events": ["*"], "service": "sis"}),
+    )
+    .await;
+    post(&hub, &enrolment(), &[]).await;
+    // What matchers before this release declared: every event subject, as a filter.
+    let events = hub
+        .js
+        .get_stream(hub.names().events_stream())
+        .await
+        .expect("stream");
+    events
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: hub.names().events_all(),
+            ..mih_matcher_consumer_config(&hub, hub.config.matcher.max_in_flight)
+        })
+        .await
+        .expect("the former consumer");
+
+    hub.add_services(&[ServiceName::Matcher]).await;
+    wait_for_jobs(&hub, 1).await;
+    let info = events
+        .consumer_info(mih_shared::names::MATCHER_CONSUMER)
+        .await
+        .expect("consumer info");
+    assert_eq!(
+        info.config.filter_subject, "",
+        "the matcher takes its partition's stream whole"
+    );
+    let viewed = fixtures::moodle_events()
+        .into_iter()
+        .find(|e| e["eventname"] == "\\core\\event\\course_viewed")
+        .expect("fixture");
+    post(&hub, &viewed, &[]).await;
+    wait_for_jobs(&hub, 2).await;
+    hub.stop().await;
+}
+
 fn mih_matcher_consumer_config(
     hub: &TestHub,
     max_in_flight: usize,
 ) -> async_nats::jetstream::consumer::pull::Config {
-    mih_matcher::consumer_config(&hub.names(), max_in_flight, hub.config.matcher.ack_wait)
+    mih_matcher::consumer_config(max_in_flight, hub.config.matcher.ack_wait)
 }
 
 #[tokio::test]

@@ -131,7 +131,7 @@ async fn start(
     for (index, (number, stream)) in streams.into_iter().enumerate() {
         let share = partition::share(reading.max_in_flight, count, index);
         let consumer = stream
-            .create_consumer(consumer_config(&reading.names, share, reading.ack_wait))
+            .create_consumer(consumer_config(share, reading.ack_wait))
             .await
             .map_err(|e| RunError::Consumer {
                 consumer: MATCHER_CONSUMER.to_owned(),

@@ -38,6 +38,8 @@ pub struct AppState {
     pub backfill_wake: Arc<tokio::sync::Notify>,
     /// `nats.ack_linger`, for the api's consumers.
     pub ack_linger: std::time::Duration,
+    /// `api.record_linger`, for the recorder.
+    pub record_linger: std::time::Duration,
 }
 
 /// Why the API's shared state could not be opened.
@@ -72,6 +74,7 @@ impl AppState {
             max_request_bytes: config.matcher.max_request_bytes,
             backfill_wake: Arc::default(),
             ack_linger: config.nats.ack_linger,
+            record_linger: config.api.record_linger,
             partitions: config.streams.job_partitions(),
             event_partitions: config.streams.event_partitions(),
             db,

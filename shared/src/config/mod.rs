@@ -354,6 +354,19 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     #[serde(with = "humantime_serde")]
     pub reconcile_interval: Duration,
+    /// How long the recorder, once it holds an outcome, waits for more to write with it in
+    /// one statement. Zero: it writes what is ready at once (one statement per outcome at a
+    /// moderate rate). Only the delivery log waits; deliveries do not.
+    #[serde(
+        default = "default_record_linger",
+        serialize_with = "humantime_serde::serialize",
+        deserialize_with = "lenient::duration_or_zero"
+    )]
+    pub record_linger: Duration,
+}
+
+fn default_record_linger() -> Duration {
+    Duration::from_millis(20)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -192,6 +192,12 @@ pub(super) fn validate(config: &Config) -> Vec<SettingError> {
                 .into(),
         );
     }
+    if config.api.record_linger > Duration::from_secs(1) {
+        problem(
+            "api.record_linger",
+            "must be at most 1s: outcomes wait that long to reach the delivery log".into(),
+        );
+    }
     if config.dispatcher.reply_prefetch == 0 {
         problem(
             "dispatcher.reply_prefetch",

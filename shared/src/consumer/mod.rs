@@ -99,6 +99,9 @@ pub struct Settings {
     /// How long an acknowledgement waits for others to leave with (see [`acks`]); zero sends
     /// each at once.
     pub ack_linger: Duration,
+    /// [`run_batches`] only: how long a batch that has its first message waits for more
+    /// before it goes to the handler; zero takes only what is ready at once.
+    pub batch_linger: Duration,
 }
 
 impl Settings {
@@ -114,7 +117,13 @@ impl Settings {
             give_up_after: GIVE_UP_AFTER,
             dead_letters,
             ack_linger: Duration::ZERO,
+            batch_linger: Duration::ZERO,
         }
+    }
+
+    pub fn batch_linger(mut self, linger: Duration) -> Self {
+        self.batch_linger = linger;
+        self
     }
 
     pub fn ack_linger(mut self, linger: Duration) -> Self {
@@ -280,7 +289,11 @@ pub async fn run_batches<H: BatchHandler>(
                     Pulled::Nothing | Pulled::RequestLost => None,
                 })
             });
-        let mut batches = pin!(ready_batches(Box::pin(messages), max_batch));
+        let mut batches = pin!(ready_batches(
+            Box::pin(messages),
+            max_batch,
+            settings.batch_linger
+        ));
         while let Some(batch) = batches.next().await {
             let Some(slot) = in_flight.slot(&shutdown).await else {
                 break;
@@ -502,17 +515,26 @@ async fn give_up(
 /// Groups a stream into what is ready at once, up to `max`. (`ready_chunks` would do, but it
 /// allocates room for `max` items for every chunk, which at low rates means a large allocation
 /// per message.)
-fn ready_batches<S>(stream: S, max: usize) -> impl Stream<Item = Vec<S::Item>>
+fn ready_batches<S>(stream: S, max: usize, linger: Duration) -> impl Stream<Item = Vec<S::Item>>
 where
     S: Stream + Unpin,
 {
     futures::stream::unfold(stream, move |mut stream| async move {
         let first = stream.next().await?;
         let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < max {
-            match stream.next().now_or_never() {
-                Some(Some(item)) => batch.push(item),
-                _ => break,
+            let next = match stream.next().now_or_never() {
+                Some(next) => next,
+                None if linger.is_zero() => break,
+                None => match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            match next {
+                Some(item) => batch.push(item),
+                None => break,
             }
         }
         Some((batch, stream))
@@ -593,18 +615,44 @@ mod tests {
     #[tokio::test]
     async fn batches_take_what_is_ready_up_to_the_limit() {
         let ready = futures::stream::iter(1..=7);
-        let got: Vec<Vec<i32>> = ready_batches(ready, 3).collect().await;
+        let got: Vec<Vec<i32>> = ready_batches(ready, 3, Duration::ZERO).collect().await;
         assert_eq!(got, vec![vec![1, 2, 3], vec![4, 5, 6], vec![7]]);
 
         // An item that is not ready yet ends the batch instead of being waited for.
         let (tx, rx) = futures::channel::mpsc::unbounded();
         tx.unbounded_send(1).expect("open");
         tx.unbounded_send(2).expect("open");
-        let mut grouped = Box::pin(ready_batches(rx, 10));
+        let mut grouped = Box::pin(ready_batches(rx, 10, Duration::ZERO));
         assert_eq!(grouped.next().await, Some(vec![1, 2]));
         tx.unbounded_send(3).expect("open");
         drop(tx);
         assert_eq!(grouped.next().await, Some(vec![3]));
+        assert_eq!(grouped.next().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_batch_takes_what_comes_within_the_linger_and_no_more() {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let linger = Duration::from_millis(20);
+        let mut grouped = Box::pin(ready_batches(rx, 3, linger));
+        let sender = tokio::spawn(async move {
+            for (item, after_ms) in [(1, 0), (2, 5), (3, 5), (4, 0), (5, 30), (6, 0)] {
+                tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                tx.unbounded_send(item).expect("open");
+            }
+            // The stream ends while a batch waits: it goes with what it has.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        });
+        let started = tokio::time::Instant::now();
+        // Full before the linger ran out: it leaves at once with the third.
+        assert_eq!(grouped.next().await, Some(vec![1, 2, 3]));
+        assert_eq!(started.elapsed(), Duration::from_millis(10));
+        // 4 waits the whole linger; 5 comes after it, for the next batch.
+        assert_eq!(grouped.next().await, Some(vec![4]));
+        assert_eq!(started.elapsed(), Duration::from_millis(30));
+        assert_eq!(grouped.next().await, Some(vec![5, 6]));
+        assert_eq!(started.elapsed(), Duration::from_millis(45));
+        sender.await.expect("sender");
         assert_eq!(grouped.next().await, None);
     }
 }

@@ -5,8 +5,8 @@
 //! Per-outcome transactions cost PostgreSQL a commit each, and all of them fight over the same
 //! rollup row (one per minute, service and rule); a batch commits once and touches each rollup
 //! row once. One statement is one round trip, where a transaction of the same steps is six:
-//! with the dispatcher's `outcome_linger`, batches of two or three outcomes are the common case
-//! at a few hundred outcomes a second, and there the round trips were the cost.
+//! at a moderate rate `api.record_linger` gathers a batch of the outcomes that come within it
+//! (about 20 at 1,000 a second), and there the round trips were the cost.
 //! Idempotency is the same as [`super::record`]: the rollups count only the rows the insert
 //! returned, so a redelivered outcome changes nothing.
 //!

@@ -6,8 +6,8 @@
 //! Every api replica runs one; they share the durable pull consumer [`CONSUMER`], so each
 //! outcome is handled by one replica at a time. A RESULTS message carries one outcome or an
 //! array of them (the dispatcher batches what is ready together). Outcomes are recorded in
-//! batches (whatever the pull has ready, up to [`BATCH`] messages), one statement each, and acknowledged only after it
-//! committed; a redelivery (crash between commit and ack, two replicas racing after an ack
+//! batches (whatever the pull has ready, or brings within `api.record_linger` of the first,
+//! up to [`BATCH`] messages), one statement each, and acknowledged only after it committed; a redelivery (crash between commit and ack, two replicas racing after an ack
 //! timeout, the same outcome published twice) finds its row and changes nothing, so the
 //! rollups count every attempt exactly once. A batch the database refuses for its content is
 //! recorded again one outcome at a time, so one bad outcome is set aside alone: after a few
@@ -185,6 +185,7 @@ async fn outcomes(state: AppState, shutdown: Shutdown) {
     )
     .pull_batch(BATCH)
     .ack_linger(state.ack_linger)
+    .batch_linger(state.record_linger)
     .pull_bytes(
         PULL_BYTES.max(
             state

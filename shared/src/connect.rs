@@ -155,6 +155,36 @@ pub async fn connect_nats(
     Ok(client)
 }
 
+/// Runs `open` (a bucket, the live configuration: what a service opens once at start, after
+/// the topology is ensured) until it succeeds, trying again with the startup backoff for up to
+/// `patience`; then its last error. A JetStream leader elected in between, or a stream whose
+/// interest has not reached every node yet, fails an open that works a moment later: the
+/// service should wait for that, not exit.
+pub async fn open_with_patience<T, E, F, Fut>(
+    patience: Duration,
+    what: &str,
+    mut open: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let started = tokio::time::Instant::now();
+    let mut delay = FIRST_RETRY;
+    loop {
+        match open().await {
+            Ok(opened) => return Ok(opened),
+            Err(error) if started.elapsed() + delay <= patience => {
+                tracing::warn!(%what, error = %error, retry_in = ?delay, "cannot open yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = next_delay(delay);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// `nats.url` may name several servers of a cluster, comma-separated: the client starts with
 /// whichever answers and learns the rest of the cluster from it.
 fn server_list(url: &str) -> Vec<&str> {
@@ -245,6 +275,43 @@ fn is_permanent(error: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_is_tried_again_until_it_works_within_patience() {
+        let mut tries = 0;
+        let started = tokio::time::Instant::now();
+        let opened = open_with_patience(Duration::from_secs(10), "bucket b", || {
+            tries += 1;
+            let attempt = tries;
+            async move {
+                if attempt < 3 {
+                    Err(format!("no responders ({attempt})"))
+                } else {
+                    Ok(attempt)
+                }
+            }
+        })
+        .await;
+        assert_eq!(opened, Ok(3));
+        // 200 ms, then 400 ms.
+        assert_eq!(started.elapsed(), Duration::from_millis(600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_that_keeps_failing_gives_its_last_error_once_patience_runs_out() {
+        let mut tries = 0u32;
+        let started = tokio::time::Instant::now();
+        let opened: Result<(), String> =
+            open_with_patience(Duration::from_secs(3), "bucket b", || {
+                tries += 1;
+                let attempt = tries;
+                async move { Err(format!("stream not found ({attempt})")) }
+            })
+            .await;
+        // Waits of 0.2, 0.4, 0.8 and 1.6 s fit in 3 s; a 3.2 s one would not.
+        assert_eq!(opened, Err("stream not found (5)".to_owned()));
+        assert_eq!(started.elapsed(), Duration::from_millis(3_000));
+    }
 
     #[test]
     fn versions_from_2_10_are_supported() {

@@ -34,6 +34,23 @@ impl ServiceContext {
         Topology::new(self.names.clone(), &self.config)
     }
 
+    /// Opens what the service needs at start (a bucket, the live configuration), trying again
+    /// for up to `nats.connect_timeout` (see [`crate::connect::open_with_patience`]); the error
+    /// names `what`.
+    pub async fn open_at_start<T, E, F, Fut>(&self, what: String, open: F) -> Result<T, RunError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::fmt::Display + Into<BoxError>,
+    {
+        crate::connect::open_with_patience(self.config.nats.connect_timeout, &what, open)
+            .await
+            .map_err(|e| RunError::Open {
+                what,
+                cause: e.into(),
+            })
+    }
+
     /// Creates or updates the streams and buckets this service uses.
     pub async fn ensure_topology(&self) -> Result<(), TopologyError> {
         self.topology()

@@ -37,7 +37,6 @@ pub use resources::tokens::{IssuedToken, issue as issue_token};
 pub use routes::openapi_json;
 pub use secrets::reencrypt as reencrypt_secrets;
 pub use state::AppState;
-use state::StateError;
 
 /// The delivery log (`deliveries`, `delivery_rollups`, `circuit_changes`) written as the
 /// recorder writes it: for `mih rebuild-projections`, and for tests that seed it.
@@ -48,18 +47,15 @@ pub mod delivery_log {
 /// Opens what the API works with: the keyring and the live config writer.
 async fn state(ctx: &ServiceContext) -> Result<AppState, RunError> {
     let pool = ctx.database()?.clone();
-    AppState::open(&ctx.config, pool, ctx.jetstream.clone())
-        .await
-        .map_err(|e| match e {
-            StateError::Keyring(e) => RunError::Setting {
-                setting: "secret_key (MIH_SECRET_KEY)",
-                problem: e.into(),
-            },
-            other => RunError::Open {
-                what: "the api's buckets".into(),
-                cause: other.into(),
-            },
-        })
+    // A secret_key that cannot be read is a setting to fix: no use waiting for it.
+    ctx.config.keyring().map_err(|e| RunError::Setting {
+        setting: "secret_key (MIH_SECRET_KEY)",
+        problem: e.into(),
+    })?;
+    ctx.open_at_start("the api's buckets".into(), || {
+        AppState::open(&ctx.config, pool.clone(), ctx.jetstream.clone())
+    })
+    .await
 }
 
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {

@@ -58,45 +58,35 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
             .into(),
         });
     }
-    let circuits = CircuitStore::open(&ctx.jetstream, &ctx.names.circuits_bucket())
-        .await
-        .map_err(|e| RunError::Open {
-            what: format!("bucket {}", ctx.names.circuits_bucket()),
-            cause: e.into(),
-        })?;
-    let uncounted = Uncounted::open(&ctx.jetstream, &ctx.names.attempts_bucket())
-        .await
-        .map_err(|e| RunError::Open {
-            what: format!("bucket {}", ctx.names.attempts_bucket()),
-            cause: e.into(),
-        })?;
-    let held = HeldKeys::open(
-        &ctx.jetstream,
-        &ctx.names.held_keys_bucket(),
-        shutdown.clone(),
-    )
-    .await
-    .map_err(|e| RunError::Open {
-        what: format!("bucket {}", ctx.names.held_keys_bucket()),
-        cause: e.into(),
-    })?;
-    let membership = replicas::Membership::join(&ctx.jetstream, &ctx.names.dispatchers_bucket())
-        .await
-        .map_err(|e| RunError::Open {
-            what: format!("bucket {}", ctx.names.dispatchers_bucket()),
-            cause: e.into(),
-        })?;
-    let snapshot = ConfigSnapshot::start(
-        &ctx.jetstream,
-        &ctx.names.config_bucket(),
-        "dispatcher",
-        shutdown.clone(),
-    )
-    .await
-    .map_err(|e| RunError::Open {
-        what: format!("the live configuration ({})", ctx.names.config_bucket()),
-        cause: e.into(),
-    })?;
+    let js = &ctx.jetstream;
+    let bucket = ctx.names.circuits_bucket();
+    let circuits = ctx
+        .open_at_start(format!("bucket {bucket}"), || {
+            CircuitStore::open(js, &bucket)
+        })
+        .await?;
+    let bucket = ctx.names.attempts_bucket();
+    let uncounted = ctx
+        .open_at_start(format!("bucket {bucket}"), || Uncounted::open(js, &bucket))
+        .await?;
+    let bucket = ctx.names.held_keys_bucket();
+    let held = ctx
+        .open_at_start(format!("bucket {bucket}"), || {
+            HeldKeys::open(js, &bucket, shutdown.clone())
+        })
+        .await?;
+    let bucket = ctx.names.dispatchers_bucket();
+    let membership = ctx
+        .open_at_start(format!("bucket {bucket}"), || {
+            replicas::Membership::join(js, &bucket)
+        })
+        .await?;
+    let bucket = ctx.names.config_bucket();
+    let snapshot = ctx
+        .open_at_start(format!("the live configuration ({bucket})"), || {
+            ConfigSnapshot::start(js, &bucket, "dispatcher", shutdown.clone())
+        })
+        .await?;
     let replies = inbound::Replies::new(
         env.clone(),
         inbound::Store {

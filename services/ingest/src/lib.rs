@@ -100,17 +100,12 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         setting: "secret_key (MIH_SECRET_KEY)",
         problem: e.into(),
     })?);
-    let snapshot = ConfigSnapshot::start(
-        &ctx.jetstream,
-        &ctx.names.config_bucket(),
-        "ingest",
-        shutdown.clone(),
-    )
-    .await
-    .map_err(|e| RunError::Open {
-        what: format!("the live configuration ({})", ctx.names.config_bucket()),
-        cause: e.into(),
-    })?;
+    let bucket = ctx.names.config_bucket();
+    let snapshot = ctx
+        .open_at_start(format!("the live configuration ({bucket})"), || {
+            ConfigSnapshot::start(&ctx.jetstream, &bucket, "ingest", shutdown.clone())
+        })
+        .await?;
     let sources = SourceDirectory::default();
     let inbound = InboundDirectory::default();
     // At start an unreadable secret is fatal (a missing or wrong secret_key); later it is

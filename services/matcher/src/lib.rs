@@ -26,17 +26,13 @@ pub use consumer::consumer_config;
 pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError> {
     metrics::describe();
     ctx.ensure_topology().await?;
-    let snapshot = ConfigSnapshot::start(
-        &ctx.jetstream,
-        &ctx.names.config_bucket(),
-        "matcher",
-        shutdown.clone(),
-    )
-    .await
-    .map_err(|e| RunError::Open {
-        what: format!("the live configuration ({})", ctx.names.config_bucket()),
-        cause: e.into(),
-    })?;
+    let js = &ctx.jetstream;
+    let bucket = ctx.names.config_bucket();
+    let snapshot = ctx
+        .open_at_start(format!("the live configuration ({bucket})"), || {
+            ConfigSnapshot::start(js, &bucket, "matcher", shutdown.clone())
+        })
+        .await?;
     let max_request_bytes = ctx.config.matcher.max_request_bytes;
     let rules = Arc::new(ArcSwap::from_pointee(
         RuleSet::build(&snapshot.current()).limit_requests(max_request_bytes),
@@ -47,12 +43,10 @@ pub async fn run(ctx: ServiceContext, shutdown: Shutdown) -> Result<(), RunError
         max_request_bytes,
         shutdown.clone(),
     ));
-    let dedup = Dedup::open(&ctx.jetstream, &ctx.names.dedup_bucket())
-        .await
-        .map_err(|e| RunError::Open {
-            what: format!("bucket {}", ctx.names.dedup_bucket()),
-            cause: e.into(),
-        })?;
+    let bucket = ctx.names.dedup_bucket();
+    let dedup = ctx
+        .open_at_start(format!("bucket {bucket}"), || Dedup::open(js, &bucket))
+        .await?;
     let settings = &ctx.config.matcher;
     tokio::spawn(claims::watch(
         ctx.jetstream.clone(),

@@ -226,7 +226,7 @@ async fn store_events(
             source: source.clone(),
             received_at: chrono::Utc::now(),
             dedup_key: format!("bench-{i}"),
-            data,
+            data: data.into(),
         };
         let subject = subjects.event_subject(&source, &EventName::parse(name)?);
         acks.push(js.publish(subject, messages::encode(&event)?).await?);

@@ -56,7 +56,7 @@ impl<'e> Prepared<'e> {
 /// numbers) and `event` (id, source, received_at, dedup_key), which wins over a shim field of
 /// that name.
 fn template_context(event: &Event) -> Map<String, Value> {
-    let mut fields = event.data.clone();
+    let mut fields: Map<String, Value> = (*event.data).clone();
     for name in NUMERIC_FIELDS {
         if let Some(Value::String(text)) = fields.get(*name)
             && let Ok(number) = text.parse::<i64>()

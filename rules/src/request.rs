@@ -97,7 +97,7 @@ impl CompiledRule {
                         default_soap_body(operation, &event.event.data)
                     }
                     // The event as Moodle gave it.
-                    _ => serde_json::to_string(&event.event.data).map_err(|e| e.to_string())?,
+                    _ => event.event.data.json().into_owned(),
                 };
                 room.set(room.get().checked_sub(body.len()).ok_or_else(too_large)?);
                 body

@@ -196,9 +196,8 @@ impl CompiledRule {
             eventname: event
                 .event
                 .data
-                .get("eventname")
-                .and_then(|n| n.as_str())
-                .map(str::to_owned),
+                .str_field("eventname")
+                .map(std::borrow::Cow::into_owned),
         };
         Ok(match self.render(event, service) {
             Ok((request, ordering_key)) => Match::Job(job(request, ordering_key)),

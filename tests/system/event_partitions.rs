@@ -261,7 +261,7 @@ async fn store_enrolments(hub: &TestHub, partitions: &[u16], count: u16) -> Hash
             source: source.clone(),
             received_at: Utc::now(),
             dedup_key: format!("stored-{id}"),
-            data,
+            data: data.into(),
         };
         stored.insert(event.id.to_string());
         let partition = partitions[usize::from(n) % partitions.len()];

@@ -52,7 +52,7 @@ async fn assert_fixtures_stored(hub: &TestHub, ids: &[String], dedup_keys: &[Str
         assert_eq!(event.source.as_str(), "moodle");
         assert_eq!(event.dedup_key, dedup_keys[i], "event {i}: dedup key");
         assert_eq!(
-            &Value::Object(event.data.clone()),
+            &Value::Object(event.data.clone().into()),
             fixture,
             "event {i}: data as sent"
         );
@@ -537,7 +537,7 @@ async fn awkward_but_valid_events_and_queued_task_wrappers_are_accepted_as_sent(
             .ends_with(".events.moodle.mod_quiz.attempt_submitted")
     );
     assert_eq!(
-        Value::Object(stored[1].event().data),
+        Value::Object(stored[1].event().data.into()),
         fixtures::moodle_events()[7]
     );
     hub.stop().await;

@@ -114,7 +114,7 @@ fn event(data: Value) -> Event {
         source: SourceId::parse("moodle").expect("source"),
         received_at: Utc::now(),
         dedup_key: "k".into(),
-        data,
+        data: data.into(),
     }
 }
 

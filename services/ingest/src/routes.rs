@@ -234,7 +234,7 @@ fn prepare(
             source: source.clone(),
             received_at,
             dedup_key,
-            data,
+            data: data.into(),
         };
         let payload = messages::encode(&event).map_err(IngestError::Encode)?;
         if payload.len() > max {

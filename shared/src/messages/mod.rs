@@ -6,6 +6,7 @@
 
 mod dead_letter;
 mod event;
+mod event_data;
 mod facade;
 mod ids;
 mod inbound;
@@ -16,6 +17,7 @@ mod version;
 
 pub use dead_letter::{DeadLetter, FailureStage};
 pub use event::Event;
+pub use event_data::EventData;
 pub use facade::{FacadeRequest, FacadeResponse};
 pub use ids::{EventId, InboundId, JobId, RuleId};
 pub use inbound::{InboundMessage, InboundVia, ParkedInbound, PayloadError, payload_of};

@@ -24,7 +24,7 @@ fn sample_event() -> Event {
             .single()
             .expect("valid"),
         dedup_key: "abc".into(),
-        data,
+        data: data.into(),
     }
 }
 

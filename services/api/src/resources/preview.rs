@@ -219,6 +219,6 @@ fn inline_event(value: Value, source: Option<&str>) -> ApiResult<Event> {
         source,
         received_at: Utc::now(),
         dedup_key: "preview".into(),
-        data,
+        data: data.into(),
     })
 }

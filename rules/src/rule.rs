@@ -193,11 +193,8 @@ impl CompiledRule {
             hold_key: ordering_key.is_some() && !rule.ordering_on_dead_letter.is_skip(),
             ordering_key,
             source: Some(event.event.source.clone()),
-            eventname: event
-                .event
-                .data
-                .str_field("eventname")
-                .map(std::borrow::Cow::into_owned),
+            // The name as parsed (ingest stores it in this form): no second look into the event.
+            eventname: Some(event.name.as_str().to_owned()),
         };
         Ok(match self.render(event, service) {
             Ok((request, ordering_key)) => Match::Job(job(request, ordering_key)),

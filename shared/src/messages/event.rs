@@ -23,8 +23,8 @@ pub struct Event {
 impl Event {
     /// The event's Moodle name. Ingest validated it, so an error means a foreign writer.
     pub fn name(&self) -> Result<EventName, EventNameError> {
-        match self.data.str_field("eventname") {
-            Some(name) => EventName::parse(&name),
+        match self.data.eventname() {
+            Some(name) => EventName::parse(name),
             None => Err(EventNameError::Empty),
         }
     }

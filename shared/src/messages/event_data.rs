@@ -25,6 +25,9 @@ pub struct EventData {
     /// The text it was read as, which stays what it is written as.
     text: Option<Box<RawValue>>,
     fields: OnceLock<Map<String, Value>>,
+    /// `eventname`, asked for several times per event (the matcher's rule lookup, then each
+    /// rule), looked up once.
+    eventname: OnceLock<Option<String>>,
 }
 
 impl EventData {
@@ -34,6 +37,13 @@ impl EventData {
             Some(text) => Cow::Borrowed(text.get()),
             None => Cow::Owned(Value::Object(self.fields().clone()).to_string()),
         }
+    }
+
+    /// The `eventname` field, when it is a string.
+    pub fn eventname(&self) -> Option<&str> {
+        self.eventname
+            .get_or_init(|| self.str_field("eventname").map(Cow::into_owned))
+            .as_deref()
     }
 
     /// A top-level field that is a string, without reading the other fields into values when
@@ -67,6 +77,7 @@ impl From<Map<String, Value>> for EventData {
         EventData {
             text: None,
             fields: OnceLock::from(fields),
+            eventname: OnceLock::new(),
         }
     }
 }
@@ -91,6 +102,7 @@ impl DerefMut for EventData {
     fn deref_mut(&mut self) -> &mut Self::Target {
         self.fields();
         self.text = None;
+        self.eventname = OnceLock::new();
         self.fields
             .get_mut()
             .expect("initialised by the line above")
@@ -137,6 +149,7 @@ impl<'de> Deserialize<'de> for EventData {
         Ok(EventData {
             text: Some(text),
             fields: OnceLock::new(),
+            eventname: OnceLock::new(),
         })
     }
 }
@@ -155,8 +168,9 @@ impl<'de> Visitor<'de> for StrField<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut found = None;
+        // A repeated key: the last one counts, as in the map the fields are read into.
         while let Some(is_it) = map.next_key_seed(KeyIs(self.name))? {
-            if is_it && found.is_none() {
+            if is_it {
                 found = map.next_value::<Value>()?.as_str().map(str::to_owned);
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -223,11 +237,41 @@ mod tests {
             data.str_field("eventname").as_deref(),
             Some("\\core\\event\\course_viewed")
         );
+
+        let repeated: EventData =
+            serde_json::from_str(r#"{"a":"1","b":2,"a":"2"}"#).expect("object");
+        assert_eq!(
+            repeated.str_field("a").as_deref(),
+            Some("2"),
+            "as the map has it"
+        );
+        assert_eq!(repeated["a"], "2");
+    }
+
+    #[test]
+    fn every_fixture_event_is_forwarded_as_its_map_would_write_it() {
+        for event in mih_testkit::fixtures::moodle_events() {
+            let Value::Object(map) = event else {
+                panic!("a fixture event is an object")
+            };
+            // What ingest stores, and what the matcher wrote from the map it read it into.
+            let stored = serde_json::to_string(&EventData::from(map)).expect("json");
+            let reread: Map<String, Value> = serde_json::from_str(&stored).expect("map");
+            let data: EventData = serde_json::from_str(&stored).expect("object");
+            assert_eq!(data.json(), serde_json::to_string(&reread).expect("json"));
+            assert_eq!(
+                data.str_field("eventname").as_deref(),
+                reread["eventname"].as_str()
+            );
+        }
     }
 
     #[test]
     fn a_change_is_what_gets_written() {
         let mut data: EventData = serde_json::from_str(MOODLE).expect("object");
+        assert_eq!(data.eventname(), Some("\\core\\event\\course_viewed"));
+        data.insert("eventname".into(), json!("\\core\\event\\user_created"));
+        assert_eq!(data.eventname(), Some("\\core\\event\\user_created"));
         data.insert("courseid".into(), json!(13));
         let written: Value = serde_json::from_str(&data.json()).expect("json");
         assert_eq!(written["courseid"], 13);

@@ -512,7 +512,8 @@ async fn give_up(
     }
 }
 
-/// Groups a stream into what is ready at once, up to `max`. (`ready_chunks` would do, but it
+/// Groups a stream into what is ready at once, up to `max`; with a `linger`, a batch also takes
+/// what comes within it of the batch's first item (a full batch leaves at once). (`ready_chunks` would do, but it
 /// allocates room for `max` items for every chunk, which at low rates means a large allocation
 /// per message.)
 fn ready_batches<S>(stream: S, max: usize, linger: Duration) -> impl Stream<Item = Vec<S::Item>>

@@ -7,7 +7,8 @@
 //! outcome is handled by one replica at a time. A RESULTS message carries one outcome or an
 //! array of them (the dispatcher batches what is ready together). Outcomes are recorded in
 //! batches (whatever the pull has ready, or brings within `api.record_linger` of the first,
-//! up to [`BATCH`] messages), one statement each, and acknowledged only after it committed; a redelivery (crash between commit and ack, two replicas racing after an ack
+//! up to [`BATCH`] messages), one statement each, and acknowledged only after it committed;
+//! a redelivery (crash between commit and ack, two replicas racing after an ack
 //! timeout, the same outcome published twice) finds its row and changes nothing, so the
 //! rollups count every attempt exactly once. A batch the database refuses for its content is
 //! recorded again one outcome at a time, so one bad outcome is set aside alone: after a few

@@ -417,3 +417,50 @@ async fn outcomes_ready_together_share_a_message_and_each_is_logged_once() {
     );
     hub.stop().await;
 }
+
+/// Outcomes that reach the recorder one after another, within `api.record_linger`, are
+/// written together, and each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_arriving_within_the_record_linger_are_written_together() {
+    const JOBS: usize = 12;
+    let hub = TestHub::builder()
+        .services(&[ServiceName::Api, ServiceName::Dispatcher])
+        .toml(
+            "[api]\nrecord_linger = \"1s\"\n[dispatcher]\noutcome_batch_max = 1\n[nats]\nack_linger = \"0s\"\n",
+        )
+        .start()
+        .await;
+    let sink = HttpSink::start().await.expect("sink");
+    // One delivery at a time: each outcome is a RESULTS message of its own, a few
+    // milliseconds after the one before.
+    let body = json!({
+        "name": "grades",
+        "concurrency": 1,
+        "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())},
+    });
+    let answer = hub.api().post("/api/v1/services", &body).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    hub.wait_for_config(ServiceName::Dispatcher).await;
+    for i in 0..JOBS {
+        publish(&hub, &job("grades", &format!("/grades/{i}"), "{}")).await;
+    }
+    sink.wait_for(JOBS, WAIT).await.expect("delivered");
+    let items = wait_for_items(&hub, "service=grades&limit=100", JOBS).await;
+    assert_eq!(items.len(), JOBS, "each attempt logged once");
+    let metrics = hub.metrics(ServiceName::Api).await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert_eq!(value("mih_recorder_batch_size_sum"), JOBS as f64);
+    let batches = value("mih_recorder_batch_size_count");
+    assert!(
+        batches < JOBS as f64 / 2.0,
+        "{JOBS} outcomes a few ms apart went in {batches} statements"
+    );
+    hub.stop().await;
+}

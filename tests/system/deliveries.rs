@@ -28,6 +28,18 @@ async fn service(hub: &TestHub, name: &str, sink: &HttpSink) {
     hub.wait_for_config(ServiceName::Dispatcher).await;
 }
 
+/// The `grades` service at `sink`, delivering at most `concurrency` jobs at once.
+async fn grades_service(hub: &TestHub, sink: &HttpSink, concurrency: u32) {
+    let body = json!({
+        "name": "grades",
+        "concurrency": concurrency,
+        "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())},
+    });
+    let answer = hub.api().post("/api/v1/services", &body).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    hub.wait_for_config(ServiceName::Dispatcher).await;
+}
+
 /// A job for a graded event, from a rule.
 fn job(service: &str, path: &str, body: &str) -> Job {
     Job {
@@ -365,14 +377,7 @@ async fn outcomes_ready_together_share_a_message_and_each_is_logged_once() {
         .start()
         .await;
     let sink = HttpSink::start().await.expect("sink");
-    let body = json!({
-        "name": "grades",
-        "concurrency": 16,
-        "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())},
-    });
-    let answer = hub.api().post("/api/v1/services", &body).await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
-    hub.wait_for_config(ServiceName::Dispatcher).await;
+    grades_service(&hub, &sink, 16).await;
     let sent: Vec<Job> = (0..30)
         .map(|i| job("grades", &format!("/grades/{i}"), "{}"))
         .collect();
@@ -433,14 +438,7 @@ async fn outcomes_arriving_within_the_record_linger_are_written_together() {
     let sink = HttpSink::start().await.expect("sink");
     // One delivery at a time: each outcome is a RESULTS message of its own, a few
     // milliseconds after the one before.
-    let body = json!({
-        "name": "grades",
-        "concurrency": 1,
-        "transport": {"kind": "rest", "base_url": format!("{}/api", sink.url())},
-    });
-    let answer = hub.api().post("/api/v1/services", &body).await;
-    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
-    hub.wait_for_config(ServiceName::Dispatcher).await;
+    grades_service(&hub, &sink, 1).await;
     for i in 0..JOBS {
         publish(&hub, &job("grades", &format!("/grades/{i}"), "{}")).await;
     }

@@ -35,7 +35,8 @@ impl EventData {
     pub fn json(&self) -> Cow<'_, str> {
         match &self.text {
             Some(text) => Cow::Borrowed(text.get()),
-            None => Cow::Owned(Value::Object(self.fields().clone()).to_string()),
+            // A map of JSON values always writes.
+            None => Cow::Owned(serde_json::to_string(self.fields()).unwrap_or_default()),
         }
     }
 
@@ -48,7 +49,7 @@ impl EventData {
 
     /// A top-level field that is a string, without reading the other fields into values when
     /// they have not been read yet.
-    pub fn str_field(&self, name: &str) -> Option<Cow<'_, str>> {
+    fn str_field(&self, name: &str) -> Option<Cow<'_, str>> {
         if let Some(fields) = self.fields.get() {
             return fields.get(name)?.as_str().map(Cow::Borrowed);
         }
